@@ -1,0 +1,34 @@
+// Deformable convolution kernels: shared declarations.
+#pragma once
+#include <torch/extension.h>
+
+#include <optional>
+#include <vector>
+
+namespace dcn {
+
+struct ConvArgs {
+  int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, deformable_groups;
+};
+
+at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias, const at::Tensor& offset,
+                       const std::optional<at::Tensor>& mask, const ConvArgs& args);
+
+std::vector<at::Tensor> backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                     const at::Tensor& weight, const at::Tensor& offset,
+                                     const std::optional<at::Tensor>& mask, bool has_bias,
+                                     const ConvArgs& args);
+
+#ifdef WITH_CUDA
+at::Tensor forward_cuda(const at::Tensor& input, const at::Tensor& weight,
+                        const std::optional<at::Tensor>& bias, const at::Tensor& offset,
+                        const std::optional<at::Tensor>& mask, const ConvArgs& args);
+
+std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_output, const at::Tensor& input,
+                                      const at::Tensor& weight, const at::Tensor& offset,
+                                      const std::optional<at::Tensor>& mask, bool has_bias,
+                                      const ConvArgs& args);
+#endif
+
+}  // namespace dcn

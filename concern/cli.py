@@ -1,0 +1,225 @@
+"""Command-line flags of train.py, eval.py and demo.py, and how each one changes the compiled experiment.
+
+Every flag acts on the compiled configuration tree before anything is built, so what a flag sets is
+exactly what the built objects hold, is printed by ``--print-config-only`` and is saved with the run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Callable, List, Optional
+
+from concern.config import (CompiledConfig, ConfigError, accepts_argument, apply_overrides, get_path,
+                            has_path, load_config, set_path)
+
+
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('exp', type=str, help='experiment YAML file')
+    parser.add_argument('--name', type=str, default=None,
+                        help='run name; outputs go to workspace/<name>/ (default: the experiment file stem)')
+    parser.add_argument('--device', type=str, default=None,
+                        help="'cpu', 'cuda' or 'cuda:N' (default: cuda when available, else cpu)")
+    parser.add_argument('--thresh', type=float, default=None,
+                        help='binarization threshold of the probability map (representer thresh)')
+    parser.add_argument('--box_thresh', type=float, default=None,
+                        help='minimum mean probability of a kept detection (representer box_thresh)')
+    parser.add_argument('--verbose', action='store_true', help='verbose logging')
+    parser.add_argument('--print-config-only', dest='print_config_only', action='store_true',
+                        help='print the compiled experiment and exit')
+    parser.add_argument('--opt', nargs='+', default=[], metavar='KEY.PATH=VALUE',
+                        help='override any value of the compiled experiment, e.g. train.data_loader.batch_size=8')
+
+
+def train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description='Train a DBNet text detector.')
+    _common_arguments(parser)
+    parser.add_argument('--batch_size', type=int, default=None, help='global training batch size')
+    parser.add_argument('--num_workers', type=int, default=None, help='data loading workers per loader')
+    parser.add_argument('--resume', type=str, default=None,
+                        help='full checkpoint to continue from, or weights to fine-tune from')
+    parser.add_argument('--epochs', type=int, default=None, help='training length and decay schedule length')
+    parser.add_argument('--start_epoch', type=int, default=None)
+    parser.add_argument('--start_iter', type=int, default=None)
+    parser.add_argument('--lr', type=float, default=None, help='base learning rate (optimizer and schedule)')
+    parser.add_argument('--validate', action='store_true', help='validate during training')
+    parser.add_argument('--visualize', action='store_true', help='write validation visualizations')
+    parser.add_argument('--debug', action='store_true', help='anomaly detection and extra checks')
+    parser.add_argument('--benchmark', action='store_true', help='set torch.backends.cudnn.benchmark')
+    parser.add_argument('-d', '--distributed', action='store_true', help='DistributedDataParallel (torchrun)')
+    parser.add_argument('--local_rank', '--local-rank', dest='local_rank', type=int, default=None,
+                        help='set by the launcher; torchrun sets LOCAL_RANK instead')
+    parser.add_argument('-g', '--num_gpus', type=int, default=1, help='DataParallel over N GPUs in one process')
+    parser.add_argument('--seed', type=int, default=None, help='seed Python, NumPy, torch and loader workers')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--grad_clip', type=float, default=None, help='clip the gradient norm to this value')
+    return parser
+
+
+def eval_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description='Evaluate a DBNet text detector on the evaluation loaders.')
+    _common_arguments(parser)
+    parser.add_argument('--resume', type=str, required=True, help='checkpoint to evaluate')
+    parser.add_argument('--polygon', action='store_true', help='output polygons instead of boxes')
+    parser.add_argument('--result_dir', type=str, default=None,
+                        help='write res_<image>.txt files here (ICDAR submission format)')
+    parser.add_argument('--visualize', action='store_true', help='write images with ground truth and detections')
+    parser.add_argument('--speed', action='store_true', help='time data, model and post-processing separately')
+    parser.add_argument('--sweep', action='store_true', help='report P/R/F over box_thresh 0.3..0.9')
+    parser.add_argument('--batch_size', type=int, default=None, help='evaluation batch size')
+    parser.add_argument('--num_workers', type=int, default=None, help='data loading workers')
+    parser.add_argument('--image_short_side', type=int, default=None,
+                        help='resize height of the evaluation pipeline (multiple of 32)')
+    return parser
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description='Detect text in your own images.')
+    _common_arguments(parser)
+    parser.add_argument('--resume', type=str, required=True, help='checkpoint to run')
+    parser.add_argument('--image_path', type=str, required=True, help='an image, a folder or a glob')
+    parser.add_argument('--result_dir', type=str, default='demo_results/', help='where results are written')
+    parser.add_argument('--image_short_side', type=int, default=736, help='resize the short side to this')
+    parser.add_argument('--polygon', action='store_true', help='output polygons instead of boxes')
+    parser.add_argument('--visualize', action='store_true', help='write <image>.jpg with the detections drawn')
+    parser.add_argument('--heatmap', action='store_true', help='also write the probability map as a heat map')
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------
+# Flag -> config
+
+
+def _set_if_present(config: CompiledConfig, dotted: str, value: Any) -> bool:
+    """Set ``dotted`` when its parent exists and holds or accepts the key; report whether it did."""
+    parent_path, _, key = dotted.rpartition('.')
+    if parent_path and not has_path(config, parent_path):
+        return False
+    parent = get_path(config, parent_path) if parent_path else config.tree
+    if isinstance(parent, dict) and (key in parent or accepts_argument(parent, key, config.packages, dotted)):
+        set_path(config, dotted, value)
+        return True
+    return False
+
+
+def _loader_paths(config: CompiledConfig, section: str) -> List[str]:
+    loaders = get_path(config, f'{section}.data_loaders') if has_path(config, f'{section}.data_loaders') else {}
+    return [f'{section}.data_loaders.{name}' for name in (loaders or {})]
+
+
+def _walk_class_dicts(node: Any, visit: Callable[[dict], None]) -> None:
+    if isinstance(node, dict):
+        if 'class' in node:
+            visit(node)
+        for value in node.values():
+            _walk_class_dicts(value, visit)
+    elif isinstance(node, list):
+        for value in node:
+            _walk_class_dicts(value, visit)
+
+
+def _set_schedule_argument(config: CompiledConfig, key: str, value: Any) -> int:
+    """Set ``key`` on every learning-rate object of the schedule that takes it (wrapped ones included)."""
+    if not has_path(config, 'train.scheduler.learning_rate'):
+        return 0
+    changed = []
+
+    def visit(node: dict) -> None:
+        if key in node or accepts_argument(node, key, config.packages, f'train.scheduler.learning_rate: {key}'):
+            node[key] = value
+            changed.append(node)
+
+    _walk_class_dicts(get_path(config, 'train.scheduler.learning_rate'), visit)
+    return len(changed)
+
+
+def _require(done: bool, flag: str, dotted: str, config: CompiledConfig) -> None:
+    if not done:
+        raise ConfigError(f"{config.source}: define '{config.define}': {flag} needs key '{dotted}', "
+                          'which this experiment does not have')
+
+
+def apply_representer_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
+    for flag in ('thresh', 'box_thresh'):
+        value = getattr(args, flag, None)
+        if value is not None:
+            _require(_set_if_present(config, f'structure.representer.{flag}', value),
+                     f'--{flag}', f'structure.representer.{flag}', config)
+
+
+def apply_train_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
+    apply_representer_flags(config, args)
+    if args.batch_size is not None:
+        _require(_set_if_present(config, 'train.data_loader.batch_size', args.batch_size),
+                 '--batch_size', 'train.data_loader.batch_size', config)
+    if args.num_workers is not None:
+        for path in ['train.data_loader'] + _loader_paths(config, 'validation') + _loader_paths(config, 'evaluation'):
+            _set_if_present(config, f'{path}.num_workers', args.num_workers)
+    for flag in ('resume', 'start_epoch', 'start_iter'):
+        value = getattr(args, flag)
+        if value is not None:
+            _require(_set_if_present(config, f'train.checkpoint.{flag}', value),
+                     f'--{flag}', f'train.checkpoint.{flag}', config)
+    if args.epochs is not None:
+        _require(_set_if_present(config, 'train.epochs', args.epochs), '--epochs', 'train.epochs', config)
+        _set_schedule_argument(config, 'epochs', args.epochs)
+    if args.lr is not None:
+        touched = _set_if_present(config, 'train.scheduler.optimizer_args.lr', args.lr)
+        touched = _set_schedule_argument(config, 'lr', args.lr) > 0 or touched
+        _require(touched, '--lr', 'train.scheduler.optimizer_args.lr', config)
+    if args.visualize and has_path(config, 'validation'):
+        _set_if_present(config, 'validation.visualize', True)
+    if args.verbose:
+        _set_if_present(config, 'logger.verbose', True)
+
+
+def apply_eval_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
+    apply_representer_flags(config, args)
+    section = 'evaluation' if has_path(config, 'evaluation') else 'validation'
+    for path in _loader_paths(config, section):
+        if args.batch_size is not None:
+            _set_if_present(config, f'{path}.batch_size', args.batch_size)
+        if args.num_workers is not None:
+            _set_if_present(config, f'{path}.num_workers', args.num_workers)
+        if args.image_short_side is not None:
+            _set_resize_height(config, f'{path}.dataset.processes', args.image_short_side)
+    if args.verbose:
+        _set_if_present(config, 'logger.verbose', True)
+
+
+def _set_resize_height(config: CompiledConfig, processes_path: str, height: int) -> None:
+    if height % 32:
+        raise ConfigError(f'--image_short_side {height}: must be a multiple of 32')
+    if not has_path(config, processes_path):
+        return
+    for process in get_path(config, processes_path) or []:
+        if isinstance(process, dict) and str(process.get('class', '')).endswith('AugmentDetectionData') \
+                and process.get('only_resize'):
+            for augmenter in process.get('augmenter_args') or []:
+                if isinstance(augmenter, list) and augmenter and augmenter[0] == 'Resize' \
+                        and isinstance(augmenter[1], dict):
+                    augmenter[1]['height'] = height
+                    augmenter[1]['width'] = max(int(augmenter[1].get('width', height)), height)
+
+
+def compile_experiment(args: argparse.Namespace, apply_flags: Callable[[CompiledConfig, argparse.Namespace], None]
+                       ) -> CompiledConfig:
+    """Load ``args.exp``, apply the entry point's flags, then the ``--opt`` overrides (which win)."""
+    config = load_config(args.exp)
+    apply_flags(config, args)
+    apply_overrides(config, args.opt or [])
+    return config
+
+
+def run_name(args: argparse.Namespace) -> str:
+    return args.name or os.path.splitext(os.path.basename(args.exp))[0]
+
+
+def select_device(requested: Optional[str]) -> 'torch.device':
+    import torch
+    if requested is None:
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    device = torch.device(requested)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit(f'--device {requested}: no CUDA device is available on this machine')
+    return device
+

@@ -1,0 +1,398 @@
+"""Composable YAML experiments: ``import:`` / ``package:`` / ``define:``.
+
+The format is the original DB code base's, so its experiment files load unchanged:
+
+* ``import:`` lists YAML files (paths relative to the working directory) loaded first, recursively;
+  their packages and defines are merged in, the importing file's own entries winning.
+* ``package:`` lists modules of this project in which bare ``class:`` names are looked up, in order.
+* ``define:`` lists mappings, each with a string ``name:``; ``^name`` elsewhere refers to that define.
+
+Compiling a define resolves every ``^name`` into a deep copy of the referenced define, giving a plain
+tree of dicts and lists (what ``--print-config-only`` prints and what is saved beside each run).
+Building turns each dict holding ``class:`` into an instance, calling the constructor with the other keys
+as keyword arguments, checked against its signature. Nothing here knows about any particular component.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import yaml
+
+# Top-level packages and modules of this project: the only places classes may come from.
+PROJECT_ROOTS = frozenset({
+    'experiment', 'structure', 'training', 'concern', 'data', 'decoders', 'backbones', 'assets',
+})
+
+# Searched, in this order, after an experiment's own ``package:`` list, so that short experiment files
+# need not list every module. Imported lazily, only when a name is not found earlier.
+PROJECT_MODULES = (
+    'experiment',
+    'structure.builder',
+    'structure.model',
+    'structure.representers',
+    'structure.measurers',
+    'structure.visualizers',
+    'training.learning_rate',
+    'training.optimizer_scheduler',
+    'training.checkpoint',
+    'training.model_saver',
+    'concern.log',
+    'data',
+    'data.processes',
+    'decoders',
+    'decoders.seg_detector_loss',
+)
+
+REFERENCE_PREFIX = '^'
+EXPERIMENT_DEFINE = 'Experiment'
+
+
+class ConfigError(ValueError):
+    """A problem in an experiment file, reported with the file, the define and the key."""
+
+
+@dataclass
+class Define:
+    name: str
+    body: Dict[str, Any]
+    source: str
+
+
+@dataclass
+class ExperimentFile:
+    """An experiment file with all its imports merged in."""
+    path: str
+    packages: List[str] = field(default_factory=list)
+    defines: Dict[str, Define] = field(default_factory=dict)
+
+
+@dataclass
+class CompiledConfig:
+    """A define with every ``^ref`` resolved: a plain tree, plus where its parts came from."""
+    tree: Dict[str, Any]
+    packages: List[str]
+    define: str
+    source: str
+    # id(dict) of each inlined define's copy -> (define name, source file), for error messages.
+    origins: Dict[int, Tuple[str, str]] = field(default_factory=dict)
+
+    def origin_of(self, node: Any, default: Tuple[str, str]) -> Tuple[str, str]:
+        return self.origins.get(id(node), default)
+
+
+def _location(source: str, define: str, key_path: str) -> str:
+    where = f"{source}: define '{define}'"
+    if key_path:
+        where += f", key '{key_path}'"
+    return where
+
+
+def _join(path: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f'{path}[{key}]'
+    return f'{path}.{key}' if path else str(key)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+
+
+def _read_yaml(path: str, imported_from: Optional[str]) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        if imported_from:
+            raise ConfigError(f"{imported_from}: key 'import': file not found: {path!r} "
+                              f"(import paths are relative to the working directory {os.getcwd()!r})")
+        raise ConfigError(f'experiment file not found: {path!r}')
+    with open(path, 'r', encoding='utf-8') as stream:
+        try:
+            content = yaml.safe_load(stream)
+        except yaml.YAMLError as error:
+            raise ConfigError(f'{path}: not valid YAML: {error}') from error
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ConfigError(f'{path}: the top level must be a mapping with import/package/define, '
+                          f'got {type(content).__name__}')
+    unknown = set(content) - {'import', 'package', 'define'}
+    if unknown:
+        raise ConfigError(f'{path}: unknown top-level key(s) {sorted(unknown)}; '
+                          f"expected 'import', 'package' and 'define'")
+    return content
+
+
+def _as_list(content: Dict[str, Any], key: str, path: str) -> list:
+    value = content.get(key) or []
+    if not isinstance(value, list):
+        raise ConfigError(f"{path}: key '{key}' must be a list, got {type(value).__name__}")
+    return value
+
+
+def check_package(name: Any, where: str) -> str:
+    """A ``package:`` entry must name a module of this project (no arbitrary imports from a config)."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: a package must be a module name, got {name!r}")
+    if name.split('.')[0] not in PROJECT_ROOTS:
+        raise ConfigError(f"{where}: package {name!r} is not a module of this project "
+                          f"(allowed roots: {sorted(PROJECT_ROOTS)})")
+    return name
+
+
+def load_experiment_file(path: str, _stack: Sequence[str] = (), _imported_from: Optional[str] = None
+                         ) -> ExperimentFile:
+    """Read ``path`` and, recursively, the files it imports."""
+    real = os.path.realpath(path)
+    if real in _stack:
+        chain = ' -> '.join(list(_stack) + [real])
+        raise ConfigError(f'{path}: import cycle: {chain}')
+    content = _read_yaml(path, _imported_from)
+    merged = ExperimentFile(path=path)
+    for imported in _as_list(content, 'import', path):
+        if not isinstance(imported, str):
+            raise ConfigError(f"{path}: key 'import': entries must be file paths, got {imported!r}")
+        child = load_experiment_file(imported, tuple(_stack) + (real,), path)
+        for package in child.packages:
+            if package not in merged.packages:
+                merged.packages.append(package)
+        merged.defines.update(child.defines)
+    own_packages = [check_package(p, f"{path}: key 'package'") for p in _as_list(content, 'package', path)]
+    # The importing file's packages are searched first.
+    merged.packages = own_packages + [p for p in merged.packages if p not in own_packages]
+    for index, entry in enumerate(_as_list(content, 'define', path)):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: key 'define[{index}]' must be a mapping, got {type(entry).__name__}")
+        name = entry.get('name')
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{path}: key 'define[{index}]' needs a string 'name:', got {name!r}")
+        body = {key: value for key, value in entry.items() if key != 'name'}
+        merged.defines[name] = Define(name=name, body=body, source=path)
+    return merged
+
+
+# ----------------------------------------------------------------------------------------------
+# Compiling (resolving ^references)
+
+
+def compile_define(experiment_file: ExperimentFile, name: str = EXPERIMENT_DEFINE) -> CompiledConfig:
+    if name not in experiment_file.defines:
+        raise ConfigError(f"{experiment_file.path}: no define named '{name}' "
+                          f"(defines: {sorted(experiment_file.defines)})")
+    define = experiment_file.defines[name]
+    origins: Dict[int, Tuple[str, str]] = {}
+
+    def resolve(node: Any, current: Define, key_path: str, active: Tuple[str, ...]) -> Any:
+        if isinstance(node, str) and node.startswith(REFERENCE_PREFIX):
+            target = node[len(REFERENCE_PREFIX):]
+            if target not in experiment_file.defines:
+                raise ConfigError(f'{_location(current.source, current.name, key_path)}: '
+                                  f"reference {node!r} names no define (defines: {sorted(experiment_file.defines)})")
+            if target in active:
+                raise ConfigError(f'{_location(current.source, current.name, key_path)}: '
+                                  f"reference cycle {' -> '.join(active + (target,))}")
+            referenced = experiment_file.defines[target]
+            resolved = resolve(referenced.body, referenced, '', active + (target,))
+            if isinstance(resolved, dict):
+                origins[id(resolved)] = (referenced.name, referenced.source)
+            return resolved
+        if isinstance(node, dict):
+            return {key: resolve(value, current, _join(key_path, key), active) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value, current, _join(key_path, index), active) for index, value in enumerate(node)]
+        # Scalars; aliases (*anchor) were expanded by YAML into shared objects and are copied by the walk.
+        return copy.deepcopy(node)
+
+    tree = resolve(define.body, define, '', (name,))
+    origins[id(tree)] = (define.name, define.source)
+    return CompiledConfig(tree=tree, packages=list(experiment_file.packages), define=name,
+                          source=define.source, origins=origins)
+
+
+def load_config(path: str, define: str = EXPERIMENT_DEFINE) -> CompiledConfig:
+    """Load an experiment file with its imports and compile one of its defines."""
+    return compile_define(load_experiment_file(path), define)
+
+
+# ----------------------------------------------------------------------------------------------
+# Class lookup
+
+
+def _import_project_module(module_name: str, where: str) -> Any:
+    check_package(module_name, where)
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and (error.name == module_name or module_name.startswith(error.name + '.')):
+            return None
+        raise
+
+
+def _is_project_class(obj: Any) -> bool:
+    return inspect.isclass(obj) and obj.__module__.split('.')[0] in PROJECT_ROOTS
+
+
+def resolve_class(name: Any, packages: Iterable[str], where: str) -> type:
+    """Find the class a ``class:`` value names: ``module.Class`` or a bare name searched in ``packages``."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: 'class' must be a class name, got {name!r}")
+    if '.' in name:
+        module_name, _, class_name = name.rpartition('.')
+        module = _import_project_module(module_name, where)
+        obj = getattr(module, class_name, None) if module is not None else None
+        if not _is_project_class(obj):
+            raise ConfigError(f"{where}: unknown class {name!r} (no class {class_name!r} in module {module_name!r})")
+        return obj
+    searched = []
+    for module_name in list(packages) + [m for m in PROJECT_MODULES if m not in packages]:
+        module = _import_project_module(module_name, where)
+        if module is None:
+            continue
+        searched.append(module_name)
+        obj = getattr(module, name, None)
+        if _is_project_class(obj):
+            return obj
+    raise ConfigError(f"{where}: unknown class {name!r} (searched modules: {', '.join(searched)})")
+
+
+def constructor_parameters(cls: type) -> Tuple[Dict[str, inspect.Parameter], bool]:
+    """The keyword parameters of ``cls`` and whether it accepts arbitrary ``**kwargs``."""
+    parameters = dict(inspect.signature(cls).parameters)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    named = {name: p for name, p in parameters.items()
+             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    return named, takes_any
+
+
+# ----------------------------------------------------------------------------------------------
+# Building
+
+
+class ObjectBuilder:
+    """Turns a compiled tree (or a part of it) into objects."""
+
+    def __init__(self, config: CompiledConfig):
+        self.config = config
+
+    def build(self, node: Any, key_path: str = '', context: Optional[Tuple[str, str]] = None) -> Any:
+        context = self.config.origin_of(node, context or (self.config.define, self.config.source))
+        if isinstance(node, dict):
+            if 'class' in node:
+                return self._build_object(node, key_path, context)
+            return {key: self.build(value, _join(key_path, key), context) for key, value in node.items()}
+        if isinstance(node, list):
+            return [self.build(value, _join(key_path, index), context) for index, value in enumerate(node)]
+        return node
+
+    def _build_object(self, node: Dict[str, Any], key_path: str, context: Tuple[str, str]) -> Any:
+        define, source = context
+        where = _location(source, define, _join(key_path, 'class'))
+        cls = resolve_class(node['class'], self.config.packages, where)
+        parameters, takes_any = constructor_parameters(cls)
+        kwargs = {}
+        for key, value in node.items():
+            if key == 'class':
+                continue
+            if key not in parameters and not takes_any:
+                raise ConfigError(f'{_location(source, define, _join(key_path, key))}: '
+                                  f'unknown argument {key!r} for class {cls.__name__} '
+                                  f'(accepted: {", ".join(parameters) or "none"})')
+            kwargs[key] = self.build(value, _join(key_path, key), context)
+        missing = [name for name, p in parameters.items()
+                   if p.default is inspect.Parameter.empty and name not in kwargs]
+        if missing:
+            raise ConfigError(f'{_location(source, define, key_path)}: class {cls.__name__} '
+                              f'needs argument(s) {missing}')
+        try:
+            return cls(**kwargs)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, FileNotFoundError, KeyError) as error:
+            raise ConfigError(f'{_location(source, define, key_path)}: building {cls.__name__} failed: '
+                              f'{error}') from error
+
+
+# ----------------------------------------------------------------------------------------------
+# Overrides (--opt key.path=value and the entry points' flags)
+
+
+def _step(node: Any, key: str, where: str) -> Any:
+    if isinstance(node, list):
+        try:
+            return node[int(key)]
+        except (ValueError, IndexError):
+            raise ConfigError(f'{where}: {key!r} is not an index of a list of length {len(node)}') from None
+    if isinstance(node, dict):
+        if key not in node:
+            raise ConfigError(f'{where}: no key {key!r} here (keys: {sorted(map(str, node))})')
+        return node[key]
+    raise ConfigError(f'{where}: cannot descend into a {type(node).__name__} with {key!r}')
+
+
+def accepts_argument(node: Any, key: str, packages: Sequence[str], where: str) -> bool:
+    """Whether ``node`` is a class dict whose constructor takes ``key``."""
+    if not isinstance(node, dict) or 'class' not in node:
+        return False
+    parameters, takes_any = constructor_parameters(resolve_class(node['class'], packages, where))
+    return takes_any or key in parameters
+
+
+def get_path(config: CompiledConfig, dotted: str) -> Any:
+    node: Any = config.tree
+    for key in dotted.split('.'):
+        node = _step(node, key, f"{config.source}: define '{config.define}', option '{dotted}'")
+    return node
+
+
+def has_path(config: CompiledConfig, dotted: str) -> bool:
+    try:
+        get_path(config, dotted)
+    except ConfigError:
+        return False
+    return True
+
+
+def set_path(config: CompiledConfig, dotted: str, value: Any) -> None:
+    """Set the value at ``dotted``. The path must exist, except for a last key that the class of its
+    parent accepts as an argument (so a default can be overridden without being written in the file)."""
+    where = f"{config.source}: define '{config.define}', option '{dotted}'"
+    keys = dotted.split('.')
+    if not dotted or any(not key for key in keys):
+        raise ConfigError(f'{where}: empty key in path')
+    node: Any = config.tree
+    for key in keys[:-1]:
+        node = _step(node, key, where)
+    last = keys[-1]
+    if isinstance(node, list):
+        _step(node, last, where)
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        if last not in node and not accepts_argument(node, last, config.packages, where):
+            raise ConfigError(f'{where}: no key {last!r} here (keys: {sorted(map(str, node))})')
+        node[last] = value
+    else:
+        raise ConfigError(f'{where}: cannot set {last!r} inside a {type(node).__name__}')
+
+
+def parse_override(text: str) -> Tuple[str, Any]:
+    """``key.path=value`` with the value read as YAML (numbers, lists, booleans, null, strings)."""
+    if '=' not in text:
+        raise ConfigError(f'--opt {text!r}: expected key.path=value')
+    key, _, raw = text.partition('=')
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f'--opt {text!r}: value is not valid YAML: {error}') from error
+    return key.strip(), value
+
+
+def apply_overrides(config: CompiledConfig, overrides: Iterable[str]) -> None:
+    for text in overrides:
+        key, value = parse_override(text)
+        set_path(config, key, value)
+
+
+def dump_config(config: CompiledConfig) -> str:
+    return yaml.safe_dump({config.define: config.tree}, sort_keys=False, allow_unicode=True)

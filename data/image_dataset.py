@@ -1,0 +1,173 @@
+"""ImageDataset: images plus ground truth from one or more data directories, run through processes."""
+import logging
+import multiprocessing
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch.utils.data
+
+from .image_io import DataError, read_image
+from .polygon_utils import sanitize_lines
+from .readers import GT_FORMATS, LIST_READERS, find_gt_file, parse_paddle_label, synthtext_lines
+
+logger = logging.getLogger(__name__)
+
+
+def infer_gt_format(data_dir: str, data_list: str) -> str:
+    """The original code base's rules (by path), plus SynthText's ``gt.mat``."""
+    if data_list.endswith('.mat'):
+        return 'synthtext'
+    if 'icdar' in data_dir.lower():
+        return 'icdar2015'
+    if 'TD' in data_dir:
+        return 'converted_td500'
+    return 'converted'
+
+
+class _SynthTextSource:
+    """SynthText ``gt.mat``: image names at start, word boxes and texts on first use (per worker)."""
+
+    def __init__(self, mat_path: str):
+        import scipy.io
+        self.mat_path = mat_path
+        try:
+            names = scipy.io.loadmat(mat_path, variable_names=['imnames'])['imnames']
+        except (OSError, ValueError, KeyError) as error:
+            raise DataError(f'{mat_path}: cannot read imnames ({error})') from None
+        self.image_names = _cell_strings(names)
+        self._word_boxes = None
+        self._texts = None
+
+    def lines(self, index: int) -> List[Dict[str, Any]]:
+        if self._word_boxes is None:
+            import scipy.io
+            mat = scipy.io.loadmat(self.mat_path, variable_names=['wordBB', 'txt'])
+            self._word_boxes = np.ravel(mat['wordBB'])
+            self._texts = np.ravel(mat['txt'])
+        texts = self._texts[index]
+        texts = _cell_strings(texts) if isinstance(texts, np.ndarray) else [str(texts)]
+        return synthtext_lines(self._word_boxes[index], texts, f'{self.mat_path}: image {index}')
+
+
+def _cell_strings(cell: Any) -> List[str]:
+    """Flatten a MATLAB cell / char array as loaded by scipy into a list of Python strings."""
+    array = np.asarray(cell)
+    if array.dtype.kind == 'U':
+        return [str(s).rstrip() for s in np.ravel(array)]
+    return [str(np.ravel(item)[0]).rstrip() if np.size(item) else '' for item in np.ravel(array)]
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Samples from ``data_dir[i]`` listed in ``data_list[i]``, each passed through ``processes`` in order.
+
+    List-file layouts: ``<data_dir>/{train,test}_images/<name>`` and ``{train,test}_gts/`` (``train``
+    when the list file's name contains 'train'). ``gt_format`` (one value or one per directory):
+    icdar2015, converted, converted_td500, totaltext, td500, ctw1500, paddle (list entry = label
+    file, image paths relative to data_dir) or synthtext (list entry = gt.mat, images relative to
+    data_dir); None infers it from the paths as the original did.
+
+    A sample that cannot be read is skipped with a warning (``skipped_count``) unless ``strict``.
+    """
+
+    def __init__(self, data_dir: Sequence[str] = (), data_list: Sequence[str] = (), processes: Sequence[Any] = (),
+                 gt_format: Union[None, str, Sequence[Optional[str]]] = None, strict: bool = False,
+                 is_training: Optional[bool] = None, max_skip_attempts: int = 100):
+        data_dir = [data_dir] if isinstance(data_dir, str) else list(data_dir)
+        data_list = [data_list] if isinstance(data_list, str) else list(data_list)
+        if len(data_dir) != len(data_list) or not data_dir:
+            raise ValueError(f'ImageDataset: expected as many data_list as data_dir entries (>= 1), '
+                             f'got {len(data_dir)} data_dir and {len(data_list)} data_list')
+        formats = list(gt_format) if isinstance(gt_format, (list, tuple)) else [gt_format] * len(data_dir)
+        if len(formats) != len(data_dir):
+            raise ValueError(f'ImageDataset: expected one gt_format or {len(data_dir)}, got {len(formats)}')
+        for process in processes:
+            if not callable(getattr(process, 'process', None)) and not callable(process):
+                raise TypeError(f'ImageDataset: expected processes with a process(data) method, got {process!r}')
+        self.data_dir, self.data_list, self.processes = data_dir, data_list, list(processes)
+        self.strict = strict
+        self.is_training = (any('train' in os.path.basename(p) for p in data_list)
+                            if is_training is None else bool(is_training))
+        self.max_skip_attempts = max_skip_attempts
+        self.gt_formats = [f or infer_gt_format(d, l) for f, d, l in zip(formats, data_dir, data_list)]
+        for fmt in self.gt_formats:
+            if fmt not in GT_FORMATS:
+                raise ValueError(f'ImageDataset: unknown gt_format {fmt!r}, expected one of {GT_FORMATS}')
+        # Each entry: (image path, data id, gt format, gt reference).
+        self.entries: List[Tuple[str, str, str, Any]] = []
+        for directory, list_path, fmt in zip(data_dir, data_list, self.gt_formats):
+            self.entries.extend(self._index(directory, list_path, fmt))
+        self._skipped = multiprocessing.Value('l', 0)
+
+    @staticmethod
+    def _index(directory: str, list_path: str, fmt: str) -> List[Tuple[str, str, str, Any]]:
+        if fmt == 'synthtext':
+            source = _SynthTextSource(list_path)
+            return [(os.path.join(directory, name), name, fmt, (source, i))
+                    for i, name in enumerate(source.image_names)]
+        if not os.path.isfile(list_path):
+            raise FileNotFoundError(f'ImageDataset: list file {list_path} not found')
+        with open(list_path, encoding='utf-8-sig') as handle:
+            rows = [(number, row.rstrip('\r\n')) for number, row in enumerate(handle, 1) if row.strip()]
+        if fmt == 'paddle':
+            return [(os.path.join(directory, row.split('\t', 1)[0]), row.split('\t', 1)[0], fmt,
+                     (row, f'{list_path}:{number}')) for number, row in rows]
+        split = 'train' if 'train' in os.path.basename(list_path) else 'test'
+        image_dir = os.path.join(directory, f'{split}_images')
+        gt_dir = os.path.join(directory, f'{split}_gts')
+        entries = []
+        for _, row in rows:
+            name = row.strip()
+            entries.append((os.path.join(image_dir, name), name, fmt, find_gt_file(gt_dir, name, fmt)))
+        return entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def skipped_count(self) -> int:
+        """Samples skipped (bad image / ground truth) since the last :meth:`take_skipped_count`."""
+        return self._skipped.value
+
+    def take_skipped_count(self) -> int:
+        """Return the skip count and reset it (call at epoch end; shared with DataLoader workers)."""
+        with self._skipped.get_lock():
+            count, self._skipped.value = self._skipped.value, 0
+        return count
+
+    def load_lines(self, index: int) -> List[Dict[str, Any]]:
+        _, _, fmt, ref = self.entries[index]
+        if fmt == 'synthtext':
+            source, position = ref
+            lines = source.lines(position)
+        elif fmt == 'paddle':
+            row, where = ref
+            lines = parse_paddle_label(row, where)[1]
+        else:
+            lines = LIST_READERS[fmt](ref)
+        return sanitize_lines(lines)
+
+    def load_sample(self, index: int) -> Dict[str, Any]:
+        image_path, data_id, _, _ = self.entries[index]
+        lines = self.load_lines(index)
+        image = read_image(image_path)
+        data = {'filename': image_path, 'data_id': data_id, 'image': image, 'lines': lines,
+                'is_training': self.is_training}
+        for process in self.processes:
+            data = process(data) if not hasattr(process, 'process') else process.process(data)
+        from .processes.pending_warp import materialize
+        return materialize(data)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        for attempt in range(self.max_skip_attempts):
+            position = (index + attempt) % len(self.entries)
+            try:
+                return self.load_sample(position)
+            except DataError as error:
+                if self.strict:
+                    raise
+                with self._skipped.get_lock():
+                    self._skipped.value += 1
+                logger.warning('skipping sample %d (%s): %s', position, self.entries[position][0], error)
+        raise RuntimeError(f'ImageDataset: {self.max_skip_attempts} consecutive unreadable samples from '
+                           f'index {index}; check the data set (strict=True shows the first error)')

@@ -1,0 +1,96 @@
+"""The objects an experiment file's ``Experiment`` define builds.
+
+They only hold what the YAML gives them; the trainer, the evaluator and the demo consume them.
+An entry point builds only the parts it uses (``Experiment.build(config, parts=...)``), so evaluating
+or running the demo never touches the training data.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Optional
+
+from concern.config import CompiledConfig, ConfigError, ObjectBuilder
+
+EXPERIMENT_PARTS = ('structure', 'train', 'validation', 'evaluation', 'logger')
+
+
+class Structure:
+    """The model and everything that turns its output into results."""
+
+    def __init__(self, builder: Any, representer: Any = None, measurer: Any = None, visualizer: Any = None):
+        self.builder = builder
+        self.representer = representer
+        self.measurer = measurer
+        self.visualizer = visualizer
+
+
+class TrainSettings:
+    def __init__(self, data_loader: Any, model_saver: Any = None, checkpoint: Any = None,
+                 scheduler: Any = None, epochs: int = 10):
+        self.data_loader = data_loader
+        self.model_saver = model_saver
+        self.checkpoint = checkpoint
+        self.scheduler = scheduler
+        self.epochs = int(epochs)
+
+
+class ValidationSettings:
+    """Validation during training: ``interval`` iterations apart; the first ``exempt`` ones skipped."""
+
+    def __init__(self, data_loaders: Dict[str, Any], visualize: bool = False, interval: int = 100,
+                 exempt: int = -1):
+        if not isinstance(data_loaders, dict) or not data_loaders:
+            raise ValueError('data_loaders must be a non-empty mapping of name -> DataLoader')
+        self.data_loaders = data_loaders
+        self.visualize = bool(visualize)
+        self.interval = int(interval)
+        self.exempt = int(exempt)
+
+
+class EvaluationSettings:
+    def __init__(self, data_loaders: Dict[str, Any], visualize: bool = False, resume: Optional[str] = None):
+        if not isinstance(data_loaders, dict) or not data_loaders:
+            raise ValueError('data_loaders must be a non-empty mapping of name -> DataLoader')
+        self.data_loaders = data_loaders
+        self.visualize = bool(visualize)
+        self.resume = resume
+
+
+class Experiment:
+    def __init__(self, structure: Structure, train: Optional[TrainSettings] = None,
+                 validation: Any = None, evaluation: Any = None, logger: Any = None):
+        self.structure = structure
+        self.train = train
+        self.validation = validation
+        # The original's files alias evaluation to validation (``evaluation: *validate``).
+        self.evaluation = evaluation if evaluation is not None else validation
+        self.logger = logger
+        self.config: Optional[CompiledConfig] = None
+
+    @classmethod
+    def build(cls, config: CompiledConfig, parts: Iterable[str] = EXPERIMENT_PARTS) -> 'Experiment':
+        """Build the ``Experiment`` define of ``config``, only the top-level ``parts`` asked for."""
+        parts = tuple(parts)
+        unknown = set(parts) - set(EXPERIMENT_PARTS)
+        if unknown:
+            raise ValueError(f'unknown experiment part(s) {sorted(unknown)}; known: {EXPERIMENT_PARTS}')
+        tree = config.tree
+        where = f"{config.source}: define '{config.define}'"
+        experiment_class = tree.get('class', 'Experiment')
+        if experiment_class not in ('Experiment', 'experiment.Experiment'):
+            raise ConfigError(f"{where}, key 'class': the experiment must be class Experiment, "
+                              f'got {experiment_class!r}')
+        unknown_keys = set(tree) - set(EXPERIMENT_PARTS) - {'class'}
+        if unknown_keys:
+            raise ConfigError(f"{where}, key '{sorted(unknown_keys)[0]}': unknown argument for class Experiment "
+                              f'(accepted: {", ".join(EXPERIMENT_PARTS)})')
+        if 'structure' not in tree:
+            raise ConfigError(f"{where}: class Experiment needs argument 'structure'")
+        builder = ObjectBuilder(config)
+        built = {part: builder.build(tree[part], part) for part in parts if tree.get(part) is not None}
+        experiment = cls(**built) if 'structure' in built else cls(structure=None, **built)
+        if 'evaluation' not in parts:
+            experiment.evaluation = None
+        if 'validation' not in parts:
+            experiment.validation = None
+        experiment.config = config
+        return experiment
