@@ -34,16 +34,22 @@ class TrainSettings:
 
 
 class ValidationSettings:
-    """Validation during training: ``interval`` iterations apart; the first ``exempt`` ones skipped."""
+    """Validation during training: ``interval`` iterations apart; the first ``exempt`` ones skipped.
+
+    ``is_output_polygon`` measures polygons instead of boxes (curved-text data sets); ``box_thresh``,
+    when given, is the measurer's score threshold (otherwise the measurer's default).
+    """
 
     def __init__(self, data_loaders: Dict[str, Any], visualize: bool = False, interval: int = 100,
-                 exempt: int = -1):
+                 exempt: int = -1, is_output_polygon: bool = False, box_thresh: Optional[float] = None):
         if not isinstance(data_loaders, dict) or not data_loaders:
             raise ValueError('data_loaders must be a non-empty mapping of name -> DataLoader')
         self.data_loaders = data_loaders
         self.visualize = bool(visualize)
         self.interval = int(interval)
         self.exempt = int(exempt)
+        self.is_output_polygon = bool(is_output_polygon)
+        self.box_thresh = box_thresh
 
 
 class EvaluationSettings:

@@ -35,7 +35,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     options = RunOptions(name=name, workspace=os.path.join('workspace', name), device=args.device,
                          validate=args.validate, visualize=args.visualize, amp=args.amp, seed=args.seed,
                          benchmark=args.benchmark, debug=args.debug, distributed=args.distributed,
-                         num_gpus=args.num_gpus, local_rank=local_rank, grad_clip=args.grad_clip)
+                         num_gpus=args.num_gpus, local_rank=local_rank, grad_clip=args.grad_clip,
+                         sync_bn=args.sync_bn)
     Trainer(experiment, options).train()
     return 0
 

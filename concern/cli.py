@@ -51,6 +51,7 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument('-g', '--num_gpus', type=int, default=1, help='DataParallel over N GPUs in one process')
     parser.add_argument('--seed', type=int, default=None, help='seed Python, NumPy, torch and loader workers')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--sync_bn', action='store_true', help='SyncBatchNorm under --distributed')
     parser.add_argument('--grad_clip', type=float, default=None, help='clip the gradient norm to this value')
     return parser
 

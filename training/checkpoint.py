@@ -3,7 +3,7 @@
 A full checkpoint is a dict (``format: 'dbnet-checkpoint'``) with the model state dict under ``model``
 (keys ``model.module.backbone.*``, loadable alone as a plain state dict), the optimizer and grad-scaler
 states, the counters (``epoch`` in progress, ``epoch_iteration`` completed in it, ``iteration`` completed
-overall), the RNG states of every rank, the best validation F-measure so far and the compiled config.
+overall), the RNG states of every rank, the seed of the data order, the best validation F-measure so far and the compiled config.
 Everything is stored as tensors and plain Python values, so ``torch.load(weights_only=True)`` reads it.
 """
 from __future__ import annotations
@@ -71,7 +71,7 @@ class PreservedRNG:
 def build_checkpoint(model_state: Dict[str, torch.Tensor], optimizer: Optional[torch.optim.Optimizer],
                      scaler: Any, epoch: int, epoch_iteration: int, iteration: int,
                      rng_states: List[Dict[str, Any]], best_fmeasure: Optional[float],
-                     config: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+                     config: Optional[Dict[str, Any]], data_seed: int) -> Dict[str, Any]:
     return {
         'format': CHECKPOINT_FORMAT,
         'version': CHECKPOINT_VERSION,
@@ -83,6 +83,7 @@ def build_checkpoint(model_state: Dict[str, torch.Tensor], optimizer: Optional[t
         'iteration': int(iteration),
         'rng': rng_states,
         'best_fmeasure': None if best_fmeasure is None else float(best_fmeasure),
+        'data_seed': int(data_seed),
         'config': config,
     }
 
@@ -137,6 +138,7 @@ class StartState:
     rng_states: List[Dict[str, Any]] = field(default_factory=list)
     best_fmeasure: Optional[float] = None
     config: Optional[Dict[str, Any]] = None
+    data_seed: Optional[int] = None
 
 
 class Checkpoint:
@@ -175,7 +177,8 @@ class Checkpoint:
             scaler.load_state_dict(content['scaler'])
         return StartState(epoch=content['epoch'], epoch_iteration=content['epoch_iteration'],
                           iteration=content['iteration'], full=True, rng_states=list(content.get('rng') or []),
-                          best_fmeasure=content.get('best_fmeasure'), config=content.get('config'))
+                          best_fmeasure=content.get('best_fmeasure'), config=content.get('config'),
+                          data_seed=content.get('data_seed'))
 
     def __repr__(self) -> str:
         return f'Checkpoint(start_epoch={self.start_epoch}, start_iter={self.start_iter}, resume={self.resume!r})'

@@ -102,8 +102,13 @@ class ModelSaver:
     def save_step(self, content: Dict[str, Any], epoch: int, iteration: int) -> str:
         """``model_epoch_E_minibatch_S`` and ``latest``."""
         path = self.save(content, self.step_name(epoch, iteration))
-        atomic_link(path, self.path_of('latest'))
+        self.link_latest(path)
         return path
+
+    def link_latest(self, path: str) -> str:
+        latest = self.path_of('latest')
+        atomic_link(path, latest)
+        return latest
 
     def mark_best(self, path: str) -> str:
         best = self.path_of('best')

@@ -31,14 +31,14 @@ def want_cuda() -> bool:
 
 
 def make_extension():
-    cxx_flags = ['-O3', '-fopenmp-simd', '-std=c++17']
+    cxx_flags = ['-O3', '-fopenmp-simd']
     if want_cuda():
         os.environ.setdefault('TORCH_CUDA_ARCH_LIST', '8.0;9.0')
         print(f'dcn: building CPU + CUDA kernels (CUDA_HOME={cpp_extension.CUDA_HOME}, '
               f'TORCH_CUDA_ARCH_LIST={os.environ["TORCH_CUDA_ARCH_LIST"]})')
         return cpp_extension.CUDAExtension(
             '_dcn_ext', SOURCES_CPP + SOURCES_CUDA, define_macros=[('WITH_CUDA', None)],
-            extra_compile_args={'cxx': cxx_flags, 'nvcc': ['-O3', '-std=c++17']})
+            extra_compile_args={'cxx': cxx_flags, 'nvcc': ['-O3']})
     print('dcn: building CPU kernels only (no CUDA toolkit or CPU-only torch)')
     return cpp_extension.CppExtension('_dcn_ext', SOURCES_CPP, extra_compile_args={'cxx': cxx_flags})
 

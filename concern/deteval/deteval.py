@@ -1,0 +1,185 @@
+"""DetEval with the semantics of Total-Text's official Python evaluation (Deteval.py with the shapely
+area helpers of polygon_fast.py), re-implemented.
+
+Per image:
+- a detection is removed (don't care) when, for some don't-care ground truth with at least two points,
+  intersection / (detection area + 1) > 0.5 (the official "+1");
+- sigma[g, d] = intersection / area(g) (area recall) and tau[g, d] = intersection / area(d) (area
+  precision), both rounded to 2 decimals, over the cared ground truths and the remaining detections;
+- one-to-one, for each ground truth g: exactly one detection with sigma > tr and exactly one with tau > tp
+  -> recall and precision each gain 1; g and the detection with sigma > tr are marked (as the official
+  script does, the detection is not checked for being free, nor for being the one with tau > tp);
+- one-to-many (split), for each unmarked g with at least k = 2 detections of sigma > 0: the unmarked
+  detections with tau >= tp are its candidates; a single candidate with sigma >= tr counts as one-to-one;
+  two or more (or none) whose sigmas sum to >= tr give recall + fsc_k and precision + n * fsc_k;
+- many-to-one (merge), for each unmarked d with at least k ground truths of tau > 0: the unmarked ground
+  truths with sigma >= tp (tp, as in the official script) are its candidates; a single one with tau >= tp
+  and sigma >= tr counts as one-to-one; otherwise, when their taus sum to >= tp, recall + n * fsc_k and
+  precision + fsc_k;
+- precision = accumulated precision / detections (0 without detections), recall = accumulated recall /
+  cared ground truths (0 without); over a data set the accumulations and counts are summed first.
+
+Defaults tr = 0.7, tp = 0.6, fsc_k = 0.8, k = 2 are Total-Text's. Areas are geometric (shapely), as in
+polygon_fast.py; intersections use polygons repaired with buffer(0) as there, the areas the shoelace
+areas of the polygons as given; a zero-area ground truth or detection gets sigma / tau 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import numpy as np
+import shapely
+from shapely.geometry import Polygon
+
+
+@dataclass
+class DetEvalTables:
+    sigma: np.ndarray          # (G cared, D) area recall
+    tau: np.ndarray            # (G cared, D) area precision
+    det_dont_care: np.ndarray  # (D,) bool: removed by the don't-care filter
+
+
+class DetEvalEvaluator:
+    """``evaluate_image(gt, pred)`` -> per-image dict; ``combine_results(list)`` -> data-set P/R/F.
+
+    gt: sequence of ``{'points': (N, 2), 'ignore': bool}``; pred: sequence of ``{'points': (N, 2)}``.
+    """
+
+    protocol = 'deteval'
+
+    def __init__(self, area_recall: float = 0.7, area_precision: float = 0.6, split_merge_weight: float = 0.8,
+                 min_split_merge: int = 2, dont_care_threshold: float = 0.5):
+        self.tr = area_recall
+        self.tp = area_precision
+        self.fsc_k = split_merge_weight
+        self.k = min_split_merge
+        self.dont_care_threshold = dont_care_threshold
+
+    def prepare(self, gt: Sequence[Mapping[str, Any]], pred: Sequence[Mapping[str, Any]]) -> DetEvalTables:
+        cared, dont_care = [], []
+        for index, item in enumerate(gt):
+            points = _points(item, f'gt[{index}]')
+            if item.get('ignore', False):
+                if len(points) > 1:
+                    dont_care.append(points)
+            else:
+                cared.append(points)
+        dets = [_points(item, f'pred[{index}]') for index, item in enumerate(pred)]
+        det_raw = _raw_polygons(dets)
+        det_fixed = _repaired(det_raw)
+        det_area = shapely.area(det_raw)
+        det_dont_care = np.zeros(len(dets), dtype=bool)
+        if dont_care and dets:
+            inter = shapely.area(shapely.intersection(_repaired(_raw_polygons(dont_care))[:, None], det_fixed[None]))
+            det_dont_care = (inter / (det_area[None] + 1.0) > self.dont_care_threshold).any(axis=0)
+        sigma = np.zeros((len(cared), len(dets)))
+        tau = np.zeros((len(cared), len(dets)))
+        if cared and dets:
+            gt_raw = _raw_polygons(cared)
+            gt_area = shapely.area(gt_raw)
+            inter = shapely.area(shapely.intersection(_repaired(gt_raw)[:, None], det_fixed[None]))
+            sigma = np.round(_safe_divide(inter, gt_area[:, None]), 2)
+            tau = np.round(_safe_divide(inter, det_area[None, :]), 2)
+        return DetEvalTables(sigma=sigma, tau=tau, det_dont_care=det_dont_care)
+
+    def match(self, tables: DetEvalTables, keep: Optional[np.ndarray] = None) -> Dict[str, Any]:
+        """Matching on the detections selected by the boolean mask ``keep`` (all by default)."""
+        selected = ~tables.det_dont_care if keep is None else (np.asarray(keep, dtype=bool) & ~tables.det_dont_care)
+        sigma = tables.sigma[:, selected]
+        tau = tables.tau[:, selected]
+        num_gt, num_det = sigma.shape
+        gt_flag = np.zeros(num_gt, dtype=bool)
+        det_flag = np.zeros(num_det, dtype=bool)
+        recall_sum = precision_sum = 0.0
+        counts = {'one_to_one': 0, 'split': 0, 'merge': 0}
+        tr, tp, fsc_k = self.tr, self.tp, self.fsc_k
+
+        for g in range(num_gt):  # one-to-one
+            by_sigma = np.flatnonzero(sigma[g] > tr)
+            if len(by_sigma) == 1 and np.count_nonzero(tau[g] > tp) == 1:
+                recall_sum += 1.0
+                precision_sum += 1.0
+                gt_flag[g] = True
+                det_flag[by_sigma] = True
+                counts['one_to_one'] += 1
+
+        for g in range(num_gt):  # one-to-many: one ground truth split over several detections
+            if gt_flag[g] or np.count_nonzero(sigma[g] > 0) < self.k:
+                continue
+            candidates = np.flatnonzero((tau[g] >= tp) & ~det_flag)
+            if len(candidates) == 1:
+                if tau[g, candidates[0]] >= tp and sigma[g, candidates[0]] >= tr:
+                    recall_sum += 1.0
+                    precision_sum += 1.0
+                    gt_flag[g] = True
+                    det_flag[candidates] = True
+                    counts['one_to_one'] += 1
+            elif sigma[g, candidates].sum() >= tr:
+                gt_flag[g] = True
+                det_flag[candidates] = True
+                recall_sum += fsc_k
+                precision_sum += len(candidates) * fsc_k
+                counts['split'] += 1
+
+        for d in range(num_det):  # many-to-one: several ground truths merged into one detection
+            if det_flag[d] or np.count_nonzero(tau[:, d] > 0) < self.k:
+                continue
+            candidates = np.flatnonzero((sigma[:, d] >= tp) & ~gt_flag)
+            if len(candidates) == 1:
+                if tau[candidates[0], d] >= tp and sigma[candidates[0], d] >= tr:
+                    recall_sum += 1.0
+                    precision_sum += 1.0
+                    gt_flag[candidates] = True
+                    det_flag[d] = True
+                    counts['one_to_one'] += 1
+            elif tau[candidates, d].sum() >= tp:
+                det_flag[d] = True
+                gt_flag[candidates] = True
+                recall_sum += len(candidates) * fsc_k
+                precision_sum += fsc_k
+                counts['merge'] += 1
+
+        precision = precision_sum / num_det if num_det else 0.0
+        recall = recall_sum / num_gt if num_gt else 0.0
+        hmean = 0.0 if precision + recall == 0 else 2.0 * precision * recall / (precision + recall)
+        return {'protocol': self.protocol, 'precision': precision, 'recall': recall, 'hmean': hmean,
+                'recall_sum': recall_sum, 'precision_sum': precision_sum, 'num_gt': num_gt, 'num_det': num_det,
+                **counts}
+
+    def evaluate_image(self, gt: Sequence[Mapping[str, Any]], pred: Sequence[Mapping[str, Any]]
+                       ) -> Dict[str, Any]:
+        return self.match(self.prepare(gt, pred))
+
+    def combine_results(self, results: Sequence[Mapping[str, Any]]) -> Dict[str, float]:
+        num_gt = sum(result['num_gt'] for result in results)
+        num_det = sum(result['num_det'] for result in results)
+        recall = sum(result['recall_sum'] for result in results) / num_gt if num_gt else 0.0
+        precision = sum(result['precision_sum'] for result in results) / num_det if num_det else 0.0
+        hmean = 0.0 if precision + recall == 0 else 2.0 * precision * recall / (precision + recall)
+        return {'precision': precision, 'recall': recall, 'hmean': hmean}
+
+
+def _points(item: Mapping[str, Any], where: str) -> np.ndarray:
+    if 'points' not in item:
+        raise KeyError(f"{where}: expected a key 'points', got keys {sorted(item)}")
+    array = np.asarray(item['points'], dtype=np.float64)
+    if array.ndim == 1 and array.size % 2 == 0:
+        array = array.reshape(-1, 2)
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise ValueError(f'{where}: expected (N, 2) points or a flat list of x, y, got shape {array.shape}')
+    return array
+
+
+def _raw_polygons(point_arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Polygons as given (no repair); fewer than 3 points give an empty polygon (area 0)."""
+    return np.array([Polygon(points) if len(points) >= 3 else Polygon() for points in point_arrays], dtype=object)
+
+
+def _repaired(polygons: np.ndarray) -> np.ndarray:
+    return shapely.buffer(polygons, 0)
+
+
+def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    numerator, denominator = np.broadcast_arrays(numerator, denominator)
+    return np.divide(numerator, denominator, out=np.zeros(numerator.shape), where=denominator > 0)

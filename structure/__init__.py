@@ -1,0 +1,1 @@
+"""Model structure: the detector (``structure.model``) and its experiment-facing parts."""

@@ -1,0 +1,97 @@
+"""Measurers: detections of a validation batch against its ground truth, per image and over a data set."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
+
+import numpy as np
+
+from concern.deteval import DetEvalEvaluator
+from concern.icdar2015_eval import DetectionIoUEvaluator
+
+PROTOCOLS = {'iou': DetectionIoUEvaluator, 'deteval': DetEvalEvaluator}
+
+
+def make_evaluator(protocol: str) -> Any:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f'protocol: expected one of {sorted(PROTOCOLS)}, got {protocol!r}')
+    return PROTOCOLS[protocol]()
+
+
+class QuadMeasurer:
+    """protocol: 'iou' (ICDAR 2015, the default of every benchmark in the paper) or 'deteval' (Total-Text's
+    DetEval). Ground truth comes from the batch (``polygons``, ``ignore_tags``, original image coordinates,
+    as the representer's output)."""
+
+    def __init__(self, protocol: str = 'iou'):
+        self.protocol = protocol
+        self.evaluator = make_evaluator(protocol)
+
+    def validate_measure(self, batch: Mapping[str, Any], output: Tuple[Sequence, Sequence],
+                         is_output_polygon: bool = False, box_thresh: float = 0.6) -> List[Dict[str, Any]]:
+        """One result per image. ``output`` is the representer's (boxes_batch, scores_batch); in box mode
+        detections scoring below ``box_thresh`` are ignored, in polygon mode all are used."""
+        gt_batch = ground_truth(batch)
+        boxes_batch, scores_batch = _unpack_output(output, len(gt_batch))
+        results = []
+        for gt, boxes, scores in zip(gt_batch, boxes_batch, scores_batch):
+            if len(boxes) != len(scores):
+                raise ValueError(f'output: expected one score per detection, got {len(boxes)} detections '
+                                 f'and {len(scores)} scores')
+            pred = [{'points': box} for box, score in zip(boxes, scores)
+                    if is_output_polygon or score >= box_thresh]
+            results.append(self.evaluator.evaluate_image(gt, pred))
+        return results
+
+    def evaluate_measure(self, batch: Mapping[str, Any], output: Tuple[Sequence, Sequence],
+                         is_output_polygon: bool = False, box_thresh: float = 0.6) -> List[Dict[str, Any]]:
+        return self.validate_measure(batch, output, is_output_polygon, box_thresh)
+
+    def gather_measure(self, results: Sequence[Any]) -> Dict[str, float]:
+        """{'precision', 'recall', 'fmeasure'} over all images; ``results`` is the per-image list, or a
+        list of such lists (one per batch)."""
+        flat = [item for entry in results for item in (entry if isinstance(entry, list) else [entry])]
+        combined = self.evaluator.combine_results(flat)
+        return {'precision': float(combined['precision']), 'recall': float(combined['recall']),
+                'fmeasure': float(combined['hmean'])}
+
+
+class DetEvalMeasurer(QuadMeasurer):
+    """QuadMeasurer with Total-Text's DetEval protocol."""
+
+    def __init__(self, protocol: str = 'deteval'):
+        super().__init__(protocol=protocol)
+
+
+def ground_truth(batch: Mapping[str, Any]) -> List[List[Dict[str, Any]]]:
+    """Per image, ``[{'points': (N, 2) float array, 'ignore': bool}]`` from ``polygons`` / ``ignore_tags``."""
+    for key in ('polygons', 'ignore_tags'):
+        if key not in batch:
+            raise KeyError(f'batch: expected a key {key!r} (validation batch), got keys {sorted(batch)}')
+    polygons_batch, ignore_batch = batch['polygons'], batch['ignore_tags']
+    if len(polygons_batch) != len(ignore_batch):
+        raise ValueError(f"batch: expected as many 'ignore_tags' as 'polygons' entries, got "
+                         f'{len(ignore_batch)} and {len(polygons_batch)}')
+    images = []
+    for index, (polygons, ignore_tags) in enumerate(zip(polygons_batch, ignore_batch)):
+        ignore_tags = np.asarray(_to_numpy(ignore_tags), dtype=bool).reshape(-1)
+        if len(polygons) != len(ignore_tags):
+            raise ValueError(f"batch image {index}: expected one ignore tag per polygon, got {len(polygons)} "
+                             f'polygons and {len(ignore_tags)} tags')
+        images.append([{'points': np.asarray(_to_numpy(polygon), dtype=np.float64).reshape(-1, 2),
+                        'ignore': bool(ignore)} for polygon, ignore in zip(polygons, ignore_tags)])
+    return images
+
+
+def _unpack_output(output: Any, batch_size: int) -> Tuple[Sequence, Sequence]:
+    if not isinstance(output, (tuple, list)) or len(output) != 2:
+        raise ValueError('output: expected (boxes_batch, scores_batch) from the representer, got '
+                         f'{type(output).__name__} of length {len(output) if hasattr(output, "__len__") else "?"}')
+    boxes_batch, scores_batch = output
+    if len(boxes_batch) != batch_size or len(scores_batch) != batch_size:
+        raise ValueError(f'output: expected {batch_size} images of boxes and scores, got {len(boxes_batch)} '
+                         f'and {len(scores_batch)}')
+    return boxes_batch, scores_batch
+
+
+def _to_numpy(value: Any) -> Any:
+    return value.detach().cpu().numpy() if hasattr(value, 'detach') else value

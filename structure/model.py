@@ -1,0 +1,209 @@
+"""``SegDetectorModel``: backbone + decoder + loss, with checkpoint-compatible state-dict keys.
+
+The original wrapped the detector in (Distributed)DataParallel, so its checkpoints name parameters
+``model.module.backbone.*`` and ``model.module.decoder.*``. Here ``model`` is a plain holder whose
+``module`` attribute is the detector, giving the same keys without any parallel wrapper.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+import backbones
+import decoders
+from decoders import seg_detector_loss
+
+# Keys of the original ResNet that it never used (classifier, an unused 1x1 conv): dropped on load.
+IGNORED_ORIGINAL_PREFIXES = ('backbone.fc.', 'backbone.smooth.')
+WRAPPER_PREFIXES = ('module.', 'model.')
+
+
+def _lookup(kind: str, name: str, table: Mapping[str, Any]) -> Any:
+    if not isinstance(name, str) or name not in table:
+        raise ValueError(f'unknown {kind} {name!r}; known: {", ".join(sorted(table))}')
+    return table[name]
+
+
+def build_backbone(name: str, **backbone_args: Any) -> nn.Module:
+    return _lookup('backbone', name, backbones.BACKBONES)(**backbone_args)
+
+
+def build_decoder(name: str, **decoder_args: Any) -> nn.Module:
+    return _lookup('decoder', name, decoders.DECODERS)(**decoder_args)
+
+
+class Detector(nn.Module):
+    """Backbone features fed to the decoder."""
+
+    def __init__(self, backbone: nn.Module, decoder: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.decoder = decoder
+
+    def forward(self, image: torch.Tensor, training: Optional[bool] = None):
+        return self.decoder(self.backbone(image), training=training)
+
+
+class ModuleHolder(nn.Module):
+    """Holds a module as ``module`` (the attribute name DataParallel uses), for checkpoint keys."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+
+class SegDetectorModel(nn.Module):
+    """DBNet / DBNet++ detector.
+
+    backbone: a factory name of ``backbones`` (``deformable_resnet18``, ``mobilenet_v3_large``...).
+    decoder: a class name of ``decoders`` (``SegDetector``, ``SegSpatialScaleDetector``); its
+        ``in_channels`` defaults to the backbone's ``out_channels``.
+    loss_class: a loss name of ``decoders.seg_detector_loss``.
+    """
+
+    def __init__(self, backbone: str, decoder: str, decoder_args: Optional[Dict[str, Any]] = None,
+                 backbone_args: Optional[Dict[str, Any]] = None, loss_class: str = 'L1BalanceCELoss',
+                 loss_args: Optional[Dict[str, Any]] = None):
+        super().__init__()
+        backbone_module = build_backbone(backbone, **dict(backbone_args or {}))
+        decoder_args = dict(decoder_args or {})
+        decoder_class = _lookup('decoder', decoder, decoders.DECODERS)
+        out_channels = list(getattr(backbone_module, 'out_channels', []))
+        if 'in_channels' in inspect.signature(decoder_class).parameters and out_channels:
+            given = decoder_args.setdefault('in_channels', out_channels)
+            if list(given) != out_channels:
+                raise ValueError(f'decoder_args.in_channels is {list(given)} but backbone {backbone} '
+                                 f'gives features with {out_channels} channels')
+        self.model = ModuleHolder(Detector(backbone_module, decoder_class(**decoder_args)))
+        self.criterion = seg_detector_loss.build_loss(loss_class, **dict(loss_args or {}))
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.model.module.backbone
+
+    @property
+    def decoder(self) -> nn.Module:
+        return self.model.module.decoder
+
+    def forward(self, batch: Union[Mapping[str, Any], torch.Tensor], training: Optional[bool] = None):
+        """Training: (loss, pred dict, metrics dict). Inference: probability map (B, 1, H, W)."""
+        if training is None:
+            training = self.training
+        image = batch['image'] if isinstance(batch, Mapping) else batch
+        if not torch.is_tensor(image) or image.dim() != 4:
+            raise ValueError(f'expected an image tensor (B, 3, H, W), got '
+                             f'{tuple(image.shape) if torch.is_tensor(image) else type(image).__name__}')
+        parameter = next(self.parameters())
+        image = image.to(parameter.device)
+        if not image.is_floating_point():
+            image = image.float()
+        pred = self.model(image, training=training)
+        if not training:
+            return pred
+        if not isinstance(batch, Mapping):
+            raise ValueError('training needs a batch dict holding the targets (gt, mask, thresh_map, '
+                             'thresh_mask), got a bare image tensor')
+        targets = {key: value.to(parameter.device) if torch.is_tensor(value) else value
+                   for key, value in batch.items()}
+        loss, metrics = self.criterion(pred, targets)
+        return loss, pred, metrics
+
+
+class StateDictMismatch(ValueError):
+    """A state dict that does not fit the model key for key and shape for shape."""
+
+
+class LoadReport(NamedTuple):
+    missing: List[str]
+    unexpected: List[str]
+    mismatched: List[str]
+    ignored: List[str]
+
+
+def _strip_wrappers(key: str) -> str:
+    while key.startswith(WRAPPER_PREFIXES):
+        key = key.split('.', 1)[1]
+    return key
+
+
+def extract_state_dict(state: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
+    """The state dict inside a training checkpoint ({'model': ...}), or ``state`` itself."""
+    if not isinstance(state, Mapping):
+        raise TypeError(f'expected a state dict or a checkpoint dict, got {type(state).__name__}')
+    if 'model' in state and isinstance(state['model'], Mapping):
+        state = state['model']
+    non_tensors = [key for key, value in state.items() if not torch.is_tensor(value)]
+    if non_tensors:
+        raise ValueError(f'not a state dict: entries {non_tensors[:5]} are not tensors')
+    return state
+
+
+def load_model_state(model: nn.Module, state: Mapping[str, Any], strict: bool = True) -> LoadReport:
+    """Load a state dict or checkpoint into ``model`` (a SegDetectorModel or any nn.Module).
+
+    Keys may carry extra or fewer ``module.`` / ``model.`` prefixes (DataParallel, DDP, a bare
+    detector) as long as each still names exactly one parameter. The original's unused
+    ``backbone.fc.*`` / ``backbone.smooth.*`` are ignored. With ``strict`` any missing key,
+    unexpected key or shape mismatch raises ``StateDictMismatch`` naming them all; otherwise the
+    fitting entries are loaded and the rest reported.
+    """
+    state = extract_state_dict(state)
+    own = model.state_dict()
+    by_canonical: Dict[str, str] = {}
+    for key in own:
+        canonical = _strip_wrappers(key)
+        if canonical in by_canonical:
+            raise ValueError(f'model keys {by_canonical[canonical]!r} and {key!r} differ only by '
+                             'wrapper prefixes; cannot match state dict keys unambiguously')
+        by_canonical[canonical] = key
+
+    mapped: Dict[str, torch.Tensor] = {}
+    source_of: Dict[str, str] = {}
+    unexpected, ignored, mismatched = [], [], []
+    for key, value in state.items():
+        target = key if key in own else by_canonical.get(_strip_wrappers(key))
+        if target is None:
+            if _strip_wrappers(key).startswith(IGNORED_ORIGINAL_PREFIXES):
+                ignored.append(key)
+            else:
+                unexpected.append(key)
+            continue
+        if target in source_of:
+            raise StateDictMismatch(f'state dict keys {source_of[target]!r} and {key!r} both map to '
+                                    f'model key {target!r}')
+        source_of[target] = key
+        if tuple(value.shape) != tuple(own[target].shape):
+            mismatched.append(f'{key}: checkpoint {tuple(value.shape)}, model {tuple(own[target].shape)}')
+            continue
+        mapped[target] = value
+    missing = [key for key in own if key not in source_of]
+    report = LoadReport(missing, unexpected, mismatched, ignored)
+    if strict and (missing or unexpected or mismatched):
+        lines = [f'state dict does not fit {type(model).__name__}:']
+        for title, items in (('missing keys', missing), ('unexpected keys', unexpected),
+                             ('shape mismatches', mismatched)):
+            if items:
+                lines.append(f'  {title} ({len(items)}):')
+                lines.extend(f'    {item}' for item in items)
+        raise StateDictMismatch('\n'.join(lines))
+    model.load_state_dict(mapped, strict=False)
+    return report
+
+
+def load_model_file(model: nn.Module, path: Union[str, os.PathLike], strict: bool = True,
+                    map_location: Any = 'cpu') -> LoadReport:
+    """``load_model_state`` from a file read with ``torch.load(weights_only=True)`` (no code runs)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint {os.fspath(path)!r} does not exist')
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return load_model_state(model, state, strict=strict)
+    except ValueError as error:
+        raise type(error)(f'{os.fspath(path)}: {error}') from error

@@ -1,0 +1,4 @@
+"""Representers: network output -> detections."""
+from .seg_detector_representer import SegDetectorRepresenter
+
+__all__ = ['SegDetectorRepresenter']

@@ -1,0 +1,86 @@
+"""Images for looking at a validation batch: ground truth and detections on the original image, and the
+network's maps."""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Mapping, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+
+IMAGE_MEAN_BGR = np.array([122.67891434, 116.66876762, 104.00698793], dtype=np.float32)
+GT_COLOUR = (0, 255, 0)            # green: cared ground truth
+DONT_CARE_COLOUR = (160, 160, 160)  # grey: don't-care ground truth
+DETECTION_COLOUR = (0, 0, 255)     # red: detections
+
+
+class SegDetectorVisualizer:
+    """``visualize(batch, output, pred)`` -> ``{name: BGR uint8 image}``: per image ``<stem>_output`` (ground
+    truth green, don't care grey, detections red, on the original image read from ``batch['filename']``,
+    or the de-normalised network input resized to ``batch['shape']`` when the file cannot be read) and one
+    ``<stem>_<map>`` per probability map in ``pred`` (grey levels, 255 = 1)."""
+
+    def __init__(self, line_width: int = 2):
+        self.line_width = line_width
+
+    def visualize(self, batch: Mapping[str, Any], output: Tuple[Sequence, Sequence], pred: Any
+                  ) -> Dict[str, np.ndarray]:
+        boxes_batch, _ = output
+        images: Dict[str, np.ndarray] = {}
+        maps = pred if isinstance(pred, Mapping) else {'pred': pred}
+        for index in range(len(boxes_batch)):
+            name = self._name(batch, index)
+            canvas = self.original_image(batch, index).copy()
+            polygons = batch.get('polygons', [[]] * len(boxes_batch))[index]
+            ignore_tags = batch.get('ignore_tags', [[False] * len(polygons)] * len(boxes_batch))[index]
+            for polygon, ignore in zip(polygons, ignore_tags):
+                colour = DONT_CARE_COLOUR if bool(ignore) else GT_COLOUR
+                self._draw(canvas, polygon, colour)
+            for box in boxes_batch[index]:
+                self._draw(canvas, box, DETECTION_COLOUR)
+            images[f'{name}_output'] = canvas
+            for key, value in maps.items():
+                images[f'{name}_{key}'] = render_map(value, index)
+        return images
+
+    def original_image(self, batch: Mapping[str, Any], index: int) -> np.ndarray:
+        filenames = batch.get('filename')
+        if filenames is not None:
+            image = cv2.imread(str(filenames[index]), cv2.IMREAD_COLOR)
+            if image is not None:
+                return image
+        if 'image' not in batch:
+            raise KeyError("batch: expected 'filename' (readable) or 'image' to draw on, got keys "
+                           f'{sorted(batch)}')
+        tensor = batch['image'][index]
+        array = tensor.detach().cpu().float().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
+        if array.ndim != 3 or array.shape[0] != 3:
+            raise ValueError(f"batch['image'][{index}]: expected (3, H, W), got {array.shape}")
+        image = np.clip(array.transpose(1, 2, 0) * 255.0 + IMAGE_MEAN_BGR, 0, 255).astype(np.uint8)
+        if 'shape' in batch:
+            height, width = (int(value) for value in np.asarray(batch['shape'][index]).reshape(-1)[:2])
+            image = cv2.resize(image, (width, height))
+        return np.ascontiguousarray(image)
+
+    def _draw(self, canvas: np.ndarray, polygon: Any, colour: Tuple[int, int, int]) -> None:
+        points = np.round(np.asarray(polygon, dtype=np.float64).reshape(-1, 1, 2)).astype(np.int32)
+        cv2.polylines(canvas, [points], True, colour, self.line_width)
+
+    @staticmethod
+    def _name(batch: Mapping[str, Any], index: int) -> str:
+        filenames = batch.get('filename')
+        if filenames is None:
+            return f'image_{index}'
+        return os.path.splitext(os.path.basename(str(filenames[index])))[0]
+
+
+def render_map(value: Any, index: int) -> np.ndarray:
+    """Map ``index`` of a (B, 1, H, W) or (B, H, W) tensor / array in [0, 1] as a BGR uint8 image."""
+    array = value[index].detach().cpu().float().numpy() if isinstance(value, torch.Tensor) else np.asarray(value[index])
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2:
+        raise ValueError(f'pred map: expected (B, 1, H, W) or (B, H, W), got a map of shape {array.shape}')
+    grey = np.clip(array * 255.0, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)

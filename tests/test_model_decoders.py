@@ -1,0 +1,136 @@
+"""Decoders: FPN wiring, heads, differentiable binarization, scale attention."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from decoders import SegDetector, SegSpatialScaleDetector
+from decoders.feature_attention import ScaleFeatureSelection
+
+
+def features(batch=2, size=(64, 64), channels=(64, 128, 256, 512), seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, c, size[0] // s, size[1] // s, generator=generator)
+            for c, s in zip(channels, (4, 8, 16, 32))]
+
+
+@pytest.mark.parametrize('options', [dict(), dict(adaptive=True), dict(adaptive=True, serial=True),
+                                     dict(adaptive=True, smooth=True), dict(adaptive=True, bias=True)])
+def test_seg_detector_outputs(options):
+    torch.manual_seed(0)
+    decoder = SegDetector(**options)
+    inputs = features(size=(96, 128))
+    with torch.no_grad():
+        decoder.train()
+        trained = decoder(inputs)
+        decoder.eval()
+        inferred = decoder(inputs)
+    expected_keys = {'binary', 'thresh', 'thresh_binary'} if options.get('adaptive') else {'binary'}
+    assert set(trained) == expected_keys
+    for value in trained.values():
+        assert value.shape == (2, 1, 96, 128)
+        assert value.min() >= 0 and value.max() <= 1
+    assert torch.is_tensor(inferred) and inferred.shape == (2, 1, 96, 128)
+    if options.get('adaptive'):
+        k = decoder.k
+        expected = 1 / (1 + torch.exp(-k * (trained['binary'] - trained['thresh'])))
+        torch.testing.assert_close(trained['thresh_binary'], expected)
+        assert decoder.thresh[0].in_channels == 256 + (1 if options.get('serial') else 0)
+
+
+def test_inference_skips_the_threshold_head():
+    decoder = SegDetector(adaptive=True)
+    calls = []
+    decoder.thresh.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        decoder.eval()(features())
+        assert calls == []
+        decoder(features(), training=True)
+        assert calls == [1]
+
+
+def test_fpn_is_top_down_nearest_addition_with_upsampled_concat():
+    # With identity-like 1x1 laterals and 3x3 "centre tap" outputs, the fused map can be checked
+    # against a hand computation of the pyramid.
+    decoder = SegDetector(in_channels=[4, 4, 4, 4], inner_channels=4 * 4)
+    with torch.no_grad():
+        for conv in (decoder.in2, decoder.in3, decoder.in4, decoder.in5):
+            conv.weight.zero_()
+            for c in range(4):
+                conv.weight[c, c] = 1
+        for conv in (decoder.out5[0], decoder.out4[0], decoder.out3[0], decoder.out2):
+            conv.weight.zero_()
+            conv.weight[:, :, 1, 1] = torch.eye(4, 16)  # keep channels 0..3
+    c2, c3, c4, c5 = features(batch=1, channels=(4, 4, 4, 4), size=(32, 64))
+    up = lambda t, s: t.repeat_interleave(s, 2).repeat_interleave(s, 3)  # nearest upsampling
+    out4 = up(c5, 2) + c4
+    out3 = up(out4, 2) + c3
+    out2 = up(out3, 2) + c2
+    expected = torch.cat([up(c5, 8), up(out4, 4), up(out3, 2), out2], dim=1)
+    fused = decoder.fuse(decoder.pyramid([c2, c3, c4, c5]))
+    torch.testing.assert_close(fused, expected)
+
+
+def test_step_function_is_overflow_free():
+    decoder = SegDetector(adaptive=True, k=50)
+    binary = torch.tensor([0.6, 1.0, 0.0])
+    thresh = torch.tensor([0.5, 0.0, 1.0])
+    result = decoder.step_function(binary, thresh)
+    assert result[0].item() == pytest.approx(1 / (1 + math.exp(-5)), rel=1e-6)
+    assert result[1].item() == pytest.approx(1.0) and result[2].item() == pytest.approx(0.0, abs=1e-20)
+    assert torch.isfinite(result).all()
+
+
+def test_initialisation_of_batch_norm():
+    decoder = SegDetector(adaptive=True)
+    assert torch.all(decoder.binarize[1].weight == 1)
+    assert torch.allclose(decoder.thresh[4].bias, torch.full((64,), 1e-4))
+
+
+def test_mismatched_features_are_explained():
+    decoder = SegDetector()
+    with pytest.raises(ValueError, match='feature c5 has 2048 channels.*expects 512'):
+        decoder(features(channels=(64, 128, 256, 2048)))
+    bad = features(size=(64, 64))
+    bad[0] = bad[0][..., :15]
+    with pytest.raises(ValueError, match='multiples of 32'):
+        decoder(bad)
+
+
+@pytest.mark.parametrize('attention_type', ['scale_spatial', 'scale_channel_spatial', 'scale_channel'])
+def test_scale_spatial_detector_outputs(attention_type):
+    torch.manual_seed(0)
+    decoder = SegSpatialScaleDetector(adaptive=True, attention_type=attention_type)
+    with torch.no_grad():
+        trained = decoder.train()(features(size=(64, 96)))
+        inferred = decoder.eval()(features(size=(64, 96)))
+    assert {key: tuple(value.shape) for key, value in trained.items()} == {
+        key: (2, 1, 64, 96) for key in ('binary', 'thresh', 'thresh_binary')}
+    assert inferred.shape == (2, 1, 64, 96)
+    names = set(decoder.state_dict())
+    assert 'concat_attention.conv.weight' in names and 'concat_attention.conv.bias' in names
+    if attention_type == 'scale_channel_spatial':
+        assert {'concat_attention.enhanced_attention.channel_wise.1.weight',
+                'concat_attention.enhanced_attention.channel_wise.3.weight',
+                'concat_attention.enhanced_attention.spatial_wise.0.weight',
+                'concat_attention.enhanced_attention.spatial_wise.2.weight',
+                'concat_attention.enhanced_attention.attention_wise.0.weight'} <= names
+
+
+@pytest.mark.parametrize('attention_type', ['scale_spatial', 'scale_channel_spatial', 'scale_channel'])
+def test_scale_feature_selection_multiplies_each_scale_by_its_score(attention_type):
+    torch.manual_seed(0)
+    selection = ScaleFeatureSelection(16, 4, attention_type=attention_type).eval()
+    scales = [torch.randn(1, 4, 8, 8) for _ in range(4)]
+    concat = torch.cat(scales, dim=1)
+    with torch.no_grad():
+        score = selection.enhanced_attention(selection.conv(concat))
+        fused = selection(concat, scales)
+    assert score.shape == ((1, 4, 1, 1) if attention_type == 'scale_channel' else (1, 4, 8, 8))
+    if attention_type == 'scale_channel':  # a softmax over the scales
+        torch.testing.assert_close(score.sum(dim=1), torch.ones(1, 1, 1))
+    for index in range(4):
+        torch.testing.assert_close(fused[:, 4 * index:4 * index + 4], score[:, index:index + 1] * scales[index])
+    with pytest.raises(ValueError, match='attention_type must be one of'):
+        ScaleFeatureSelection(16, 4, attention_type='scale_everything')

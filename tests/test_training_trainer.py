@@ -1,0 +1,198 @@
+"""The training loop on a tiny stand-in model: learning, exact resume, signals, NaN losses, validation, logs."""
+import os
+import signal
+
+import pytest
+import torch
+import yaml
+
+import training_helpers as helpers
+from training.checkpoint import read_checkpoint_file
+from training.trainer import Trainer
+
+
+def _train(workspace, experiment, **overrides):
+    trainer = Trainer(experiment, helpers.options(str(workspace), **overrides))
+    return trainer, trainer.train()
+
+
+def _mean_loss(model, dataset):
+    batch = torch.utils.data.default_collate([dataset[i] for i in range(len(dataset))])
+    with torch.no_grad():
+        return float(model(batch, training=True)[0])
+
+
+def test_a_few_iterations_lower_the_loss(tmp_path):
+    dataset = helpers.TinyTrainSet(12)
+    torch.manual_seed(0)  # the trainer seeds with 0 before building: the same initial weights
+    initial = helpers.TinyDetector()
+    trainer, summary = _train(tmp_path, helpers.make_experiment(dataset, epochs=4, lr=0.1))
+    assert summary['iteration'] == 12 and not summary['interrupted']
+    trained = helpers.TinyDetector()
+    trained.load_state_dict(helpers.model_state(str(tmp_path)))
+    before, after = _mean_loss(initial, dataset), _mean_loss(trained, dataset)
+    assert after < before - 0.05, (before, after)
+
+
+def test_kill_and_resume_gives_the_same_weights_as_a_straight_run(tmp_path):
+    """Noise from NumPy's RNG and dropout from torch's: equal weights need the RNG states restored too."""
+    straight = tmp_path / 'straight'
+    _train(straight, helpers.make_experiment(helpers.TinyTrainSet(12, noise=0.05), epochs=3, dropout=0.2))
+    expected = helpers.model_state(str(straight))
+
+    killed = tmp_path / 'killed'
+    kill = {18: lambda: os.kill(os.getpid(), signal.SIGTERM)}  # while loading the 2nd batch of epoch 1
+    _, summary = _train(killed, helpers.make_experiment(helpers.TinyTrainSet(12, noise=0.05, hooks=kill),
+                                                        epochs=3, dropout=0.2))
+    assert summary['interrupted'] and summary['iteration'] == 5 and summary['epoch_iteration'] == 2
+    saved = read_checkpoint_file(str(killed / 'model' / 'latest'))
+    assert (saved['epoch'], saved['epoch_iteration'], saved['iteration']) == (1, 2, 5)
+    assert not (killed / 'model' / 'final').exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+    resumed_experiment = helpers.make_experiment(helpers.TinyTrainSet(12, noise=0.05), epochs=3, dropout=0.2,
+                                                 resume=str(killed / 'model' / 'latest'))
+    trainer, summary = _train(killed, resumed_experiment, seed=123)  # the checkpoint's states win over the seed
+    assert summary['iteration'] == 9 and not summary['interrupted']
+    resumed = helpers.model_state(str(killed))
+    assert expected.keys() == resumed.keys()
+    for key in expected:
+        assert torch.equal(expected[key], resumed[key]), key
+    assert trainer.optimizer.param_groups[0]['lr'] == pytest.approx(0.05 * (1 - 2 / 4) ** 0.9)
+
+
+def test_signal_file_saves_without_stopping(tmp_path):
+    def touch():
+        (tmp_path / 'save').write_text('')
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(12, hooks={6: touch}), epochs=2, signal_path='save')
+    _, summary = _train(tmp_path, experiment)
+    assert summary['iteration'] == 6 and not summary['interrupted']
+    # loaded during iteration 1 (samples 5..8): the checkpoint is written after that step
+    assert sorted(os.listdir(tmp_path / 'model')) == ['final', 'latest', 'model_epoch_0_minibatch_2']
+    assert not (tmp_path / 'save').exists()
+    assert read_checkpoint_file(str(tmp_path / 'model' / 'model_epoch_0_minibatch_2'))['iteration'] == 2
+
+
+def test_save_interval_checkpoints_are_full_and_latest_follows(tmp_path):
+    _, summary = _train(tmp_path, helpers.make_experiment(helpers.TinyTrainSet(12), epochs=2, save_interval=4))
+    names = sorted(os.listdir(tmp_path / 'model'))
+    assert names == ['final', 'latest', 'model_epoch_1_minibatch_4']
+    content = read_checkpoint_file(str(tmp_path / 'model' / 'model_epoch_1_minibatch_4'))
+    assert (content['epoch'], content['epoch_iteration'], content['iteration']) == (1, 1, 4)
+    assert set(content['optimizer']['state'])  # momentum buffers are kept
+    assert content['config'] == {'Experiment': {'tiny': True, 'lr': 0.05}}
+    assert os.path.samefile(tmp_path / 'model' / 'latest', tmp_path / 'model' / 'final')
+
+
+def test_non_finite_losses_are_skipped_with_the_files_named(tmp_path):
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(12, nan_files=('img_3.jpg',)), epochs=2)
+    _, summary = _train(tmp_path, experiment)
+    assert summary['iteration'] == 6
+    state = helpers.model_state(str(tmp_path))
+    assert all(torch.isfinite(value).all() for value in state.values())
+    log = (tmp_path / 'output.log').read_text()
+    skipped = [line for line in log.splitlines() if 'non-finite loss' in line]
+    assert len(skipped) == 2 and all('img_3.jpg' in line for line in skipped)  # once per epoch
+
+
+def test_too_many_non_finite_losses_in_a_row_stop_training(tmp_path):
+    nan_everywhere = tuple(f'img_{i}.jpg' for i in range(12))
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(12, nan_files=nan_everywhere), epochs=2)
+    with pytest.raises(FloatingPointError, match='3 consecutive steps with a non-finite loss'):
+        _train(tmp_path, experiment, max_nan_steps=3)
+    assert not (tmp_path / 'model' / 'final').exists()
+
+
+class ScriptedMeasurer(helpers.BoxMeasurer):
+    """Reports the F-measures of a script, one per validation, to check best-model selection."""
+
+    def __init__(self, scores):
+        self.scores = list(scores)
+
+    def gather_measure(self, results):
+        if not self.scores:
+            raise RuntimeError('measurer broke (simulated)')
+        value = self.scores.pop(0)
+        return {'precision': value, 'recall': value, 'fmeasure': value}
+
+
+def test_validation_keeps_the_best_checkpoint_and_survives_a_failure(tmp_path):
+    # validations at iterations 2, 4 and 6 of 6 (the end: already validated); the third one fails
+    measurer = ScriptedMeasurer([0.2, 0.5])
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(12), epochs=2, measurer=measurer,
+                                         validation=helpers.make_validation(interval=2, exempt=1))
+    trainer, summary = _train(tmp_path, experiment, validate=True)
+    assert summary['best_fmeasure'] == 0.5 and summary['iteration'] == 6 and measurer.scores == []
+    best = read_checkpoint_file(str(tmp_path / 'model' / 'best'))
+    assert best['iteration'] == 4 and best['best_fmeasure'] == 0.5
+    assert read_checkpoint_file(str(tmp_path / 'model' / 'final'))['best_fmeasure'] == 0.5
+    log = (tmp_path / 'output.log').read_text()
+    assert 'measurer broke (simulated)' in log and 'training done at iteration 6' in log
+    assert trainer.validate() == {}  # a failure is logged, never raised
+
+
+def test_validation_exempt_skips_the_first_ones(tmp_path):
+    measurer = ScriptedMeasurer([0.1, 0.2])
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(12), epochs=2, measurer=measurer,
+                                         validation=helpers.make_validation(interval=2, exempt=2))
+    _train(tmp_path, experiment, validate=True)
+    log = (tmp_path / 'output.log').read_text()
+    assert 'validation tiny iteration 2' not in log
+    assert 'validation tiny iteration 4' in log and 'validation tiny iteration 6' in log
+
+
+def test_validation_metrics_equal_a_direct_measurement(tmp_path):
+    validation = helpers.make_validation(length=6)
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(12), epochs=3, lr=0.2, validation=validation)
+    trainer, _ = _train(tmp_path, experiment)  # --validate off: no validation while training
+    assert trainer._last_validated is None
+    results = trainer.validate()
+    model = trainer.model.eval()
+    representer, measurer = helpers.BoxRepresenter(), helpers.BoxMeasurer()
+    per_image = []
+    with torch.no_grad():
+        for index in range(6):
+            batch = helpers.collect([validation.data_loaders['tiny'].dataset[index]])
+            per_image += measurer.validate_measure(batch, representer.represent(batch, model(batch, training=False)))
+    assert len(per_image) == 6
+    assert results == {'tiny': pytest.approx(measurer.gather_measure(per_image))}
+    assert set(results['tiny']) == {'precision', 'recall', 'fmeasure'}
+
+
+def test_log_file_config_and_tensorboard_are_written(tmp_path):
+    config = {'Experiment': {'train': {'epochs': 2, 'lr': 0.05}, 'note': 'tiny'}}
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(8), epochs=2, config=config, log_interval=2)
+    _train(tmp_path, experiment, amp=True)  # bf16 autocast on CPU
+    assert yaml.safe_load((tmp_path / 'config.yaml').read_text()) == config
+    log = (tmp_path / 'output.log').read_text()
+    assert 'epoch 0 iteration 2 lr=0.05' in log and 'loss=' in log and 'training done at iteration 4' in log
+    events = os.listdir(tmp_path / 'tensorboard')
+    assert any(name.startswith('events.out.tfevents') for name in events)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    accumulator = EventAccumulator(str(tmp_path / 'tensorboard'), size_guidance={'images': 0})
+    accumulator.Reload()
+    assert {'train/loss', 'train/lr', 'train/bce'} <= set(accumulator.Tags()['scalars'])
+    assert [event.step for event in accumulator.Scalars('train/lr')] == [2, 4]
+    assert {'train/input_gt', 'train/probability', 'train/threshold', 'train/binary'} <= set(
+        accumulator.Tags()['images'])
+
+
+def test_a_non_plain_config_is_refused_with_its_key(tmp_path):
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(8), config={'Experiment': {'train': {'x': object()}}})
+    with pytest.raises(TypeError, match=r'non-plain value at Experiment.train.x \(a object\)'):
+        _train(tmp_path, experiment)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_mixed_precision_on_cuda_trains_and_resumes(tmp_path):
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(12), epochs=2, save_interval=3)
+    trainer, summary = _train(tmp_path, experiment, device='cuda', amp=True)
+    expected_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    assert trainer.autocast_dtype == expected_dtype and summary['iteration'] == 6
+    assert trainer.scaler.is_enabled() == (expected_dtype == torch.float16)
+    resumed = helpers.make_experiment(helpers.TinyTrainSet(12), epochs=2,
+                                      resume=str(tmp_path / 'model' / 'model_epoch_0_minibatch_3'))
+    _, summary = _train(tmp_path / 'resumed', resumed, device='cuda', amp=True)
+    assert summary['iteration'] == 6
+    assert all(torch.isfinite(v).all() for v in helpers.model_state(str(tmp_path / 'resumed')).values())
