@@ -67,8 +67,9 @@ def _run_conv2(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     offset_mask = block.conv2_offset(x)
     offset = offset_mask[:, :block.offset_channels]
     mask = torch.sigmoid(offset_mask[:, block.offset_channels:]) if block.modulated else None
-    if block.offset_compat == 'original' and block.stride != 1:
-        out_hw = (conv_output_size(x.shape[2], block.stride), conv_output_size(x.shape[3], block.stride))
+    if block.offset_compat == 'original' and block.conv2_stride != 1:
+        out_hw = (conv_output_size(x.shape[2], block.conv2_stride),
+                  conv_output_size(x.shape[3], block.conv2_stride))
         offset = reinterpret_as_original(offset, out_hw)
         mask = reinterpret_as_original(mask, out_hw) if mask is not None else None
     if block.modulated:
@@ -82,7 +83,7 @@ class BasicBlock(nn.Module):
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
                  downsample: Optional[nn.Module] = None, dcn: Optional[dict] = None):
         super().__init__()
-        self.stride = 1  # stride of conv2: BasicBlock strides in conv1
+        self.conv2_stride = 1  # BasicBlock strides in conv1
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
@@ -103,7 +104,7 @@ class Bottleneck(nn.Module):
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
                  downsample: Optional[nn.Module] = None, dcn: Optional[dict] = None):
         super().__init__()
-        self.stride = stride  # stride of conv2 (torchvision / ResNet v1.5 layout)
+        self.conv2_stride = stride  # torchvision / ResNet v1.5 layout: the 3x3 conv strides
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         _make_conv2(self, planes, stride, dcn)

@@ -1,5 +1,5 @@
 """DataLoader: torch.utils.data.DataLoader with per-worker, per-epoch augmentation streams."""
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -26,7 +26,7 @@ class _WorkerSeeder:
 class DataLoader(torch.utils.data.DataLoader):
     """Schema of the original's DataLoader plus ``seed`` and ``distributed``.
 
-    ``shuffle`` and ``drop_last`` default to ``is_training``; ``collect_fn`` (an object, e.g.
+    ``shuffle`` and ``drop_last`` default to ``is_training`` (and the data set's own ``is_training``); ``collect_fn`` (an object, e.g.
     ``ICDARCollectFN()``) defaults to torch's default collate. With ``distributed`` (or an initialized
     process group) a DistributedSampler splits the data; call :meth:`set_epoch` each epoch then.
     Workers are persistent; memory is pinned when CUDA is available.
@@ -36,8 +36,11 @@ class DataLoader(torch.utils.data.DataLoader):
                  collect_fn: Optional[Callable] = None, is_training: bool = True, shuffle: Optional[bool] = None,
                  drop_last: Optional[bool] = None, distributed: bool = False, seed: int = 0,
                  pin_memory: Optional[bool] = None, prefetch_factor: Optional[int] = None):
-        shuffle = is_training if shuffle is None else shuffle
-        drop_last = is_training if drop_last is None else drop_last
+        # A validation data set (is_training False) is neither shuffled nor truncated by default, even
+        # though the YAML files leave the loader's is_training at its default.
+        training = is_training and getattr(dataset, 'is_training', True)
+        shuffle = training if shuffle is None else shuffle
+        drop_last = training if drop_last is None else drop_last
         self.is_training, self.seed = is_training, int(seed)
         self.distributed = bool(distributed) or (dist.is_available() and dist.is_initialized())
         generator = torch.Generator()

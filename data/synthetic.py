@@ -298,14 +298,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--out', default='datasets/synthetic')
     parser.add_argument('--train', type=int, default=500)
     parser.add_argument('--test', type=int, default=100)
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=int, default=0, help='seed of the training split')
+    parser.add_argument('--test_seed', type=int, default=None,
+                        help='seed of the test split (default: --seed + 1; the split stream differs anyway)')
     parser.add_argument('--size', type=int, default=640, help='longest image side in pixels')
     parser.add_argument('--fonts', choices=('all', 'builtin'), default='all')
     args = parser.parse_args(argv)
     fonts = FontBank(find_fonts(args.fonts))
     start = time.perf_counter()
-    for split, count in (('train', args.train), ('test', args.test)):
-        write_split(args.out, split, count, args.seed, fonts, args.size)
+    test_seed = args.seed + 1 if args.test_seed is None else args.test_seed
+    for split, count, seed in (('train', args.train, args.seed), ('test', args.test, test_seed)):
+        write_split(args.out, split, count, seed, fonts, args.size)
     total = args.train + args.test
     elapsed = time.perf_counter() - start
     print(f'wrote {args.train} train + {args.test} test images to {args.out} with {len(fonts.fonts)} fonts '

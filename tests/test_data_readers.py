@@ -1,5 +1,4 @@
 """Ground-truth readers, image reading and ImageDataset bookkeeping, on hand-written fixtures."""
-import math
 import os
 
 import cv2

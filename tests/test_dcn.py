@@ -86,9 +86,11 @@ def test_integer_offset_is_a_shifted_convolution(backend):
     offset[:, 1::2] = -2.0
     with use_backend(backend):
         got = deform_conv(x, offset, weight, 1, 1, bias=bias)
-    shifted = torch.zeros_like(x)
-    shifted[:, :, :-1, 2:] = x[:, :, 1:, :-2]
-    assert (got - F.conv2d(shifted, weight, bias, 1, 1)).abs().max().item() <= 1e-4
+    # tap (i, j) of output (r, c) reads x[r - 1 + i + 1, c - 1 + j - 2]; build that padded image
+    height, width = x.shape[2:]
+    wide = F.pad(x, (3, 3, 3, 3))
+    shifted = wide[:, :, 3:3 + height + 2, 0:width + 2]
+    assert (got - F.conv2d(shifted, weight, bias)).abs().max().item() <= 1e-4
 
 
 @pytest.mark.parametrize('backend', BACKENDS)
@@ -265,6 +267,7 @@ def test_auto_prefers_the_extension():
         assert active_backend('cpu') == 'extension'
 
 
+@pytest.mark.filterwarnings('ignore::torch.jit.TracerWarning', 'ignore::FutureWarning')
 def test_tracing_uses_the_pytorch_formulation():
     seen = []
 
@@ -280,7 +283,7 @@ def test_tracing_uses_the_pytorch_formulation():
     module = Probe().eval()
     x = torch.randn(1, 4, 6, 5)
     with use_backend('auto'), torch.no_grad():
-        traced = torch.jit.trace(module, x)
+        traced = torch.jit.trace(module, x, check_trace=False)
     assert seen == ['pytorch']
     assert (traced(x) - module(x)).abs().max().item() <= 1e-5
 
@@ -301,3 +304,22 @@ def test_missing_extension_is_reported_once_and_falls_back(monkeypatch):
     assert (first - F.conv2d(x, weight, bias, 1, 1)).abs().max().item() <= 1e-4
     with pytest.raises(RuntimeError, match='not available'):
         set_backend('extension')
+
+
+@pytest.mark.filterwarnings('ignore')
+def test_onnx_export_runs_in_onnxruntime():
+    """The exported graph (pure-PyTorch formulation) runs in plain onnxruntime and matches."""
+    import io
+    onnxruntime = pytest.importorskip('onnxruntime')
+    torch.manual_seed(0)
+    layer = ModulatedDeformConvPack(4, 6, 3, padding=1).eval()
+    torch.nn.init.normal_(layer.conv_offset_mask.weight, std=0.3)
+    x = torch.randn(1, 4, 7, 9)
+    buffer = io.BytesIO()
+    with use_backend('auto'):
+        torch.onnx.export(layer, (x,), buffer, dynamo=False, opset_version=17)
+    session = onnxruntime.InferenceSession(buffer.getvalue())
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad(), use_backend('torchvision'):
+        expected = layer(x)
+    assert (torch.from_numpy(got) - expected).abs().max().item() <= 1e-4

@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from decoders import SegDetector, SegSpatialScaleDetector
 from decoders.feature_attention import ScaleFeatureSelection

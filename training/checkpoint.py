@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import copy
 import random
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -37,7 +38,19 @@ def capture_rng_state() -> Dict[str, Any]:
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state['cuda'] = torch.cuda.get_rng_state_all()
+    augmentation = _augmentation_rng()
+    if augmentation is not None:
+        state['augmentation'] = copy.deepcopy(augmentation.bit_generator.state)
     return state
+
+
+def _augmentation_rng() -> Optional[np.random.Generator]:
+    """The data pipeline's own augmentation stream (data.rng), used when loading in the main process."""
+    try:
+        from data.rng import get_rng
+    except ImportError:
+        return None
+    return get_rng()
 
 
 def restore_rng_state(state: Dict[str, Any]) -> None:
@@ -47,6 +60,9 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
     np.random.set_state((numpy_state['kind'], numpy_state['keys'].numpy().astype(np.uint32),
                          numpy_state['position'], numpy_state['has_gauss'], numpy_state['cached_gaussian']))
     torch.set_rng_state(state['torch'])
+    augmentation = _augmentation_rng()
+    if 'augmentation' in state and augmentation is not None:
+        augmentation.bit_generator.state = state['augmentation']
     if 'cuda' in state and torch.cuda.is_available():
         cuda_states = state['cuda']
         if len(cuda_states) == torch.cuda.device_count():

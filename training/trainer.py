@@ -27,6 +27,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
     torch.manual_seed(seed)
+    try:
+        from data.rng import reseed
+    except ImportError:
+        return
+    reseed(seed, stream=(0x5EED,))  # augmentation in the main process (workers reseed from torch's seed)
+
+
+def take_skipped_count(dataset: Any) -> int:
+    """Samples the data set skipped since the last call (data sets that do not count report 0)."""
+    take = getattr(dataset, 'take_skipped_count', None)
+    return int(take()) if take is not None else 0
 
 
 def config_as_dict(config: Any) -> Optional[Dict[str, Any]]:
@@ -262,6 +273,10 @@ class Trainer:
                         logger.warning(f'stop requested (signal); checkpoint saved at iteration {iteration}, stopping')
                         break
                 bar.close()
+                skipped = take_skipped_count(loader.dataset)
+                if skipped and context.is_main:
+                    logger.warning(f'epoch {epoch + 1}: {skipped} unreadable or malformed sample(s) skipped '
+                                   '(each named in a warning above); other samples were used in their place')
                 if not interrupted:
                     epoch, epoch_iteration = epoch + 1, 0
                     self.epoch, self.epoch_iteration = epoch, epoch_iteration

@@ -8,6 +8,9 @@ from .pending_warp import image_hw
 
 
 class MakeICDARData(DataProcess):
+    """Also drops ``data_id`` (``filename`` remains), as the original did, so that training batches
+    hold only tensors once FilterKeys has run."""
+
     def process(self, data: Dict[str, Any]) -> Dict[str, Any]:
         if 'lines' not in data:
             if 'polygons' not in data:
@@ -18,6 +21,7 @@ class MakeICDARData(DataProcess):
             lines = data.pop('lines')
             data['polygons'] = [np.asarray(l['poly'], dtype=np.float32).reshape(-1, 2) for l in lines]
             data['ignore_tags'] = np.array([l['text'] == '###' for l in lines], dtype=bool)
+        data.pop('data_id', None)
         if 'shape' not in data:
             data['shape'] = list(image_hw(data))
         return data

@@ -258,8 +258,9 @@ std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_output, const at::T
   for (int64_t n = 0; n < batch; ++n) {
     auto grad_output_n = grad_output[n].view({out_channels, s.points});
     for (int64_t g = 0; g < groups; ++g) {
-      at::mm_out(grad_columns.narrow(0, g * group_rows, group_rows),
-                 weight_matrix[g].t(), grad_output_n.narrow(0, g * group_out, group_out));
+      auto grad_columns_g = grad_columns.narrow(0, g * group_rows, group_rows);
+      at::mm_out(grad_columns_g, weight_matrix[g].t(),
+                 grad_output_n.narrow(0, g * group_out, group_out));
     }
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "dcn_backward", [&] {
       const scalar_t* offset_n = offset[n].data_ptr<scalar_t>();

@@ -1,0 +1,108 @@
+"""Shared fixtures of the tests/test_inference_*.py files: a tiny synthetic data set, a tiny experiment YAML and a
+random-init checkpoint of it."""
+from __future__ import annotations
+
+import os
+import textwrap
+from typing import Dict
+
+import torch
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_synthetic_set(directory: str, test: int = 3, size: int = 128, seed: int = 0) -> str:
+    from data.synthetic import main as synthetic_main
+    synthetic_main(['--out', directory, '--train', '0', '--test', str(test), '--seed', str(seed),
+                    '--size', str(size), '--fonts', 'builtin'])
+    return directory
+
+
+def write_experiment(directory: str, data_dir: str, backbone: str = 'deformable_resnet18', height: int = 96,
+                     width: int = 128, box_thresh: float = 0.6, thresh: float = 0.3) -> str:
+    """A small evaluation experiment over ``data_dir``'s test split; returns the YAML path."""
+    path = os.path.join(directory, f'tiny_{backbone}.yaml')
+    text = f"""\
+    import:
+      - {os.path.join(REPO_ROOT, 'experiments', 'base.yaml')}
+    package:
+      - decoders.seg_detector_loss
+    define:
+      - name: test_data
+        class: ImageDataset
+        data_dir: [{data_dir}]
+        data_list: [{os.path.join(data_dir, 'test_list.txt')}]
+        is_training: false
+        processes:
+          - class: AugmentDetectionData
+            augmenter_args:
+              - ['Resize', {{'width': {width}, 'height': {height}}}]
+            only_resize: true
+            keep_ratio: false
+          - class: MakeICDARData
+          - class: MakeSegDetectionData
+          - class: NormalizeImage
+      - name: Experiment
+        class: Experiment
+        structure:
+          class: Structure
+          builder:
+            class: Builder
+            model: SegDetectorModel
+            model_args:
+              backbone: {backbone}
+              decoder: SegDetector
+              decoder_args:
+                adaptive: true
+                k: 50
+          representer:
+            class: SegDetectorRepresenter
+            thresh: {thresh}
+            box_thresh: {box_thresh}
+            max_candidates: 1000
+          measurer:
+            class: QuadMeasurer
+          visualizer:
+            class: SegDetectorVisualizer
+        evaluation:
+          class: EvaluationSettings
+          data_loaders:
+            synthetic:
+              class: DataLoader
+              dataset: ^test_data
+              batch_size: 1
+              num_workers: 0
+              is_training: false
+              collect_fn:
+                class: ICDARCollectFN
+    """
+    with open(path, 'w', encoding='utf-8') as handle:
+        handle.write(textwrap.dedent(text))
+    return path
+
+
+def tiny_model(backbone: str = 'deformable_resnet18', seed: int = 0) -> torch.nn.Module:
+    """A random-init model whose probability map is not all 0 / all 1: the decoder's last bias is shifted so that
+    sigmoid(k * ...) varies over the map and the representer finds candidates."""
+    from structure.model import SegDetectorModel
+    torch.manual_seed(seed)
+    model = SegDetectorModel(backbone, 'SegDetector', decoder_args={'adaptive': True, 'k': 50}).eval()
+    return model
+
+
+def save_checkpoint(model: torch.nn.Module, path: str) -> str:
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def detections_equal(first, second) -> bool:
+    boxes_a, scores_a = first
+    boxes_b, scores_b = second
+    if list(scores_a) != list(scores_b) or len(boxes_a) != len(boxes_b):
+        return False
+    return all((a == b).all() and a.shape == b.shape for a, b in zip(boxes_a, boxes_b))
+
+
+def checkpoints(tmp: str, backbone: str = 'deformable_resnet18') -> Dict[str, str]:
+    model = tiny_model(backbone)
+    return {'path': save_checkpoint(model, os.path.join(tmp, f'{backbone}.pth'))}
