@@ -8,12 +8,17 @@ CUDA_HOME ?= /usr/local/cuda
 export CUDA_HOME
 
 DEPS_STAMP := $(VENV)/.deps-installed
-OP_STAMP := assets/ops/dcn/.built
-OP_SOURCES := $(wildcard assets/ops/dcn/csrc/*.cpp assets/ops/dcn/csrc/*.h assets/ops/dcn/csrc/*.cu assets/ops/dcn/csrc/*/*) assets/ops/dcn/setup.py
 
-.PHONY: setup demo test test-all bench op clean-op
+.PHONY: setup setup-demo demo test test-all bench op clean-op
 
-setup: $(DEPS_STAMP) $(OP_STAMP)
+# Tests compile the CUDA kernels too wherever nvcc exists; the demo needs them only with a GPU.
+setup: $(DEPS_STAMP)
+	@echo "[setup] dependencies installed in $(VENV)"
+	@PYTHON=$(PY) tools/build_op.sh full
+
+setup-demo: $(DEPS_STAMP)
+	@echo "[setup] dependencies installed in $(VENV)"
+	@PYTHON=$(PY) tools/build_op.sh auto
 
 $(PY):
 	@echo "[setup] creating $(VENV)"
@@ -26,18 +31,12 @@ $(DEPS_STAMP): requirement.txt requirement-dev.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirement.txt -r requirement-dev.txt
 	@touch $@
 
-$(OP_STAMP): $(DEPS_STAMP) $(OP_SOURCES)
-	@echo "[setup] building the deformable convolution extension in place (assets/ops/dcn)"
-	cd assets/ops/dcn && ../../../$(PY) setup.py build_ext --inplace > build.log 2>&1 \
-		|| { tail -n 40 build.log; echo "[setup] the extension did not build: see assets/ops/dcn/build.log"; exit 1; }
-	@touch $@
-
-op: $(OP_STAMP)
+op: setup
 
 clean-op:
-	rm -rf assets/ops/dcn/build assets/ops/dcn/*.so $(OP_STAMP)
+	rm -rf assets/ops/dcn/build assets/ops/dcn/_dcn_ext*.so assets/ops/dcn/.built-*
 
-demo: setup
+demo: setup-demo
 	$(PY) -m tools.main_demo
 
 test: setup

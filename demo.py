@@ -15,18 +15,8 @@ import numpy as np
 
 from concern.cli import apply_representer_flags, compile_experiment, demo_parser, select_device
 from concern.config import ConfigError, dump_config
-from concern.inference import add_inference_flags
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
-
-
-def build_parser():
-    parser = demo_parser()
-    add_inference_flags(parser, onnx=True, image_size=True)
-    for action in parser._actions:  # --resume is not needed with --onnx; main() checks that one of them is given
-        if action.dest == 'resume':
-            action.required = False
-    return parser
 
 
 def list_images(image_path: str) -> List[str]:
@@ -80,7 +70,7 @@ def heatmap(prob: np.ndarray, image: np.ndarray) -> np.ndarray:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = demo_parser().parse_args(argv)
     if not args.onnx and not args.resume:
         print('error: a checkpoint (--resume PATH) or an exported model (--onnx PATH) is required', file=sys.stderr)
         return 2

@@ -12,17 +12,10 @@ import numpy as np
 
 from concern.cli import apply_eval_flags, compile_experiment, eval_parser, run_name, select_device
 from concern.config import ConfigError, dump_config
-from concern.inference import add_inference_flags
-
-
-def build_parser():
-    parser = eval_parser()
-    add_inference_flags(parser)
-    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = eval_parser().parse_args(argv)
     try:
         config = compile_experiment(args, apply_eval_flags)
         if args.print_config_only:

@@ -56,6 +56,15 @@ def train_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _inference_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--precision', choices=('fp32', 'fp16', 'bf16'), default='fp32',
+                        help='inference precision (default fp32; fp16/bf16 pay off on GPUs)')
+    parser.add_argument('--channels_last', action='store_true', help='channels-last (NHWC) memory format')
+    parser.add_argument('--pipelined', action='store_true',
+                        help='overlap data preparation, model and post-processing in three threads')
+    parser.add_argument('--warmup', type=int, default=3, help='untimed warm-up iterations before --speed timing')
+
+
 def eval_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description='Evaluate a DBNet text detector on the evaluation loaders.')
     _common_arguments(parser)
@@ -70,19 +79,25 @@ def eval_parser() -> argparse.ArgumentParser:
     parser.add_argument('--num_workers', type=int, default=None, help='data loading workers')
     parser.add_argument('--image_short_side', type=int, default=None,
                         help='resize height of the evaluation pipeline (multiple of 32)')
+    _inference_arguments(parser)
     return parser
 
 
 def demo_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description='Detect text in your own images.')
     _common_arguments(parser)
-    parser.add_argument('--resume', type=str, required=True, help='checkpoint to run')
+    parser.add_argument('--resume', type=str, default=None, help='checkpoint to run (or give --onnx)')
+    parser.add_argument('--onnx', type=str, default=None,
+                        help='run this exported model with onnxruntime instead of PyTorch (no --resume needed)')
     parser.add_argument('--image_path', type=str, required=True, help='an image, a folder or a glob')
     parser.add_argument('--result_dir', type=str, default='demo_results/', help='where results are written')
     parser.add_argument('--image_short_side', type=int, default=736, help='resize the short side to this')
     parser.add_argument('--polygon', action='store_true', help='output polygons instead of boxes')
     parser.add_argument('--visualize', action='store_true', help='write <image>.jpg with the detections drawn')
     parser.add_argument('--heatmap', action='store_true', help='also write the probability map as a heat map')
+    parser.add_argument('--max_long_side', type=int, default=2560,
+                        help='cap on the long side of the network input (memory bound for huge photos)')
+    _inference_arguments(parser)
     return parser
 
 

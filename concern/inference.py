@@ -377,21 +377,3 @@ def thread_count() -> int:
         return os.cpu_count() or 1
 
 
-def add_inference_flags(parser: Any, onnx: bool = False, image_size: bool = False) -> None:
-    """Flags of the inference engine (added unless concern/cli.py already defines them)."""
-    existing = set(parser._option_string_actions)
-
-    def add(flag: str, **kwargs: Any) -> None:
-        if flag not in existing:
-            parser.add_argument(flag, **kwargs)
-
-    add('--precision', choices=PRECISIONS, default='fp32', help='inference precision (default fp32)')
-    add('--channels_last', action='store_true', help='channels-last (NHWC) memory format for inference')
-    add('--pipelined', action='store_true',
-        help='overlap data preparation, model and post-processing in three threads')
-    add('--warmup', type=int, default=3, help='untimed warm-up iterations before --speed timing')
-    if image_size:
-        add('--max_long_side', type=int, default=DEFAULT_MAX_LONG_SIDE,
-            help='cap on the long side of the network input (memory bound for huge photos)')
-    if onnx:
-        add('--onnx', type=str, default=None, help='run this exported model with onnxruntime instead of PyTorch')

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import textwrap
-from typing import Dict
-
 import torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,8 +80,8 @@ def write_experiment(directory: str, data_dir: str, backbone: str = 'deformable_
 
 
 def tiny_model(backbone: str = 'deformable_resnet18', seed: int = 0) -> torch.nn.Module:
-    """A random-init model whose probability map is not all 0 / all 1: the decoder's last bias is shifted so that
-    sigmoid(k * ...) varies over the map and the representer finds candidates."""
+    """A random-init model (seeded). Its probability map is noisy around 0.5, so thresh 0.5 / box_thresh 0.4
+    give a handful of detections per synthetic image."""
     from structure.model import SegDetectorModel
     torch.manual_seed(seed)
     model = SegDetectorModel(backbone, 'SegDetector', decoder_args={'adaptive': True, 'k': 50}).eval()
@@ -93,16 +91,3 @@ def tiny_model(backbone: str = 'deformable_resnet18', seed: int = 0) -> torch.nn
 def save_checkpoint(model: torch.nn.Module, path: str) -> str:
     torch.save(model.state_dict(), path)
     return path
-
-
-def detections_equal(first, second) -> bool:
-    boxes_a, scores_a = first
-    boxes_b, scores_b = second
-    if list(scores_a) != list(scores_b) or len(boxes_a) != len(boxes_b):
-        return False
-    return all((a == b).all() and a.shape == b.shape for a, b in zip(boxes_a, boxes_b))
-
-
-def checkpoints(tmp: str, backbone: str = 'deformable_resnet18') -> Dict[str, str]:
-    model = tiny_model(backbone)
-    return {'path': save_checkpoint(model, os.path.join(tmp, f'{backbone}.pth'))}

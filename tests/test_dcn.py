@@ -323,3 +323,35 @@ def test_onnx_export_runs_in_onnxruntime():
     with torch.no_grad(), use_backend('torchvision'):
         expected = layer(x)
     assert (torch.from_numpy(got) - expected).abs().max().item() <= 1e-4
+
+
+def test_autocast_runs_the_op_in_float32_and_matches_float32():
+    """Under CPU autocast (bf16 training) the op runs in float32, like torchvision's op does."""
+    from assets.ops.dcn import ModulatedDeformConv
+    torch.manual_seed(0)
+    layer = ModulatedDeformConv(8, 8, 3, padding=1, bias=False)
+    x = torch.randn(1, 8, 12, 12)
+    offset = torch.randn(1, 18, 12, 12)
+    mask = torch.rand(1, 9, 12, 12)
+    expected = layer(x, offset, mask)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = layer(x.bfloat16(), offset.bfloat16(), mask.bfloat16())
+    assert got.dtype == torch.float32
+    # Only the bf16 rounding of the inputs separates the two.
+    reference = layer(x.bfloat16().float(), offset.bfloat16().float(), mask.bfloat16().float())
+    assert torch.allclose(got, reference, atol=1e-5)
+    assert (got - expected).abs().max() < 0.1
+
+
+def test_pytorch_formulation_in_bfloat16_samples_the_right_pixels():
+    """Whole-pixel positions above 256 are not representable in bf16; positions are computed in float32."""
+    from assets.ops.dcn import deform_conv2d_pytorch
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 4, 320)
+    weight = torch.randn(2, 2, 3, 3)
+    offset = torch.zeros(1, 18, 4, 320)
+    got = deform_conv2d_pytorch(x.bfloat16(), offset.bfloat16(), None, weight.bfloat16(), None,
+                                (1, 1), (1, 1), (1, 1), 1, 1)
+    expected = torch.nn.functional.conv2d(x.bfloat16().float(), weight.bfloat16().float(), padding=1)
+    assert got.dtype == torch.bfloat16
+    assert (got.float() - expected).abs().max() < 0.1

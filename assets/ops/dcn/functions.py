@@ -118,6 +118,13 @@ def _empty_output(input, offset, mask, weight, bias, out_shape):
 
 def _deform_conv_impl(input, offset, mask, weight, bias, stride, padding, dilation, groups,
                       deformable_groups):
+    device_type = input.device.type
+    if device_type in ('cpu', 'cuda') and torch.is_autocast_enabled(device_type):
+        # As torchvision does for its op: under autocast, run in float32 (sampling positions and the
+        # bilinear weights need the precision; the CPU kernels take float32/float64 only).
+        with torch.autocast(device_type, enabled=False):
+            return _deform_conv_impl(*(None if t is None else t.float() for t in (input, offset, mask, weight, bias)),
+                                     stride, padding, dilation, groups, deformable_groups)
     stride = _pair(stride, 'stride')
     padding = _pair(padding, 'padding')
     dilation = _pair(dilation, 'dilation')

@@ -17,14 +17,15 @@ def _sampling_grid(offset: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[
     batch, _, out_h, out_w = offset.shape
     kh, kw = kernel
     taps = kh * kw
-    dtype, device = offset.dtype, offset.device
+    # Positions in at least float32: in float16/bfloat16 whole pixel indices above 256 are not representable.
+    dtype, device = torch.promote_types(offset.dtype, torch.float32), offset.device
     tap_y = (torch.arange(kh, device=device, dtype=dtype) * dilation[0]).repeat_interleave(kw)
     tap_x = (torch.arange(kw, device=device, dtype=dtype) * dilation[1]).repeat(kh)
     row = torch.arange(out_h, device=device, dtype=dtype) * stride[0] - padding[0]
     col = torch.arange(out_w, device=device, dtype=dtype) * stride[1] - padding[1]
     base_y = tap_y.view(taps, 1, 1) + row.view(1, out_h, 1)
     base_x = tap_x.view(taps, 1, 1) + col.view(1, 1, out_w)
-    off = offset.view(batch, deformable_groups, taps, 2, out_h, out_w)
+    off = offset.to(dtype).view(batch, deformable_groups, taps, 2, out_h, out_w)
     return base_y + off[:, :, :, 0], base_x + off[:, :, :, 1]
 
 
@@ -54,14 +55,14 @@ def deform_conv2d_pytorch(input: torch.Tensor, offset: torch.Tensor, mask: Optio
         cy = y_low + dy
         cx = x_low + dx
         inside = (cy >= 0) & (cy <= height - 1) & (cx >= 0) & (cx <= width - 1)
-        index = (cy.clamp(0, height - 1) * width + cx.clamp(0, width - 1)).long()
+        index = cy.clamp(0, height - 1).long() * width + cx.clamp(0, width - 1).long()
         index = index.reshape(batch, deformable_groups, 1, points)
         values = flat.gather(3, index.expand(batch, deformable_groups, dg_channels, points))
-        term = values * (corner_weight * inside.to(input.dtype)).reshape(
+        term = values * (corner_weight * inside).to(input.dtype).reshape(
             batch, deformable_groups, 1, points)
         sampled = term if sampled is None else sampled + term
     if mask is not None:
-        sampled = sampled * mask.reshape(batch, deformable_groups, 1, points)
+        sampled = sampled * mask.to(sampled.dtype).reshape(batch, deformable_groups, 1, points)
     columns = sampled.reshape(batch, groups, group_channels * taps, out_h * out_w)
     weight_matrix = weight.reshape(groups, out_channels // groups, group_channels * taps)
     output = torch.matmul(weight_matrix.unsqueeze(0), columns)

@@ -293,16 +293,30 @@ at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& weight,
       auto output_n = output[n].view({out_channels, geo.points});
       for (int64_t g = 0; g < groups; ++g) {
         auto output_g = output_n.narrow(0, g * group_out, group_out);
-        for (int64_t p0 = 0; p0 < geo.points; p0 += tile) {
+        const auto weight_t = weight_matrix[g].t();
+        // One tile: fill its columns, (pixels, out) = columns x weight^T (faster in MKL than the
+        // transposed product), then a small transposed copy into the NCHW output.
+        auto run_tile = [&](int64_t p0, at::Tensor& cols_buffer, at::Tensor& rows_buffer) {
           const int64_t p1 = std::min(geo.points, p0 + tile);
-          auto cols = columns.narrow(0, 0, p1 - p0);
+          auto cols = cols_buffer.narrow(0, 0, p1 - p0);
+          auto out_rows = rows_buffer.narrow(0, 0, p1 - p0);
           fill_columns<scalar_t>(image_n, zero, offset_n, mask_n, geo, g * group_in,
                                  (g + 1) * group_in, p0, p1, cols.data_ptr<scalar_t>());
-          // (pixels, out) = columns x weight^T is faster in MKL than the transposed product;
-          // the small transposed copy into NCHW costs little.
-          auto out_rows = output_rows.narrow(0, 0, p1 - p0);
-          at::mm_out(out_rows, cols, weight_matrix[g].t());
+          at::mm_out(out_rows, cols, weight_t);
           output_g.narrow(1, p0, p1 - p0).copy_(out_rows.t());
+        };
+        const int64_t tiles = (geo.points + tile - 1) / tile;
+        if (tiles >= 2 * at::get_num_threads()) {
+          // Enough tiles: each thread runs whole tiles (single-threaded fill and GEMM), so there
+          // is one parallel region per image instead of several per tile; this matters a lot
+          // when the cores are shared with other processes.
+          at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+            auto cols_buffer = at::empty({tile, geo.taps * group_in}, input.options());
+            auto rows_buffer = at::empty({tile, group_out}, input.options());
+            for (int64_t t = t0; t < t1; ++t) run_tile(t * tile, cols_buffer, rows_buffer);
+          });
+        } else {
+          for (int64_t t = 0; t < tiles; ++t) run_tile(t * tile, columns, output_rows);
         }
       }
     }
