@@ -44,7 +44,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     runner = TorchRunner(model, device, args.precision, args.channels_last)
     representer = structure.representer
-    box_thresh = representer.box_thresh
+    # The evaluation settings may fix the measuring threshold and the output mode (as validation during
+    # training uses them); --box_thresh and --polygon override.
+    settings_thresh = getattr(experiment.evaluation, 'box_thresh', None)
+    box_thresh = args.box_thresh if args.box_thresh is not None else \
+        (settings_thresh if settings_thresh is not None else representer.box_thresh)
+    representer.box_thresh = box_thresh
+    args.polygon = bool(args.polygon or getattr(experiment.evaluation, 'is_output_polygon', False))
     if args.sweep:
         from structure.measurers import DEFAULT_THRESHOLDS
         # Detections down to the lowest swept threshold; the sweep and the main figure re-filter by score.

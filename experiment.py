@@ -93,6 +93,9 @@ class Experiment:
             raise ConfigError(f"{where}: class Experiment needs argument 'structure'")
         builder = ObjectBuilder(config)
         built = {part: builder.build(tree[part], part) for part in parts if tree.get(part) is not None}
+        if 'evaluation' in parts and 'evaluation' not in built and tree.get('validation') is not None:
+            # No evaluation section: evaluate on the validation loaders, as the original's alias did.
+            built['evaluation'] = built.get('validation') or builder.build(tree['validation'], 'validation')
         experiment = cls(**built) if 'structure' in built else cls(structure=None, **built)
         if 'evaluation' not in parts:
             experiment.evaluation = None

@@ -36,7 +36,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          validate=args.validate, visualize=args.visualize, amp=args.amp, seed=args.seed,
                          benchmark=args.benchmark, debug=args.debug, distributed=args.distributed,
                          num_gpus=args.num_gpus, local_rank=local_rank, grad_clip=args.grad_clip,
-                         sync_bn=args.sync_bn)
+                         sync_bn=args.sync_bn, channels_last=args.channels_last)
     Trainer(experiment, options).train()
     return 0
 

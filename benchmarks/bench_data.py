@@ -3,11 +3,9 @@
     python -m benchmarks.bench_data
 """
 import os
-import platform
-import statistics
 import tempfile
 import time
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import cv2
 import numpy as np
@@ -17,26 +15,11 @@ import torch
 from data.image_io import read_image
 from data.processes import (AugmentDetectionData, FilterKeys, MakeBorderMap, MakeICDARData, MakeSegDetectionData,
                             NormalizeImage, RandomCropData)
+from benchmarks.common import machine, median_ms
 from data.rng import reseed
 from data.synthetic import FontBank, find_fonts, generate_image, image_rng
 
 ORIGINAL_AUGMENTATION = [['Fliplr', 0.5], {'cls': 'Affine', 'rotate': [-10, 10]}, ['Resize', [0.5, 3.0]]]
-
-
-def machine() -> str:
-    return (f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, '
-            f'NumPy {np.__version__}, OpenCV {cv2.__version__}, torch {torch.__version__}')
-
-
-def median_ms(function: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
 
 
 def icdar_like_lines(rng: np.random.Generator, count: int, width: int, height: int) -> List[Dict]:

@@ -7,44 +7,15 @@ returns the rows. Run: ``python -m benchmarks.bench_dcn`` (needs the built exten
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks.common import machine, median_ms
 from assets.ops.dcn import extension_available, extension_error, modulated_deform_conv, use_backend
 
 SHAPES: Tuple[Tuple[int, int, int], ...] = ((128, 92, 160), (256, 46, 80), (512, 23, 40))
-
-
-def cpu_model() -> str:
-    try:
-        with open('/proc/cpuinfo', encoding='utf-8') as handle:
-            for line in handle:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown CPU'
-
-
-def machine_line() -> str:
-    return (f'CPU: {cpu_model()}, torch.get_num_threads()={torch.get_num_threads()}, '
-            f'torch {torch.__version__}')
-
-
-def median_ms(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
 
 
 def make_case(channels: int, height: int, width: int, seed: int = 0):
@@ -73,9 +44,9 @@ def time_dcn(backend: str, tensors, warmup: int, repeats: int) -> Tuple[float, f
             y = modulated_deform_conv(x, offset, mask, weight, bias, 1, 1, 1, 1, 1)
         torch.autograd.grad(y, (x, offset, mask, weight, bias), grad)
 
-    forward_ms = median_ms(forward, warmup, repeats)
+    forward_ms = median_ms(forward, repeats, warmup)
     # forward + backward, minus the forward: the backward pass alone
-    backward_ms = median_ms(backward, warmup, repeats) - forward_ms
+    backward_ms = median_ms(backward, repeats, warmup) - forward_ms
     return forward_ms, backward_ms
 
 
@@ -92,8 +63,8 @@ def time_conv(tensors, warmup: int, repeats: int) -> Tuple[float, float]:
     def backward():
         torch.autograd.grad(F.conv2d(x, weight, bias, 1, 1), (x, weight, bias), grad)
 
-    forward_ms = median_ms(forward, warmup, repeats)
-    return forward_ms, median_ms(backward, warmup, repeats) - forward_ms
+    forward_ms = median_ms(forward, repeats, warmup)
+    return forward_ms, median_ms(backward, repeats, warmup) - forward_ms
 
 
 def main(argv: Sequence[str] | None = None) -> List[Dict[str, float]]:
@@ -113,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> List[Dict[str, float]]:
         rows.append({'channels': channels, 'height': height, 'width': width,
                      'ext_forward_ms': ext_f, 'tv_forward_ms': tv_f, 'conv_forward_ms': conv_f,
                      'ext_backward_ms': ext_b, 'tv_backward_ms': tv_b, 'conv_backward_ms': conv_b})
-    print(machine_line())
+    print(machine())
     print(f'batch 1, fp32, 3x3, stride 1, padding 1, median of {args.repeats} after '
           f'{args.warmup} warm-up runs; backward = (forward+backward) - forward\n')
     print('| C, HxW | pass | extension ms | torchvision ms | F.conv2d ms | ext / conv2d | '

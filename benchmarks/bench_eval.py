@@ -8,14 +8,12 @@ Run: ``python -m benchmarks.bench_eval [--repeats N]``.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import cv2
 import numpy as np
 
-from benchmarks.bench_postprocess import machine
+from benchmarks.common import machine, median_ms, print_table
 from structure.measurers import QuadMeasurer, sweep_box_thresh
 from structure.measurers.sweep import DEFAULT_THRESHOLDS
 
@@ -32,17 +30,6 @@ def synthetic_images(count: int, seed: int = 0) -> List[Dict]:
         images.append({'polygons': gts, 'ignore_tags': np.arange(20) < 2, 'boxes': dets,
                        'scores': rng.uniform(0.3, 1.0, len(dets)).tolist()})
     return images
-
-
-def median_ms(function: Callable[[], object], repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def main(repeats: int = 10, warmup: int = 2, count: int = 20) -> List[Dict[str, str]]:
@@ -67,11 +54,7 @@ def main(repeats: int = 10, warmup: int = 2, count: int = 20) -> List[Dict[str, 
                      f'sweep of {len(DEFAULT_THRESHOLDS)} ms / image': f'{sweep:.2f}',
                      f'{len(DEFAULT_THRESHOLDS)} separate evaluations ms / image': f'{scratch:.2f}'})
     print(f'Evaluation, {count} images of 20 ground truths and 25 detections, medians after warm-up. {machine()}\n')
-    header = list(rows[0])
-    print('| ' + ' | '.join(header) + ' |')
-    print('|' + '---|' * len(header))
-    for row in rows:
-        print('| ' + ' | '.join(row[key] for key in header) + ' |')
+    print_table(rows)
     return rows
 
 

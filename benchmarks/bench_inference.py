@@ -16,7 +16,7 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from benchmarks.bench_postprocess import machine
+from benchmarks.common import machine, print_table
 from concern.inference import (InferenceEngine, OnnxRunner, StageTimer, TorchRunner, inference_size, prepare_image,
                                read_image_as_seen)
 from structure.model import SegDetectorModel
@@ -90,11 +90,7 @@ def main(images: int = 4, repeats: int = 3, warmup: int = 2, short_side: int = 7
           f'onnxruntime {rows and runners["onnxruntime fp32"].version}')
     print(f'deformable_resnet18 DBNet, {images} synthetic images, input {size[0]}x{size[1]} (short side {short_side}), '
           f'CPU, medians of {repeats} runs after {warmup} warm-up iterations\n')
-    keys = list(rows[0])
-    print('| ' + ' | '.join(keys) + ' |')
-    print('|' + '---|' * len(keys))
-    for row in rows:
-        print('| ' + ' | '.join(row[key] for key in keys) + ' |')
+    print_table(rows)
     return rows
 
 

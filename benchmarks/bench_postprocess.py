@@ -9,28 +9,17 @@ Run: ``python -m benchmarks.bench_postprocess [--repeats N]``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 from typing import Dict, List
 
 import numpy as np
 
+from benchmarks.common import machine, print_table
 from structure.representers import SegDetectorRepresenter
 from structure.representers.reference import ReferenceRepresenter, random_probability_map
 
 HEIGHT, WIDTH, REGIONS = 736, 1280, 60
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo', encoding='utf-8') as handle:
-            model = next(line.split(':', 1)[1].strip() for line in handle if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    return f'{model}, {os.cpu_count()} CPUs, Python {platform.python_version()}, NumPy {np.__version__}'
 
 
 def same_output(fast_output, reference_output) -> bool:
@@ -67,11 +56,7 @@ def main(repeats: int = 30, warmup: int = 3, maps: int = 4) -> List[Dict[str, st
                      'speed-up': f'{reference_ms / fast_ms:.2f}x', 'identical': 'yes'})
     print(f'Post-processing, {HEIGHT}x{WIDTH} map, {REGIONS} regions, {maps} maps, median of {repeats} '
           f'after {warmup} warm-up. {machine()}\n')
-    header = list(rows[0])
-    print('| ' + ' | '.join(header) + ' |')
-    print('|' + '---|' * len(header))
-    for row in rows:
-        print('| ' + ' | '.join(row[key] for key in header) + ' |')
+    print_table(rows)
     return rows
 
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
+
+if TYPE_CHECKING:
+    import torch
 
 from concern.config import (CompiledConfig, ConfigError, accepts_argument, apply_overrides, get_path,
                             has_path, load_config, set_path)
@@ -52,6 +55,8 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument('--seed', type=int, default=None, help='seed Python, NumPy, torch and loader workers')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument('--sync_bn', action='store_true', help='SyncBatchNorm under --distributed')
+    parser.add_argument('--channels_last', action='store_true',
+                        help='channels-last (NHWC) memory format for the model and images (faster on CPUs)')
     parser.add_argument('--grad_clip', type=float, default=None, help='clip the gradient norm to this value')
     return parser
 
@@ -105,10 +110,35 @@ def demo_parser() -> argparse.ArgumentParser:
 # Flag -> config
 
 
+# Components the trainer builds with their defaults when an experiment leaves them out; a flag that sets
+# one of their arguments adds them to the compiled experiment first, so that the flag still acts.
+DEFAULT_COMPONENTS = {
+    'train.checkpoint': 'Checkpoint',
+    'train.scheduler': 'OptimizerScheduler',
+    'train.model_saver': 'ModelSaver',
+    'logger': 'Logger',
+}
+
+
+def _ensure_component(config: CompiledConfig, dotted: str) -> bool:
+    """Whether ``dotted`` exists, adding it first when it is a default component its owner accepts."""
+    if has_path(config, dotted):
+        return True
+    owner_path, _, owner_key = dotted.rpartition('.')
+    if dotted not in DEFAULT_COMPONENTS or (owner_path and not has_path(config, owner_path)):
+        return False
+    owner = get_path(config, owner_path) if owner_path else config.tree
+    if not isinstance(owner, dict) or (owner_path and not accepts_argument(owner, owner_key, config.packages, dotted)):
+        return False
+    owner[owner_key] = {'class': DEFAULT_COMPONENTS[dotted]}
+    return True
+
+
 def _set_if_present(config: CompiledConfig, dotted: str, value: Any) -> bool:
-    """Set ``dotted`` when its parent exists and holds or accepts the key; report whether it did."""
+    """Set ``dotted`` when its parent exists (or is a default component) and holds or accepts the key;
+    report whether it did."""
     parent_path, _, key = dotted.rpartition('.')
-    if parent_path and not has_path(config, parent_path):
+    if parent_path and not _ensure_component(config, parent_path):
         return False
     parent = get_path(config, parent_path) if parent_path else config.tree
     if isinstance(parent, dict) and (key in parent or accepts_argument(parent, key, config.packages, dotted)):
@@ -179,6 +209,12 @@ def apply_train_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
         _require(_set_if_present(config, 'train.epochs', args.epochs), '--epochs', 'train.epochs', config)
         _set_schedule_argument(config, 'epochs', args.epochs)
     if args.lr is not None:
+        if _ensure_component(config, 'train.scheduler'):
+            scheduler = get_path(config, 'train.scheduler')
+            if isinstance(scheduler, dict) and 'optimizer_args' not in scheduler:
+                # spell out the defaults, so that only the rate changes
+                from training.optimizer_scheduler import default_optimizer_args
+                scheduler['optimizer_args'] = default_optimizer_args(scheduler.get('optimizer', 'SGD'))
         touched = _set_if_present(config, 'train.scheduler.optimizer_args.lr', args.lr)
         touched = _set_schedule_argument(config, 'lr', args.lr) > 0 or touched
         _require(touched, '--lr', 'train.scheduler.optimizer_args.lr', config)
@@ -205,16 +241,22 @@ def apply_eval_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
 def _set_resize_height(config: CompiledConfig, processes_path: str, height: int) -> None:
     if height % 32:
         raise ConfigError(f'--image_short_side {height}: must be a multiple of 32')
-    if not has_path(config, processes_path):
-        return
-    for process in get_path(config, processes_path) or []:
+    changed = 0
+    for process in (get_path(config, processes_path) if has_path(config, processes_path) else None) or []:
         if isinstance(process, dict) and str(process.get('class', '')).endswith('AugmentDetectionData') \
                 and process.get('only_resize'):
             for augmenter in process.get('augmenter_args') or []:
                 if isinstance(augmenter, list) and augmenter and augmenter[0] == 'Resize' \
                         and isinstance(augmenter[1], dict):
+                    # keep_ratio pipelines fix the height; fixed-size ones scale both sides alike
+                    old_height = int(augmenter[1].get('height', height))
+                    if not process.get('keep_ratio') and 'width' in augmenter[1]:
+                        augmenter[1]['width'] = -(-int(augmenter[1]['width']) * height // old_height // 32) * 32
                     augmenter[1]['height'] = height
-                    augmenter[1]['width'] = max(int(augmenter[1].get('width', height)), height)
+                    changed += 1
+    if not changed:
+        raise ConfigError(f"{config.source}: define '{config.define}': --image_short_side found no "
+                          f"['Resize', {{width, height}}] of an only_resize AugmentDetectionData in {processes_path}")
 
 
 def compile_experiment(args: argparse.Namespace, apply_flags: Callable[[CompiledConfig, argparse.Namespace], None]

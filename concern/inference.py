@@ -20,8 +20,9 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 import numpy as np
 
+from concern.normalization import normalize
+
 # BGR means of the training images (NormalizeImage); released checkpoints were trained with exactly these.
-IMAGE_MEAN_BGR = np.array([122.67891434, 116.66876762, 104.00698793], dtype=np.float64)
 PRECISIONS = ('fp32', 'fp16', 'bf16')
 DEFAULT_MAX_LONG_SIDE = 2560
 
@@ -41,7 +42,13 @@ def load_trained_model(builder: Any, checkpoint_path: Optional[str], device: Any
         raise ValueError('a checkpoint is required (--resume PATH)')
     if not os.path.isfile(checkpoint_path):
         raise FileNotFoundError(f'checkpoint not found: {checkpoint_path}')
-    model = builder.build()
+    # The checkpoint supplies every weight: never load (or download) ImageNet initialisation here.
+    backbone_args = dict(getattr(builder, 'model_args', {}).get('backbone_args') or {})
+    if backbone_args.get('pretrained'):
+        backbone_args.update(pretrained=False, allow_download=False)
+        model = builder.build(backbone_args=backbone_args)
+    else:
+        model = builder.build()
     try:
         load_model_file(model, checkpoint_path, strict=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, TypeError) as error:
@@ -82,16 +89,6 @@ def inference_size(height: int, width: int, short_side: int, max_long_side: int 
     new_height = min(limit, max(32, int(round(height * scale / 32)) * 32))
     new_width = min(limit, max(32, int(round(width * scale / 32)) * 32))
     return new_height, new_width, capped
-
-
-def normalize(image_bgr: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) BGR -> float32 (3, H, W), ``(BGR - mean) / 255`` exactly as NormalizeImage computes it."""
-    chw = np.ascontiguousarray(image_bgr.transpose(2, 0, 1))
-    normalized = np.empty(chw.shape, dtype=np.float32)
-    for channel in range(3):
-        np.subtract(chw[channel], np.float32(IMAGE_MEAN_BGR[channel]), out=normalized[channel], dtype=np.float32)
-    normalized *= np.float32(1.0 / 255.0)
-    return normalized
 
 
 def prepare_image(image_bgr: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
@@ -278,20 +275,24 @@ class InferenceEngine:
         prepared: 'queue.Queue[Any]' = queue.Queue(maxsize=self.queue_depth)
         stop = threading.Event()
 
+        def hand_over(item: Any) -> bool:
+            """Queue ``item`` unless the consumer stopped; never blocks past a stop."""
+            while not stop.is_set():
+                try:
+                    prepared.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def produce() -> None:
             try:
                 for batch in batches:
-                    while not stop.is_set():
-                        try:
-                            prepared.put(batch, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
+                    if not hand_over(batch):
                         return
-                prepared.put(_END)
+                hand_over(_END)
             except BaseException as error:  # handed to the main thread, which raises it
-                prepared.put(_Failure(error))
+                hand_over(_Failure(error))
 
         producer = threading.Thread(target=produce, name='inference-data', daemon=True)
         start = time.perf_counter()

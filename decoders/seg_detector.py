@@ -9,8 +9,20 @@ from torch import nn
 
 
 def init_decoder_weights(module: nn.Module) -> None:
-    """Kaiming-normal convolutions (transposed included), BatchNorm weight 1 and bias 1e-4."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+    """Kaiming-normal convolutions, BatchNorm weight 1 and bias 1e-4.
+
+    A transposed convolution gets the He standard deviation of its real fan-in, the input channels
+    times the taps that reach one output pixel. The original called ``kaiming_normal_`` on it as on a
+    convolution, which counts its *output* channels (1 for the last layer of each head): the initial
+    logits then have a standard deviation of about 5, the probability maps start saturated and
+    training from scratch spends its first hundreds of iterations undoing that. Initialisation only:
+    trained checkpoints are unaffected.
+    """
+    if isinstance(module, nn.ConvTranspose2d):
+        in_channels, _, kernel_h, kernel_w = module.weight.shape
+        taps = max(1, kernel_h // module.stride[0]) * max(1, kernel_w // module.stride[1])
+        nn.init.normal_(module.weight, 0.0, (2.0 / (in_channels // module.groups * taps)) ** 0.5)
+    elif isinstance(module, nn.Conv2d):
         nn.init.kaiming_normal_(module.weight)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.ones_(module.weight)

@@ -125,3 +125,22 @@ def test_every_project_experiment_builds_its_model_and_post_processing(path):
     model = structure.builder.build()
     names = [name for name, _ in model.state_dict().items()]
     assert names and all(name.startswith('model.module.') for name in names)
+
+
+def test_flags_act_on_components_the_experiment_leaves_to_their_defaults(tmp_path):
+    short = tmp_path / 'short.yaml'
+    short.write_text(
+        'import: [experiments/seg_detector/base_ic15.yaml]\n'
+        'define:\n'
+        '  - name: Experiment\n'
+        '    class: Experiment\n'
+        '    structure: {class: Structure, builder: {class: Builder, model: SegDetectorModel,\n'
+        '                model_args: {backbone: resnet18, decoder: SegDetector}}}\n'
+        '    train: {class: TrainSettings, data_loader: {class: DataLoader, dataset: ^train_data}}\n')
+    config = compiled([str(short), '--resume', 'x.pth', '--lr', '0.01', '--verbose'])
+    assert get_path(config, 'train.checkpoint') == {'class': 'Checkpoint', 'resume': 'x.pth'}
+    assert get_path(config, 'train.scheduler') == {
+        'class': 'OptimizerScheduler', 'optimizer_args': {'lr': 0.01, 'momentum': 0.9, 'weight_decay': 0.0001}}
+    assert get_path(config, 'logger') == {'class': 'Logger', 'verbose': True}
+    checkpoint = build_part(config, 'train.checkpoint')
+    assert checkpoint.resume == 'x.pth'

@@ -47,6 +47,14 @@ def test_dont_care_and_small_polygons_are_masked():
     assert (data['thresh_mask'] == 0).all() and np.allclose(data['thresh_map'], 0.3)
 
 
+def test_evaluation_keeps_the_annotated_dont_care_flags():
+    # A small cared-for word is left out of the training targets, but evaluation must still score it.
+    small = [[30, 33], [40, 33], [40, 38], [30, 38]]
+    data = labelled([{'poly': RECT, 'text': '###'}, {'poly': small, 'text': 'tiny'}], training=False)
+    assert data['ignore_tags'].tolist() == [True, False]
+    assert (data['mask'][34:38, 31:40] == 0).all()
+
+
 def test_training_clips_and_drops_tiny_polygons():
     data = labelled([{'poly': [[-20, 5], [30, 5], [30, 25], [-20, 25]], 'text': 'a'},
                      {'poly': [[5, 35], [5.5, 35], [5.5, 35.5]], 'text': 'b'}])

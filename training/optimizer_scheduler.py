@@ -22,6 +22,11 @@ def optimizer_names() -> list:
                   if inspect.isclass(obj) and issubclass(obj, torch.optim.Optimizer) and obj is not torch.optim.Optimizer)
 
 
+def default_optimizer_args(optimizer: str) -> Dict[str, Any]:
+    """``optimizer_args`` when an experiment gives none: the paper's SGD settings, else torch's defaults."""
+    return {'lr': 0.007, 'momentum': 0.9, 'weight_decay': 0.0001} if optimizer == 'SGD' else {}
+
+
 class OptimizerScheduler:
     def __init__(self, optimizer: str = 'SGD', optimizer_args: Optional[Dict[str, Any]] = None,
                  learning_rate: Any = None):
@@ -32,7 +37,7 @@ class OptimizerScheduler:
         self.optimizer = str(optimizer)
         self.optimizer_class = cls
         if optimizer_args is None:
-            optimizer_args = {'lr': 0.007, 'momentum': 0.9, 'weight_decay': 0.0001} if cls is torch.optim.SGD else {}
+            optimizer_args = default_optimizer_args(self.optimizer)
         if not isinstance(optimizer_args, dict):
             raise ValueError(f'optimizer_args must be a mapping, got {type(optimizer_args).__name__}')
         accepted = inspect.signature(cls.__init__).parameters

@@ -23,6 +23,7 @@ class RunOptions:
     grad_clip: Optional[float] = None
     max_nan_steps: int = 5
     sync_bn: bool = False  # DDP only: convert BatchNorm layers to SyncBatchNorm
+    channels_last: bool = False  # NHWC memory format for the model and the images (faster convolutions on CPU)
 
     def __post_init__(self) -> None:
         if not self.name:

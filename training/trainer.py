@@ -51,10 +51,13 @@ def config_as_dict(config: Any) -> Optional[Dict[str, Any]]:
     raise TypeError(f'experiment.config: expected a compiled config or a dict, got {type(config).__name__}')
 
 
-def move_to_device(batch: Any, device: torch.device) -> Any:
+def move_to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
     if isinstance(batch, Mapping):
-        return {key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
-                for key, value in batch.items()}
+        moved = {key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+                 for key, value in batch.items()}
+        if channels_last and isinstance(moved.get('image'), torch.Tensor) and moved['image'].dim() == 4:
+            moved['image'] = moved['image'].contiguous(memory_format=torch.channels_last)
+        return moved
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     return batch
@@ -129,6 +132,8 @@ class Trainer:
         if not isinstance(model, nn.Module):
             raise TypeError(f'structure.builder.build(): expected an nn.Module, got {type(model).__name__}')
         model.to(self.device)
+        if self.options.channels_last:
+            model.to(memory_format=torch.channels_last)
         if self.context.enabled and self.options.seed is not None:
             seed_everything(self.options.seed + self.context.rank)  # same weights, different augmentation
         return wrap_model(model, self.context, self.device, self.options.num_gpus, self.options.sync_bn)
@@ -220,7 +225,7 @@ class Trainer:
                 for batch in loader:
                     self.epoch, self.epoch_iteration, self.iteration = epoch, epoch_iteration, iteration
                     lr = self.scheduler.apply(self.optimizer, epoch, iteration)
-                    batch = move_to_device(batch, self.device)
+                    batch = move_to_device(batch, self.device, options.channels_last)
                     with self._autocast():
                         loss, pred, metrics = model(batch, training=True)
                     loss = loss.float().mean()
@@ -403,7 +408,7 @@ class Trainer:
         try:
             shard = shard_validation_loader(loader, context, f'validation.data_loaders.{name}')
             for index, batch in enumerate(shard):
-                batch = move_to_device(batch, self.device)
+                batch = move_to_device(batch, self.device, self.options.channels_last)
                 pred = module(batch, training=False)
                 if isinstance(pred, torch.Tensor):
                     pred = pred.float()

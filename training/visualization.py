@@ -6,14 +6,14 @@ from typing import Any, Dict, Mapping
 import numpy as np
 import torch
 
+from concern.normalization import denormalize as denormalize_bgr
+
 # NormalizeImage subtracts this BGR mean and divides by 255 (docs/ARCHITECTURE.md).
-BGR_MEAN = np.array([122.67891434, 116.66876762, 104.00698793], dtype=np.float32)
 
 
 def denormalize(image: torch.Tensor) -> np.ndarray:
     """A normalized (3, H, W) BGR tensor back to an (H, W, 3) uint8 RGB image."""
-    bgr = np.nan_to_num(image.detach().float().cpu().numpy().transpose(1, 2, 0)) * 255.0 + BGR_MEAN
-    return np.clip(bgr[:, :, ::-1], 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(denormalize_bgr(image)[:, :, ::-1])
 
 
 def _map(value: Any) -> np.ndarray:

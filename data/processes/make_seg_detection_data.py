@@ -60,5 +60,9 @@ class MakeSegDetectionData(DataProcess):
                 ignore_tags[i] = True
                 continue
             cv2.fillPoly(gt[0], [shrunk.astype(np.int32).reshape(-1, 1, 2)], 1, shift=SHIFT_BITS)
-        data.update(gt=gt, mask=mask, ignore_tags=ignore_tags)
+        data.update(gt=gt, mask=mask)
+        if data.get('is_training', False):
+            data['ignore_tags'] = ignore_tags
+        # In evaluation the ground truth stays as annotated: small or unshrinkable regions are left out of
+        # the training targets above, but the protocol scores every annotated region.
         return data

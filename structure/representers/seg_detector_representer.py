@@ -42,6 +42,8 @@ class SegDetectorRepresenter:
         self.max_candidates = int(max_candidates)
         self.unclip_ratio = float(unclip_ratio)
         self.polygon_unclip_ratio = float(polygon_unclip_ratio)
+        if min_size < 1:
+            raise ValueError(f'min_size must be at least 1 (a zero-area candidate cannot be grown), got {min_size}')
         self.min_size = min_size
         self.score_mode = score_mode
         self.dest = dest

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import torch
 
-IMAGE_MEAN_BGR = np.array([122.67891434, 116.66876762, 104.00698793], dtype=np.float32)
+from concern.normalization import denormalize
+
 GT_COLOUR = (0, 255, 0)            # green: cared ground truth
 DONT_CARE_COLOUR = (160, 160, 160)  # grey: don't-care ground truth
 DETECTION_COLOUR = (0, 0, 255)     # red: detections
@@ -54,10 +55,9 @@ class SegDetectorVisualizer:
             raise KeyError("batch: expected 'filename' (readable) or 'image' to draw on, got keys "
                            f'{sorted(batch)}')
         tensor = batch['image'][index]
-        array = tensor.detach().cpu().float().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
-        if array.ndim != 3 or array.shape[0] != 3:
-            raise ValueError(f"batch['image'][{index}]: expected (3, H, W), got {array.shape}")
-        image = np.clip(array.transpose(1, 2, 0) * 255.0 + IMAGE_MEAN_BGR, 0, 255).astype(np.uint8)
+        if tuple(tensor.shape)[:1] != (3,) or len(tensor.shape) != 3:
+            raise ValueError(f"batch['image'][{index}]: expected (3, H, W), got {tuple(tensor.shape)}")
+        image = denormalize(tensor)
         if 'shape' in batch:
             height, width = (int(value) for value in np.asarray(batch['shape'][index]).reshape(-1)[:2])
             image = cv2.resize(image, (width, height))

@@ -1,0 +1,31 @@
+"""`make demo`'s pipeline at a reduced size: data, training, evaluation and pictures (slow)."""
+import os
+import shutil
+
+import pytest
+
+from tools import main_demo
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_quick_demo_pipeline_runs_end_to_end_and_reuses_its_outputs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO_ROOT)
+    name = f'demo_quick_test_{os.getpid()}'
+    args = ['--quick', '--data_dir', str(tmp_path / 'synthetic'), '--result_dir', str(tmp_path / 'results'),
+            '--name', name]
+    try:
+        assert main_demo.main(args) == 0
+        first = capsys.readouterr().out
+        assert 'generating the synthetic data set' in first and 'training:' in first
+        assert 'box     mode: precision' in first and 'polygon mode: precision' in first
+        pictures = sorted(p for p in os.listdir(tmp_path / 'results') if p.endswith('.jpg'))
+        assert len(pictures) == 2
+        assert os.path.isfile(os.path.join('workspace', name, 'model', 'final'))
+
+        assert main_demo.main(args) == 0
+        second = capsys.readouterr().out
+        assert 'reusing the synthetic data set' in second and 'reusing the trained model' in second
+    finally:
+        shutil.rmtree(os.path.join('workspace', name), ignore_errors=True)
