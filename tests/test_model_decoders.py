@@ -133,3 +133,24 @@ def test_scale_feature_selection_multiplies_each_scale_by_its_score(attention_ty
         torch.testing.assert_close(fused[:, 4 * index:4 * index + 4], score[:, index:index + 1] * scales[index])
     with pytest.raises(ValueError, match='attention_type must be one of'):
         ScaleFeatureSelection(16, 4, attention_type='scale_everything')
+
+
+def test_transposed_convolutions_are_initialised_by_their_real_fan_in():
+    """He init of a 2x2 stride-2 transposed conv: each output pixel sums in_channels products, so the
+    standard deviation is sqrt(2 / in_channels); counting its output channels instead (1 for the last
+    layer) makes the initial probability maps saturate."""
+    torch.manual_seed(0)
+    decoder = SegDetector(in_channels=[64, 128, 256, 512], inner_channels=256, adaptive=True)
+    deconvs = [m for m in decoder.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert len(deconvs) == 4
+    for deconv in deconvs:
+        expected = (2.0 / deconv.in_channels) ** 0.5
+        assert abs(float(deconv.weight.std()) - expected) < 0.15 * expected
+    decoder.train()
+    features = [torch.randn(2, c, 64 // s, 64 // s) for c, s in zip([64, 128, 256, 512], [1, 2, 4, 8])]
+    with torch.no_grad():
+        probability = decoder(features, training=True)['binary']
+    logits = torch.logit(probability.clamp(1e-7, 1 - 1e-7))
+    # Measured: std 0.85 and no saturated pixel here; with the original's init, std 3.5 and 5.5 % saturated.
+    assert float(logits.std()) < 1.5
+    assert float(((probability < 1e-3) | (probability > 1 - 1e-3)).float().mean()) < 0.01

@@ -110,7 +110,7 @@ def draw(checkpoint: str, data_dir: str, result_dir: str, count: int, opts: Sequ
     for name in names:
         shutil.copy(os.path.join(data_dir, 'test_images', name), picked)
     args = [EXPERIMENT, '--resume', checkpoint, '--image_path', picked, '--result_dir', result_dir,
-            '--visualize', '--polygon', '--image_short_side', '640']
+            '--visualize', '--polygon', '--image_short_side', '384']
     if opts:
         args += ['--opt', *opts]
     if demo.main(args) != 0:
@@ -138,13 +138,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         train_count, test_count, epochs, name, opts = 16, 4, 1, args.name or 'synthetic_demo_quick', [
             'train.data_loader.dataset.processes.1.size=[128, 128]', 'train.data_loader.num_workers=0']
     else:
-        train_count, test_count, epochs, name, opts = 600, 100, 4, args.name or 'synthetic_demo', []
+        train_count, test_count, epochs, name, opts = 600, 100, None, args.name or 'synthetic_demo', []
     data_opts = [f'train.data_loader.dataset.data_dir=[{args.data_dir}]',
                  f'train.data_loader.dataset.data_list=[{args.data_dir}/train_list.txt]',
                  f'evaluation.data_loaders.synthetic.dataset.data_dir=[{args.data_dir}]',
                  f'evaluation.data_loaders.synthetic.dataset.data_list=[{args.data_dir}/test_list.txt]']
     ensure_dataset(args.data_dir, train_count, test_count, seed=0, test_seed=1000, size=640)
-    train_args = [EXPERIMENT, '--name', name, '--epochs', str(epochs), '--seed', '0', '--opt', *opts, *data_opts]
+    # bf16 autocast and channels-last roughly halve the time of a training step on this kind of CPU
+    train_args = [EXPERIMENT, '--name', name, '--seed', '0', '--amp', '--channels_last',
+                  *(['--epochs', str(epochs)] if epochs else []), '--opt', *opts, *data_opts]
     checkpoint = ensure_model(name, train_args)
     eval_opts = [opt for opt in data_opts if opt.startswith('evaluation.')]
     evaluate(checkpoint, eval_opts)
