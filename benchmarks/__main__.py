@@ -41,14 +41,21 @@ class _Tee(io.TextIOBase):
 
 
 def run(name: str) -> str:
+    import cv2
+    import torch
     module = importlib.import_module(f'benchmarks.bench_{name}')
     captured = io.StringIO()
     start = time.perf_counter()
-    with contextlib.redirect_stdout(_Tee(sys.stdout, captured)):
-        if 'argv' in inspect.signature(module.main).parameters:
-            module.main([])
-        else:
-            module.main()
+    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        with contextlib.redirect_stdout(_Tee(sys.stdout, captured)):
+            if 'argv' in inspect.signature(module.main).parameters:
+                module.main([])
+            else:
+                module.main()
+    finally:  # a benchmark that measures single-threaded work must not slow down the next ones
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv2_threads)
     print(f'[bench] {name} took {time.perf_counter() - start:.0f} s', flush=True)
     return captured.getvalue()
 
@@ -72,8 +79,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             caption_start = output.rfind('\n\n', 0, table_start) if table_start >= 0 else -1
             body = output[caption_start:].strip() if table_start >= 0 else output.strip()
             sections.append(f'## {title}\n\n{body}\n')
-    with open(args.output, 'w', encoding='utf-8') as stream:
-        stream.write('\n'.join(sections))
+            with open(args.output, 'w', encoding='utf-8') as stream:  # after each one: a crash keeps the rest
+                stream.write('\n'.join(sections))
     print(f'[bench] tables written to {args.output}')
     return 0
 

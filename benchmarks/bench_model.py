@@ -35,10 +35,9 @@ def forward_ms(model: torch.nn.Module, size: Sequence[int], dtype: str, channels
         image = image.contiguous(memory_format=torch.channels_last)
     else:
         model = model.to(memory_format=torch.contiguous_format)
-    autocast = torch.autocast('cpu', dtype=torch.bfloat16) if dtype == 'bf16' else contextlib.nullcontext()
-    op = use_backend(backend) if backend else contextlib.nullcontext()
-
     def run() -> None:
+        autocast = torch.autocast('cpu', dtype=torch.bfloat16) if dtype == 'bf16' else contextlib.nullcontext()
+        op = use_backend(backend) if backend else contextlib.nullcontext()
         with torch.inference_mode(), autocast, op:
             model(image, training=False)
     return median_ms(run, repeats, warmup)

@@ -145,7 +145,7 @@ def test_transposed_convolutions_are_initialised_by_their_real_fan_in():
     assert len(deconvs) == 4
     for deconv in deconvs:
         expected = (2.0 / deconv.in_channels) ** 0.5
-        assert abs(float(deconv.weight.std()) - expected) < 0.15 * expected
+        assert abs(float(deconv.weight.detach().std()) - expected) < 0.15 * expected
     decoder.train()
     features = [torch.randn(2, c, 64 // s, 64 // s) for c, s in zip([64, 128, 256, 512], [1, 2, 4, 8])]
     with torch.no_grad():
