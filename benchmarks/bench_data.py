@@ -39,15 +39,20 @@ def training_processes():
             NormalizeImage(), FilterKeys(superfluous=['polygons', 'filename', 'shape', 'ignore_tags', 'is_training'])]
 
 
+def dilation_distance(polygon: np.ndarray, shrink_ratio: float) -> float:
+    """D = A (1 - r^2) / L, written out here so that the references do not share the code they time."""
+    x, y = polygon[:, 0], polygon[:, 1]
+    area = 0.5 * abs(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
+    perimeter = np.sum(np.hypot(np.roll(x, -1) - x, np.roll(y, -1) - y))
+    return area * (1 - shrink_ratio ** 2) / perimeter
+
+
 def naive_border_map(polygons: List[np.ndarray], height: int, width: int, shrink_ratio: float = 0.4) -> np.ndarray:
     """The original's approach (per edge over the whole dilated bounding box), with a correct distance."""
     canvas = np.zeros((height, width), dtype=np.float32)
     for polygon in polygons:
         polygon = polygon.astype(np.float64)
-        x, y = polygon[:, 0], polygon[:, 1]
-        area = 0.5 * abs(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
-        perimeter = np.sum(np.hypot(np.roll(x, -1) - x, np.roll(y, -1) - y))
-        distance = area * (1 - shrink_ratio ** 2) / perimeter
+        distance = dilation_distance(polygon, shrink_ratio)
         offset = pyclipper.PyclipperOffset()  # the mask step of the original (bounding box taken exactly below)
         offset.AddPath([tuple(p) for p in polygon], pyclipper.JT_ROUND, pyclipper.ET_CLOSEDPOLYGON)
         offset.Execute(distance)
@@ -80,10 +85,7 @@ def original_style_border_map(polygons: List[np.ndarray], height: int, width: in
     canvas = np.zeros((height, width), dtype=np.float32)
     for polygon in polygons:
         polygon = polygon.astype(np.float64)
-        x, y = polygon[:, 0], polygon[:, 1]
-        area = 0.5 * abs(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
-        perimeter = np.sum(np.hypot(np.roll(x, -1) - x, np.roll(y, -1) - y))
-        distance = area * (1 - shrink_ratio ** 2) / perimeter
+        distance = dilation_distance(polygon, shrink_ratio)
         offset = pyclipper.PyclipperOffset()
         offset.AddPath([tuple(p) for p in polygon], pyclipper.JT_ROUND, pyclipper.ET_CLOSEDPOLYGON)
         dilated = np.array(offset.Execute(distance)[0])

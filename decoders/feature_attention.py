@@ -12,19 +12,24 @@ import torch
 from torch import nn
 
 
+def _spatial_attention() -> nn.Sequential:
+    """A sigmoid weight map from the channel mean: 3x3 conv, ReLU, 1x1 conv (names as the released model's)."""
+    return nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(1, 1, 1, bias=False),
+                         nn.Sigmoid())
+
+
+def _scale_weights(in_planes: int, num_features: int) -> nn.Sequential:
+    """One sigmoid weight map per scale."""
+    return nn.Sequential(nn.Conv2d(in_planes, num_features, 1, bias=False), nn.Sigmoid())
+
+
 class ScaleSpatialAttention(nn.Module):
     """Spatial attention on the channel mean, added to the input, then one weight map per scale."""
 
     def __init__(self, in_planes: int, out_planes: int, num_features: int):
         super().__init__()
-        self.spatial_wise = nn.Sequential(
-            nn.Conv2d(1, 1, 3, padding=1, bias=False),
-            nn.ReLU(),
-            nn.Conv2d(1, 1, 1, bias=False),
-            nn.Sigmoid())
-        self.attention_wise = nn.Sequential(
-            nn.Conv2d(in_planes, num_features, 1, bias=False),
-            nn.Sigmoid())
+        self.spatial_wise = _spatial_attention()
+        self.attention_wise = _scale_weights(in_planes, num_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spatial = self.spatial_wise(torch.mean(x, dim=1, keepdim=True))
@@ -42,14 +47,8 @@ class ScaleChannelSpatialAttention(nn.Module):
             nn.Conv2d(in_planes, out_planes, 1, bias=False),
             nn.ReLU(),
             nn.Conv2d(out_planes, in_planes, 1, bias=False))
-        self.spatial_wise = nn.Sequential(
-            nn.Conv2d(1, 1, 3, padding=1, bias=False),
-            nn.ReLU(),
-            nn.Conv2d(1, 1, 1, bias=False),
-            nn.Sigmoid())
-        self.attention_wise = nn.Sequential(
-            nn.Conv2d(in_planes, num_features, 1, bias=False),
-            nn.Sigmoid())
+        self.spatial_wise = _spatial_attention()
+        self.attention_wise = _scale_weights(in_planes, num_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.sigmoid(self.channel_wise(x)) + x
