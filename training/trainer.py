@@ -34,12 +34,6 @@ def seed_everything(seed: int) -> None:
     reseed(seed, stream=(0x5EED,))  # augmentation in the main process (workers reseed from torch's seed)
 
 
-def take_skipped_count(dataset: Any) -> int:
-    """Samples the data set skipped since the last call (data sets that do not count report 0)."""
-    take = getattr(dataset, 'take_skipped_count', None)
-    return int(take()) if take is not None else 0
-
-
 def config_as_dict(config: Any) -> Optional[Dict[str, Any]]:
     """The compiled config as a plain dict: ``{define: tree}`` for a CompiledConfig, a dict as is."""
     if config is None:
@@ -278,7 +272,8 @@ class Trainer:
                         logger.warning(f'stop requested (signal); checkpoint saved at iteration {iteration}, stopping')
                         break
                 bar.close()
-                skipped = take_skipped_count(loader.dataset)
+                # data.DataLoader counts the samples its data set skipped; other loaders report nothing
+                skipped = int(getattr(self.settings.data_loader, 'take_skipped_count', lambda: 0)())
                 if skipped and context.is_main:
                     logger.warning(f'epoch {epoch + 1}: {skipped} unreadable or malformed sample(s) skipped '
                                    '(each named in a warning above); other samples were used in their place')

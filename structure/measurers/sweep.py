@@ -18,7 +18,7 @@ DEFAULT_THRESHOLDS = tuple(round(0.3 + 0.05 * step, 2) for step in range(13))  #
 def sweep_box_thresh(outputs: Sequence[Mapping[str, Any]], thresholds: Optional[Sequence[float]] = None,
                      protocol: str = 'iou') -> Dict[str, Any]:
     """``outputs``: per image ``{'boxes', 'scores', 'polygons', 'ignore_tags'}`` (detections and ground truth
-    in the same coordinates, e.g. concern.inference.evaluate_loader's outputs). Returns ``{'rows': [{'box_thresh',
+    in the same coordinates, e.g. the per-image outputs eval.py collects). Returns ``{'rows': [{'box_thresh',
     'precision', 'recall', 'fmeasure'}, ...], 'best': the row of highest fmeasure (the lowest threshold on
     ties)}``. The representer must have run with box_thresh no higher than the lowest threshold swept."""
     thresholds = DEFAULT_THRESHOLDS if thresholds is None else tuple(float(value) for value in thresholds)
