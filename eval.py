@@ -51,6 +51,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         (settings_thresh if settings_thresh is not None else representer.box_thresh)
     representer.box_thresh = box_thresh
     args.polygon = bool(args.polygon or getattr(experiment.evaluation, 'is_output_polygon', False))
+    args.sweep = bool(args.sweep or getattr(experiment.evaluation, 'sweep', False))
     if args.sweep:
         from structure.measurers import DEFAULT_THRESHOLDS
         # Detections down to the lowest swept threshold; the sweep and the main figure re-filter by score.

@@ -6,7 +6,7 @@ or running the demo never touches the training data.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from concern.config import CompiledConfig, ConfigError, ObjectBuilder
 
@@ -37,13 +37,21 @@ class ValidationSettings:
     """Validation during training: ``interval`` iterations apart; the first ``exempt`` ones skipped.
 
     ``is_output_polygon`` measures polygons instead of boxes (curved-text data sets); ``box_thresh``,
-    when given, is the measurer's score threshold (otherwise the measurer's default).
+    when given, is the measurer's score threshold (otherwise the measurer's default). ``sweep`` also
+    reports P/R/F over ``sweep_thresholds`` (default box_thresh 0.3, 0.35, ..., 0.9) from the same network
+    pass; the main figure, and so best-model selection, is unchanged by it.
     """
 
     def __init__(self, data_loaders: Dict[str, Any], visualize: bool = False, interval: int = 100,
-                 exempt: int = -1, is_output_polygon: bool = False, box_thresh: Optional[float] = None):
+                 exempt: int = -1, is_output_polygon: bool = False, box_thresh: Optional[float] = None,
+                 sweep: bool = False, sweep_thresholds: Optional[List[float]] = None):
         if not isinstance(data_loaders, dict) or not data_loaders:
             raise ValueError('data_loaders must be a non-empty mapping of name -> DataLoader')
+        if sweep_thresholds is not None and (not isinstance(sweep_thresholds, (list, tuple)) or not sweep_thresholds
+                                             or not all(isinstance(value, (int, float)) for value in sweep_thresholds)):
+            raise ValueError(f'sweep_thresholds: expected a non-empty list of numbers, got {sweep_thresholds!r}')
+        self.sweep = bool(sweep)
+        self.sweep_thresholds = None if sweep_thresholds is None else [float(value) for value in sweep_thresholds]
         self.data_loaders = data_loaders
         self.visualize = bool(visualize)
         self.interval = int(interval)

@@ -46,6 +46,8 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument('--lr', type=float, default=None, help='base learning rate (optimizer and schedule)')
     parser.add_argument('--validate', action='store_true', help='validate during training')
     parser.add_argument('--visualize', action='store_true', help='write validation visualizations')
+    parser.add_argument('--sweep', action='store_true',
+                        help='with --validate: also report P/R/F over box_thresh 0.3..0.9 at each validation')
     parser.add_argument('--debug', action='store_true', help='anomaly detection and extra checks')
     parser.add_argument('--benchmark', action='store_true', help='set torch.backends.cudnn.benchmark')
     parser.add_argument('-d', '--distributed', action='store_true', help='DistributedDataParallel (torchrun)')
@@ -220,6 +222,10 @@ def apply_train_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
         _require(touched, '--lr', 'train.scheduler.optimizer_args.lr', config)
     if args.visualize and has_path(config, 'validation'):
         _set_if_present(config, 'validation.visualize', True)
+    if args.sweep:
+        if not args.validate:
+            raise ConfigError('--sweep reports the box_thresh sweep of validation during training: it needs --validate')
+        _require(_set_if_present(config, 'validation.sweep', True), '--sweep', 'validation.sweep', config)
     if args.verbose:
         _set_if_present(config, 'logger.verbose', True)
 

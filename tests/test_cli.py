@@ -78,6 +78,14 @@ def test_loader_checkpoint_and_representer_flags():
     assert (representer.thresh, representer.box_thresh) == (0.25, 0.55)
 
 
+def test_sweep_flag_needs_validate_and_turns_on_the_validation_sweep():
+    with pytest.raises(ConfigError, match='--sweep .* needs --validate'):
+        compiled([IC15, '--sweep'])
+    config = compiled([IC15, '--validate', '--sweep'])
+    assert get_path(config, 'validation.sweep') is True
+    assert compiled([IC15, '--validate']).tree['validation'].get('sweep') is None
+
+
 def test_opt_wins_over_flags_and_reaches_built_objects():
     config = compiled([IC15, '--batch_size', '4', '--opt', 'train.data_loader.batch_size=2',
                        'structure.representer.unclip_ratio=1.8', 'validation.interval=9'])

@@ -20,6 +20,7 @@ from training.model_saver import ModelSaver
 from training.optimizer_scheduler import OptimizerScheduler
 from training.run_options import RunOptions
 from training.signals import StopRequest
+from training.sweep_request import SweepRequest
 from training.visualization import training_images
 
 
@@ -85,6 +86,7 @@ class Trainer:
             for part in ('representer', 'measurer'):
                 if getattr(self.structure, part, None) is None:
                     raise ValueError(f'--validate needs structure.{part} in the experiment, got none')
+            SweepRequest.from_settings(self.validation, self.structure.representer, self.structure.measurer)
         self.logger: Logger = experiment.logger if getattr(experiment, 'logger', None) is not None else Logger()
         self.config = config_as_dict(getattr(experiment, 'config', None))
         self.scheduler: OptimizerScheduler = self.settings.scheduler or OptimizerScheduler()
@@ -101,6 +103,7 @@ class Trainer:
         self.train_loader: Any = None
         self._last_validated: Optional[int] = None
         self.last_validation: Dict[str, Dict[str, float]] = {}
+        self.last_sweep: Dict[str, Dict[str, Any]] = {}
         self.epoch = 0
         self.epoch_iteration = 0
         self.iteration = 0
@@ -380,14 +383,15 @@ class Trainer:
         if getattr(validation, 'box_thresh', None) is not None:
             measure_args['box_thresh'] = validation.box_thresh
         visualize = self.options.visualize or bool(getattr(validation, 'visualize', False))
+        sweep = SweepRequest.from_settings(validation, representer, measurer)
         was_training = module.training
         module.eval()
         results: Dict[str, Dict[str, float]] = {}
         try:
-            with PreservedRNG(), torch.no_grad():
+            with PreservedRNG(), torch.no_grad(), sweep.lowered_threshold():
                 for name, loader in validation.data_loaders.items():
                     metrics = self._validate_loader(name, loader, module, representer, measurer, polygon,
-                                                    measure_args, visualize, iteration)
+                                                    measure_args, visualize, iteration, sweep)
                     if metrics is not None:
                         results[name] = metrics
         finally:
@@ -395,10 +399,11 @@ class Trainer:
         return results
 
     def _validate_loader(self, name: str, loader: Any, module: nn.Module, representer: Any, measurer: Any,
-                         polygon: bool, measure_args: Dict[str, Any], visualize: bool, iteration: int
-                         ) -> Optional[Dict[str, float]]:
+                         polygon: bool, measure_args: Dict[str, Any], visualize: bool, iteration: int,
+                         sweep: 'SweepRequest') -> Optional[Dict[str, float]]:
         logger, context = self.logger, self.context
         per_image: List[Any] = []
+        sweep_outputs: List[Dict[str, Any]] = []
         error = None
         try:
             shard = shard_validation_loader(loader, context, f'validation.data_loaders.{name}')
@@ -408,18 +413,24 @@ class Trainer:
                 if isinstance(pred, torch.Tensor):
                     pred = pred.float()
                 output = representer.represent(batch, pred, is_output_polygon=polygon)
+                if sweep.active:
+                    sweep_outputs.extend(sweep.collect(batch, output))
+                    output = sweep.refilter(output)
                 per_image.extend(measurer.validate_measure(batch, output, **measure_args))
                 if visualize and index == 0 and context.is_main:
                     logger.images(iteration, training_images(batch, pred), prefix=f'validation/{name}/')
         except Exception as exception:
             logger.exception(f'validation on {name!r} failed at iteration {iteration}; training goes on')
             error = f'{type(exception).__name__}: {exception}'
-        gathered: List[Tuple[Optional[str], List[Any]]] = context.gather_objects((error, per_image))
-        if any(rank_error for rank_error, _ in gathered):
+        gathered: List[Tuple[Optional[str], List[Any], List[Any]]] = context.gather_objects(
+            (error, per_image, sweep_outputs))
+        if any(rank_error for rank_error, _, _ in gathered):
             if error is None:
                 logger.error(f'validation on {name!r} failed on another rank; no result this time')
             return None
-        everything = [result for _, rank_results in gathered for result in rank_results]
+        everything = [result for _, rank_results, _ in gathered for result in rank_results]
+        if sweep.active and context.is_main:
+            self._report_sweep(name, iteration, sweep, [item for _, _, outputs in gathered for item in outputs])
         try:
             measured = measurer.gather_measure(everything)
             metrics = {key: _as_scalar(getattr(measured[key], 'avg', measured[key]))
@@ -433,3 +444,17 @@ class Trainer:
                         f' ({len(everything)} images)')
             logger.scalars(iteration, metrics, prefix=f'validation/{name}/')
         return metrics
+
+    def _report_sweep(self, name: str, iteration: int, sweep: 'SweepRequest', outputs: List[Dict[str, Any]]) -> None:
+        from structure.measurers import format_sweep, sweep_box_thresh
+        try:
+            table = sweep_box_thresh(outputs, sweep.thresholds, protocol=sweep.protocol)
+        except Exception:
+            self.logger.exception(f'validation on {name!r}: the box_thresh sweep failed at iteration {iteration}')
+            return
+        self.last_sweep[name] = table
+        best = table['best']
+        self.logger.info(f'validation {name} iteration {iteration}: box_thresh sweep, best '
+                         f"box_thresh={best['box_thresh']:.2f} fmeasure={best['fmeasure']:.4f}\n" + format_sweep(table))
+        self.logger.scalars(iteration, {'sweep_best_fmeasure': best['fmeasure'],
+                                        'sweep_best_box_thresh': best['box_thresh']}, prefix=f'validation/{name}/')

@@ -8,6 +8,7 @@ straightforward version in `structure.representers.reference` (tests/test_postpr
 """
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any, List, Mapping, Sequence, Tuple
 
 import cv2
@@ -110,8 +111,8 @@ class SegDetectorRepresenter:
             return empty, []
         corners = corners[passed]
         scores = [scores[index] for index in passed]
-        expanded = unclip_all(list(corners), self.unclip_ratio)
-        final_rects = [cv2.minAreaRect(np.array(paths, dtype=np.int32).reshape(-1, 2)) for paths in expanded]
+        grown = points_per_candidate(unclip_all(list(corners), self.unclip_ratio))
+        final_rects = [cv2.minAreaRect(points) for points in grown]
         big_enough = [index for index, rect in enumerate(final_rects) if min(rect[1]) >= self.min_size + 2]
         if not big_enough:
             return empty, []
@@ -141,15 +142,15 @@ class SegDetectorRepresenter:
         if not passed:
             return [], []
         expanded = unclip_all([candidates[index] for index in passed], self.polygon_unclip_ratio)
+        # growing can split a region (or erase it): such a candidate has no single polygon to report
+        single = [position for position, paths in enumerate(expanded) if len(paths) == 1]
+        grown = points_per_candidate([expanded[position] for position in single])
         kept, kept_scores = [], []
-        for index, paths in zip(passed, expanded):
-            if len(paths) != 1:  # growing split the region (or erased it): no single polygon to report
-                continue
-            polygon = np.array(paths[0], dtype=np.int32)
+        for position, polygon in zip(single, grown):
             if min(cv2.minAreaRect(polygon)[1]) < self.min_size + 2:
                 continue
             kept.append(polygon)
-            kept_scores.append(float(scores[index]))
+            kept_scores.append(float(scores[passed[position]]))
         if not kept:
             return [], []
         counts = [len(polygon) for polygon in kept]
@@ -231,6 +232,18 @@ def mean_scores(prob: np.ndarray, polygons: Sequence[np.ndarray]) -> List[float]
         cv2.fillPoly(mask, [polygon], 1, offset=(-xmin, -ymin))
         scores.append(cv2.mean(prob[ymin:ymax + 1, xmin:xmax + 1], mask)[0])
     return scores
+
+
+def points_per_candidate(paths_per_candidate: Sequence[list]) -> List[np.ndarray]:
+    """pyclipper's output (per candidate, a list of paths of [x, y] ints) as one (Ni, 2) int32 array per
+    candidate holding all its paths' vertices in order. One np.fromiter over the flattened numbers costs
+    about half of converting each nested list with np.array."""
+    counts = [sum(len(path) for path in paths) for paths in paths_per_candidate]
+    if not counts:
+        return []
+    numbers = chain.from_iterable(chain.from_iterable(chain.from_iterable(paths_per_candidate)))
+    flat = np.fromiter(numbers, dtype=np.int32, count=2 * sum(counts)).reshape(-1, 2)
+    return np.split(flat, np.cumsum(counts)[:-1])
 
 
 def unclip_all(polygons: Sequence[np.ndarray], ratio: float) -> List[list]:
