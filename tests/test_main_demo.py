@@ -29,3 +29,16 @@ def test_quick_demo_pipeline_runs_end_to_end_and_reuses_its_outputs(tmp_path, mo
         assert 'reusing the synthetic data set' in second and 'reusing the trained model' in second
     finally:
         shutil.rmtree(os.path.join('workspace', name), ignore_errors=True)
+
+
+def test_training_stamp_follows_the_compiled_experiment(monkeypatch):
+    """A changed experiment (here through --opt, as an edited file would) must not reuse the old model."""
+    monkeypatch.chdir(REPO_ROOT)
+    args = [main_demo.EXPERIMENT, '--name', 'x', '--seed', '0']
+    stamp = main_demo.training_stamp(args)
+    assert stamp == main_demo.training_stamp(list(args))
+    assert stamp['train_args'] == args
+    changed = main_demo.training_stamp(args + ['--opt', 'train.scheduler.optimizer_args.lr=0.003'])
+    assert changed['experiment_sha256'] != stamp['experiment_sha256']
+    # a flag that writes the same value the file holds compiles to the same experiment
+    assert main_demo.training_stamp(args + ['--epochs', '8'])['experiment_sha256'] == stamp['experiment_sha256']

@@ -7,6 +7,7 @@ at a reduced size (the slow test uses it).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -39,16 +40,29 @@ def ensure_dataset(out: str, train: int, test: int, seed: int, test_seed: int, s
         json.dump(wanted, stream)
 
 
+def training_stamp(train_args: Sequence[str]) -> Dict[str, object]:
+    """What a trained model depends on: the arguments and the compiled experiment (imports, flags and
+    --opt applied), so that editing the experiment file retrains instead of reusing a stale model."""
+    from concern.cli import apply_train_flags, compile_experiment, train_parser
+    from concern.config import dump_config
+    config = compile_experiment(train_parser().parse_args(list(train_args)), apply_train_flags)
+    return {'train_args': list(train_args),
+            'experiment_sha256': hashlib.sha256(dump_config(config).encode('utf-8')).hexdigest()}
+
+
 def ensure_model(name: str, train_args: List[str]) -> str:
-    """Train unless a finished run with the same arguments exists; the path of its final checkpoint."""
+    """Train unless a finished run of the same experiment and arguments exists; the path of its final
+    checkpoint."""
     workspace = os.path.join('workspace', name)
     final = os.path.join(workspace, 'model', 'final')
     stamp_path = os.path.join(workspace, 'demo_train_args.json')
+    stamp = training_stamp(train_args)
     if os.path.isfile(final) and os.path.isfile(stamp_path):
         with open(stamp_path) as stream:
-            if json.load(stream) == train_args:
+            if json.load(stream) == stamp:
                 _say(f'reusing the trained model {final}')
                 return final
+        _say(f'the experiment or its arguments changed since {final} was trained: training again')
     import train
     _say(f'training: python train.py {" ".join(train_args)}')
     shutil.rmtree(workspace, ignore_errors=True)
@@ -59,7 +73,7 @@ def ensure_model(name: str, train_args: List[str]) -> str:
     if not os.path.isfile(final):
         raise SystemExit(f'[demo] training finished without writing {final}')
     with open(stamp_path, 'w') as stream:
-        json.dump(train_args, stream)
+        json.dump(stamp, stream)
     return final
 
 
