@@ -60,6 +60,16 @@ def run(name: str) -> str:
     return captured.getvalue()
 
 
+def report_body(output: str) -> str:
+    """The caption paragraph just before the first table, the tables and what follows them; all of
+    ``output`` when it holds no table. Progress lines printed before the caption are left out."""
+    table_start = output.find('\n|')
+    if table_start < 0:
+        return output.strip()
+    caption_start = output.rfind('\n\n', 0, table_start)  # the blank line that ends the progress lines
+    return output[max(caption_start, 0):].strip()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--only', default=None, help='comma-separated subset: ' + ','.join(n for n, _ in BENCHMARKS))
@@ -74,10 +84,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name, title in BENCHMARKS:
         if name in chosen:
             output = run(name)
-            # The caption paragraph just before the first table, the tables, and what follows them.
-            table_start = output.find('\n|')
-            caption_start = output.rfind('\n\n', 0, table_start) if table_start >= 0 else -1
-            body = output[caption_start:].strip() if table_start >= 0 else output.strip()
+            body = report_body(output)
             sections.append(f'## {title}\n\n{body}\n')
             with open(args.output, 'w', encoding='utf-8') as stream:  # after each one: a crash keeps the rest
                 stream.write('\n'.join(sections))

@@ -157,7 +157,7 @@ class SegDetectorRepresenter:
         points = np.concatenate(kept).astype(np.float64)
         points[:, 0] = np.clip(np.round(points[:, 0] / width * dest_width), 0, dest_width)
         points[:, 1] = np.clip(np.round(points[:, 1] / height * dest_height), 0, dest_height)
-        return np.split(points.astype(np.int32), np.cumsum(counts)[:-1]), kept_scores
+        return split_rows(points.astype(np.int32), counts), kept_scores
 
     def _contours(self, prob: np.ndarray) -> Sequence[np.ndarray]:
         if prob.ndim != 2:
@@ -202,6 +202,13 @@ def order_corners(corners: np.ndarray) -> np.ndarray:
     return by_x[rows[:, None], pick]
 
 
+def split_rows(array: np.ndarray, counts: Sequence[int]) -> List[np.ndarray]:
+    """Consecutive row blocks of ``array`` with the given sizes, as views (np.split does the same at a
+    tenth of the speed for many small pieces)."""
+    ends = np.cumsum(counts).tolist()
+    return [array[start:end] for start, end in zip([0] + ends[:-1], ends)]
+
+
 def mean_scores(prob: np.ndarray, polygons: Sequence[np.ndarray]) -> List[float]:
     """Mean of ``prob`` over each polygon as cv2.fillPoly rasterises it (vertices truncated to integers)
     within the polygon's bounding box clipped to the map; zero for a polygon wholly outside the map.
@@ -223,7 +230,7 @@ def mean_scores(prob: np.ndarray, polygons: Sequence[np.ndarray]) -> List[float]
     high = np.clip(np.ceil(maxs), 0, [width - 1, height - 1]).astype(np.int64)
     extent = high - low + 1
     integer_points = points.astype(np.int32)
-    integer_polygons = np.split(integer_points, np.cumsum(counts)[:-1])
+    integer_polygons = split_rows(integer_points, counts)
     buffer = np.empty((int(extent[:, 1].max()), int(extent[:, 0].max())), dtype=np.uint8)
     scores = []
     for polygon, (xmin, ymin), (xmax, ymax) in zip(integer_polygons, low.tolist(), high.tolist()):
@@ -243,7 +250,7 @@ def points_per_candidate(paths_per_candidate: Sequence[list]) -> List[np.ndarray
         return []
     numbers = chain.from_iterable(chain.from_iterable(chain.from_iterable(paths_per_candidate)))
     flat = np.fromiter(numbers, dtype=np.int32, count=2 * sum(counts)).reshape(-1, 2)
-    return np.split(flat, np.cumsum(counts)[:-1])
+    return split_rows(flat, counts)
 
 
 def unclip_all(polygons: Sequence[np.ndarray], ratio: float) -> List[list]:
