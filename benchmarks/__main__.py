@@ -7,11 +7,8 @@ Each benchmark is also a script of its own (``python -m benchmarks.bench_<name> 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import importlib
-import inspect
-import io
+import subprocess
 import sys
 import time
 from typing import List, Optional, Sequence
@@ -29,35 +26,25 @@ BENCHMARKS = (
 )
 
 
-class _Tee(io.TextIOBase):
-    def __init__(self, *streams):
-        self.streams = streams
-
-    def write(self, text: str) -> int:
-        for stream in self.streams:
-            stream.write(text)
-            stream.flush()
-        return len(text)
-
-
 def run(name: str) -> str:
-    import cv2
-    import torch
-    module = importlib.import_module(f'benchmarks.bench_{name}')
-    captured = io.StringIO()
+    """Run ``benchmarks.bench_<name>`` in a fresh interpreter, echoing its output; return that output.
+
+    A process per benchmark keeps one benchmark's state (thread pools and their settings, a heap grown by
+    the model runs) out of the next one's numbers: in one process the post-processing rows came out 5-10 %
+    slower after the model benchmarks than in a process of their own.
+    """
     start = time.perf_counter()
-    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
-    try:
-        with contextlib.redirect_stdout(_Tee(sys.stdout, captured)):
-            if 'argv' in inspect.signature(module.main).parameters:
-                module.main([])
-            else:
-                module.main()
-    finally:  # a benchmark that measures single-threaded work must not slow down the next ones
-        torch.set_num_threads(threads)
-        cv2.setNumThreads(cv2_threads)
+    command = [sys.executable, '-m', f'benchmarks.bench_{name}']
+    lines: List[str] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as child:
+        for line in child.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            lines.append(line)
+    if child.returncode != 0:
+        raise SystemExit(f'[bench] {name} failed with exit code {child.returncode}: {" ".join(command)}')
     print(f'[bench] {name} took {time.perf_counter() - start:.0f} s', flush=True)
-    return captured.getvalue()
+    return ''.join(lines)
 
 
 def report_body(output: str) -> str:
