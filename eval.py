@@ -8,8 +8,6 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
-
 from concern.cli import apply_eval_flags, compile_experiment, eval_parser, run_name, select_device
 from concern.config import ConfigError, dump_config
 
@@ -86,6 +84,7 @@ def evaluate(engine: Any, loader: Any, structure: Any, args: Any, box_thresh: fl
              name: str) -> tuple:
     """One loader: (per-image outputs, {'precision', 'recall', 'fmeasure'}); --speed and --visualize here."""
     from concern.inference import StageTimer, format_speed, same_detections
+    from structure.measurers import filter_by_score
     timer = StageTimer() if args.speed else None
     if args.speed and args.warmup > 0:
         first = next(iter(loader))
@@ -99,7 +98,7 @@ def evaluate(engine: Any, loader: Any, structure: Any, args: Any, box_thresh: fl
         batch = result.batch
         # With --sweep the representer ran at a lower box_thresh; re-filtering by score gives exactly what it
         # returns at box_thresh (scores are computed before, and independently of, the threshold).
-        kept = [_filtered(boxes, scores, box_thresh) for boxes, scores in zip(result.boxes, result.scores)]
+        kept = [filter_by_score(boxes, scores, box_thresh) for boxes, scores in zip(result.boxes, result.scores)]
         kept_boxes, kept_scores = [boxes for boxes, _ in kept], [scores for _, scores in kept]
         measures.extend(structure.measurer.validate_measure(batch, (kept_boxes, kept_scores),
                                                             is_output_polygon=args.polygon, box_thresh=box_thresh))
@@ -139,14 +138,6 @@ def write_visualization(visualizer: Any, batch: Any, detections: tuple, prob: An
     for key, image in images.items():
         if key.endswith('_output'):
             cv2.imwrite(os.path.join(directory, f'{key[:-len("_output")]}.jpg'), image)
-
-
-def _filtered(boxes: Any, scores: Sequence[float], box_thresh: float) -> tuple:
-    keep = [index for index, score in enumerate(scores) if score >= box_thresh]
-    if len(keep) == len(scores):
-        return boxes, list(scores)
-    kept_boxes = boxes[keep] if isinstance(boxes, np.ndarray) else [boxes[index] for index in keep]
-    return kept_boxes, [scores[index] for index in keep]
 
 
 class _Detections:

@@ -61,9 +61,6 @@ class SweepRequest:
 
     def refilter(self, output: Tuple[Sequence, Sequence]) -> Tuple[List[Any], List[List[float]]]:
         """The detections the representer would have returned at its own box_thresh."""
-        boxes_batch, scores_batch = [], []
-        for boxes, scores in zip(*output):
-            keep = [index for index, score in enumerate(scores) if score >= self.keep_at]
-            boxes_batch.append(boxes[keep] if isinstance(boxes, np.ndarray) else [boxes[index] for index in keep])
-            scores_batch.append([scores[index] for index in keep])
-        return boxes_batch, scores_batch
+        from structure.measurers import filter_by_score
+        kept = [filter_by_score(boxes, scores, self.keep_at) for boxes, scores in zip(*output)]
+        return [boxes for boxes, _ in kept], [scores for _, scores in kept]
