@@ -1,4 +1,9 @@
-"""MobileNetV3 (torchvision) trunks returning the last feature map at each stride 4, 8, 16, 32."""
+"""MobileNetV3 (torchvision) trunks returning the last feature map at each stride 4, 8, 16, 32.
+
+Registered as ``mobilenet_v3_large_torchvision`` and ``mobilenet_v3_small_torchvision``; the name
+``mobilenet_v3_large`` is the original code base's layout (``backbones/mobilenetv3_original.py``),
+whose checkpoints do not fit torchvision's module tree.
+"""
 from __future__ import annotations
 
 from typing import List, Tuple
@@ -54,9 +59,15 @@ def _build(arch: str, pretrained: Pretrained, allow_download: bool) -> MobileNet
     return model
 
 
-def mobilenet_v3_large(pretrained: Pretrained = False, allow_download: bool = False) -> MobileNetV3:
+def mobilenet_v3_large_torchvision(pretrained: Pretrained = False, allow_download: bool = False) -> MobileNetV3:
+    """torchvision's MobileNetV3-Large features: c2..c5 with 24, 40, 112, 960 channels.
+
+    pretrained: False, a torchvision weights file, or True for torchvision's cache file
+    (downloaded only with ``allow_download``); see ``backbones.pretrained``.
+    """
     return _build('mobilenet_v3_large', pretrained, allow_download)
 
 
-def mobilenet_v3_small(pretrained: Pretrained = False, allow_download: bool = False) -> MobileNetV3:
+def mobilenet_v3_small_torchvision(pretrained: Pretrained = False, allow_download: bool = False) -> MobileNetV3:
+    """torchvision's MobileNetV3-Small features: c2..c5 with 16, 24, 48, 576 channels (see above)."""
     return _build('mobilenet_v3_small', pretrained, allow_download)

@@ -14,7 +14,20 @@ from assets.ops.dcn import DeformConv, ModulatedDeformConv
 
 from .pretrained import Pretrained, load_pretrained
 
-OFFSET_COMPAT_MODES = (None, 'original')
+# 'auto': decided by the weights loaded into the model (structure.model.decide_offset_compat);
+# 'corrected' (None is accepted for it): the offset convolution uses the block's stride;
+# 'original': the original code base's reading, for the weights it trained.
+OFFSET_COMPAT_MODES = ('auto', 'corrected', 'original')
+
+
+def normalize_offset_compat(value: Optional[str]) -> str:
+    """``value`` as one of OFFSET_COMPAT_MODES (None means 'corrected'); a ValueError otherwise."""
+    if value is None:
+        return 'corrected'
+    if value not in OFFSET_COMPAT_MODES:
+        raise ValueError(f"offset_compat must be one of {list(OFFSET_COMPAT_MODES)} (or null for 'corrected'), "
+                         f'got {value!r}')
+    return value
 TORCHVISION_URLS = {
     'resnet18': 'https://download.pytorch.org/models/resnet18-f37072fd.pth',
     'resnet34': 'https://download.pytorch.org/models/resnet34-b627a593.pth',
@@ -53,12 +66,19 @@ def _make_conv2(block: nn.Module, planes: int, stride: int, dcn: Optional[dict])
     block.mask_channels = 9 * groups if block.modulated else 0
     # The original built this without the block's stride (a bug for strided Bottlenecks); the
     # stride only changes the computation, not the parameters, so checkpoints fit either way.
-    offset_stride = 1 if block.offset_compat == 'original' else stride
     block.conv2_offset = nn.Conv2d(planes, block.offset_channels + block.mask_channels, 3,
-                                   stride=offset_stride, padding=1, bias=True)
+                                   stride=stride, padding=1, bias=True)
+    set_block_offset_compat(block, block.offset_compat)
     conv_class = ModulatedDeformConv if block.modulated else DeformConv
     block.conv2 = conv_class(planes, planes, 3, stride=stride, padding=1,
                              deformable_groups=groups, bias=False)
+
+
+def set_block_offset_compat(block: nn.Module, mode: str) -> None:
+    """Switch a deformable block between 'corrected' and 'original' offsets (parameters unchanged)."""
+    block.offset_compat = mode
+    offset_stride = 1 if mode == 'original' else block.conv2_stride
+    block.conv2_offset.stride = (offset_stride, offset_stride)
 
 
 def _run_conv2(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -129,25 +149,30 @@ class ResNet(nn.Module):
     """ResNet trunk returning (c2, c3, c4, c5).
 
     stage_with_dcn: which of layer1..layer4 use deformable ``conv2`` in every block.
-    offset_compat: None (correct: the offset convolution uses the block's stride) or 'original'
-        (reproduce the original Bottleneck's stride bug, for its released ResNet-50 checkpoints).
+    offset_compat: how a strided deformable Bottleneck computes its offsets and mask (docs/model.md).
+        'corrected' (or None): the offset convolution uses the block's stride. 'original': the original
+        code base's reading (offsets computed at the input resolution, the first Ho*Wo values of each
+        channel-major buffer read as if they were the output's; its released ResNet-50 weights learnt
+        with it). 'auto' (the default): 'corrected' until weights are loaded through
+        ``structure.model``, which then applies the mode the weights were trained with. BasicBlocks
+        (ResNet-18/34) have no strided deformable convolution: the mode changes nothing there.
     """
 
     def __init__(self, block: str = 'BasicBlock', layers: Sequence[int] = (2, 2, 2, 2),
                  stage_with_dcn: Sequence[bool] = (False, False, False, False),
                  modulated: bool = True, deformable_groups: int = 1,
-                 offset_compat: Optional[str] = None):
+                 offset_compat: Optional[str] = 'auto'):
         super().__init__()
         if block not in BLOCKS:
             raise ValueError(f'block must be one of {sorted(BLOCKS)}, got {block!r}')
         if len(layers) != 4 or len(stage_with_dcn) != 4:
             raise ValueError(f'layers and stage_with_dcn need 4 entries, got {list(layers)} and '
                              f'{list(stage_with_dcn)}')
-        if offset_compat not in OFFSET_COMPAT_MODES:
-            raise ValueError(f"offset_compat must be None or 'original', got {offset_compat!r}")
+        self.requested_offset_compat = normalize_offset_compat(offset_compat)
+        effective = 'original' if self.requested_offset_compat == 'original' else 'corrected'
         block_class = BLOCKS[block]
         self.stage_with_dcn = tuple(bool(s) for s in stage_with_dcn)
-        self.offset_compat = offset_compat
+        self.offset_compat = effective
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -187,6 +212,23 @@ class ResNet(nn.Module):
             if isinstance(module, (BasicBlock, Bottleneck)) and module.with_dcn:
                 nn.init.zeros_(module.conv2_offset.weight)
                 nn.init.zeros_(module.conv2_offset.bias)
+
+    def deformable_blocks(self) -> List[nn.Module]:
+        return [m for m in self.modules() if isinstance(m, (BasicBlock, Bottleneck)) and m.with_dcn]
+
+    @property
+    def offset_compat_matters(self) -> bool:
+        """True when some deformable block is strided, i.e. the two offset modes compute differently."""
+        return any(block.conv2_stride != 1 for block in self.deformable_blocks())
+
+    def set_offset_compat(self, mode: str) -> None:
+        """Run with offset mode ``mode`` ('corrected' or 'original'); parameters and state dict are unchanged."""
+        mode = normalize_offset_compat(mode)
+        if mode == 'auto':
+            raise ValueError("set_offset_compat: expected 'corrected' or 'original', got 'auto'")
+        self.offset_compat = mode
+        for block in self.deformable_blocks():
+            set_block_offset_compat(block, mode)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

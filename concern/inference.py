@@ -28,16 +28,19 @@ DEFAULT_MAX_LONG_SIDE = 2560
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
-def load_trained_model(builder: Any, checkpoint_path: Optional[str], device: Any = 'cpu') -> Any:
+def load_trained_model(builder: Any, checkpoint_path: Optional[str], device: Any = 'cpu',
+                       log: Optional[Callable[[str], None]] = None) -> Any:
     """A model from ``builder`` with the weights of ``checkpoint_path``, in eval mode on ``device``.
 
     Every key and shape must fit: a checkpoint of another architecture, or a file that is not a checkpoint,
     is a ``ValueError`` naming the file; a missing file a ``FileNotFoundError``. Never random weights.
+    A ResNet backbone runs with the offset mode of the weights (``structure.model.decide_offset_compat``); where
+    the mode changes the computation, ``log`` (default: standard error) gets one line saying which and why.
     """
     import pickle
 
     import torch
-    from structure.model import load_model_file
+    from structure.model import OffsetCompatConflict, load_model_file
     if not checkpoint_path:
         raise ValueError('a checkpoint is required (--resume PATH)')
     if not os.path.isfile(checkpoint_path):
@@ -50,14 +53,23 @@ def load_trained_model(builder: Any, checkpoint_path: Optional[str], device: Any
     else:
         model = builder.build()
     try:
-        load_model_file(model, checkpoint_path, strict=True)
+        report = load_model_file(model, checkpoint_path, strict=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, TypeError) as error:
         raise ValueError(f'{checkpoint_path}: not a readable PyTorch checkpoint ({type(error).__name__}: '
                          f'{str(error).splitlines()[0] if str(error) else ""})') from error
+    except OffsetCompatConflict:
+        raise
     except ValueError as error:
         raise ValueError(f"{checkpoint_path}: does not fit this experiment's model ({builder.model}, "
                          f"{builder.model_args.get('backbone')}): {error}") from error
+    if report.offset_compat is not None and report.offset_compat.matters:
+        (log or _print_to_stderr)(report.offset_compat.message())
     return model.to(torch.device(device)).eval()
+
+
+def _print_to_stderr(message: str) -> None:
+    import sys
+    print(message, file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------- preprocessing

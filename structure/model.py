@@ -120,11 +120,115 @@ class StateDictMismatch(ValueError):
     """A state dict that does not fit the model key for key and shape for shape."""
 
 
+class OffsetCompatDecision(NamedTuple):
+    """The offset mode a model runs with (``backbones.resnet``: 'corrected' or 'original'), and why.
+
+    ``matters`` is False when the backbone has no strided deformable convolution (ResNet-18/34), where both
+    modes compute the same thing.
+    """
+    mode: str
+    reason: str
+    matters: bool
+
+    def message(self) -> str:
+        return f'deformable offsets: offset_compat {self.mode} ({self.reason})'
+
+
+class OffsetCompatConflict(ValueError):
+    """The experiment's explicit offset mode contradicts the one a checkpoint records."""
+
+
 class LoadReport(NamedTuple):
     missing: List[str]
     unexpected: List[str]
     mismatched: List[str]
     ignored: List[str]
+    offset_compat: Optional[OffsetCompatDecision] = None
+
+
+def _offset_compat_backbones(model: nn.Module) -> List[nn.Module]:
+    return [module for module in model.modules() if hasattr(module, 'set_offset_compat')
+            and hasattr(module, 'requested_offset_compat')]
+
+
+def offset_compat_of(model: nn.Module) -> Optional[str]:
+    """The offset mode ``model`` runs with ('corrected' / 'original'), None when it has no ResNet backbone."""
+    modes = {module.offset_compat for module in _offset_compat_backbones(model)}
+    if len(modes) > 1:
+        raise ValueError(f'model has backbones with different offset modes: {sorted(modes)}')
+    return modes.pop() if modes else None
+
+
+def _recorded_offset_compat(checkpoint: Mapping[str, Any]) -> Optional[str]:
+    """The mode a full checkpoint of this project records: its ``offset_compat`` entry, else (checkpoints
+    written before that entry existed) an explicit ``offset_compat`` in its config, else 'corrected' (this
+    project's only mode before 'auto')."""
+    recorded = checkpoint.get('offset_compat')
+    if recorded is not None:
+        return str(recorded)
+    found: List[Any] = []
+
+    def search(node: Any) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if key == 'offset_compat':
+                    found.append(value)
+                else:
+                    search(value)
+        elif isinstance(node, (list, tuple)):
+            for item in node:
+                search(item)
+
+    search(checkpoint.get('config'))
+    return 'original' if 'original' in found else 'corrected'
+
+
+def decide_offset_compat(model: nn.Module, content: Optional[Mapping[str, Any]], source: Optional[str] = None,
+                         apply: bool = True) -> Optional[OffsetCompatDecision]:
+    """Decide, and with ``apply`` set, the offset mode of ``model``'s ResNet backbone for the weights ``content``.
+
+    The mode is a property of the weights (docs/model.md, "offset_compat"):
+    - no weights (``content`` None: training from scratch or from ImageNet): 'corrected';
+    - a full checkpoint of this project (``format: dbnet-checkpoint``): the mode it records;
+    - a plain state dict (no project metadata, e.g. a released checkpoint of the original code base): 'original'.
+    An explicit ``offset_compat`` ('corrected' / 'original') in the experiment's ``backbone_args`` wins over the
+    presumption for a plain state dict (the file records nothing), but contradicting what a checkpoint records
+    is a ``ValueError`` naming both. Returns None when the model has no ResNet backbone.
+    """
+    backbones_found = _offset_compat_backbones(model)
+    if not backbones_found:
+        return None
+    from training.checkpoint import is_full_checkpoint
+    requested = {module.requested_offset_compat for module in backbones_found}
+    if len(requested) > 1:
+        raise ValueError(f'model has backbones asking for different offset modes: {sorted(requested)}')
+    requested_mode = requested.pop()
+    where = source or 'the checkpoint'
+    if content is None:
+        if requested_mode == 'auto':
+            mode, reason = 'corrected', 'no checkpoint: weights from scratch or ImageNet use the corrected offsets'
+        else:
+            mode, reason = requested_mode, 'set by the experiment (backbone_args.offset_compat)'
+    elif is_full_checkpoint(content):
+        mode = _recorded_offset_compat(content)
+        if requested_mode not in ('auto', mode):
+            raise OffsetCompatConflict(f'the experiment sets backbone_args.offset_compat: {requested_mode}, but {where} '
+                             f'records that its weights were trained with offset_compat: {mode}; remove the '
+                             f'setting (the checkpoint decides) or use weights trained with {requested_mode}')
+        reason = f'recorded in {where}'
+    elif requested_mode == 'auto':
+        mode = 'original'
+        reason = (f"{where} is a plain state dict without this project's metadata: weights of the original "
+                  'code base, whose strided deformable Bottlenecks read offsets computed at the input resolution; '
+                  "set backbone_args.offset_compat: corrected if these weights were trained otherwise")
+    else:
+        mode = requested_mode
+        reason = f'set by the experiment (backbone_args.offset_compat); {where} records no mode'
+    if apply:
+        for module in backbones_found:
+            module.set_offset_compat(mode)
+    matters = any(getattr(module, 'offset_compat_matters', True) for module in backbones_found)
+    return OffsetCompatDecision(mode, reason, matters)
 
 
 def _strip_wrappers(key: str) -> str:
@@ -145,8 +249,12 @@ def extract_state_dict(state: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
     return state
 
 
-def load_model_state(model: nn.Module, state: Mapping[str, Any], strict: bool = True) -> LoadReport:
+def load_model_state(model: nn.Module, state: Mapping[str, Any], strict: bool = True,
+                     source: Optional[str] = None) -> LoadReport:
     """Load a state dict or checkpoint into ``model`` (a SegDetectorModel or any nn.Module).
+
+    The offset mode of a ResNet backbone follows the weights (``decide_offset_compat``; ``source`` names the
+    file in its messages); the report's ``offset_compat`` says which mode applies and why.
 
     Keys may carry extra or fewer ``module.`` / ``model.`` prefixes (DataParallel, DDP, a bare
     detector) as long as each still names exactly one parameter. The original's unused
@@ -154,7 +262,9 @@ def load_model_state(model: nn.Module, state: Mapping[str, Any], strict: bool = 
     unexpected key or shape mismatch raises ``StateDictMismatch`` naming them all; otherwise the
     fitting entries are loaded and the rest reported.
     """
+    content = state
     state = extract_state_dict(state)
+    decision = decide_offset_compat(model, content, source, apply=False)
     own = model.state_dict()
     by_canonical: Dict[str, str] = {}
     for key in own:
@@ -184,7 +294,7 @@ def load_model_state(model: nn.Module, state: Mapping[str, Any], strict: bool = 
             continue
         mapped[target] = value
     missing = [key for key in own if key not in source_of]
-    report = LoadReport(missing, unexpected, mismatched, ignored)
+    report = LoadReport(missing, unexpected, mismatched, ignored, decision)
     if strict and (missing or unexpected or mismatched):
         lines = [f'state dict does not fit {type(model).__name__}:']
         for title, items in (('missing keys', missing), ('unexpected keys', unexpected),
@@ -194,6 +304,7 @@ def load_model_state(model: nn.Module, state: Mapping[str, Any], strict: bool = 
                 lines.extend(f'    {item}' for item in items)
         raise StateDictMismatch('\n'.join(lines))
     model.load_state_dict(mapped, strict=False)
+    decide_offset_compat(model, content, source, apply=True)
     return report
 
 
@@ -204,6 +315,8 @@ def load_model_file(model: nn.Module, path: Union[str, os.PathLike], strict: boo
         raise FileNotFoundError(f'checkpoint {os.fspath(path)!r} does not exist')
     state = torch.load(path, map_location=map_location, weights_only=True)
     try:
-        return load_model_state(model, state, strict=strict)
+        return load_model_state(model, state, strict=strict, source=os.fspath(path))
+    except OffsetCompatConflict:
+        raise
     except ValueError as error:
         raise type(error)(f'{os.fspath(path)}: {error}') from error

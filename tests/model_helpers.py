@@ -17,7 +17,11 @@ REFERENCE_DIRS = (
 
 def reference_shapes(depth: int) -> Dict[str, Tuple[int, ...]]:
     """Key -> shape of the original deformable ResNet-<depth> + adaptive SegDetector checkpoint."""
-    name = f'original_state_dict_deformable_resnet{depth}.tsv'
+    return reference_shapes_named(f'original_state_dict_deformable_resnet{depth}.tsv')
+
+
+def reference_shapes_named(name: str) -> Dict[str, Tuple[int, ...]]:
+    """Key -> shape, in file order, of the reference listing ``name`` (tab-separated key, shape)."""
     for directory in REFERENCE_DIRS:
         path = os.path.join(directory, name)
         if os.path.isfile(path):

@@ -17,7 +17,8 @@ HEAVY = {'resnet34', 'resnet101', 'resnet152', 'deformable_resnet34', 'deformabl
          'deformable_resnet152'}
 EXPECTED_CHANNELS = {
     'resnet18': [64, 128, 256, 512], 'resnet34': [64, 128, 256, 512],
-    'mobilenet_v3_large': [24, 40, 112, 960], 'mobilenet_v3_small': [16, 24, 48, 576],
+    'mobilenet_v3_large': [24, 40, 112, 960], 'mobilenet_v3_large_torchvision': [24, 40, 112, 960],
+    'mobilenet_v3_small_torchvision': [16, 24, 48, 576],
 }
 
 
@@ -57,7 +58,7 @@ def test_stage_with_dcn_selects_stages():
     assert chosen.layer1[0].conv2.bias is None
     with pytest.raises(ValueError, match='4 entries'):
         backbones.deformable_resnet18(stage_with_dcn=(True, True))
-    with pytest.raises(ValueError, match="offset_compat must be None or 'original'"):
+    with pytest.raises(ValueError, match="offset_compat must be one of"):
         backbones.deformable_resnet50(offset_compat='yes')
 
 
@@ -179,7 +180,7 @@ def test_pretrained_true_uses_the_torch_hub_cache_and_never_downloads(tmp_path, 
     reference = torchvision.models.mobilenet_v3_small(weights=None)
     (tmp_path / 'checkpoints').mkdir()
     torch.save(reference.state_dict(), tmp_path / 'checkpoints' / 'mobilenet_v3_small-047dcff4.pth')
-    model = backbones.mobilenet_v3_small(pretrained=True)
+    model = backbones.mobilenet_v3_small_torchvision(pretrained=True)
     torch.testing.assert_close(model.features[4].block[0][0].weight, reference.features[4].block[0][0].weight)
 
 

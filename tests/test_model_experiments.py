@@ -21,6 +21,8 @@ def test_asf_experiment_builds_a_dbnet_pp_model(path, monkeypatch):
     assert type(model.decoder).__name__ == 'SegSpatialScaleDetector'
     assert model.decoder.concat_attention.attention_type == 'scale_channel_spatial'
     assert model.decoder.k == 50
-    assert model.backbone.offset_compat is None
+    # The mode follows the weights: 'auto' in the file, corrected until a checkpoint says otherwise.
+    assert model.backbone.requested_offset_compat == 'auto'
+    assert model.backbone.offset_compat == 'corrected'
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)

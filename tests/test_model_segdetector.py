@@ -9,9 +9,10 @@ from tests.model_helpers import synthetic_batch
 
 warnings.filterwarnings('ignore', message='assets.ops.dcn', category=RuntimeWarning)
 
-FAST_BACKBONES = ['resnet18', 'deformable_resnet18', 'deformable_resnet50', 'mobilenet_v3_small']
+FAST_BACKBONES = ['resnet18', 'deformable_resnet18', 'deformable_resnet50', 'mobilenet_v3_small_torchvision']
 SLOW_BACKBONES = ['resnet34', 'resnet50', 'resnet101', 'resnet152', 'deformable_resnet34',
-                  'deformable_resnet101', 'deformable_resnet152', 'mobilenet_v3_large']
+                  'deformable_resnet101', 'deformable_resnet152', 'mobilenet_v3_large',
+                  'mobilenet_v3_large_torchvision']
 DECODERS = [('SegDetector', {}), ('SegSpatialScaleDetector', {'attention_type': 'scale_channel_spatial'})]
 
 
@@ -39,7 +40,7 @@ def test_forward_contract_for_every_backbone_and_decoder(backbone, decoder, deco
 
 
 def test_training_argument_overrides_the_mode():
-    model = SegDetectorModel('mobilenet_v3_small', 'SegDetector', decoder_args=dict(adaptive=True))
+    model = SegDetectorModel('mobilenet_v3_small_torchvision', 'SegDetector', decoder_args=dict(adaptive=True))
     batch = synthetic_batch(2, 64, 64)
     model.train()
     with torch.no_grad():
@@ -60,7 +61,7 @@ def test_names_are_resolved_with_helpful_errors():
         SegDetectorModel('resnet18', 'SegDetector', loss_class='L2')
     with pytest.raises(ValueError, match=r'in_channels is \[64, 128, 256, 512\].*\[256, 512, 1024, 2048\]'):
         SegDetectorModel('resnet50', 'SegDetector', decoder_args=dict(in_channels=[64, 128, 256, 512]))
-    model = SegDetectorModel('mobilenet_v3_small', 'SegDetector')
+    model = SegDetectorModel('mobilenet_v3_small_torchvision', 'SegDetector')
     assert model.decoder.in5.in_channels == 576  # in_channels taken from the backbone
     assert model.backbone is model.model.module.backbone
 

@@ -8,8 +8,6 @@ Everything is stored as tensors and plain Python values, so ``torch.load(weights
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import copy
 import random
@@ -87,7 +85,10 @@ class PreservedRNG:
 def build_checkpoint(model_state: Dict[str, torch.Tensor], optimizer: Optional[torch.optim.Optimizer],
                      scaler: Any, epoch: int, epoch_iteration: int, iteration: int,
                      rng_states: List[Dict[str, Any]], best_fmeasure: Optional[float],
-                     config: Optional[Dict[str, Any]], data_seed: int) -> Dict[str, Any]:
+                     config: Optional[Dict[str, Any]], data_seed: int,
+                     offset_compat: Optional[str] = None) -> Dict[str, Any]:
+    """``offset_compat``: the offset mode the model ran with (``structure.model.offset_compat_of``), recorded so
+    that evaluation, fine-tuning and resume run the weights the way they were trained."""
     return {
         'format': CHECKPOINT_FORMAT,
         'version': CHECKPOINT_VERSION,
@@ -101,6 +102,7 @@ def build_checkpoint(model_state: Dict[str, torch.Tensor], optimizer: Optional[t
         'best_fmeasure': None if best_fmeasure is None else float(best_fmeasure),
         'data_seed': int(data_seed),
         'config': config,
+        'offset_compat': offset_compat,
     }
 
 
@@ -129,15 +131,15 @@ def read_checkpoint_file(path: str) -> Dict[str, Any]:
                      f'of tensors, got a {kind} with keys {keys}')
 
 
-def load_model_weights(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor]) -> None:
-    """Strict key-by-key load through ``structure.model.load_model_state`` when the model package has it."""
-    loader = None
-    if importlib.util.find_spec('structure') is not None and importlib.util.find_spec('structure.model') is not None:
-        loader = getattr(importlib.import_module('structure.model'), 'load_model_state', None)
-    if loader is not None:
-        loader(model, state_dict, strict=True)
-    else:
-        model.load_state_dict(state_dict, strict=True)
+def load_model_weights(model: torch.nn.Module, content: Dict[str, Any], source: Optional[str] = None
+                       ) -> Optional[str]:
+    """Strict key-by-key load of a full checkpoint or a plain state dict through
+    ``structure.model.load_model_state`` (which also gives a ResNet backbone the offset mode of the weights).
+    Returns the message saying which offset mode applies and why, when it changes the computation."""
+    from structure.model import load_model_state
+    report = load_model_state(model, content, strict=True, source=source)
+    decision = report.offset_compat
+    return decision.message() if decision is not None and decision.matters else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,6 +157,7 @@ class StartState:
     best_fmeasure: Optional[float] = None
     config: Optional[Dict[str, Any]] = None
     data_seed: Optional[int] = None
+    offset_compat_note: Optional[str] = None
 
 
 class Checkpoint:
@@ -177,12 +180,15 @@ class Checkpoint:
                 scaler: Any = None) -> StartState:
         """Load ``resume`` (if any) into ``model`` (unwrapped), ``optimizer`` and ``scaler``."""
         if not self.resume:
-            return StartState(epoch=self.start_epoch, epoch_iteration=self.start_iter)
+            from structure.model import decide_offset_compat
+            decision = decide_offset_compat(model, None)
+            note = decision.message() if decision is not None and decision.matters else None
+            return StartState(epoch=self.start_epoch, epoch_iteration=self.start_iter, offset_compat_note=note)
         content = read_checkpoint_file(self.resume)
         if not is_full_checkpoint(content):
-            load_model_weights(model, content)
-            return StartState(epoch=self.start_epoch, epoch_iteration=self.start_iter)
-        load_model_weights(model, content['model'])
+            note = load_model_weights(model, content, self.resume)
+            return StartState(epoch=self.start_epoch, epoch_iteration=self.start_iter, offset_compat_note=note)
+        note = load_model_weights(model, content, self.resume)
         if optimizer is not None and content.get('optimizer') is not None:
             try:
                 optimizer.load_state_dict(content['optimizer'])
@@ -194,7 +200,7 @@ class Checkpoint:
         return StartState(epoch=content['epoch'], epoch_iteration=content['epoch_iteration'],
                           iteration=content['iteration'], full=True, rng_states=list(content.get('rng') or []),
                           best_fmeasure=content.get('best_fmeasure'), config=content.get('config'),
-                          data_seed=content.get('data_seed'))
+                          data_seed=content.get('data_seed'), offset_compat_note=note)
 
     def __repr__(self) -> str:
         return f'Checkpoint(start_epoch={self.start_epoch}, start_iter={self.start_iter}, resume={self.resume!r})'

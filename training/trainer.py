@@ -22,6 +22,7 @@ from training.run_options import RunOptions
 from training.signals import StopRequest
 from training.sweep_request import SweepRequest
 from training.visualization import training_images
+from structure.model import offset_compat_of
 
 
 def seed_everything(seed: int) -> None:
@@ -183,6 +184,8 @@ class Trainer:
         self.optimizer = self.scheduler.create_optimizer(model.parameters())
         self._setup_precision()
         start = self.checkpoint.restore(unwrap_model(model), self.optimizer, self.scaler)
+        if start.offset_compat_note:
+            logger.info(start.offset_compat_note)
         if start.full and self.config is not None and start.config is not None and start.config != self.config:
             logger.warning(f'{self.checkpoint.resume}: saved with a different config; continuing with this one')
         self.best_fmeasure = start.best_fmeasure
@@ -331,7 +334,8 @@ class Trainer:
             return
         content = build_checkpoint(unwrap_model(self.model).state_dict(), self.optimizer, self.scaler,
                                    self.epoch, self.epoch_iteration, self.iteration, rng_states,
-                                   self.best_fmeasure, self.config, self.data_seed)
+                                   self.best_fmeasure, self.config, self.data_seed,
+                                   offset_compat_of(unwrap_model(self.model)))
         path = None
         if step:
             path = self.saver.save_step(content, self.epoch, self.iteration)

@@ -1,14 +1,30 @@
 """DetEval with the semantics of Total-Text's official Python evaluation (Deteval.py with the shapely
-area helpers of polygon_fast.py), re-implemented.
+area helpers of polygon_fast.py, cs-chan/Total-Text-Dataset, Evaluation_Protocol/Python_scripts),
+re-implemented.
+
+Two versions of the script's one-to-one rule are available (constructor keyword ``version``):
+- ``'current'`` (default): the script as it stands since pull request #21 ("bug fix in function
+  one_to_one", opened 2019-04-08 and merged; text read at commit 986d93c7). A ground truth g and a
+  detection d match one-to-one only when row g holds exactly one sigma > tr and exactly one tau > tp
+  (the DetEval paper's "row i of both matrices") and, in addition, the column of that sigma detection holds
+  exactly one sigma > tr and the column of that tau detection exactly one tau > tp over all cared ground
+  truths ("column j of both matrices"). A detection reaching the thresholds with two ground truths is
+  therefore no one-to-one match and is left to the split / merge steps.
+- ``'pre-2019'``: the script before that fix (read at commit 4b657103, which still took its areas from the
+  mask-counting polygon_wrapper.py; here areas are geometric for both versions): the row test only. With
+  ground truths [0,100]x[0,20] and [101,109]x[2,18] and one detection [0,110]x[0,20] (sigma 1 and 1, tau
+  0.91 and 0.06) it counts a one-to-one match (P 1.0, R 0.5) where the current script counts a merge
+  (P 0.8, R 0.8). Only this rule differs; everything else below is shared.
 
 Per image:
 - a detection is removed (don't care) when, for some don't-care ground truth with at least two points,
-  intersection / (detection area + 1) > 0.5 (the official "+1");
+  intersection / (detection area + 1) > 0.5 (the official "+1", polygon_fast.iod);
 - sigma[g, d] = intersection / area(g) (area recall) and tau[g, d] = intersection / area(d) (area
-  precision), both rounded to 2 decimals, over the cared ground truths and the remaining detections;
-- one-to-one, for each ground truth g: exactly one detection with sigma > tr and exactly one with tau > tp
-  -> recall and precision each gain 1; g and the detection with sigma > tr are marked (as the official
-  script does, the detection is not checked for being free, nor for being the one with tau > tp);
+  precision), both rounded to 2 decimals (np.round), over the cared ground truths and the remaining
+  detections;
+- one-to-one, for each ground truth g in order: the version's rule above -> recall and precision each gain
+  1; g and the detection with sigma > tr are marked (as the official script does, the detection is not
+  checked for being free, nor for being the one with tau > tp);
 - one-to-many (split), for each unmarked g with at least k = 2 detections of sigma > 0: the unmarked
   detections with tau >= tp are its candidates; a single candidate with sigma >= tr counts as one-to-one;
   two or more (or none) whose sigmas sum to >= tr give recall + fsc_k and precision + n * fsc_k;
@@ -17,11 +33,13 @@ Per image:
   and sigma >= tr counts as one-to-one; otherwise, when their taus sum to >= tp, recall + n * fsc_k and
   precision + fsc_k;
 - precision = accumulated precision / detections (0 without detections), recall = accumulated recall /
-  cared ground truths (0 without); over a data set the accumulations and counts are summed first.
+  cared ground truths (0 without); over a data set the accumulations and counts are summed first (the
+  script's global_accumulative_* / total_num_*), not the per-image ratios averaged.
 
 Defaults tr = 0.7, tp = 0.6, fsc_k = 0.8, k = 2 are Total-Text's. Areas are geometric (shapely), as in
 polygon_fast.py; intersections use polygons repaired with buffer(0) as there, the areas the shoelace
-areas of the polygons as given; a zero-area ground truth or detection gets sigma / tau 0.
+areas of the polygons as given; a zero-area ground truth or detection gets sigma / tau 0 (the script
+would raise ZeroDivisionError). The script reads integer coordinates; here they are used as given.
 """
 from __future__ import annotations
 
@@ -40,23 +58,39 @@ class DetEvalTables:
     det_dont_care: np.ndarray  # (D,) bool: removed by the don't-care filter
 
 
-class DetEvalEvaluator:
-    """``evaluate_image(gt, pred)`` -> per-image dict; ``combine_results(list)`` -> data-set P/R/F.
+VERSIONS = ('current', 'pre-2019')  # values of DetEvalEvaluator(version=...), the default first
 
-    gt: sequence of ``{'points': (N, 2), 'ignore': bool}``; pred: sequence of ``{'points': (N, 2)}``.
+
+class DetEvalEvaluator:
+    """Total-Text DetEval: ``evaluate_image(gt, pred)`` -> per-image dict; ``combine_results(list)`` -> P/R/F.
+
+    gt: sequence of ``{'points': (N, 2) or flat x, y list, 'ignore': bool}``; pred: sequence of
+    ``{'points': ...}``; coordinates in pixels, ground truth and detections in the same image frame.
+
+    area_recall (tr, 0.7), area_precision (tp, 0.6), split_merge_weight (fsc_k, 0.8) and min_split_merge
+    (k, 2) are the script's constants; dont_care_threshold (0.5) is its detection_filtering threshold.
+    version: ``'current'`` (the script since its April 2019 one-to-one fix, the default) or ``'pre-2019'``
+    (the earlier one-to-one rule); see the module docstring. Raises ValueError for any other version.
     """
 
     protocol = 'deteval'
 
     def __init__(self, area_recall: float = 0.7, area_precision: float = 0.6, split_merge_weight: float = 0.8,
-                 min_split_merge: int = 2, dont_care_threshold: float = 0.5):
+                 min_split_merge: int = 2, dont_care_threshold: float = 0.5, version: str = 'current'):
+        if version not in VERSIONS:
+            raise ValueError(f"DetEvalEvaluator: version must be one of {', '.join(map(repr, VERSIONS))}, "
+                             f"got {version!r}")
         self.tr = area_recall
         self.tp = area_precision
         self.fsc_k = split_merge_weight
         self.k = min_split_merge
         self.dont_care_threshold = dont_care_threshold
+        self.version = version
 
     def prepare(self, gt: Sequence[Mapping[str, Any]], pred: Sequence[Mapping[str, Any]]) -> DetEvalTables:
+        """sigma / tau tables (G cared ground truths, D detections), rounded to 2 decimals, and the (D,)
+        don't-care mask of the detections. Raises KeyError / ValueError naming ``gt[i]`` / ``pred[i]`` when
+        an item has no 'points' or points that are not (N, 2)."""
         cared, dont_care = [], []
         for index, item in enumerate(gt):
             points = _points(item, f'gt[{index}]')
@@ -84,7 +118,10 @@ class DetEvalEvaluator:
         return DetEvalTables(sigma=sigma, tau=tau, det_dont_care=det_dont_care)
 
     def match(self, tables: DetEvalTables, keep: Optional[np.ndarray] = None) -> Dict[str, Any]:
-        """Matching on the detections selected by the boolean mask ``keep`` (all by default)."""
+        """One-to-one, split and merge matching on the detections selected by the boolean (D,) mask ``keep``
+        (all by default; don't-care detections are always left out). Returns precision, recall, hmean, the
+        accumulated sums (recall_sum, precision_sum), num_gt, num_det and the match counts (one_to_one,
+        split, merge)."""
         selected = ~tables.det_dont_care if keep is None else (np.asarray(keep, dtype=bool) & ~tables.det_dont_care)
         sigma = tables.sigma[:, selected]
         tau = tables.tau[:, selected]
@@ -95,9 +132,15 @@ class DetEvalEvaluator:
         counts = {'one_to_one': 0, 'split': 0, 'merge': 0}
         tr, tp, fsc_k = self.tr, self.tp, self.fsc_k
 
+        current = self.version == 'current'
         for g in range(num_gt):  # one-to-one
             by_sigma = np.flatnonzero(sigma[g] > tr)
-            if len(by_sigma) == 1 and np.count_nonzero(tau[g] > tp) == 1:
+            by_tau = np.flatnonzero(tau[g] > tp)
+            unique = len(by_sigma) == 1 and len(by_tau) == 1
+            if unique and current:  # since April 2019: the columns must be unique too, over all ground truths
+                unique = (np.count_nonzero(sigma[:, by_sigma[0]] > tr) == 1
+                          and np.count_nonzero(tau[:, by_tau[0]] > tp) == 1)
+            if unique:
                 recall_sum += 1.0
                 precision_sum += 1.0
                 gt_flag[g] = True
@@ -149,9 +192,12 @@ class DetEvalEvaluator:
 
     def evaluate_image(self, gt: Sequence[Mapping[str, Any]], pred: Sequence[Mapping[str, Any]]
                        ) -> Dict[str, Any]:
+        """``match(prepare(gt, pred))``: the per-image numbers of the script's per-image output line."""
         return self.match(self.prepare(gt, pred))
 
     def combine_results(self, results: Sequence[Mapping[str, Any]]) -> Dict[str, float]:
+        """Data-set precision, recall, hmean: summed precision_sum / summed num_det and summed recall_sum /
+        summed num_gt (0 when the denominator is 0), as the script's global accumulators."""
         num_gt = sum(result['num_gt'] for result in results)
         num_det = sum(result['num_det'] for result in results)
         recall = sum(result['recall_sum'] for result in results) / num_gt if num_gt else 0.0
