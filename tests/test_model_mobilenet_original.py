@@ -279,3 +279,20 @@ def test_pretrained_is_a_file_in_the_originals_layout(tmp_path):
     torch.save(backbones.mobilenet_v3_large_torchvision().state_dict(), other)
     with pytest.raises(ValueError, match=r'missing keys \(\d+\):\n +features\.1\.conv\.0\.weight'):
         backbones.mobilenet_v3_large(pretrained=str(other))
+
+
+def test_demo_py_runs_an_original_mobilenet_checkpoint_with_the_shipped_experiment(tmp_path, monkeypatch, capsys):
+    # A file shaped like the original's checkpoint (the reference key list) through demo.py's own loading path.
+    import cv2
+    import numpy as np
+    import demo
+    monkeypatch.chdir(REPO_ROOT)
+    checkpoint = str(tmp_path / 'totaltext_mobilenet_v3_large.pth')
+    torch.save(random_state(reference_shapes_named(REFERENCE), seed=7), checkpoint)
+    image = str(tmp_path / 'photo.jpg')
+    cv2.imwrite(image, np.full((96, 128, 3), 90, np.uint8))
+    code = demo.main([EXPERIMENT, '--resume', checkpoint, '--device', 'cpu', '--image_path', image,
+                      '--image_short_side', '64', '--result_dir', str(tmp_path / 'out')])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert os.listdir(tmp_path / 'out') == ['photo.txt']
