@@ -64,8 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"fmeasure {metrics['fmeasure']:.4f}  ({len(outputs)} images, box_thresh {box_thresh})")
         if args.sweep:
             from structure.measurers import format_sweep, sweep_box_thresh
-            protocol = getattr(structure.measurer, 'protocol', 'iou')
-            print(f'{name}: box_thresh sweep\n' + format_sweep(sweep_box_thresh(outputs, protocol=protocol)))
+            options = getattr(structure.measurer, 'protocol_options', {'protocol': 'iou'})
+            print(f'{name}: box_thresh sweep\n' + format_sweep(sweep_box_thresh(outputs, **options)))
         if args.result_dir:
             from structure.measurers import write_result_files
             kept = [{'filename': output['filename'], 'boxes': output['kept_boxes'], 'scores': output['kept_scores']}

@@ -1,7 +1,10 @@
-"""ICDAR 2015 IoU protocol: hand-built cases whose numbers follow from the official script's rules."""
+"""ICDAR 2015 IoU protocol: hand-built cases whose numbers follow from the official script's rules, and its
+arithmetic for invalid polygons (the Polygon library's, checked against Polygon3 itself as the oracle)."""
+import cv2
+import numpy as np
 import pytest
 
-from concern.icdar2015_eval import DetectionIoUEvaluator, to_polygon
+from concern.icdar2015_eval import DetectionIoUEvaluator, contour_area, even_odd_region, to_polygon
 
 
 def box(x0, y0, x1, y1):
@@ -95,11 +98,14 @@ def test_matching_is_greedy_in_ground_truth_then_detection_order():
     assert evaluate(gts, dets[::-1])['matched'] == 2
 
 
-def test_invalid_polygons_are_dropped():
+def test_invalid_polygons_are_dropped_with_the_drop_switch():
     bowtie = [[0, 0], [10, 10], [10, 0], [0, 10]]
     assert to_polygon(bowtie) is None and to_polygon([[0, 0], [5, 5], [10, 10]]) is None
-    result = evaluate(gt(box(0, 0, 10, 10), bowtie), det(box(0, 0, 10, 10), bowtie))
+    evaluator = DetectionIoUEvaluator(invalid_polygons='drop')
+    result = evaluator.evaluate_image(gt(box(0, 0, 10, 10), bowtie), det(bowtie, box(0, 0, 10, 10)))
+    # the bow ties are left out; pairs keep the indices of the given lists
     assert (result['gt_care'], result['det_care'], result['matched']) == (1, 1, 1)
+    assert result['pairs'] == [(0, 1)]
 
 
 def test_data_set_numbers_sum_before_dividing():
@@ -118,3 +124,225 @@ def test_polygons_with_more_points_and_flat_lists():
     assert evaluate(gt(octagon), det(flat))['matched'] == 1
     with pytest.raises(ValueError, match='expected'):
         evaluate(gt([[1, 2, 3]]), [])
+
+
+def flat(text):
+    values = [int(value) for value in text.split(',')]
+    return [values[i:i + 2] for i in range(0, len(values), 2)]
+
+
+def test_official_zero_area_detection_counts():
+    # the official script's documented numbers: precision 0.5, recall 1.0 (the original DBNet code: 1.0)
+    gts = gt(flat('0,0,100,0,100,20,0,20'))
+    dets = det(flat('0,0,100,0,100,20,0,20'), flat('10,10,20,10,30,10,15,10'))
+    result = evaluate(gts, dets)
+    assert (result['precision'], result['recall'], result['det_care']) == (0.5, 1.0, 2)
+    dropped = DetectionIoUEvaluator(invalid_polygons='drop').evaluate_image(gts, dets)
+    assert (dropped['precision'], dropped['recall'], dropped['det_care']) == (1.0, 1.0, 1)
+
+
+def test_official_self_intersecting_detection_matches():
+    # the official script's documented numbers: precision 1.0, recall 1.0 (the original DBNet code: 0, 0)
+    gts = gt(flat('743,145,779,146,780,163,746,163'))
+    dets = det(flat('759,176,766,138,782,169,732,155'))
+    assert prh(evaluate(gts, dets)) == (1.0, 1.0, 1.0)
+    assert prh(DetectionIoUEvaluator(invalid_polygons='drop').evaluate_image(gts, dets)) == (0.0, 0.0, 0.0)
+
+
+def test_contour_area_and_even_odd_region_by_hand():
+    # bow tie through (20/3, 20/3): lobes of area 100/3 (left) and 400/3 (right), opposite orientations
+    bowtie = [[0, 0], [20, 20], [20, 0], [0, 10]]
+    assert contour_area(bowtie) == pytest.approx(100.0)            # |400/3 - 100/3|
+    assert even_odd_region(bowtie).area == pytest.approx(500 / 3)  # both lobes
+    # a symmetric bow tie: area() 0, region the two triangles of area 25
+    assert contour_area([[0, 0], [10, 10], [10, 0], [0, 10]]) == 0.0
+    assert even_odd_region([[0, 0], [10, 10], [10, 0], [0, 10]]).area == pytest.approx(50.0)
+    # a 30 x 30 square and, over a bridge walked both ways, a 10 x 10 square inside it in the same direction:
+    # winding 2 inside the small one, so the even-odd region is the frame (800); the shoelace adds (1000)
+    frame = [[0, 0], [30, 0], [30, 30], [0, 30], [0, 0], [10, 10], [20, 10], [20, 20], [10, 20], [10, 10]]
+    assert contour_area(frame) == pytest.approx(1000.0)
+    assert even_odd_region(frame).area == pytest.approx(800.0)
+    # degenerate: collinear points, fewer than 3 points
+    assert contour_area(flat('10,10,20,10,30,10,15,10')) == 0.0 and even_odd_region(flat('10,10,20,10,30,10,15,10')).is_empty
+    assert contour_area([[0, 0], [5, 5]]) == 0.0 and even_odd_region([[0, 0], [5, 5]]).is_empty
+
+
+def test_bow_tie_iou_uses_the_shoelace_area():
+    # symmetric bow tie over a 10 x 10 box: intersection 50 (its two triangles), area() 0, so
+    # IoU = 50 / (100 + 0 - 50) = 1: a match under the official arithmetic
+    bowtie = [[0, 0], [10, 10], [10, 0], [0, 10]]
+    result = evaluate(gt(box(0, 0, 10, 10)), det(bowtie))
+    assert result['matched'] == 1
+    tables = DetectionIoUEvaluator().prepare(gt(box(0, 0, 10, 10), bowtie), det(bowtie))
+    # bow tie against bow tie: intersection 50, union 0 + 0 - 50 = -50: IoU -1, no match
+    assert tables.iou[:, 0].tolist() == pytest.approx([1.0, -1.0])
+
+
+def test_zero_area_items_never_divide_by_zero():
+    line = flat('10,10,20,10,30,10,15,10')
+    # ground truth and detection of area 0: union 0, IoU 0 (the script catches the ZeroDivisionError)
+    result = evaluate(gt(line), det(line))
+    assert (result['matched'], result['gt_care'], result['det_care']) == (0, 1, 1)
+    # a zero-area detection on a don't-care box is not don't care (its area is 0): a cared false positive
+    result = evaluate(gt(box(0, 0, 40, 20), ignore=(0,)), det(line))
+    assert result['det_care'] == 1 and prh(result) == (0.0, 1.0, 0.0)
+    # fewer than 3 points: counted, area 0, never matched
+    result = evaluate(gt(box(0, 0, 10, 10)), det([[0, 0], [10, 10]], box(0, 0, 10, 10)))
+    assert (result['matched'], result['det_care'], result['pairs']) == (1, 2, [(0, 1)])
+
+
+def test_self_intersecting_detection_on_a_dont_care_box():
+    # bow tie [0,20]x[0,20] through (20/3, 20/3) inside a don't-care box [0,20]x[0,20]: intersection 500/3,
+    # area() 100 -> 5/3 > 0.5: don't care (dropped: not counted at all)
+    bowtie = [[0, 0], [20, 20], [20, 0], [0, 10]]
+    result = evaluate(gt(box(0, 0, 20, 20), ignore=(0,)), det(bowtie))
+    assert result['det_care'] == 0 and prh(result) == (1.0, 1.0, 1.0)
+
+
+def test_non_finite_and_bad_switch_are_errors():
+    with pytest.raises(ValueError, match=r'pred\[1\]: non-finite'):
+        evaluate(gt(box(0, 0, 10, 10)), det(box(0, 0, 10, 10), [[0, 0], [float('nan'), 1], [1, 1]]))
+    # the original DBNet rule drops it instead
+    dropped = DetectionIoUEvaluator(invalid_polygons='drop').evaluate_image(
+        gt(box(0, 0, 10, 10)), det(box(0, 0, 10, 10), [[0, 0], [float('nan'), 1], [1, 1]]))
+    assert dropped['det_care'] == 1
+    with pytest.raises(ValueError, match="'official', 'drop'"):
+        DetectionIoUEvaluator(invalid_polygons='repair')
+
+
+def test_valid_polygons_give_the_same_tables_with_both_switches():
+    rng = np.random.default_rng(1)
+    gts = [{'points': cv2.boxPoints(((float(x), float(y)), (float(w), float(h)), float(a))).round(), 'ignore': i < 2}
+           for i, (x, y, w, h, a) in enumerate(zip(*rng.uniform([0, 0, 20, 8, -40], [200, 200, 80, 30, 40], (12, 5)).T))]
+    dets = [{'points': item['points'] + rng.integers(-3, 4, (4, 2))} for item in gts[:10]]
+    dets = [item for item in dets if to_polygon(item['points']) is not None]
+    official, dropped = (DetectionIoUEvaluator(invalid_polygons=mode).prepare(gts, dets) for mode in ('official', 'drop'))
+    assert np.allclose(official.iou, dropped.iou, rtol=0, atol=1e-12)
+    assert (official.det_dont_care == dropped.det_dont_care).all()
+
+
+# ---- the Polygon library (Polygon3, what the official script imports as plg) as the oracle ----
+
+def official_image(gt_quads, gt_dont_care, det_quads):
+    """The official script's per-image arithmetic, written here with the Polygon library itself:
+    polygons from int32 corners, area(), p & q, the ZeroDivisionError caught as IoU 0."""
+    import Polygon as plg
+    gts = [plg.Polygon(np.asarray(quad, dtype=np.int32)) for quad in gt_quads]
+    dets = [plg.Polygon(np.asarray(quad, dtype=np.int32)) for quad in det_quads]
+
+    def intersection(p, q):
+        both = p & q
+        return 0 if len(both) == 0 else both.area()
+
+    det_dont_care = []
+    for d, pd in enumerate(dets):
+        for g in np.flatnonzero(gt_dont_care):
+            share = 0 if pd.area() == 0 else intersection(gts[g], pd) / pd.area()
+            if share > 0.5:
+                det_dont_care.append(d)
+                break
+    iou = np.zeros((len(gts), len(dets)))
+    for g, pg in enumerate(gts):
+        for d, pd in enumerate(dets):
+            try:
+                iou[g, d] = intersection(pd, pg) / (pd.area() + pg.area() - intersection(pd, pg))
+            except ZeroDivisionError:
+                iou[g, d] = 0
+    gt_taken, det_taken, matched = set(), set(), 0
+    for g in range(len(gts)):
+        for d in range(len(dets)):
+            if g not in gt_taken and d not in det_taken and not gt_dont_care[g] and d not in det_dont_care \
+                    and iou[g, d] > 0.5:
+                gt_taken.add(g)
+                det_taken.add(d)
+                matched += 1
+    return iou, matched, len(gts) - int(np.sum(gt_dont_care)), len(dets) - len(det_dont_care)
+
+
+def random_quads(rng, count):
+    """Integer quadrilaterals as result files hold them: rotated rectangles, jittered ones (convex,
+    concave, self-intersecting), corners in a shuffled order (bow ties), collinear and repeated corners."""
+    quads = []
+    for _ in range(count):
+        centre, size = rng.uniform(20, 100, 2), rng.uniform([4, 3], [60, 25])
+        quad = cv2.boxPoints((tuple(centre), tuple(size), float(rng.uniform(-90, 90))))
+        kind = rng.integers(6)
+        if kind == 1:
+            quad = quad + rng.normal(0, size.min() / 2, (4, 2))
+        elif kind == 2:
+            quad = quad[rng.permutation(4)]
+        elif kind == 3:
+            start, step = rng.uniform(0, 100, 2), rng.integers(-6, 7, 2)
+            quad = start + np.outer(rng.integers(-3, 4, 4), step)
+        elif kind == 4:
+            quad[rng.integers(4)] = quad[rng.integers(4)]
+        quads.append(np.round(quad).astype(np.int64))
+    return quads
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_per_image_numbers_equal_the_polygon_library(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(10):
+        gt_quads = random_quads(rng, 6)
+        det_quads = [quad + rng.integers(-4, 5, (4, 2)) for quad in gt_quads[:4]] + random_quads(rng, 5)
+        dont_care = rng.uniform(size=len(gt_quads)) < 0.3
+        iou, matched, gt_care, det_care = official_image(gt_quads, dont_care, det_quads)
+        result = evaluate(gt(*gt_quads, ignore=set(np.flatnonzero(dont_care))), det(*det_quads))
+        tables = DetectionIoUEvaluator().prepare(gt(*gt_quads, ignore=set(np.flatnonzero(dont_care))), det(*det_quads))
+        assert np.allclose(tables.iou, iou, rtol=1e-9, atol=1e-9)
+        assert (result['matched'], result['gt_care'], result['det_care']) == (matched, gt_care, det_care)
+
+
+def test_areas_and_intersections_equal_the_polygon_library_for_n_point_polygons():
+    import Polygon as plg
+    import shapely
+    rng = np.random.default_rng(7)
+    polygons = [np.round(rng.uniform(0, 40, (n, 2))) for n in rng.integers(3, 11, 150)]  # mostly self-intersecting
+    polygons += [np.round(rng.uniform(0, 40, (40, 2))) for _ in range(6)]  # hundreds of self-crossings each
+    polygons += [np.round(cv2.ellipse2Poly((20, 20), (18, 7), int(angle), 0, 360, 40)) for angle in range(0, 180, 30)]
+    for first, second in zip(polygons, polygons[1:] + polygons[:1]):
+        p, q = plg.Polygon(first), plg.Polygon(second)
+        both = p & q
+        assert contour_area(first) == pytest.approx(p.area(), rel=1e-12, abs=1e-12)
+        assert shapely.area(shapely.intersection(even_odd_region(first), even_odd_region(second))) == pytest.approx(
+            0 if len(both) == 0 else both.area(), rel=1e-9, abs=1e-9)
+
+
+def test_measurer_passes_the_switches_to_its_evaluators():
+    from structure.measurers import DetEvalMeasurer, QuadMeasurer
+    assert QuadMeasurer().evaluator.invalid_polygons == 'official'
+    assert QuadMeasurer(invalid_polygons='drop').evaluator.invalid_polygons == 'drop'
+    assert QuadMeasurer(protocol='deteval', deteval_version='pre-2019').evaluator.version == 'pre-2019'
+    assert DetEvalMeasurer(deteval_version='pre-2019').evaluator.version == 'pre-2019'
+    with pytest.raises(ValueError, match="invalid_polygons: expected one of 'official', 'drop'"):
+        QuadMeasurer(invalid_polygons='keep')
+    with pytest.raises(ValueError, match="deteval_version: expected one of 'current', 'pre-2019'"):
+        QuadMeasurer(deteval_version='2018')
+    # the zero-area detection of the official example through a validation batch
+    batch = {'polygons': [[np.array(flat('0,0,100,0,100,20,0,20'))]], 'ignore_tags': [[False]]}
+    output = ([[np.array(flat('0,0,100,0,100,20,0,20')), np.array(flat('10,10,20,10,30,10,15,10'))]], [[0.9, 0.9]])
+    for mode, precision in (('official', 0.5), ('drop', 1.0)):
+        measurer = QuadMeasurer(invalid_polygons=mode)
+        assert measurer.gather_measure(measurer.validate_measure(batch, output))['precision'] == precision
+
+
+@pytest.mark.parametrize('mode', ['official', 'drop'])
+def test_sweep_with_invalid_detections_equals_measuring_from_scratch(mode):
+    from structure.measurers import QuadMeasurer, sweep_box_thresh
+    # invalid detections (bow tie matching officially, zero area) between valid ones, scores interleaved
+    outputs = [{'polygons': [box(0, 0, 10, 10), box(20, 0, 30, 10), box(40, 0, 50, 10)], 'ignore_tags': [False] * 3,
+                'boxes': [np.array([[0, 0], [10, 10], [10, 0], [0, 10]]), box(20, 0, 30, 10),
+                          np.array(flat('10,10,20,10,30,10,15,10')), box(40, 0, 50, 10)],
+                'scores': [0.8, 0.5, 0.95, 0.35]}]
+    sweep = sweep_box_thresh(outputs, protocol='iou', invalid_polygons=mode)
+    measurer = QuadMeasurer(invalid_polygons=mode)
+    for row in sweep['rows']:
+        output = outputs[0]
+        scratch = measurer.gather_measure(measurer.validate_measure(
+            {'polygons': [output['polygons']], 'ignore_tags': [output['ignore_tags']]},
+            ([output['boxes']], [output['scores']]), box_thresh=row['box_thresh']))
+        assert (row['precision'], row['recall']) == (scratch['precision'], scratch['recall'])
+    rows = {row['box_thresh']: row for row in sweep['rows']}
+    # at 0.3 all four: official 3 matched of 4 detections (the zero-area one unmatched), drop 2 of 2
+    assert (rows[0.3]['precision'], rows[0.3]['recall']) == ((0.75, 1.0) if mode == 'official' else (1.0, 2 / 3))

@@ -16,11 +16,12 @@ class SweepRequest:
     """What one validation pass needs to sweep box_thresh; ``active`` False makes every method a no-op."""
 
     def __init__(self, active: bool, thresholds: Sequence[float] = (), representer: Any = None,
-                 protocol: str = 'iou'):
+                 protocol_options: Optional[Dict[str, str]] = None):
         self.active = active
         self.thresholds = tuple(thresholds)
         self.representer = representer
-        self.protocol = protocol
+        # the measurer's protocol and switches (QuadMeasurer.protocol_options): the sweep scores as it does
+        self.protocol_options = dict(protocol_options or {'protocol': 'iou'})
         self.keep_at: Optional[float] = getattr(representer, 'box_thresh', None) if active else None
 
     @classmethod
@@ -33,11 +34,11 @@ class SweepRequest:
         if not isinstance(getattr(representer, 'box_thresh', None), (int, float)):
             raise ValueError(f'validation.sweep needs a representer with a numeric box_thresh (such as '
                              f'SegDetectorRepresenter), got {type(representer).__name__}')
-        protocol = getattr(measurer, 'protocol', None)
-        if protocol is None:
+        options = getattr(measurer, 'protocol_options', None)
+        if options is None:
             raise ValueError(f'validation.sweep needs a measurer with a protocol (QuadMeasurer, DetEvalMeasurer), '
                              f'got {type(measurer).__name__}')
-        return cls(True, thresholds, representer, protocol)
+        return cls(True, thresholds, representer, options)
 
     @contextlib.contextmanager
     def lowered_threshold(self) -> Iterator[None]:

@@ -452,7 +452,7 @@ class Trainer:
     def _report_sweep(self, name: str, iteration: int, sweep: 'SweepRequest', outputs: List[Dict[str, Any]]) -> None:
         from structure.measurers import format_sweep, sweep_box_thresh
         try:
-            table = sweep_box_thresh(outputs, sweep.thresholds, protocol=sweep.protocol)
+            table = sweep_box_thresh(outputs, sweep.thresholds, **sweep.protocol_options)
         except Exception:
             self.logger.exception(f'validation on {name!r}: the box_thresh sweep failed at iteration {iteration}')
             return

@@ -5,26 +5,51 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from concern.deteval import DetEvalEvaluator
-from concern.icdar2015_eval import DetectionIoUEvaluator
+from concern.deteval import VERSIONS, DetEvalEvaluator
+from concern.icdar2015_eval import INVALID_POLYGONS, DetectionIoUEvaluator
 
 PROTOCOLS = {'iou': DetectionIoUEvaluator, 'deteval': DetEvalEvaluator}
 
 
-def make_evaluator(protocol: str) -> Any:
+def make_evaluator(protocol: str, invalid_polygons: str = 'official', deteval_version: str = 'current') -> Any:
+    """The evaluator of ``protocol`` ('iou': DetectionIoUEvaluator(invalid_polygons=...), 'deteval':
+    DetEvalEvaluator(version=deteval_version)); each keyword goes to its own protocol, both are checked.
+    Raises ValueError naming the allowed values for an unknown protocol, invalid_polygons or version."""
     if protocol not in PROTOCOLS:
         raise ValueError(f'protocol: expected one of {sorted(PROTOCOLS)}, got {protocol!r}')
-    return PROTOCOLS[protocol]()
+    # both are checked whatever the protocol, so that a typo in the unused one never passes silently
+    if invalid_polygons not in INVALID_POLYGONS:
+        raise ValueError(f"invalid_polygons: expected one of {', '.join(map(repr, INVALID_POLYGONS))}, "
+                         f'got {invalid_polygons!r}')
+    if deteval_version not in VERSIONS:
+        raise ValueError(f"deteval_version: expected one of {', '.join(map(repr, VERSIONS))}, got {deteval_version!r}")
+    if protocol == 'iou':
+        return DetectionIoUEvaluator(invalid_polygons=invalid_polygons)
+    return DetEvalEvaluator(version=deteval_version)
 
 
 class QuadMeasurer:
-    """protocol: 'iou' (ICDAR 2015, the default of every benchmark in the paper) or 'deteval' (Total-Text's
-    DetEval). Ground truth comes from the batch (``polygons``, ``ignore_tags``, original image coordinates,
-    as the representer's output)."""
+    """Detections of a validation batch against its ground truth (``polygons``, ``ignore_tags``, original
+    image coordinates, as the representer's output).
 
-    def __init__(self, protocol: str = 'iou'):
+    protocol: 'iou' (ICDAR 2015, the default of every benchmark in the paper) or 'deteval' (Total-Text's
+    DetEval). invalid_polygons (IoU protocol): 'official' (the official ICDAR 2015 script's arithmetic for
+    every polygon, default) or 'drop' (the original DBNet evaluator leaves out polygons that are not valid
+    simple polygons). deteval_version (DetEval protocol): 'current' (Total-Text's Deteval.py since its
+    April 2019 one-to-one fix, default) or 'pre-2019'. Raises ValueError for any other value."""
+
+    def __init__(self, protocol: str = 'iou', invalid_polygons: str = 'official', deteval_version: str = 'current'):
         self.protocol = protocol
-        self.evaluator = make_evaluator(protocol)
+        self.invalid_polygons = invalid_polygons
+        self.deteval_version = deteval_version
+        self.evaluator = make_evaluator(protocol, invalid_polygons, deteval_version)
+
+    @property
+    def protocol_options(self) -> Dict[str, str]:
+        """``protocol``, ``invalid_polygons`` and ``deteval_version``, as ``sweep_box_thresh`` takes them, so that
+        a sweep scores exactly as this measurer does."""
+        return {'protocol': self.protocol, 'invalid_polygons': self.invalid_polygons,
+                'deteval_version': self.deteval_version}
 
     def validate_measure(self, batch: Mapping[str, Any], output: Tuple[Sequence, Sequence],
                          is_output_polygon: bool = False, box_thresh: float = 0.6) -> List[Dict[str, Any]]:
@@ -58,8 +83,9 @@ class QuadMeasurer:
 class DetEvalMeasurer(QuadMeasurer):
     """QuadMeasurer with Total-Text's DetEval protocol."""
 
-    def __init__(self, protocol: str = 'deteval'):
-        super().__init__(protocol=protocol)
+    def __init__(self, protocol: str = 'deteval', invalid_polygons: str = 'official',
+                 deteval_version: str = 'current'):
+        super().__init__(protocol=protocol, invalid_polygons=invalid_polygons, deteval_version=deteval_version)
 
 
 def ground_truth(batch: Mapping[str, Any]) -> List[List[Dict[str, Any]]]:

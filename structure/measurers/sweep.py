@@ -16,15 +16,17 @@ DEFAULT_THRESHOLDS = tuple(round(0.3 + 0.05 * step, 2) for step in range(13))  #
 
 
 def sweep_box_thresh(outputs: Sequence[Mapping[str, Any]], thresholds: Optional[Sequence[float]] = None,
-                     protocol: str = 'iou') -> Dict[str, Any]:
+                     protocol: str = 'iou', invalid_polygons: str = 'official',
+                     deteval_version: str = 'current') -> Dict[str, Any]:
     """``outputs``: per image ``{'boxes', 'scores', 'polygons', 'ignore_tags'}`` (detections and ground truth
     in the same coordinates, e.g. the per-image outputs eval.py collects). Returns ``{'rows': [{'box_thresh',
     'precision', 'recall', 'fmeasure'}, ...], 'best': the row of highest fmeasure (the lowest threshold on
-    ties)}``. The representer must have run with box_thresh no higher than the lowest threshold swept."""
+    ties)}``. The representer must have run with box_thresh no higher than the lowest threshold swept.
+    invalid_polygons / deteval_version: as QuadMeasurer's."""
     thresholds = DEFAULT_THRESHOLDS if thresholds is None else tuple(float(value) for value in thresholds)
     if not thresholds:
         raise ValueError('thresholds: expected at least one value, got none')
-    evaluator = make_evaluator(protocol)
+    evaluator = make_evaluator(protocol, invalid_polygons, deteval_version)
     prepared = []
     for index, output in enumerate(outputs):
         for key in ('boxes', 'scores', 'polygons', 'ignore_tags'):
@@ -37,8 +39,7 @@ def sweep_box_thresh(outputs: Sequence[Mapping[str, Any]], thresholds: Optional[
         ignore_tags = np.asarray(output['ignore_tags'], dtype=bool).reshape(-1)
         gt = [{'points': polygon, 'ignore': bool(ignore)} for polygon, ignore in zip(output['polygons'], ignore_tags)]
         pred = [{'points': box} for box in boxes]
-        valid = np.array([_is_valid(evaluator, box) for box in boxes], dtype=bool)
-        prepared.append((evaluator.prepare(gt, pred), scores[valid]))
+        prepared.append((evaluator.prepare(gt, pred), scores))  # one table column per detection
     rows = []
     for threshold in thresholds:
         results = [evaluator.match(tables, keep=scores >= threshold) for tables, scores in prepared]
@@ -67,11 +68,3 @@ def format_sweep(sweep: Mapping[str, Any]) -> str:
         lines.append(f"| {row['box_thresh']:.2f}{mark} | {row['precision']:.4f} | {row['recall']:.4f} | "
                      f"{row['fmeasure']:.4f} |")
     return '\n'.join(lines)
-
-
-def _is_valid(evaluator: Any, box: Any) -> bool:
-    """Whether the IoU protocol keeps this detection (it drops invalid polygons; DetEval keeps all)."""
-    if evaluator.protocol != 'iou':
-        return True
-    from concern.icdar2015_eval import to_polygon
-    return to_polygon(box) is not None
