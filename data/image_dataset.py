@@ -136,16 +136,21 @@ class ImageDataset(torch.utils.data.Dataset):
         return count
 
     def load_lines(self, index: int) -> List[Dict[str, Any]]:
+        """Ground-truth lines of sample ``index``; :class:`DataError` (file and line) for malformed input.
+
+        Training: degenerate polygons are repaired or marked don't care (:func:`sanitize_lines`).
+        Evaluation: every polygon as annotated, as the official ICDAR 2015 script and DetEval take them.
+        """
         _, _, fmt, ref = self.entries[index]
         if fmt == 'synthtext':
             source, position = ref
-            lines = source.lines(position)
+            lines, where = source.lines(position), f'{source.mat_path}: image {position}'
         elif fmt == 'paddle':
             row, where = ref
             lines = parse_paddle_label(row, where)[1]
         else:
-            lines = LIST_READERS[fmt](ref)
-        return sanitize_lines(lines)
+            lines, where = LIST_READERS[fmt](ref), ref
+        return sanitize_lines(lines, where) if self.is_training else lines
 
     def load_sample(self, index: int) -> Dict[str, Any]:
         image_path, data_id, _, _ = self.entries[index]

@@ -1,7 +1,9 @@
 """Ground-truth readers for the supported benchmark formats.
 
-Every reader returns a list of lines ``{'poly': [[x, y], ...], 'text': str}`` (``'###'`` = don't care)
-and raises :class:`DataError` naming the file and line for malformed input.
+Every reader returns a list of lines ``{'poly': [[x, y], ...], 'text': str}`` (px, ``'###'`` = don't care)
+and raises :class:`DataError` naming the file and line for malformed input, a non-finite coordinate
+(``nan``, ``inf``, ``1e999``: any spelling ``float()`` accepts) included. Polygons are returned as
+annotated; repairing degenerate ones is a training step (:mod:`data.polygon_utils`).
 """
 import json
 import math
@@ -29,22 +31,49 @@ def _read_text(path: str) -> str:
     return text.replace('\ufeff', '')
 
 
-def _is_number(token: str) -> bool:
+def _is_number(token: object) -> bool:
+    """Whether ``float()`` reads the token, non-finite spellings ('nan', 'inf', '1e999') included, so that
+    a non-finite coordinate is reported as one rather than read as the start of a label."""
     try:
         float(token)
-    except ValueError:
+    except (TypeError, ValueError):
         return False
-    return math.isfinite(float(token))
+    return True
 
 
-def _pairs(values: Sequence[float], where: str) -> List[List[float]]:
+def _finite(values: Sequence[object], where: str) -> List[float]:
+    """``values`` as floats; :class:`DataError` naming ``where`` and the value if one is not finite."""
+    numbers = [float(v) for v in values]
+    for position, number in enumerate(numbers):
+        if not math.isfinite(number):
+            raise DataError(f'{where}: non-finite coordinate {str(values[position]).strip()!r} '
+                            f'(value {position + 1})')
+    return numbers
+
+
+def _pairs(values: Sequence[object], where: str) -> List[List[float]]:
     if len(values) < 6 or len(values) % 2:
         raise DataError(f'{where}: expected an even number (>= 6) of coordinates, got {len(values)}')
-    return [[float(values[i]), float(values[i + 1])] for i in range(0, len(values), 2)]
+    numbers = _finite(values, where)
+    return [[numbers[i], numbers[i + 1]] for i in range(0, len(numbers), 2)]
+
+
+_QUOTED = re.compile(r'^\s*"(.*)"\s*$', re.S)
+
+
+def unquote_transcription(text: str) -> str:
+    """A transcription as the official Robust Reading scripts read it (rrc_evaluation_funcs.py): one written in
+    double quotes loses them, ``\\\\`` becomes ``\\`` and ``\\"`` becomes ``"``; anything else is kept as is.
+    So ``"###"`` is don't care, as in the official evaluation."""
+    match = _QUOTED.match(text)
+    if match is None:
+        return text
+    return match.group(1).replace('\\\\', '\\').replace('\\"', '"')
 
 
 def read_icdar2015(path: str) -> List[Line]:
-    """``x1,y1,...,x4,y4,transcription`` (transcription may hold commas; ``###`` = don't care)."""
+    """``x1,y1,...,x4,y4,transcription`` (transcription may hold commas; ``###`` = don't care; a quoted
+    transcription is unquoted as the official script does, :func:`unquote_transcription`)."""
     lines = []
     for number, row in enumerate(_read_text(path).splitlines(), 1):
         if not row.strip():
@@ -53,13 +82,16 @@ def read_icdar2015(path: str) -> List[Line]:
         where = f'{path}:{number}'
         if len(parts) < 9 or not all(_is_number(p) for p in parts[:8]):
             raise DataError(f'{where}: expected 8 coordinates then a transcription, got {row!r}')
-        lines.append({'poly': _pairs([float(p) for p in parts[:8]], where), 'text': ','.join(parts[8:])})
+        lines.append({'poly': _pairs(parts[:8], where), 'text': unquote_transcription(','.join(parts[8:]))})
     return lines
 
 
 def read_converted(path: str, difficult_label: Optional[str] = None) -> List[Line]:
     """The original code base's converted format: an even number of coordinates, then a label.
 
+    The coordinates are the longest even run of leading numeric tokens that leaves the last token as the
+    label (labels may hold commas, and may start with a number: ``...,8,1,000`` has the label ``1,000``).
+    ``nan`` / ``inf`` count as numeric, so a non-finite coordinate is an error and not a label start.
     ``difficult_label`` (``'1'`` for MSRA-TD500) is a label value meaning don't care.
     """
     lines = []
@@ -77,7 +109,7 @@ def read_converted(path: str, difficult_label: Optional[str] = None) -> List[Lin
         label = ','.join(parts[count:])
         if difficult_label is not None and label == difficult_label:
             label = DONT_CARE
-        lines.append({'poly': _pairs([float(p) for p in parts[:count]], where), 'text': label})
+        lines.append({'poly': _pairs(parts[:count], where), 'text': label})
     return lines
 
 
@@ -96,13 +128,17 @@ def read_totaltext(path: str) -> List[Line]:
         chunk = content[start:end]
         number = content.count('\n', 0, start) + 1
         match = _TOTALTEXT_RECORD.match(chunk)
-        try:
-            xs = [float(v) for v in match.group('x').split()] if match else None
-            ys = [float(v) for v in match.group('y').split()] if match else None
-        except ValueError:
-            xs = ys = None
-        if match is None or xs is None or len(xs) != len(ys) or len(xs) < 3:
+        tokens = {axis: list(re.finditer(r'\S+', match.group(axis))) if match else [] for axis in 'xy'}
+        if (match is None or len(tokens['x']) != len(tokens['y']) or len(tokens['x']) < 3
+                or not all(_is_number(t.group()) for axis in 'xy' for t in tokens[axis])):
             raise DataError(f'{path}:{number}: malformed Total-Text record {chunk.strip()[:80]!r}')
+        for axis in 'xy':
+            for token in tokens[axis]:
+                if not math.isfinite(float(token.group())):
+                    line = content.count('\n', 0, start + match.start(axis) + token.start()) + 1
+                    raise DataError(f'{path}:{line}: non-finite {axis} coordinate {token.group()!r}')
+        xs = [float(t.group()) for t in tokens['x']]
+        ys = [float(t.group()) for t in tokens['y']]
         text = match.group('text')
         if text == '#' or match.group('ornt') == '#':
             text = DONT_CARE
@@ -123,7 +159,7 @@ def read_td500(path: str) -> List[Line]:
         where = f'{path}:{number}'
         if len(parts) != 7 or not all(_is_number(p) for p in parts):
             raise DataError(f'{where}: expected "index difficult x y w h theta", got {row!r}')
-        _, difficult, x, y, w, h, theta = (float(p) for p in parts)
+        _, difficult, x, y, w, h, theta = _finite(parts, where)
         cx, cy = x + w / 2.0, y + h / 2.0
         corners = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]]) - (cx, cy)
         cos, sin = math.cos(theta), math.sin(theta)
@@ -155,30 +191,64 @@ def read_ctw1500(path: str) -> List[Line]:
         tokens = [t for t in row.replace(',', ' ').split()]
         if not tokens or not all(_is_number(t) for t in tokens):
             raise DataError(f'{where}: expected numeric CTW1500 coordinates, got {row!r}')
-        values = [float(t) for t in tokens]
+        values = _finite(tokens, where)
         if len(values) == 32:
             xmin, ymin = values[0], values[1]
             points = [[xmin + values[i], ymin + values[i + 1]] for i in range(4, 32, 2)]
         else:
-            points = _pairs(values, where)
+            points = _pairs(tokens, where)
         lines.append({'poly': points, 'text': text})
     return lines
 
 
 def _read_ctw1500_xml(path: str) -> List[Line]:
-    import xml.etree.ElementTree as ElementTree
+    """``<box>`` elements (in document order) with ``<label>`` and ``<segs>`` children; errors name the
+    line of the ``<segs>`` (or of the ``<box>`` when it has none). Parsed with expat for line numbers."""
+    from xml.parsers import expat
+    parser = expat.ParserCreate()
+    boxes: List[Dict[str, object]] = []   # every box, in document order
+    open_boxes: List[Dict[str, object]] = []
+    elements: List[str] = []
+    field: List[Optional[Dict[str, object]]] = [None]  # the box whose <label>/<segs> text is being read
+
+    def start(name: str, _attributes: Dict[str, str]) -> None:
+        parent = elements[-1] if elements else None
+        elements.append(name)
+        field[0] = None
+        if name == 'box':
+            box = {'line': parser.CurrentLineNumber, 'depth': len(elements), 'label': None, 'segs': None}
+            boxes.append(box)
+            open_boxes.append(box)
+        elif parent == 'box' and name in ('label', 'segs') and open_boxes[-1][name] is None:
+            box = open_boxes[-1]
+            box[name], box['reading'] = [], name
+            if name == 'segs':
+                box['line'] = parser.CurrentLineNumber
+            field[0] = box
+
+    def text(data: str) -> None:
+        if field[0] is not None:
+            field[0][field[0]['reading']].append(data)
+
+    def end(name: str) -> None:
+        elements.pop()
+        field[0] = None
+        if name == 'box' and open_boxes and open_boxes[-1]['depth'] == len(elements) + 1:
+            open_boxes.pop()
+
+    parser.StartElementHandler, parser.EndElementHandler, parser.CharacterDataHandler = start, end, text
     try:
-        root = ElementTree.fromstring(_read_text(path))
-    except ElementTree.ParseError as error:
-        raise DataError(f'{path}:{error.position[0]}: malformed XML ({error})') from None
+        parser.Parse(_read_text(path), True)
+    except expat.ExpatError as error:
+        raise DataError(f'{path}:{error.lineno}: malformed XML ({expat.ErrorString(error.code)})') from None
     lines = []
-    for index, box in enumerate(root.iter('box')):
-        segs = box.findtext('segs')
+    for index, box in enumerate(boxes):
+        where = f'{path}:{box["line"]} (box {index})'
+        segs = None if box['segs'] is None else ''.join(box['segs'])
         if segs is None or not all(_is_number(t) for t in segs.split(',')):
-            raise DataError(f'{path}: box {index}: expected <segs> with numeric coordinates')
-        label = box.findtext('label') or DONT_CARE
-        lines.append({'poly': _pairs([float(t) for t in segs.split(',')], f'{path}: box {index}'),
-                      'text': label})
+            raise DataError(f'{where}: expected <segs> with numeric coordinates')
+        label = ''.join(box['label'] or []) or DONT_CARE
+        lines.append({'poly': _pairs(segs.split(','), where), 'text': label})
     return lines
 
 
@@ -197,10 +267,13 @@ def parse_paddle_label(row: str, where: str) -> (str, List[Line]):
         if not isinstance(points, list) or len(points) < 3 or not all(
                 isinstance(p, (list, tuple)) and len(p) == 2 for p in points):
             raise DataError(f'{where}: expected "points" as a list of >= 3 [x, y], got {str(item)[:80]!r}')
+        if not all(_is_number(v) and not isinstance(v, bool) for point in points for v in point):
+            raise DataError(f'{where}: expected numeric "points", got {str(points)[:80]!r}')
         text = str(item.get('transcription', ''))
         if text in ('###', '*') or item.get('difficult', False):
             text = DONT_CARE
-        lines.append({'poly': [[float(x), float(y)] for x, y in points], 'text': text})
+        flat = _finite([v for point in points for v in point], where)
+        lines.append({'poly': [[flat[i], flat[i + 1]] for i in range(0, len(flat), 2)], 'text': text})
     return image_path, lines
 
 
@@ -214,6 +287,8 @@ def synthtext_lines(word_boxes: np.ndarray, texts: Sequence[str], where: str) ->
     words = [w for t in np.atleast_1d(texts) for w in str(t).split()]
     if len(words) != boxes.shape[2]:
         raise DataError(f'{where}: {boxes.shape[2]} word boxes but {len(words)} words')
+    for word in range(boxes.shape[2]):
+        _finite(boxes[:, :, word].T.ravel().tolist(), f'{where}: word {word}')
     return [{'poly': boxes[:, :, i].T.tolist(), 'text': words[i]} for i in range(boxes.shape[2])]
 
 

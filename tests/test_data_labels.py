@@ -1,6 +1,7 @@
 """Label maps of hand-made polygons against values worked out by hand and a per-pixel reference."""
 import math
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -136,3 +137,124 @@ def test_normalize_filter_and_collate():
     assert batch['shape'] == [[16, 16], [16, 16]] and len(batch['polygons']) == 2
     with pytest.raises(ValueError, match='different sizes'):
         ICDARCollectFN()([samples[0], dict(samples[1], image=torch.zeros(3, 8, 9))])
+
+
+def five_blocks(left=16.0, top=100.0):
+    """One text line 12 px tall (y in [top, top + 12]): five 64 px blocks joined by 12 px long, 4 px tall
+    necks (y in [top + 4, top + 8]). A = 5 * 64 * 12 + 4 * 12 * 4 = 4032 px^2; L = 2 * 320 (block tops and
+    bottoms) + 2 * 48 (neck tops and bottoms) + 16 * 4 (steps into the necks) + 2 * 12 (ends) = 824 px."""
+    upper, lower, x = [], [], left
+    for block in range(5):
+        upper += [[x, top], [x + 64, top]]
+        lower += [[x, top + 12], [x + 64, top + 12]]
+        x += 64
+        if block < 4:
+            upper += [[x, top + 4], [x + 12, top + 4]]
+            lower += [[x, top + 8], [x + 12, top + 8]]
+            x += 12
+    return np.array(upper + lower[::-1], dtype=np.float64)
+
+
+def test_every_piece_of_a_split_shrink_is_text():
+    import pyclipper
+    polygon = five_blocks()
+    distance = 4032 * (1 - 0.4 ** 2) / 824  # 4.110 px: over half a neck (2 px), under half a block (6 px)
+    offset = pyclipper.PyclipperOffset(arc_tolerance=0.25 * 1000)  # pyclipper directly, at 1/1000 px
+    offset.AddPath((polygon * 1000).astype(np.int64).tolist(), pyclipper.JT_ROUND, pyclipper.ET_CLOSEDPOLYGON)
+    pieces = [np.array(p) / 1000 for p in offset.Execute(-distance * 1000)]
+    assert len(pieces) == 5
+    centres = [(16 + 32 + 76 * block, 106) for block in range(5)]
+    # one piece per block, each spanning the block shrunk by D: x in [x0 + D, x0 + 64 - D], y in [100 + D, 112 - D]
+    assert sorted(round(float(p[:, 0].mean() / 76 - 48 / 76)) for p in pieces) == [0, 1, 2, 3, 4]
+    for piece in pieces:
+        assert piece[:, 1].min() == pytest.approx(100 + distance, abs=0.05)
+        assert piece[:, 1].max() == pytest.approx(112 - distance, abs=0.05)
+    data = labelled([{'poly': polygon.tolist(), 'text': 'word'}], height=200, width=400)
+    gt, mask = data['gt'][0], data['mask']
+    assert data['ignore_tags'].tolist() == [False]
+    for (x, y), x0 in zip(centres, range(16, 400, 76)):
+        assert gt[y, x] == 1 and mask[y, x] == 1
+        assert (gt[105:108, x0 + 6:x0 + 59] == 1).all()  # rows 105..107, columns x0 + 5 (+1 margin) ... x0 + 59
+    for neck in range(4):
+        assert gt[106, 16 + 64 + 76 * neck + 6] == 0   # neck centre: 2 px from its edges < D, not in the shrink
+    # the text region is exactly five separate pieces, one per block, all inside the annotated polygon
+    count, components = cv2.connectedComponents(gt.astype(np.uint8), connectivity=8)
+    assert count - 1 == 5 and sorted(components[y, x] for x, y in centres) == [1, 2, 3, 4, 5]
+    inside = np.zeros_like(gt)
+    cv2.fillPoly(inside, [polygon.astype(np.int32).reshape(-1, 1, 2)], 1)
+    assert (gt <= inside).all()
+    assert data['thresh_mask'][106, 16 + 64 + 76 * 3 + 6] == 1
+
+
+def test_border_mask_leaves_the_hole_of_a_closed_up_dilation_empty():
+    # A 100 x 100 square ring, 20 px thick, with a 10 px gap in its right side (a "C"), at (20, 20):
+    # A = 10000 - 3600 - 20 * 10 = 6200; L = 3 * 100 + 2 * 45 + 2 * 20 + 3 * 60 + 2 * 25 = 660;
+    # D = 6200 * 0.84 / 660 = 7.89 > 10 / 2, so the dilation closes the gap and encloses the part of the
+    # cavity farther than D from the ring: x, y in [40 + D, 100 - D] = [47.9, 92.1].
+    ring = np.array([[0, 0], [100, 0], [100, 45], [80, 45], [80, 20], [20, 20], [20, 80], [80, 80], [80, 55],
+                     [100, 55], [100, 100], [0, 100]], float) + 20
+    data = labelled([{'poly': ring.tolist(), 'text': 'C'}], height=140, width=140)
+    mask = data['thresh_mask']
+    assert mask[70, 70] == 0 and mask[49, 70] == 0 and mask[70, 91] == 0       # in the hole
+    assert mask[46, 70] == 1 and mask[70, 94] == 1 and mask[70, 115] == 1      # within D of the ring; the gap
+    assert mask[30, 30] == 1 and mask[10, 70] == 0                              # the ring; 10 px outside it
+    assert data['thresh_map'][70, 70] == pytest.approx(0.3)
+
+
+def bowtie_of(rect):
+    """The rectangle with its 2nd and 3rd corners swapped (a self-crossing "bow-tie")."""
+    return [rect[0], rect[2], rect[1], rect[3]]
+
+
+def test_training_bowtie_is_trained_as_the_whole_quadrilateral():
+    from data.polygon_utils import sanitize_lines
+    # RECT with two corners swapped: make_valid gives two triangles of 200 px^2 each (half of 40 x 20);
+    # the repair restores the 800 px^2 rectangle, so the labels equal those of RECT itself.
+    lines = sanitize_lines([{'poly': bowtie_of(RECT), 'text': 'x'}])
+    data, reference = labelled(lines), labelled([{'poly': RECT, 'text': 'x'}])
+    assert (data['gt'][0, 16:25, 16:45] == 1).all() and (data['mask'] == 1).all()
+    for key in ('gt', 'mask', 'thresh_mask'):
+        assert np.array_equal(data[key], reference[key])
+    assert np.allclose(data['thresh_map'], reference['thresh_map'], atol=1e-6)  # edges visited in another order
+
+
+def test_training_crossing_curve_is_dont_care_over_its_hull():
+    from data.polygon_utils import sanitize_lines
+    # a 5-point outline whose sides cross; hull = the 40 x 20 box at (10, 14) plus the triangle
+    # (10, 14), (50, 14), (30, 4) above it
+    crossing = [[10, 14], [50, 14], [50, 34], [30, 4], [10, 34]]
+    data = labelled(sanitize_lines([{'poly': crossing, 'text': 'x'}]))
+    assert data['ignore_tags'].tolist() == [True] and (data['gt'] == 0).all()
+    assert data['mask'][30, 30] == 0 and data['mask'][8, 30] == 0 and data['mask'][20, 12] == 0
+    assert data['mask'][36, 30] == 1 and data['mask'][5, 12] == 1
+    assert (data['thresh_mask'] == 0).all()
+
+
+def test_evaluation_ground_truth_reaches_the_batch_unrepaired(tmp_path):
+    from data import DataLoader, ImageDataset
+    from data.processes import AugmentDetectionData
+    bowtie = [[10, 10], [50, 30], [50, 10], [10, 30]]
+    crossing = [[10, 44], [50, 44], [50, 64], [30, 34], [10, 64]]
+    flat = [[60, 5], [70, 5], [80, 5]]  # three collinear points: zero area
+    for folder in ('test_images', 'test_gts'):
+        (tmp_path / folder).mkdir()
+    cv2.imwrite(str(tmp_path / 'test_images' / 'a.jpg'), np.zeros((70, 90, 3), np.uint8))
+    rows = [','.join(str(v) for point in poly for v in point) + ',w' for poly in (bowtie, crossing, flat)]
+    (tmp_path / 'test_gts' / 'a.jpg.txt').write_text('\n'.join(rows) + '\n')
+    (tmp_path / 'test_list.txt').write_text('a.jpg\n')
+    processes = [AugmentDetectionData([['Resize', {'width': 64, 'height': 32}]], only_resize=True),
+                 MakeICDARData(), MakeSegDetectionData(), NormalizeImage()]
+    dataset = ImageDataset([str(tmp_path)], [str(tmp_path / 'test_list.txt')], processes, gt_format='converted',
+                           strict=True)
+    assert not dataset.is_training
+    batch = next(iter(DataLoader(dataset, batch_size=1, num_workers=0, collect_fn=ICDARCollectFN())))
+    assert tuple(batch['image'].shape) == (1, 3, 32, 64) and batch['shape'] == [[70, 90]]
+    polygons = batch['polygons'][0]
+    assert [p.tolist() for p in polygons] == [bowtie, crossing, flat]
+    assert batch['ignore_tags'][0].tolist() == [False, False, False]
+    # the same file in training is repaired: the bow-tie becomes the rectangle, the others don't care
+    train = ImageDataset([str(tmp_path)], [str(tmp_path / 'test_list.txt')], [], gt_format='converted',
+                         is_training=True)
+    lines = train[0]['lines']
+    assert lines[0] == {'poly': [[10, 10], [50, 10], [50, 30], [10, 30]], 'text': 'w'}
+    assert [line['text'] for line in lines[1:]] == ['###', '###']

@@ -30,6 +30,16 @@ def test_icdar2015_bom_commas_and_dont_care(tmp_path):
     assert lines[0]['poly'] == [[377, 117], [463, 117], [465, 130], [378, 130]]
 
 
+def test_icdar2015_quoted_transcriptions_are_read_as_the_official_script_reads_them(tmp_path):
+    # rrc_evaluation_funcs.py: a transcription in double quotes loses them (\\\\ -> \\, \\" -> "), so "###" is
+    # don't care there; text that is not wholly quoted stays as written.
+    path = write(tmp_path / 'gt_img_1.txt',
+                 '0,0,10,0,10,10,0,10,"###"\n'
+                 '0,0,10,0,10,10,0,10, "say \\"hi\\", a\\\\b" \n'
+                 '0,0,10,0,10,10,0,10,plain "quote"\n')
+    assert [line['text'] for line in read_icdar2015(path)] == ['###', 'say "hi", a\\b', 'plain "quote"']
+
+
 def test_icdar2015_malformed_line_names_file_and_line(tmp_path):
     path = write(tmp_path / 'gt.txt', '1,2,3,4,5,6,7,8,ok\n1,2,3,x,5,6,7,8,bad\n')
     with pytest.raises(DataError, match=r'gt.txt:2'):
@@ -132,11 +142,68 @@ def test_read_image_ignores_exif_and_converts_formats(tmp_path):
 
 
 def test_sanitize_degenerate_polygons():
+    from shapely.geometry import Polygon
     assert sanitize_line({'poly': [[0, 0], [5, 5]], 'text': 'a'})['text'] == '###'
     assert sanitize_line({'poly': [[0, 0], [5, 5], [10, 10]], 'text': 'a'})['text'] == '###'  # zero area
+    simple = {'poly': [[0, 0], [10, 0], [10, 10], [0, 10]], 'text': 'a'}
+    assert sanitize_line(simple) == simple
+    # 10 x 10 square with its 2nd and 3rd corners swapped: two triangles of 25 px^2 meeting at (5, 5); the
+    # repair restores the 100 px^2 square (the old one kept a 25 px^2 triangle)
     bowtie = sanitize_line({'poly': [[0, 0], [10, 10], [10, 0], [0, 10]], 'text': 'a'})
-    from shapely.geometry import Polygon
-    assert bowtie['text'] == 'a' and Polygon(bowtie['poly']).is_valid and Polygon(bowtie['poly']).area > 0
+    assert bowtie == {'poly': [[0, 0], [10, 0], [10, 10], [0, 10]], 'text': 'a'}
+    # 40 x 12 box with its 3rd and 4th corners swapped (triangles of 120 px^2): back to 480 px^2
+    bowtie = sanitize_line({'poly': [[0, 0], [40, 0], [0, 12], [40, 12]], 'text': 'b'})
+    assert bowtie['text'] == 'b' and Polygon(bowtie['poly']).is_valid and Polygon(bowtie['poly']).area == 480
+    # a spike (out to (5, 20) and back) on a 10 x 10 square: one valid part, its area 100 px^2 kept, text kept
+    spike = sanitize_line({'poly': [[0, 0], [10, 0], [10, 10], [5, 10], [5, 20], [5, 10], [0, 10]], 'text': 'c'})
+    assert spike['text'] == 'c' and Polygon(spike['poly']).area == 100
+    # five points whose sides cross: don't care over the convex hull, the 20 x 10 box plus the triangle
+    # (0, 0), (20, 0), (10, -5) above it: 200 + 20 * 5 / 2 = 250 px^2
+    crossing = sanitize_line({'poly': [[0, 0], [20, 0], [20, 10], [10, -5], [0, 10]], 'text': 'd'})
+    assert crossing['text'] == '###' and Polygon(crossing['poly']).area == 250
+    with pytest.raises(DataError, match='gt.txt:3: non-finite'):
+        sanitize_line({'poly': [[0, 0], [10, float('nan')], [10, 10]], 'text': 'e'}, 'gt.txt:3')
+
+
+NON_FINITE = ['nan', 'inf', '-inf', 'NaN', '-Infinity', '+nan', '1e999']
+
+
+@pytest.mark.parametrize('bad', NON_FINITE)
+def test_non_finite_coordinates_name_file_and_line(tmp_path, bad):
+    good = '1,2,30,2,30,20,1,20'
+    cases = [
+        (read_icdar2015, 'gt_img_1.txt', f'{good},ok\n1,2,3,{bad},5,6,7,8,word\n', 2),
+        (read_converted, 'img.jpg.txt', f'{good},ok\n\n10,10,50,10,50,30,{bad},70,NANLAST\n', 3),
+        (lambda path: read_converted(path, difficult_label='1'), 'td.jpg.txt', f'{bad},1,2,3,4,5,6,7,1\n', 1),
+        (read_totaltext, 'poly_gt_img1.txt',
+         "x: [[1 9 9]], y: [[1 1 9]], ornt: [u'c'], transcriptions: [u'a']\n"
+         f"x: [[1 9\n 9]], y: [[1 1\n {bad}]], ornt: [u'c'],\n transcriptions: [u'b']\n", 4),
+        (read_td500, 'IMG_1.gt', f'0 0 1 2 30 20 0\n1 0 1 2 30 20 {bad}\n', 2),
+        (read_ctw1500, '0001.txt', ','.join(['1'] * 32) + '\n' + ','.join(['1'] * 31 + [bad]) + '\n', 2),
+        (read_ctw1500, '1001.txt', ','.join(['1'] * 28) + f',####a\n' + ','.join(['1'] * 27 + [bad]) + ',####b\n', 2),
+        (read_ctw1500, '0002.xml', '<Annotations>\n<image>\n<box><label>a</label><segs>0,0,9,0,9,9</segs></box>\n'
+         f'<box><label>b</label>\n<segs>0,0,9,0,9,{bad}</segs></box>\n</image>\n</Annotations>\n', 5),
+    ]
+    for reader, name, text, line in cases:
+        path = write(tmp_path / name, text)
+        with pytest.raises(DataError, match=rf'{name}:{line}\b.*non-finite'):
+            reader(path)
+    row = f'a.jpg\t[{{"transcription": "x", "points": [[0, 0], [9, 0], ["{bad}", 9]]}}]'
+    with pytest.raises(DataError, match='Label.txt:4: non-finite'):
+        parse_paddle_label(row, 'Label.txt:4')
+    boxes = np.zeros((2, 4, 2))
+    boxes[1, 2, 1] = float(bad)
+    with pytest.raises(DataError, match='gt.mat: image 3: word 1: non-finite'):
+        synthtext_lines(boxes, ['a b'], 'gt.mat: image 3')
+
+
+@pytest.mark.parametrize('token', ['NaN', 'Infinity', '-Infinity', '1e999'])
+def test_paddle_json_non_finite_numbers(token):
+    row = f'a.jpg\t[{{"transcription": "x", "points": [[0, 0], [9, {token}], [9, 9]]}}]'
+    with pytest.raises(DataError, match='Label.txt:2: non-finite'):
+        parse_paddle_label(row, 'Label.txt:2')
+    with pytest.raises(DataError, match='Label.txt:2: expected numeric'):
+        parse_paddle_label('a.jpg\t[{"points": [[0, 0], [9, "x"], [9, 9]]}]', 'Label.txt:2')
 
 
 def make_converted_dataset(root, names=('a.jpg', 'b.jpg', 'c.jpg'), split='train'):
@@ -206,3 +273,14 @@ def test_synthtext_mat_and_paddle_datasets(tmp_path):
                        '8/x_0.jpg\t[{"transcription": "Yo", "points": [[0, 0], [8, 0], [8, 4], [0, 4]]}]\n')
     paddle = ImageDataset(data_dir=[str(tmp_path / 'synth')], data_list=[label_file], processes=[], gt_format='paddle')
     assert paddle[0]['lines'][0]['text'] == 'Yo' and paddle[0]['image'].shape == (30, 40, 3)
+
+
+@pytest.mark.parametrize('training', [True, False])
+def test_non_finite_ground_truth_through_the_dataset(tmp_path, training):
+    split = 'train' if training else 'test'
+    data_dir, data_list = make_converted_dataset(tmp_path, split=split)
+    write(tmp_path / f'{split}_gts' / 'b.jpg.txt', '1,1,20,1,20,10,1,10,ok\n1,1,20,1,20,nan,1,10,bad\n')
+    strict = ImageDataset(data_dir=[data_dir], data_list=[data_list], processes=[], strict=True)
+    assert strict.is_training == training
+    with pytest.raises(DataError, match='b.jpg.txt:2: non-finite'):
+        strict[1]

@@ -82,6 +82,34 @@ def test_eval_metrics_and_result_files_equal_direct_measurer(setup, capsys):
         assert np.allclose(written_scores, scores, atol=1e-6)
 
 
+def test_eval_counts_invalid_ground_truth_as_the_official_script_and_the_sweep_follows_the_switch(setup, capsys):
+    # img_1's ground truth := the model's own detections plus one cared word whose polygon has no area. The official
+    # ICDAR 2015 script counts that word (it can never be matched: recall n / (n + 1)); the original DBNet
+    # evaluator's 'drop' leaves it out (recall 1). The box_thresh sweep must score as the measurer does.
+    detections, _ = direct_detections(setup)
+    boxes, _ = detections['img_1.jpg']
+    assert len(boxes) >= 2
+    with open(os.path.join(setup['data'], 'test_gts', 'img_1.jpg.txt'), 'w') as handle:
+        handle.writelines(','.join(str(int(v)) for v in box.reshape(-1)) + ',word\n' for box in boxes)
+        handle.write('10,10,20,10,30,10,15,10,flat\n')
+    for image in ('img_2.jpg', 'img_3.jpg'):  # no ground truth elsewhere: only img_1 counts for recall
+        open(os.path.join(setup['data'], 'test_gts', image + '.txt'), 'w').close()
+    figures = {}
+    for mode in ('official', 'drop'):
+        code = eval_script.main([setup['exp'], '--resume', setup['ckpt'], '--device', 'cpu', '--sweep',
+                                 '--box_thresh', '0.4', '--opt', f'structure.measurer.invalid_polygons={mode}'])
+        out = capsys.readouterr().out
+        assert code == 0
+        line = next(line for line in out.splitlines() if line.startswith('synthetic: precision'))
+        recall = float(line.split('recall ')[1].split()[0])
+        sweep_row = next(row for row in out.splitlines() if row.startswith('| 0.40'))
+        assert sweep_row.split('|')[3].strip() == f'{recall:.4f}', (mode, line, sweep_row)
+        figures[mode] = recall
+    count = len(boxes)
+    assert figures['drop'] == pytest.approx(1.0, abs=1e-4)
+    assert figures['official'] == pytest.approx(count / (count + 1), abs=1e-4)
+
+
 def test_eval_speed_reports_every_stage(setup, capsys):
     code = eval_script.main([setup['exp'], '--resume', setup['ckpt'], '--device', 'cpu', '--speed', '--warmup', '1'])
     out = capsys.readouterr().out

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from .data_process import DataProcess
-from .geometry import SHIFT_BITS, offset_polygon, shrink_distance
+from .geometry import fill_paths, offset_paths, shrink_distance
 from .pending_warp import image_hw
 
 
@@ -48,7 +48,9 @@ def draw_distance(polygon: np.ndarray, distance: float, canvas: np.ndarray) -> N
 
 
 class MakeBorderMap(DataProcess):
-    """Each cared-for polygon, dilated by D = A (1 - r^2) / L (round joins), is filled 1 in ``thresh_mask``;
+    """Each cared-for polygon, dilated by D = A (1 - r^2) / L (round joins), is filled 1 in ``thresh_mask``
+    (the dilated region G_d of the paper: a hole the dilation encloses, e.g. inside a C-shaped word whose gap
+    is under 2 D, is farther than D from the text and stays 0; the original filled only pyclipper's first path);
     inside its dilated bounding box the canvas keeps max(canvas, 1 - clip(d / D, 0, 1)) with d the
     distance to the nearest polygon edge; ``thresh_map = canvas * (thresh_max - thresh_min) + thresh_min``.
     """
@@ -62,10 +64,10 @@ class MakeBorderMap(DataProcess):
         distance = shrink_distance(polygon, self.shrink_ratio)
         if len(polygon) < 3 or distance <= 0:
             return
-        dilated = offset_polygon(polygon, distance)
-        if dilated is None:
+        dilated = offset_paths(polygon, distance)
+        if not dilated:
             return
-        cv2.fillPoly(mask, [dilated.astype(np.int32).reshape(-1, 1, 2)], 1.0, shift=SHIFT_BITS)
+        fill_paths(mask, dilated, 1.0)  # outer path and holes: a hole is farther than D from the text
         draw_distance(polygon, distance, canvas)
 
     def process(self, data: Dict[str, Any]) -> Dict[str, Any]:

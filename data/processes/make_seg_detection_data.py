@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 
 from .data_process import DataProcess
-from .geometry import SHIFT_BITS, area_and_perimeter, offset_polygon, shrink_distance
+from .geometry import area_and_perimeter, fill_paths, offset_paths, shrink_distance
 from .pending_warp import image_hw
 
 
@@ -14,7 +14,8 @@ def fill_mask(canvas: np.ndarray, polygon: np.ndarray, value: float) -> None:
 
 
 class MakeSegDetectionData(DataProcess):
-    """``gt`` (1, H, W): each cared-for polygon shrunk by D = A (1 - r^2) / L (round joins) filled 1;
+    """``gt`` (1, H, W): each cared-for polygon shrunk by D = A (1 - r^2) / L (round joins) filled 1, every
+    piece of the shrink (the original, MhLiao/DB, kept only pyclipper's first piece);
     ``mask`` (H, W): 0 over don't-care polygons, polygons with a box side under ``min_text_size``
     and polygons whose shrink is empty (these become don't care), 1 elsewhere.
 
@@ -54,12 +55,14 @@ class MakeSegDetectionData(DataProcess):
                 fill_mask(mask, polygon, 0)
                 ignore_tags[i] = True
                 continue
-            shrunk = offset_polygon(polygon, -shrink_distance(polygon, self.shrink_ratio))
-            if shrunk is None:
+            pieces = offset_paths(polygon, -shrink_distance(polygon, self.shrink_ratio))
+            if not pieces:
                 fill_mask(mask, polygon, 0)
                 ignore_tags[i] = True
                 continue
-            cv2.fillPoly(gt[0], [shrunk.astype(np.int32).reshape(-1, 1, 2)], 1, shift=SHIFT_BITS)
+            # Every piece: a word whose letters join through necks thinner than 2 D shrinks to several
+            # pieces, and leaving any out would train text as background (mask 1, gt 0).
+            fill_paths(gt[0], pieces, 1)
         data.update(gt=gt, mask=mask)
         if data.get('is_training', False):
             data['ignore_tags'] = ignore_tags
