@@ -49,6 +49,13 @@ def direct_detections(setup):
     return per_image, structure.measurer.gather_measure(measures)
 
 
+def write_ground_truth(setup, image, boxes, extra=''):
+    """``image``'s ground truth := ``boxes`` as cared words (plus the raw lines ``extra``)."""
+    with open(os.path.join(setup['data'], 'test_gts', image + '.txt'), 'w') as handle:
+        handle.writelines(','.join(str(int(v)) for v in box.reshape(-1)) + ',word\n' for box in boxes)
+        handle.write(extra)
+
+
 def read_lines(path):
     with open(path) as handle:
         rows = [line.strip().split(',') for line in handle if line.strip()]
@@ -60,8 +67,7 @@ def test_eval_metrics_and_result_files_equal_direct_measurer(setup, capsys):
     detections, _ = direct_detections(setup)
     boxes, _ = detections['img_1.jpg']
     assert len(boxes) >= 2
-    with open(os.path.join(setup['data'], 'test_gts', 'img_1.jpg.txt'), 'w') as handle:
-        handle.writelines(','.join(str(int(v)) for v in box.reshape(-1)) + ',word\n' for box in boxes)
+    write_ground_truth(setup, 'img_1.jpg', boxes)
     detections, expected = direct_detections(setup)
     assert expected['recall'] > 0 and expected['precision'] > 0
     result_dir = setup['tmp'] / 'res'
@@ -89,11 +95,9 @@ def test_eval_counts_invalid_ground_truth_as_the_official_script_and_the_sweep_f
     detections, _ = direct_detections(setup)
     boxes, _ = detections['img_1.jpg']
     assert len(boxes) >= 2
-    with open(os.path.join(setup['data'], 'test_gts', 'img_1.jpg.txt'), 'w') as handle:
-        handle.writelines(','.join(str(int(v)) for v in box.reshape(-1)) + ',word\n' for box in boxes)
-        handle.write('10,10,20,10,30,10,15,10,flat\n')
+    write_ground_truth(setup, 'img_1.jpg', boxes, extra='10,10,20,10,30,10,15,10,flat\n')
     for image in ('img_2.jpg', 'img_3.jpg'):  # no ground truth elsewhere: only img_1 counts for recall
-        open(os.path.join(setup['data'], 'test_gts', image + '.txt'), 'w').close()
+        write_ground_truth(setup, image, [])
     figures = {}
     for mode in ('official', 'drop'):
         code = eval_script.main([setup['exp'], '--resume', setup['ckpt'], '--device', 'cpu', '--sweep',
