@@ -3,7 +3,9 @@
 `ReferenceRepresenter` walks the contours one by one, the way the original code base did, with one
 NumPy allocation per step. `SegDetectorRepresenter` must give exactly its boxes and scores (checked by
 tests/test_postprocess_representer.py on random maps) while being at least twice as fast
-(benchmarks/bench_postprocess.py). `random_probability_map` makes the maps both use.
+(benchmarks/bench_postprocess.py). The last step, from map coordinates to valid integer polygons in the
+original image (`to_image_polygons`: scaling, rounding, clipping, repair of the outputs this leaves
+invalid), is the same function in both. `random_probability_map` makes the maps both use.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import cv2
 import numpy as np
 import pyclipper
 from shapely.geometry import Polygon
+
+from .seg_detector_representer import to_image_polygons
 
 
 class ReferenceRepresenter:
@@ -31,14 +35,26 @@ class ReferenceRepresenter:
 
     def represent_map(self, prob: np.ndarray, dest_height: int, dest_width: int,
                       is_output_polygon: bool = False) -> Tuple[list, List[float]]:
+        """Boxes (a list of int32 (4, 2)) or polygons (a list of int32 (Ni, 2)) in the original image size
+        (dest_height, dest_width), and their scores: `map_detections`, then the final step shared with the
+        fast version (`to_image_polygons`: scaling, rounding, clipping, repair of invalid outputs), on all
+        detections at once so that the speed comparison is about the rest."""
+        detections, map_scores = self.map_detections(prob, is_output_polygon)
+        outputs, kept = to_image_polygons(detections, prob.shape, (dest_height, dest_width),
+                                          quadrilaterals=not is_output_polygon)
+        return outputs, [map_scores[index] for index in kept]
+
+    def map_detections(self, prob: np.ndarray, is_output_polygon: bool = False
+                       ) -> Tuple[List[np.ndarray], List[float]]:
+        """The detections in map coordinates, before scaling and rounding: float32 (4, 2) boxes (top-left
+        first, clockwise) or integer (Ni, 2) grown polygons (pyclipper's), and their scores."""
         bitmap = (prob > self.thresh).astype(np.uint8) * 255
         contours, _ = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
         if is_output_polygon:
-            return self._polygons(prob, contours, dest_height, dest_width)
-        return self._boxes(prob, contours, dest_height, dest_width)
+            return self._polygons(prob, contours)
+        return self._boxes(prob, contours)
 
-    def _boxes(self, prob, contours, dest_height, dest_width):
-        height, width = prob.shape
+    def _boxes(self, prob, contours):
         boxes, scores = [], []
         for contour in contours[:self.max_candidates]:
             points, short_side = mini_box(contour)
@@ -51,19 +67,15 @@ class ReferenceRepresenter:
                 score = score_fast(prob, contour.reshape(-1, 2))
             if score < self.box_thresh:
                 continue
-            expanded = unclip(points, self.unclip_ratio).reshape(-1, 1, 2)
+            expanded = np.concatenate(unclip(points, self.unclip_ratio)).reshape(-1, 1, 2)
             box, short_side = mini_box(expanded)
             if short_side < self.min_size + 2:
                 continue
-            box = np.array(box)
-            box[:, 0] = np.clip(np.round(box[:, 0] / width * dest_width), 0, dest_width)
-            box[:, 1] = np.clip(np.round(box[:, 1] / height * dest_height), 0, dest_height)
-            boxes.append(box.astype(np.int32))
+            boxes.append(np.array(box))
             scores.append(float(score))
         return boxes, scores
 
-    def _polygons(self, prob, contours, dest_height, dest_width):
-        height, width = prob.shape
+    def _polygons(self, prob, contours):
         polygons, scores = [], []
         for contour in contours[:self.max_candidates]:
             epsilon = 0.002 * cv2.arcLength(contour, True)
@@ -78,16 +90,13 @@ class ReferenceRepresenter:
             if score < self.box_thresh:
                 continue
             expanded = unclip(points, self.polygon_unclip_ratio)
-            if len(expanded) != 1:
+            if len(expanded) != 1:  # split in two, grown into a ring (outline and hole), or erased
                 continue
-            polygon = expanded.reshape(-1, 2)
+            polygon = expanded[0]
             _, short_side = mini_box(polygon.reshape(-1, 1, 2))
             if short_side < self.min_size + 2:
                 continue
-            polygon = polygon.astype(np.float64)
-            polygon[:, 0] = np.clip(np.round(polygon[:, 0] / width * dest_width), 0, dest_width)
-            polygon[:, 1] = np.clip(np.round(polygon[:, 1] / height * dest_height), 0, dest_height)
-            polygons.append(polygon.astype(np.int32))
+            polygons.append(polygon)
             scores.append(float(score))
         return polygons, scores
 
@@ -122,13 +131,14 @@ def score_fast(prob: np.ndarray, polygon: np.ndarray) -> float:
     return cv2.mean(prob[ymin:ymax + 1, xmin:xmax + 1], mask)[0]
 
 
-def unclip(points: np.ndarray, ratio: float) -> np.ndarray:
-    """Grow a polygon by D = area * ratio / perimeter (round joins); an array of the resulting paths."""
+def unclip(points: np.ndarray, ratio: float) -> List[np.ndarray]:
+    """Grow a polygon by D = area * ratio / perimeter (round joins): the resulting paths, each an integer
+    (Ni, 2) array (several when growing closes a ring around a hole, of different lengths)."""
     polygon = Polygon(points)
     distance = polygon.area * ratio / polygon.length
     offset = pyclipper.PyclipperOffset()
     offset.AddPath(points, pyclipper.JT_ROUND, pyclipper.ET_CLOSEDPOLYGON)
-    return np.array(offset.Execute(distance))
+    return [np.array(path) for path in offset.Execute(distance)]
 
 
 def random_probability_map(height: int = 736, width: int = 1280, num_regions: int = 60,
