@@ -3,7 +3,8 @@
 A full checkpoint is a dict (``format: 'dbnet-checkpoint'``) with the model state dict under ``model``
 (keys ``model.module.backbone.*``, loadable alone as a plain state dict), the optimizer and grad-scaler
 states, the counters (``epoch`` in progress, ``epoch_iteration`` completed in it, ``iteration`` completed
-overall), the RNG states of every rank, the seed of the data order, the best validation F-measure so far and the compiled config.
+overall), the RNG states of every rank, the seed of the data order, the best validation F-measure so far, the compiled config
+and the offset mode of a ResNet backbone (``offset_compat``: how the weights were trained; docs/model.md).
 Everything is stored as tensors and plain Python values, so ``torch.load(weights_only=True)`` reads it.
 """
 from __future__ import annotations
