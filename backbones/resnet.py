@@ -14,18 +14,18 @@ from assets.ops.dcn import DeformConv, ModulatedDeformConv
 
 from .pretrained import Pretrained, load_pretrained
 
-# 'auto': decided by the weights loaded into the model (structure.model.decide_offset_compat);
-# 'corrected' (None is accepted for it): the offset convolution uses the block's stride;
+# 'auto' (None means the same: no setting): decided by the weights loaded into the model
+# (structure.model.decide_offset_compat); 'corrected': the offset convolution uses the block's stride;
 # 'original': the original code base's reading, for the weights it trained.
 OFFSET_COMPAT_MODES = ('auto', 'corrected', 'original')
 
 
 def normalize_offset_compat(value: Optional[str]) -> str:
-    """``value`` as one of OFFSET_COMPAT_MODES (None means 'corrected'); a ValueError otherwise."""
+    """``value`` as one of OFFSET_COMPAT_MODES (None means 'auto'); a ValueError otherwise."""
     if value is None:
-        return 'corrected'
+        return 'auto'
     if value not in OFFSET_COMPAT_MODES:
-        raise ValueError(f"offset_compat must be one of {list(OFFSET_COMPAT_MODES)} (or null for 'corrected'), "
+        raise ValueError(f"offset_compat must be one of {list(OFFSET_COMPAT_MODES)} (or null for 'auto'), "
                          f'got {value!r}')
     return value
 TORCHVISION_URLS = {
@@ -150,10 +150,10 @@ class ResNet(nn.Module):
 
     stage_with_dcn: which of layer1..layer4 use deformable ``conv2`` in every block.
     offset_compat: how a strided deformable Bottleneck computes its offsets and mask (docs/model.md).
-        'corrected' (or None): the offset convolution uses the block's stride. 'original': the original
+        'corrected': the offset convolution uses the block's stride. 'original': the original
         code base's reading (offsets computed at the input resolution, the first Ho*Wo values of each
         channel-major buffer read as if they were the output's; its released ResNet-50 weights learnt
-        with it). 'auto' (the default): 'corrected' until weights are loaded through
+        with it). 'auto' (the default; None means the same): 'corrected' until weights are loaded through
         ``structure.model``, which then applies the mode the weights were trained with. BasicBlocks
         (ResNet-18/34) have no strided deformable convolution: the mode changes nothing there.
     """

@@ -143,9 +143,11 @@ def read_totaltext(path: str) -> List[Line]:
         if text == '#' or match.group('ornt') == '#':
             text = DONT_CARE
         lines.append({'poly': [[x, y] for x, y in zip(xs, ys)], 'text': text})
-    leftover = re.sub(r'\s', '', _TOTALTEXT_RECORD.sub('', content))
-    if leftover:
-        raise DataError(f'{path}: unparsed Total-Text content {leftover[:80]!r}')
+    stray = re.search(r'\S', _TOTALTEXT_RECORD.sub(lambda match: re.sub(r'\S', ' ', match.group()), content))
+    if stray is not None:  # records blanked out (same length, newlines kept), so the offset gives the line
+        number = content.count('\n', 0, stray.start()) + 1
+        leftover = re.sub(r'\s', '', content[stray.start():])
+        raise DataError(f'{path}:{number}: unparsed Total-Text content {leftover[:80]!r}')
     return lines
 
 

@@ -165,7 +165,7 @@ def _recorded_offset_compat(checkpoint: Mapping[str, Any]) -> Optional[str]:
     project's only mode before 'auto')."""
     recorded = checkpoint.get('offset_compat')
     if recorded is not None:
-        return str(recorded)
+        return recorded
     found: List[Any] = []
 
     def search(node: Any) -> None:
@@ -183,6 +183,10 @@ def _recorded_offset_compat(checkpoint: Mapping[str, Any]) -> Optional[str]:
     return 'original' if 'original' in found else 'corrected'
 
 
+def _holds_offset_weights(content: Mapping[str, Any]) -> bool:
+    return any('conv2_offset.' in str(key) for key in extract_state_dict(content))
+
+
 def decide_offset_compat(model: nn.Module, content: Optional[Mapping[str, Any]], source: Optional[str] = None,
                          apply: bool = True) -> Optional[OffsetCompatDecision]:
     """Decide, and with ``apply`` set, the offset mode of ``model``'s ResNet backbone for the weights ``content``.
@@ -190,10 +194,12 @@ def decide_offset_compat(model: nn.Module, content: Optional[Mapping[str, Any]],
     The mode is a property of the weights (docs/model.md, "offset_compat"):
     - no weights (``content`` None: training from scratch or from ImageNet): 'corrected';
     - a full checkpoint of this project (``format: dbnet-checkpoint``): the mode it records;
-    - a plain state dict (no project metadata, e.g. a released checkpoint of the original code base): 'original'.
+    - a plain state dict (no project metadata, e.g. a released checkpoint of the original code base) holding
+      deformable offset weights (``conv2_offset``): 'original'; without them: 'corrected'.
     An explicit ``offset_compat`` ('corrected' / 'original') in the experiment's ``backbone_args`` wins over the
     presumption for a plain state dict (the file records nothing), but contradicting what a checkpoint records
-    is a ``ValueError`` naming both. Returns None when the model has no ResNet backbone.
+    is a ``ValueError`` naming both; so is a recorded value other than 'corrected' / 'original'. Returns None when
+    the model has no ResNet backbone.
     """
     backbones_found = _offset_compat_backbones(model)
     if not backbones_found:
@@ -211,11 +217,16 @@ def decide_offset_compat(model: nn.Module, content: Optional[Mapping[str, Any]],
             mode, reason = requested_mode, 'set by the experiment (backbone_args.offset_compat)'
     elif is_full_checkpoint(content):
         mode = _recorded_offset_compat(content)
+        if mode not in ('corrected', 'original'):
+            raise ValueError(f"{where}: entry 'offset_compat' is {mode!r}, expected 'corrected' or 'original'")
         if requested_mode not in ('auto', mode):
             raise OffsetCompatConflict(f'the experiment sets backbone_args.offset_compat: {requested_mode}, but {where} '
                              f'records that its weights were trained with offset_compat: {mode}; remove the '
                              f'setting (the checkpoint decides) or use weights trained with {requested_mode}')
         reason = f'recorded in {where}'
+    elif requested_mode == 'auto' and not _holds_offset_weights(content):
+        mode = 'corrected'
+        reason = f'{where} holds no deformable offset convolution weights: nothing to read in the original way'
     elif requested_mode == 'auto':
         mode = 'original'
         reason = (f"{where} is a plain state dict without this project's metadata: weights of the original "

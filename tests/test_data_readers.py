@@ -68,6 +68,13 @@ def test_totaltext_official_wrapped_records(tmp_path):
     assert lines[2]['text'] == '###'
 
 
+def test_totaltext_stray_content_names_its_line(tmp_path):
+    path = write(tmp_path / 'poly_gt_img1.txt',
+                 "x: [[1 2 3]], y: [[1 2 3]], ornt: [u'c'], transcriptions: [u'a']\n\nstray junk\n")
+    with pytest.raises(DataError, match=r'poly_gt_img1.txt:3: unparsed Total-Text content'):
+        read_totaltext(path)
+
+
 def test_totaltext_malformed_record(tmp_path):
     path = write(tmp_path / 'poly_gt_img1.txt', "\n\nx: [[1 2 3]], y: [[1 2]], ornt: [u'c'], transcriptions: [u'a']\n")
     with pytest.raises(DataError, match=r'poly_gt_img1.txt:3'):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from concern.icdar2015_eval import DetectionIoUEvaluator, contour_area, even_odd_region, to_polygon
+from polygon_oracle import polygon_library_areas
 
 
 def box(x0, y0, x1, y1):
@@ -223,40 +224,35 @@ def test_valid_polygons_give_the_same_tables_with_both_switches():
 
 # ---- the Polygon library (Polygon3, what the official script imports as plg) as the oracle ----
 
-def official_image(gt_quads, gt_dont_care, det_quads):
-    """The official script's per-image arithmetic, written here with the Polygon library itself:
-    polygons from int32 corners, area(), p & q, the ZeroDivisionError caught as IoU 0."""
-    import Polygon as plg
-    gts = [plg.Polygon(np.asarray(quad, dtype=np.int32)) for quad in gt_quads]
-    dets = [plg.Polygon(np.asarray(quad, dtype=np.int32)) for quad in det_quads]
-
-    def intersection(p, q):
-        both = p & q
-        return 0 if len(both) == 0 else both.area()
-
+def official_image(gt_quads, gt_dont_care, det_quads, areas):
+    """The official script's per-image arithmetic on the Polygon library's numbers: ``areas[g][d]`` is
+    [area(gt g), area(det d), area(gt g & det d)] from Polygon3 (polygons from int32 corners), the
+    ZeroDivisionError caught as IoU 0."""
     det_dont_care = []
-    for d, pd in enumerate(dets):
+    for d in range(len(det_quads)):
         for g in np.flatnonzero(gt_dont_care):
-            share = 0 if pd.area() == 0 else intersection(gts[g], pd) / pd.area()
+            det_area, intersection = areas[g][d][1], areas[g][d][2]
+            share = 0 if det_area == 0 else intersection / det_area
             if share > 0.5:
                 det_dont_care.append(d)
                 break
-    iou = np.zeros((len(gts), len(dets)))
-    for g, pg in enumerate(gts):
-        for d, pd in enumerate(dets):
+    iou = np.zeros((len(gt_quads), len(det_quads)))
+    for g in range(len(gt_quads)):
+        for d in range(len(det_quads)):
+            gt_area, det_area, intersection = areas[g][d]
             try:
-                iou[g, d] = intersection(pd, pg) / (pd.area() + pg.area() - intersection(pd, pg))
+                iou[g, d] = intersection / (det_area + gt_area - intersection)
             except ZeroDivisionError:
                 iou[g, d] = 0
     gt_taken, det_taken, matched = set(), set(), 0
-    for g in range(len(gts)):
-        for d in range(len(dets)):
+    for g in range(len(gt_quads)):
+        for d in range(len(det_quads)):
             if g not in gt_taken and d not in det_taken and not gt_dont_care[g] and d not in det_dont_care \
                     and iou[g, d] > 0.5:
                 gt_taken.add(g)
                 det_taken.add(d)
                 matched += 1
-    return iou, matched, len(gts) - int(np.sum(gt_dont_care)), len(dets) - len(det_dont_care)
+    return iou, matched, len(gt_quads) - int(np.sum(gt_dont_care)), len(det_quads) - len(det_dont_care)
 
 
 def random_quads(rng, count):
@@ -283,11 +279,17 @@ def random_quads(rng, count):
 @pytest.mark.parametrize('seed', range(4))
 def test_per_image_numbers_equal_the_polygon_library(seed):
     rng = np.random.default_rng(seed)
+    images = []
     for _ in range(10):
         gt_quads = random_quads(rng, 6)
         det_quads = [quad + rng.integers(-4, 5, (4, 2)) for quad in gt_quads[:4]] + random_quads(rng, 5)
-        dont_care = rng.uniform(size=len(gt_quads)) < 0.3
-        iou, matched, gt_care, det_care = official_image(gt_quads, dont_care, det_quads)
+        images.append((gt_quads, rng.uniform(size=len(gt_quads)) < 0.3, det_quads))
+    pairs = [(g.astype(np.int32), d.astype(np.int32)) for gt_quads, _, det_quads in images
+             for g in gt_quads for d in det_quads]
+    areas = iter(polygon_library_areas(pairs))
+    for gt_quads, dont_care, det_quads in images:
+        table = [[next(areas) for _ in det_quads] for _ in gt_quads]
+        iou, matched, gt_care, det_care = official_image(gt_quads, dont_care, det_quads, table)
         result = evaluate(gt(*gt_quads, ignore=set(np.flatnonzero(dont_care))), det(*det_quads))
         tables = DetectionIoUEvaluator().prepare(gt(*gt_quads, ignore=set(np.flatnonzero(dont_care))), det(*det_quads))
         assert np.allclose(tables.iou, iou, rtol=1e-9, atol=1e-9)
@@ -295,18 +297,16 @@ def test_per_image_numbers_equal_the_polygon_library(seed):
 
 
 def test_areas_and_intersections_equal_the_polygon_library_for_n_point_polygons():
-    import Polygon as plg
     import shapely
     rng = np.random.default_rng(7)
     polygons = [np.round(rng.uniform(0, 40, (n, 2))) for n in rng.integers(3, 11, 150)]  # mostly self-intersecting
     polygons += [np.round(rng.uniform(0, 40, (40, 2))) for _ in range(6)]  # hundreds of self-crossings each
     polygons += [np.round(cv2.ellipse2Poly((20, 20), (18, 7), int(angle), 0, 360, 40)) for angle in range(0, 180, 30)]
-    for first, second in zip(polygons, polygons[1:] + polygons[:1]):
-        p, q = plg.Polygon(first), plg.Polygon(second)
-        both = p & q
-        assert contour_area(first) == pytest.approx(p.area(), rel=1e-12, abs=1e-12)
+    pairs = list(zip(polygons, polygons[1:] + polygons[:1]))
+    for (first, second), (area, _, both) in zip(pairs, polygon_library_areas(pairs)):
+        assert contour_area(first) == pytest.approx(area, rel=1e-12, abs=1e-12)
         assert shapely.area(shapely.intersection(even_odd_region(first), even_odd_region(second))) == pytest.approx(
-            0 if len(both) == 0 else both.area(), rel=1e-9, abs=1e-9)
+            both, rel=1e-9, abs=1e-9)
 
 
 def test_measurer_passes_the_switches_to_its_evaluators():

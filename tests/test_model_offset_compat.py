@@ -250,3 +250,50 @@ def test_train_py_fine_tunes_in_the_original_mode_and_records_it(weights, tmp_pa
     assert final['offset_compat'] == 'original'
     log = open(os.path.join(str(tmp_path / 'run'), 'output.log')).read()
     assert 'offset_compat original' in log
+
+
+def test_weights_without_offset_convolutions_are_not_presumed_original():
+    # A partial load (strict=False) that brings no conv2_offset weights has nothing to read the original way.
+    from structure.model import load_model_state
+    model = r50_model()
+    decoder_only = {key: value for key, value in model.state_dict().items() if '.decoder.' in key}
+    report = load_model_state(model, decoder_only, strict=False)
+    assert offset_compat_of(model) == 'corrected' and 'no deformable offset' in report.offset_compat.reason
+    load_model_state(model, {}, strict=False)
+    assert offset_compat_of(model) == 'corrected'
+
+
+def test_a_bad_recorded_mode_is_an_error_naming_the_file_before_loading(weights, tmp_path):
+    from structure.model import load_model_file
+    path = full_checkpoint(weights['state'], 'bogus', tmp_path / 'bogus.pth')
+    model = r50_model()
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"bogus.pth: entry 'offset_compat' is 'bogus', expected 'corrected' or "
+                                         r"'original'"):
+        load_model_file(model, path)
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+
+
+def test_null_in_an_experiment_means_no_setting(weights):
+    model = SegDetectorModel('deformable_resnet50', 'SegDetector', backbone_args={'offset_compat': None},
+                             decoder_args={'adaptive': True, 'k': 50, 'in_channels': R50_CHANNELS})
+    assert model.backbone.requested_offset_compat == 'auto'
+    Checkpoint(resume=weights['plain']).restore(model)
+    assert offset_compat_of(model) == 'original'
+
+
+def test_train_and_eval_read_a_model_key_without_metadata_alike(weights, tmp_path):
+    # {'model': state dict} with no format entry: plain weights for train.py's --resume as for eval.py.
+    from concern.inference import load_trained_model
+    path = str(tmp_path / 'wrapped.pth')
+    torch.save({'model': weights['state']}, path)
+    model = r50_model()
+    start = Checkpoint(resume=path).restore(model)
+    assert not start.full and offset_compat_of(model) == 'original'
+
+    class Builder:
+        model_args = {}
+
+        def build(self):
+            return r50_model()
+    assert offset_compat_of(load_trained_model(Builder(), path, log=lambda message: None)) == 'original'

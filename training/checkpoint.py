@@ -126,6 +126,9 @@ def read_checkpoint_file(path: str) -> Dict[str, Any]:
         return content
     if isinstance(content, dict) and content and all(isinstance(v, torch.Tensor) for v in content.values()):
         return content
+    weights = content.get('model') if isinstance(content, dict) else None
+    if isinstance(weights, dict) and weights and all(isinstance(v, torch.Tensor) for v in weights.values()):
+        return content  # {'model': state dict} without this project's metadata: plain weights, as eval.py reads them
     kind = type(content).__name__
     keys = list(content)[:8] if isinstance(content, dict) else []
     raise ValueError(f'{path}: expected a full checkpoint (format {CHECKPOINT_FORMAT!r}) or a plain state dict '
