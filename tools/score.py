@@ -237,17 +237,18 @@ def score(gt: str, submission: str, protocol: str = 'icdar2015', gt_format: str 
 
 
 def _method_numbers(evaluator: Any, results: Sequence[Dict[str, Any]], protocol: str) -> Dict[str, Any]:
-    """The data-set numbers as the official script types them (an int 0 in its zero cases)."""
-    if protocol == 'icdar2015':
-        matched = sum(result['matched'] for result in results)
-        gt_care = sum(result['gt_care'] for result in results)
-        det_care = sum(result['det_care'] for result in results)
-        recall = 0 if gt_care == 0 else float(matched) / gt_care
-        precision = 0 if det_care == 0 else float(matched) / det_care
-        hmean = 0 if recall + precision == 0 else 2 * recall * precision / (recall + precision)
-        return {'precision': precision, 'recall': recall, 'hmean': hmean, 'AP': 0}
-    combined = evaluator.combine_results(results)
-    return {'precision': combined['precision'], 'recall': combined['recall'], 'hmean': combined['hmean']}
+    """The data-set numbers of the protocol's own ``combine_results``, typed as the official script prints them:
+    for icdar2015 an int 0 where it divides by a zero sum (and hmean 0 when P + R is 0), and ``AP`` 0."""
+    combined = dict(evaluator.combine_results(results))
+    if protocol != 'icdar2015':
+        return combined
+    if sum(result['gt_care'] for result in results) == 0:
+        combined['recall'] = 0
+    if sum(result['det_care'] for result in results) == 0:
+        combined['precision'] = 0
+    if combined['hmean'] == 0:
+        combined['hmean'] = 0
+    return {**combined, 'AP': 0}
 
 
 def _per_image_numbers(result: Dict[str, Any]) -> Dict[str, Any]:
