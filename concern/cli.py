@@ -278,6 +278,17 @@ def run_name(args: argparse.Namespace) -> str:
     return args.name or os.path.splitext(os.path.basename(args.exp))[0]
 
 
+def cpu_bf16_is_native() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX-512 and newer). Without it (an AVX2-only CPU) bf16
+    autocast is emulated: a training step of the synthetic demo took 27 s instead of 3.0 s in fp32 (ResNet-18
+    DCN, batch 8, 256x256, channels-last, AMD EPYC with AVX2, 2 cores)."""
+    import torch
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
 def select_device(requested: Optional[str]) -> 'torch.device':
     import torch
     if requested is None:

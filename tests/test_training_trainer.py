@@ -196,3 +196,14 @@ def test_mixed_precision_on_cuda_trains_and_resumes(tmp_path):
     _, summary = _train(tmp_path / 'resumed', resumed, device='cuda', amp=True)
     assert summary['iteration'] == 6
     assert all(torch.isfinite(v).all() for v in helpers.model_state(str(tmp_path / 'resumed')).values())
+
+
+def test_amp_on_a_cpu_without_native_bf16_is_warned_in_the_run_log(tmp_path, monkeypatch):
+    # bf16 autocast is emulated there (measured 9x slower than fp32 on an AVX2 CPU): the log says so.
+    import training.trainer
+    for native, expected in ((False, True), (True, False)):
+        monkeypatch.setattr(training.trainer, 'cpu_bf16_is_native', lambda: native)
+        workspace = tmp_path / f'native_{native}'
+        _train(workspace, helpers.make_experiment(helpers.TinyTrainSet(4), epochs=1), amp=True)
+        log = open(os.path.join(str(workspace), 'output.log')).read()
+        assert ('no native bf16' in log) == expected
