@@ -40,7 +40,7 @@ def load_trained_model(builder: Any, checkpoint_path: Optional[str], device: Any
     import pickle
 
     import torch
-    from structure.model import OffsetCompatConflict, load_model_file
+    from structure.model import OffsetCompatConflict, load_model_file, offset_compat_note
     if not checkpoint_path:
         raise ValueError('a checkpoint is required (--resume PATH)')
     if not os.path.isfile(checkpoint_path):
@@ -62,8 +62,9 @@ def load_trained_model(builder: Any, checkpoint_path: Optional[str], device: Any
     except ValueError as error:
         raise ValueError(f"{checkpoint_path}: does not fit this experiment's model ({builder.model}, "
                          f"{builder.model_args.get('backbone')}): {error}") from error
-    if report.offset_compat is not None and report.offset_compat.matters:
-        (log or _print_to_stderr)(report.offset_compat.message())
+    note = offset_compat_note(report.offset_compat)
+    if note:
+        (log or _print_to_stderr)(note)
     return model.to(torch.device(device)).eval()
 
 

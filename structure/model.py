@@ -235,11 +235,23 @@ def decide_offset_compat(model: nn.Module, content: Optional[Mapping[str, Any]],
     else:
         mode = requested_mode
         reason = f'set by the experiment (backbone_args.offset_compat); {where} records no mode'
-    if apply:
-        for module in backbones_found:
-            module.set_offset_compat(mode)
     matters = any(getattr(module, 'offset_compat_matters', True) for module in backbones_found)
-    return OffsetCompatDecision(mode, reason, matters)
+    decision = OffsetCompatDecision(mode, reason, matters)
+    if apply:
+        apply_offset_compat(model, decision)
+    return decision
+
+
+def apply_offset_compat(model: nn.Module, decision: Optional[OffsetCompatDecision]) -> None:
+    """Run ``model``'s ResNet backbone(s) with the mode of ``decision`` (``decide_offset_compat``); None: nothing."""
+    if decision is not None:
+        for module in _offset_compat_backbones(model):
+            module.set_offset_compat(decision.mode)
+
+
+def offset_compat_note(decision: Optional[OffsetCompatDecision]) -> Optional[str]:
+    """The line to log about ``decision``: its message where the mode changes the computation, else None."""
+    return decision.message() if decision is not None and decision.matters else None
 
 
 def _strip_wrappers(key: str) -> str:
@@ -315,7 +327,7 @@ def load_model_state(model: nn.Module, state: Mapping[str, Any], strict: bool = 
                 lines.extend(f'    {item}' for item in items)
         raise StateDictMismatch('\n'.join(lines))
     model.load_state_dict(mapped, strict=False)
-    decide_offset_compat(model, content, source, apply=True)
+    apply_offset_compat(model, decision)
     return report
 
 

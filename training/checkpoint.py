@@ -140,10 +140,8 @@ def load_model_weights(model: torch.nn.Module, content: Dict[str, Any], source: 
     """Strict key-by-key load of a full checkpoint or a plain state dict through
     ``structure.model.load_model_state`` (which also gives a ResNet backbone the offset mode of the weights).
     Returns the message saying which offset mode applies and why, when it changes the computation."""
-    from structure.model import load_model_state
-    report = load_model_state(model, content, strict=True, source=source)
-    decision = report.offset_compat
-    return decision.message() if decision is not None and decision.matters else None
+    from structure.model import load_model_state, offset_compat_note
+    return offset_compat_note(load_model_state(model, content, strict=True, source=source).offset_compat)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -184,9 +182,8 @@ class Checkpoint:
                 scaler: Any = None) -> StartState:
         """Load ``resume`` (if any) into ``model`` (unwrapped), ``optimizer`` and ``scaler``."""
         if not self.resume:
-            from structure.model import decide_offset_compat
-            decision = decide_offset_compat(model, None)
-            note = decision.message() if decision is not None and decision.matters else None
+            from structure.model import decide_offset_compat, offset_compat_note
+            note = offset_compat_note(decide_offset_compat(model, None))
             return StartState(epoch=self.start_epoch, epoch_iteration=self.start_iter, offset_compat_note=note)
         content = read_checkpoint_file(self.resume)
         if not is_full_checkpoint(content):

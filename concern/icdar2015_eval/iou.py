@@ -85,8 +85,14 @@ def contour_area(points: Any) -> float:
     array = _as_points(points, 'polygon')
     if len(array) < 3:
         return 0.0
-    following = np.roll(array, -1, axis=0)
-    return 0.5 * abs(float(np.sum((array[:, 0] + following[:, 0]) * (following[:, 1] - array[:, 1]))))
+    return float(_shoelace_areas(array[None])[0])
+
+
+def _shoelace_areas(contours: np.ndarray) -> np.ndarray:
+    """``contour_area`` of each of M closed contours of N points, (M, N, 2) -> (M,)."""
+    following = np.roll(contours, -1, axis=1)
+    return 0.5 * np.abs(np.sum((contours[..., 0] + following[..., 0]) * (following[..., 1] - contours[..., 1]),
+                               axis=1))
 
 
 def even_odd_region(points: Any) -> Any:
@@ -257,9 +263,7 @@ def _official_geometry(point_arrays: List[np.ndarray], side: str) -> Tuple[np.nd
     if len(counts) == 1 and min(counts) >= 3:  # the usual case: one shape, one vectorised construction
         stacked = np.stack(point_arrays)
         polygons = shapely.polygons(stacked)
-        following = np.roll(stacked, -1, axis=1)
-        areas = 0.5 * np.abs(np.sum((stacked[..., 0] + following[..., 0]) *
-                                    (following[..., 1] - stacked[..., 1]), axis=1))
+        areas = _shoelace_areas(stacked)
     else:
         polygons = np.array([Polygon(points) if len(points) >= 3 else Polygon() for points in point_arrays],
                             dtype=object)
