@@ -66,12 +66,13 @@ def export(model, output: str, example: np.ndarray, opset: int = DEFAULT_OPSET) 
 
 def parity(model, onnx_path: str, image_bgr: np.ndarray, short_sides: Sequence[int]) -> List[Tuple[Tuple[int, int], float]]:
     """((height, width), max abs difference between onnxruntime and PyTorch) for each short side."""
-    from concern.inference import OnnxRunner, TorchRunner, inference_size, prepare_image
+    from concern.inference import OnnxRunner, TorchRunner, prepare_image
+    from data.input_size import DEFAULT_MAX_LONG_SIDE, InputSize
     torch_runner, onnx_runner = TorchRunner(model, 'cpu'), OnnxRunner(onnx_path)
     height, width = image_bgr.shape[:2]
     rows = []
     for short_side in short_sides:
-        new_height, new_width, _ = inference_size(height, width, short_side)
+        new_height, new_width = InputSize('short_side', short_side, DEFAULT_MAX_LONG_SIDE)(height, width)
         inputs = prepare_image(image_bgr, (new_height, new_width))
         difference = float(np.abs(onnx_runner(inputs) - torch_runner(inputs)).max())
         rows.append(((new_height, new_width), difference))
@@ -88,19 +89,20 @@ def check_sizes(short_side: int) -> Tuple[int, int]:
 
 def verification_image(experiment, path: Optional[str]) -> Tuple[np.ndarray, str]:
     """A real text image: ``path``, else the first evaluation image of the experiment, else a synthetic scene."""
-    from concern.inference import read_image_as_seen
+    from data.image_io import DataError, read_image
     if path:
-        image = read_image_as_seen(path)
-        if image is None:
-            raise ValueError(f'--verify_image {path}: cannot read it as an image')
-        return image, path
+        try:
+            return read_image(path, orientation='displayed'), path
+        except DataError as error:
+            raise ValueError(f'--verify_image: cannot read it as an image: {error}') from error
     evaluation = getattr(experiment, 'evaluation', None)
     for loader in (evaluation.data_loaders.values() if evaluation is not None else []):
         entries = getattr(loader.dataset, 'entries', None)
         if entries:
-            image = read_image_as_seen(entries[0][0])
-            if image is not None:
-                return image, entries[0][0]
+            try:
+                return read_image(entries[0][0], orientation='displayed'), entries[0][0]
+            except DataError:
+                pass
     from data.synthetic import FontBank, find_fonts, generate_image
     image, _ = generate_image(np.random.default_rng(0), FontBank(find_fonts('builtin')), 640)
     return image, 'a generated synthetic scene-text image (data.synthetic, seed 0)'
@@ -125,7 +127,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, ValueError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
-    from concern.inference import inference_size, load_trained_model, prepare_image
+    from concern.inference import load_trained_model, prepare_image
+    from data.input_size import DEFAULT_MAX_LONG_SIDE, InputSize
     try:
         model = load_trained_model(experiment.structure.builder, args.resume, 'cpu')
         image, source = verification_image(experiment, args.verify_image)
@@ -133,7 +136,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'error: {error}', file=sys.stderr)
         return 2
     sizes = check_sizes(args.image_short_side)
-    example = prepare_image(image, inference_size(*image.shape[:2], sizes[0])[:2])
+    example = prepare_image(image, InputSize('short_side', sizes[0], DEFAULT_MAX_LONG_SIDE)(*image.shape[:2]))
     print(f'exporting {args.resume} ({experiment.structure.builder.model_args.get("backbone")}) to {args.output}, '
           f'opset {args.opset}, example input {tuple(example.shape)}')
     export(model, args.output, example, args.opset)

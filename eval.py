@@ -1,12 +1,14 @@
-"""Evaluate a trained DBNet: ``python eval.py EXP.yaml --resume CKPT [flags]`` (see docs/inference.md).
+"""Evaluate a trained DBNet: ``python eval.py EXP.yaml --resume CKPT [flags]`` (see docs/evaluation.md).
 
-Only the model, the post-processing and the evaluation loaders are built: no training data is needed.
+Only the model, the post-processing and the evaluation loaders are built: no training data is needed. The
+measuring is ``structure.measurers.DetectionEvaluator``, the same engine as validation during training and
+``make demo``; box_thresh is the representer's (``--box_thresh`` > ``--opt`` > the experiment file).
 """
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from concern.cli import apply_eval_flags, compile_experiment, eval_parser, run_name, select_device
 from concern.config import ConfigError, dump_config
@@ -14,11 +16,14 @@ from concern.config import ConfigError, dump_config
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = eval_parser().parse_args(argv)
+    from data.image_io import DataError
+    from structure.measurers.result_files import prepare_result_dir
     try:
         config = compile_experiment(args, apply_eval_flags)
         if args.print_config_only:
             print(dump_config(config), end='')
             return 0
+        result_dir = prepare_result_dir(args.result_dir) if args.result_dir else None
         from experiment import Experiment
         experiment = Experiment.build(config, ('structure', 'evaluation'))
     except (ConfigError, ValueError) as error:
@@ -34,87 +39,105 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
 
     from concern.inference import InferenceEngine, TorchRunner, load_trained_model
-    device = select_device(args.device)
+    from structure.measurers import DetectionEvaluator
+    from structure.measurers.result_files import check_unique_result_names
+    loaders = experiment.evaluation.data_loaders
     try:
+        if result_dir:
+            for loader in loaders.values():  # two images writing one result file: refused before any work
+                entries = getattr(loader.dataset, 'entries', None)
+                if entries is not None:
+                    check_unique_result_names([entry[0] for entry in entries])
+        device = select_device(args.device)
         model = load_trained_model(structure.builder, args.resume, device)
     except (FileNotFoundError, ValueError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
     runner = TorchRunner(model, device, args.precision, args.channels_last)
-    representer = structure.representer
-    # The evaluation settings may fix the measuring threshold and the output mode (as validation during
-    # training uses them); --box_thresh and --polygon override.
-    settings_thresh = getattr(experiment.evaluation, 'box_thresh', None)
-    box_thresh = args.box_thresh if args.box_thresh is not None else \
-        (settings_thresh if settings_thresh is not None else representer.box_thresh)
-    representer.box_thresh = box_thresh
-    args.polygon = bool(args.polygon or getattr(experiment.evaluation, 'is_output_polygon', False))
-    args.sweep = bool(args.sweep or getattr(experiment.evaluation, 'sweep', False))
-    if args.sweep:
-        from structure.measurers import DEFAULT_THRESHOLDS
-        # Detections down to the lowest swept threshold; the sweep and the main figure re-filter by score.
-        representer.box_thresh = min(box_thresh, min(DEFAULT_THRESHOLDS))
-    engine = InferenceEngine(runner, representer, is_output_polygon=args.polygon)
     workspace = os.path.join('workspace', run_name(args))
     summary: Dict[str, Dict[str, float]] = {}
-    for name, loader in experiment.evaluation.data_loaders.items():
-        outputs, metrics = evaluate(engine, loader, structure, args, box_thresh, workspace, name)
-        summary[name] = metrics
+    for name, loader in loaders.items():
+        evaluator = DetectionEvaluator.from_settings(structure, experiment.evaluation, keep_outputs=bool(result_dir))
+        engine = InferenceEngine(runner, postprocess=evaluator.detect)
+        try:
+            metrics = evaluate(engine, evaluator, loader, structure, args, workspace, name)
+        except DataError as error:
+            print(f'error: {name}: {_first_line(error)}\n(the evaluation stops at a bad sample rather than measure '
+                  'another set; --skip_bad_samples leaves such samples out and names them)', file=sys.stderr)
+            return 2
+        except ValueError as error:
+            print(f'error: {name}: {error}', file=sys.stderr)
+            return 2
+        summary[name] = {key: metrics[key] for key in ('precision', 'recall', 'fmeasure')}
         print(f"{name}: precision {metrics['precision']:.4f}  recall {metrics['recall']:.4f}  "
-              f"fmeasure {metrics['fmeasure']:.4f}  ({len(outputs)} images, box_thresh {box_thresh})")
-        if args.sweep:
-            from structure.measurers import format_sweep, sweep_box_thresh
-            options = getattr(structure.measurer, 'protocol_options', {'protocol': 'iou'})
-            print(f'{name}: box_thresh sweep\n' + format_sweep(sweep_box_thresh(outputs, **options)))
-        if args.result_dir:
+              f"fmeasure {metrics['fmeasure']:.4f}  ({metrics['images']} images, box_thresh {evaluator.box_thresh})")
+        for message in metrics['skipped']:
+            print(f'{name}: left out (--skip_bad_samples): {message}')
+        if metrics.get('sweep') is not None:
+            from structure.measurers import format_sweep
+            print(f'{name}: box_thresh sweep\n' + format_sweep(metrics['sweep']))
+        if result_dir:
             from structure.measurers import write_result_files
-            kept = [{'filename': output['filename'], 'boxes': output['kept_boxes'], 'scores': output['kept_scores']}
-                    for output in outputs]
-            paths = write_result_files(args.result_dir, kept)
-            print(f'{name}: {len(paths)} result file(s) written to {os.path.abspath(args.result_dir)}')
+            paths = write_result_files(result_dir, evaluator.outputs, with_score=not args.no_score)
+            print(f'{name}: {len(paths)} result file(s) written to {result_dir}')
     os.makedirs(workspace, exist_ok=True)
     with open(os.path.join(workspace, 'eval.log'), 'a', encoding='utf-8') as stream:
         for name, metrics in summary.items():
-            stream.write(f'{args.resume} {name} box_thresh={box_thresh} '
+            stream.write(f'{args.resume} {name} box_thresh={structure.representer.box_thresh} '
                          + ' '.join(f'{key}={value:.4f}' for key, value in metrics.items()) + '\n')
     return 0
 
 
-def evaluate(engine: Any, loader: Any, structure: Any, args: Any, box_thresh: float, workspace: str,
-             name: str) -> tuple:
-    """One loader: (per-image outputs, {'precision', 'recall', 'fmeasure'}); --speed and --visualize here."""
+def _first_line(error: Exception) -> str:
+    """A DataError raised in a DataLoader worker arrives with the worker's traceback in its message: keep the
+    error's own message (its last line)."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and 'Traceback' in str(error):
+        last = lines[-1]
+        return last.split(': ', 1)[1] if last.startswith(('DataError', 'data.image_io.DataError')) else last
+    return str(error)
+
+
+def good_batches(loader: Any, evaluator: Any) -> Iterator[Dict[str, Any]]:
+    """The loader's batches without their bad samples (recorded by the evaluator as skipped); batches left
+    without an image are not yielded."""
+    from data.processes.collect_fn import split_bad_samples
+    for batch in loader:
+        batch, messages = split_bad_samples(batch)
+        if messages:
+            evaluator.skip(messages)
+        if batch is not None:
+            yield batch
+
+
+def evaluate(engine: Any, evaluator: Any, loader: Any, structure: Any, args: Any, workspace: str,
+             name: str) -> Dict[str, Any]:
+    """One loader through the engine into the evaluator: its ``evaluate()``; --speed and --visualize here."""
     from concern.inference import StageTimer, format_speed, same_detections
-    from structure.measurers import filter_by_score
     timer = StageTimer() if args.speed else None
     if args.speed and args.warmup > 0:
-        first = next(iter(loader))
+        first = next(good_batches(loader, evaluator), None)
+        if first is None:
+            raise ValueError('no images to time (--speed): the evaluation list is empty')
+        evaluator.reset()
         for _ in range(args.warmup):
             engine.postprocess(first, engine.runner(first['image']))
     results = []
-    outputs: List[Dict[str, Any]] = []
-    measures: List[Any] = []
     visual_dir = os.path.join(workspace, 'visualize', name)
-    for result in engine.run(loader, pipelined=args.pipelined and not args.speed, timer=timer):
-        batch = result.batch
-        # With --sweep the representer ran at a lower box_thresh; re-filtering by score gives exactly what it
-        # returns at box_thresh (scores are computed before, and independently of, the threshold).
-        kept = [filter_by_score(boxes, scores, box_thresh) for boxes, scores in zip(result.boxes, result.scores)]
-        kept_boxes, kept_scores = [boxes for boxes, _ in kept], [scores for _, scores in kept]
-        measures.extend(structure.measurer.validate_measure(batch, (kept_boxes, kept_scores),
-                                                            is_output_polygon=args.polygon, box_thresh=box_thresh))
-        for index in range(len(result.boxes)):
-            outputs.append({'filename': batch['filename'][index], 'boxes': result.boxes[index],
-                            'scores': result.scores[index], 'kept_boxes': kept_boxes[index],
-                            'kept_scores': kept_scores[index], 'polygons': batch['polygons'][index],
-                            'ignore_tags': batch['ignore_tags'][index]})
+    for result in engine.run(good_batches(loader, evaluator), pipelined=args.pipelined and not args.speed,
+                             timer=timer):
+        kept = evaluator.process(result.batch, (result.boxes, result.scores))
         if args.visualize:
-            write_visualization(structure.visualizer, batch, (kept_boxes, kept_scores), result.prob, visual_dir)
+            write_visualization(structure.visualizer, result.batch, kept, result.prob, visual_dir)
         if args.speed:
             results.append(_detections_only(result))
     if args.speed:
+        if not results:
+            raise ValueError('no images to time (--speed): the evaluation list is empty')
         pipelined_timer = StageTimer()
-        pipelined = [_detections_only(result) for result in engine.run(loader, pipelined=True, timer=pipelined_timer)]
-        sizes = sorted({tuple(output_shape) for output_shape in _input_sizes(results)})
+        pipelined = [_detections_only(result) for result in
+                     engine.run(good_batches(loader, _Discard()), pipelined=True, timer=pipelined_timer)]
+        sizes = sorted({result.input_size for result in results})
         header = {
             'speed': f'{name}, {timer.images} images, {args.warmup} warm-up iteration(s) untimed',
             'model': engine.runner.describe(),
@@ -124,11 +147,11 @@ def evaluate(engine: Any, loader: Any, structure: Any, args: Any, box_thresh: fl
             'pipelined detections identical to sequential': 'yes' if same_detections(results, pipelined) else 'NO',
         }
         print(format_speed(timer, pipelined_timer, header))
-    return outputs, structure.measurer.gather_measure(measures)
+    return evaluator.evaluate()
 
 
 def write_visualization(visualizer: Any, batch: Any, detections: tuple, prob: Any, directory: str) -> None:
-    """Ground truth (green, don't care grey) and detections (red) on the original image."""
+    """Ground truth (green, don't care grey) and detections (red) on the image as evaluated (stored pixels)."""
     import cv2
     if visualizer is None:
         from structure.visualizers import SegDetectorVisualizer
@@ -140,6 +163,13 @@ def write_visualization(visualizer: Any, batch: Any, detections: tuple, prob: An
             cv2.imwrite(os.path.join(directory, f'{key[:-len("_output")]}.jpg'), image)
 
 
+class _Discard:
+    """Stands in for the evaluator on the second --speed pass (its bad samples were recorded on the first)."""
+
+    def skip(self, messages: Sequence[str]) -> None:
+        pass
+
+
 class _Detections:
     __slots__ = ('boxes', 'scores', 'input_size')
 
@@ -149,10 +179,6 @@ class _Detections:
 
 def _detections_only(result: Any) -> _Detections:
     return _Detections(result.boxes, result.scores, tuple(result.prob.shape[-2:]))
-
-
-def _input_sizes(results: Sequence[_Detections]) -> List[tuple]:
-    return [result.input_size for result in results]
 
 
 if __name__ == '__main__':

@@ -34,39 +34,44 @@ class TrainSettings:
 
 
 class ValidationSettings:
-    """Validation during training: ``interval`` iterations apart; the first ``exempt`` ones skipped.
+    """What to evaluate and how: validation during training and eval.py alike (``EvaluationSettings`` is the
+    same class, under the name the evaluation section may use).
 
-    ``is_output_polygon`` measures polygons instead of boxes (curved-text data sets); ``box_thresh``,
-    when given, is the measurer's score threshold (otherwise the measurer's default). ``sweep`` also
-    reports P/R/F over ``sweep_thresholds`` (default box_thresh 0.3, 0.35, ..., 0.9) from the same network
-    pass; the main figure, and so best-model selection, is unchanged by it.
+    data_loaders: name -> DataLoader (the first one's F-measure picks ``model/best`` in training).
+    visualize: send images to TensorBoard (training) / write pictures (eval.py --visualize).
+    interval, exempt: during training, validate every ``interval`` iterations once past iteration ``exempt``.
+    is_output_polygon: measure polygons instead of boxes (curved-text data sets).
+    sweep: also report P/R/F over ``sweep_thresholds`` (default box_thresh 0.3, 0.35, ..., 0.9) from the same
+    network pass; the main figure, and so best-model selection, is unchanged by it.
+    resume: a checkpoint to evaluate (kept for the original's files; eval.py takes --resume).
+
+    box_thresh is not set here: the representer's (``structure.representer.box_thresh``) is its single
+    source, used for validation, evaluation and inference alike (``Experiment.build`` refuses the key here).
     """
 
     def __init__(self, data_loaders: Dict[str, Any], visualize: bool = False, interval: int = 100,
-                 exempt: int = -1, is_output_polygon: bool = False, box_thresh: Optional[float] = None,
-                 sweep: bool = False, sweep_thresholds: Optional[List[float]] = None):
+                 exempt: int = -1, is_output_polygon: bool = False, sweep: bool = False,
+                 sweep_thresholds: Optional[List[float]] = None, resume: Optional[str] = None):
         if not isinstance(data_loaders, dict) or not data_loaders:
             raise ValueError('data_loaders must be a non-empty mapping of name -> DataLoader')
         if sweep_thresholds is not None and (not isinstance(sweep_thresholds, (list, tuple)) or not sweep_thresholds
                                              or not all(isinstance(value, (int, float)) for value in sweep_thresholds)):
             raise ValueError(f'sweep_thresholds: expected a non-empty list of numbers, got {sweep_thresholds!r}')
-        self.sweep = bool(sweep)
-        self.sweep_thresholds = None if sweep_thresholds is None else [float(value) for value in sweep_thresholds]
         self.data_loaders = data_loaders
         self.visualize = bool(visualize)
         self.interval = int(interval)
         self.exempt = int(exempt)
         self.is_output_polygon = bool(is_output_polygon)
-        self.box_thresh = box_thresh
-
-
-class EvaluationSettings:
-    def __init__(self, data_loaders: Dict[str, Any], visualize: bool = False, resume: Optional[str] = None):
-        if not isinstance(data_loaders, dict) or not data_loaders:
-            raise ValueError('data_loaders must be a non-empty mapping of name -> DataLoader')
-        self.data_loaders = data_loaders
-        self.visualize = bool(visualize)
+        self.sweep = bool(sweep)
+        self.sweep_thresholds = None if sweep_thresholds is None else [float(value) for value in sweep_thresholds]
         self.resume = resume
+
+
+# The evaluation section's class name in this project's earlier files: the same settings.
+EvaluationSettings = ValidationSettings
+
+# Keys of the validation / evaluation settings that moved, and where to set them now.
+MOVED_SETTINGS = {'box_thresh': 'structure.representer.box_thresh'}
 
 
 class Experiment:
@@ -99,6 +104,12 @@ class Experiment:
                               f'(accepted: {", ".join(EXPERIMENT_PARTS)})')
         if 'structure' not in tree:
             raise ConfigError(f"{where}: class Experiment needs argument 'structure'")
+        # validation is built for evaluation too when there is no evaluation section
+        checked = [part for part in ('validation', 'evaluation') if part in parts]
+        if 'evaluation' in parts and tree.get('evaluation') is None and 'validation' not in checked:
+            checked.insert(0, 'validation')
+        for part in checked:
+            _refuse_moved_settings(config, tree.get(part), part)
         builder = ObjectBuilder(config)
         built = {part: builder.build(tree[part], part) for part in parts if tree.get(part) is not None}
         if 'evaluation' in parts and 'evaluation' not in built and tree.get('validation') is not None:
@@ -111,3 +122,15 @@ class Experiment:
             experiment.validation = None
         experiment.config = config
         return experiment
+
+
+def _refuse_moved_settings(config: CompiledConfig, node: Any, part: str) -> None:
+    """A clear error, naming the file, the define and the key, for a setting that moved elsewhere."""
+    if not isinstance(node, dict):
+        return
+    for key, target in MOVED_SETTINGS.items():
+        if key in node:
+            define, source = config.origin_of(node, (config.define, config.source))
+            raise ConfigError(f"{source}: define '{define}', key '{part}.{key}': {part} settings no longer take "
+                              f'{key!r}; set it once as {target} (the one value used for validation, '
+                              f'evaluation and inference), e.g. --opt {target}={node[key]}')

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from benchmarks.common import machine, print_table
-from concern.inference import (InferenceEngine, OnnxRunner, StageTimer, TorchRunner, inference_size, prepare_image,
-                               read_image_as_seen)
+from concern.inference import InferenceEngine, OnnxRunner, StageTimer, TorchRunner, prepare_image
+from data.image_io import read_image
+from data.input_size import DEFAULT_MAX_LONG_SIDE, InputSize
 from structure.model import SegDetectorModel
 from structure.representers import SegDetectorRepresenter
 
@@ -37,8 +38,8 @@ def write_images(directory: str, count: int, size: int = 1280) -> List[str]:
 
 def batches(paths: List[str], short_side: int):
     for path in paths:
-        image = read_image_as_seen(path)
-        size = inference_size(*image.shape[:2], short_side)[:2]
+        image = read_image(path, orientation='displayed')  # DataError (names the file) if unreadable
+        size = InputSize('short_side', short_side, DEFAULT_MAX_LONG_SIDE)(*image.shape[:2])  # demo.py's rule
         yield {'image': prepare_image(image, size), 'shape': [image.shape[:2]]}
 
 

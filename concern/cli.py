@@ -79,13 +79,21 @@ def eval_parser() -> argparse.ArgumentParser:
     parser.add_argument('--polygon', action='store_true', help='output polygons instead of boxes')
     parser.add_argument('--result_dir', type=str, default=None,
                         help='write res_<image>.txt files here (ICDAR submission format)')
+    parser.add_argument('--no_score', action='store_true',
+                        help='result files without the score column (8 integers a line: RRC submissions)')
     parser.add_argument('--visualize', action='store_true', help='write images with ground truth and detections')
     parser.add_argument('--speed', action='store_true', help='time data, model and post-processing separately')
     parser.add_argument('--sweep', action='store_true', help='report P/R/F over box_thresh 0.3..0.9')
+    parser.add_argument('--skip_bad_samples', action='store_true',
+                        help='leave out (and name) unreadable images / malformed ground truth instead of stopping; '
+                             'P/R/F are then over the readable samples only')
     parser.add_argument('--batch_size', type=int, default=None, help='evaluation batch size')
     parser.add_argument('--num_workers', type=int, default=None, help='data loading workers')
     parser.add_argument('--image_short_side', type=int, default=None,
-                        help='resize height of the evaluation pipeline (multiple of 32)')
+                        help="input size by demo.py's rule instead of the experiment's: the short side at this value "
+                             '(multiple of 32), the long side following the aspect ratio up to --max_long_side')
+    parser.add_argument('--max_long_side', type=int, default=2560,
+                        help='with --image_short_side: cap on the long side of the network input')
     _inference_arguments(parser)
     return parser
 
@@ -98,12 +106,19 @@ def demo_parser() -> argparse.ArgumentParser:
                         help='run this exported model with onnxruntime instead of PyTorch (no --resume needed)')
     parser.add_argument('--image_path', type=str, required=True, help='an image, a folder or a glob')
     parser.add_argument('--result_dir', type=str, default='demo_results/', help='where results are written')
-    parser.add_argument('--image_short_side', type=int, default=736, help='resize the short side to this')
+    parser.add_argument('--image_short_side', type=int, default=736,
+                        help='short side of the network input (multiple of 32); the long side follows the aspect '
+                             'ratio, rounded up to a multiple of 32')
     parser.add_argument('--polygon', action='store_true', help='output polygons instead of boxes')
     parser.add_argument('--visualize', action='store_true', help='write <image>.jpg with the detections drawn')
     parser.add_argument('--heatmap', action='store_true', help='also write the probability map as a heat map')
     parser.add_argument('--max_long_side', type=int, default=2560,
                         help='cap on the long side of the network input (memory bound for huge photos)')
+    parser.add_argument('--orientation', choices=('displayed', 'stored'), default='displayed',
+                        help="EXIF orientation: 'displayed' applies it (the photo as a viewer shows it), 'stored' "
+                             'uses the pixels as stored (as eval.py does: ground truth is annotated on them)')
+    parser.add_argument('--max_image_pixels', type=int, default=178956970,
+                        help='refuse (and skip) images with more pixels than this (decompression bombs); 0: no limit')
     _inference_arguments(parser)
     return parser
 
@@ -233,44 +248,54 @@ def apply_train_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
 def apply_eval_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
     apply_representer_flags(config, args)
     section = 'evaluation' if has_path(config, 'evaluation') else 'validation'
+    if args.polygon:
+        _require(_set_if_present(config, f'{section}.is_output_polygon', True), '--polygon',
+                 f'{section}.is_output_polygon', config)
+    if args.sweep:
+        _require(_set_if_present(config, f'{section}.sweep', True), '--sweep', f'{section}.sweep', config)
     for path in _loader_paths(config, section):
         if args.batch_size is not None:
             _set_if_present(config, f'{path}.batch_size', args.batch_size)
         if args.num_workers is not None:
             _set_if_present(config, f'{path}.num_workers', args.num_workers)
         if args.image_short_side is not None:
-            _set_resize_height(config, f'{path}.dataset.processes', args.image_short_side)
+            _set_short_side(config, f'{path}.dataset.processes', args.image_short_side, args.max_long_side)
+        if args.skip_bad_samples:
+            _require(_set_if_present(config, f'{path}.dataset.on_bad_sample', 'skip'), '--skip_bad_samples',
+                     f'{path}.dataset.on_bad_sample', config)
     if args.verbose:
         _set_if_present(config, 'logger.verbose', True)
 
 
-def _set_resize_height(config: CompiledConfig, processes_path: str, height: int) -> None:
-    if height % 32:
-        raise ConfigError(f'--image_short_side {height}: must be a multiple of 32')
+def _set_short_side(config: CompiledConfig, processes_path: str, short_side: int, max_long_side: int) -> None:
+    """The evaluation input size by demo.py's rule (``InputSize('short_side', ...)``): ``short_side`` and
+    ``max_long_side`` on each only_resize AugmentDetectionData of the pipeline."""
+    if short_side < 32 or short_side % 32:
+        raise ConfigError(f'--image_short_side {short_side}: must be a positive multiple of 32')
     changed = 0
     for process in (get_path(config, processes_path) if has_path(config, processes_path) else None) or []:
         if isinstance(process, dict) and str(process.get('class', '')).endswith('AugmentDetectionData') \
                 and process.get('only_resize'):
-            for augmenter in process.get('augmenter_args') or []:
-                if isinstance(augmenter, list) and augmenter and augmenter[0] == 'Resize' \
-                        and isinstance(augmenter[1], dict):
-                    # keep_ratio pipelines fix the height; fixed-size ones scale both sides alike
-                    old_height = int(augmenter[1].get('height', height))
-                    if not process.get('keep_ratio') and 'width' in augmenter[1]:
-                        augmenter[1]['width'] = -(-int(augmenter[1]['width']) * height // old_height // 32) * 32
-                    augmenter[1]['height'] = height
-                    changed += 1
+            process['short_side'] = short_side
+            process['max_long_side'] = max_long_side
+            changed += 1
     if not changed:
-        raise ConfigError(f"{config.source}: define '{config.define}': --image_short_side found no "
-                          f"['Resize', {{width, height}}] of an only_resize AugmentDetectionData in {processes_path}")
+        raise ConfigError(f"{config.source}: define '{config.define}': --image_short_side found no only_resize "
+                          f'AugmentDetectionData in {processes_path}')
 
 
 def compile_experiment(args: argparse.Namespace, apply_flags: Callable[[CompiledConfig, argparse.Namespace], None]
                        ) -> CompiledConfig:
-    """Load ``args.exp``, apply the entry point's flags, then the ``--opt`` overrides (which win)."""
+    """Load ``args.exp`` and apply the ``--opt`` overrides and the entry point's flags.
+
+    Precedence: a dedicated flag (``--box_thresh``, ``--batch_size``, ...) > ``--opt`` > the experiment file. The
+    flags run twice: first so that ``--opt`` can reach the default components a flag adds, then after ``--opt``
+    so that they win (setting a value is idempotent).
+    """
     config = load_config(args.exp)
     apply_flags(config, args)
     apply_overrides(config, args.opt or [])
+    apply_flags(config, args)
     return config
 
 

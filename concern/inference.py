@@ -1,6 +1,7 @@
 """What eval.py, demo.py, convert_to_onnx.py and the inference benchmark share.
 
-* preprocessing (NumPy / OpenCV only): reading an image as a person sees it, the inference size, normalisation;
+* preprocessing (NumPy / OpenCV only): resizing to the input size (``data.input_size.InputSize``, the one rule)
+  and normalisation (images are read by ``data.image_io.read_image``, the one reader);
 * runners that turn a (B, 3, H, W) float32 input into (B, 1, H, W) float32 probability maps: ``TorchRunner``
   (precision, channels-last) and ``OnnxRunner`` (onnxruntime, no torch needed);
 * ``InferenceEngine``: batches -> probability maps -> detections, sequential or pipelined (data preparation in a
@@ -24,7 +25,6 @@ from concern.normalization import normalize
 
 # BGR means of the training images (NormalizeImage); released checkpoints were trained with exactly these.
 PRECISIONS = ('fp32', 'fp16', 'bf16')
-DEFAULT_MAX_LONG_SIDE = 2560
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
@@ -74,36 +74,6 @@ def _print_to_stderr(message: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- preprocessing
-def read_image_as_seen(path: str) -> Optional[np.ndarray]:
-    """BGR uint8 (H, W, 3) with the EXIF orientation applied (what a person sees), or None if unreadable."""
-    import cv2
-    from PIL import Image, ImageOps
-    try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image).convert('RGB')
-            return cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR)
-    except (OSError, ValueError, SyntaxError):  # PIL raises SyntaxError for some corrupt files
-        return None
-
-
-def inference_size(height: int, width: int, short_side: int, max_long_side: int = DEFAULT_MAX_LONG_SIDE
-                   ) -> Tuple[int, int, bool]:
-    """(new_height, new_width, capped): the short side scaled to ``short_side``, both sides rounded to multiples
-    of 32 (at least 32); when the long side would exceed ``max_long_side`` the scale shrinks to fit (capped)."""
-    if height <= 0 or width <= 0:
-        raise ValueError(f'image size: expected positive height and width, got {height}x{width}')
-    if short_side < 32 or max_long_side < 32:
-        raise ValueError(f'expected short side and long-side cap >= 32, got {short_side} and {max_long_side}')
-    scale = short_side / min(height, width)
-    limit = max_long_side - max_long_side % 32
-    capped = int(round(max(height, width) * scale / 32)) * 32 > limit
-    if capped:
-        scale = limit / max(height, width)
-    new_height = min(limit, max(32, int(round(height * scale / 32)) * 32))
-    new_width = min(limit, max(32, int(round(width * scale / 32)) * 32))
-    return new_height, new_width, capped
-
-
 def prepare_image(image_bgr: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     """Resize to ``size`` (height, width) and normalise: float32 (1, 3, H, W)."""
     import cv2
@@ -240,20 +210,26 @@ class InferenceEngine:
     maps -> detections in original image coordinates, in input order.
 
     runner: ``TorchRunner`` / ``OnnxRunner`` (any callable images -> (B, 1, H, W) float32 maps).
-    representer: ``SegDetectorRepresenter``. ``run(..., pipelined=True)`` overlaps the three stages: a producer
+    representer: ``SegDetectorRepresenter``; or ``postprocess``, any callable ``(batch, maps) -> (boxes_batch,
+    scores_batch)`` (eval.py passes ``DetectionEvaluator.detect``). ``run(..., pipelined=True)`` overlaps the three stages: a producer
     thread prepares batch i+1 and a consumer thread post-processes batch i-1 while the model runs batch i
     (PyTorch, onnxruntime and OpenCV release the GIL in their heavy parts). Results are the same objects
     computed by the same functions on the same inputs, so detections are identical to the sequential mode.
     """
 
-    def __init__(self, runner: Callable[[Any], np.ndarray], representer: Any, is_output_polygon: bool = False,
-                 queue_depth: int = 2):
+    def __init__(self, runner: Callable[[Any], np.ndarray], representer: Any = None, is_output_polygon: bool = False,
+                 queue_depth: int = 2, postprocess: Optional[Callable[[Mapping[str, Any], np.ndarray], Any]] = None):
+        if (representer is None) == (postprocess is None):
+            raise ValueError('InferenceEngine: give exactly one of representer and postprocess')
         self.runner = runner
         self.representer = representer
         self.is_output_polygon = bool(is_output_polygon)
         self.queue_depth = max(1, int(queue_depth))
+        self._postprocess = postprocess
 
     def postprocess(self, batch: Mapping[str, Any], prob: np.ndarray) -> Tuple[List[Any], List[List[float]]]:
+        if self._postprocess is not None:
+            return self._postprocess(batch, prob)
         return self.representer.represent(batch, prob, is_output_polygon=self.is_output_polygon)
 
     def run(self, batches: Iterable[Mapping[str, Any]], pipelined: bool = False,

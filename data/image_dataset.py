@@ -13,6 +13,8 @@ from .readers import GT_FORMATS, LIST_READERS, find_gt_file, parse_paddle_label,
 
 logger = logging.getLogger(__name__)
 
+BAD_SAMPLE_MODES = ('substitute', 'raise', 'skip')
+
 
 def infer_gt_format(data_dir: str, data_list: str) -> str:
     """The original code base's rules (by path), plus SynthText's ``gt.mat``."""
@@ -67,11 +69,22 @@ class ImageDataset(torch.utils.data.Dataset):
     file, image paths relative to data_dir) or synthtext (list entry = gt.mat, images relative to
     data_dir); None infers it from the paths as the original did.
 
-    A sample that cannot be read is skipped with a warning (``skipped_count``) unless ``strict``.
+    ``on_bad_sample``: what a sample that cannot be used (unreadable image, malformed ground truth: a
+    :class:`DataError` naming the file and line) gives.
+
+    - 'substitute': the next usable sample in its place, a warning and a count (``skipped_count``); right for
+      training, where one picture more or less changes nothing;
+    - 'raise': the DataError itself;
+    - 'skip': a marker sample ``{'filename', 'data_id', 'bad_sample': message}`` that ``ICDARCollectFN`` takes
+      out of the batch (into ``batch['bad_samples']``) and the evaluator reports as skipped; evaluation then
+      measures the other samples exactly as if the bad one were not listed.
+
+    None (the default): 'substitute' for a training set (``is_training``), 'raise' otherwise, so that
+    evaluation never measures one image in place of another.
     """
 
     def __init__(self, data_dir: Sequence[str] = (), data_list: Sequence[str] = (), processes: Sequence[Any] = (),
-                 gt_format: Union[None, str, Sequence[Optional[str]]] = None, strict: bool = False,
+                 gt_format: Union[None, str, Sequence[Optional[str]]] = None, on_bad_sample: Optional[str] = None,
                  is_training: Optional[bool] = None, max_skip_attempts: int = 100):
         data_dir = [data_dir] if isinstance(data_dir, str) else list(data_dir)
         data_list = [data_list] if isinstance(data_list, str) else list(data_list)
@@ -85,9 +98,12 @@ class ImageDataset(torch.utils.data.Dataset):
             if not callable(getattr(process, 'process', None)) and not callable(process):
                 raise TypeError(f'ImageDataset: expected processes with a process(data) method, got {process!r}')
         self.data_dir, self.data_list, self.processes = data_dir, data_list, list(processes)
-        self.strict = strict
+        if on_bad_sample is not None and on_bad_sample not in BAD_SAMPLE_MODES:
+            raise ValueError(f'ImageDataset: on_bad_sample: expected one of {BAD_SAMPLE_MODES} or None, '
+                             f'got {on_bad_sample!r}')
         self.is_training = (any('train' in os.path.basename(p) for p in data_list)
                             if is_training is None else bool(is_training))
+        self.on_bad_sample = on_bad_sample or ('substitute' if self.is_training else 'raise')
         self.max_skip_attempts = max_skip_attempts
         self.gt_formats = [f or infer_gt_format(d, l) for f, d, l in zip(formats, data_dir, data_list)]
         for fmt in self.gt_formats:
@@ -155,7 +171,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def load_sample(self, index: int) -> Dict[str, Any]:
         image_path, data_id, _, _ = self.entries[index]
         lines = self.load_lines(index)
-        image = read_image(image_path)
+        image = read_image(image_path, orientation='stored')
         data = {'filename': image_path, 'data_id': data_id, 'image': image, 'lines': lines,
                 'is_training': self.is_training}
         for process in self.processes:
@@ -169,10 +185,21 @@ class ImageDataset(torch.utils.data.Dataset):
             try:
                 return self.load_sample(position)
             except DataError as error:
-                if self.strict:
+                if self.on_bad_sample == 'raise':
                     raise
+                if self.on_bad_sample == 'skip':
+                    return self.bad_sample(position, error)
                 with self._skipped.get_lock():
                     self._skipped.value += 1
                 logger.warning('skipping sample %d (%s): %s', position, self.entries[position][0], error)
         raise RuntimeError(f'ImageDataset: {self.max_skip_attempts} consecutive unreadable samples from '
-                           f'index {index}; check the data set (strict=True shows the first error)')
+                           f"index {index}; check the data set (on_bad_sample='raise' shows the first error)")
+
+    def bad_sample(self, index: int, error: Exception) -> Dict[str, Any]:
+        """The marker sample of 'skip' for sample ``index``: its file, its data id and the error (naming the
+        file, and the line for ground truth)."""
+        image_path, data_id, _, _ = self.entries[index]
+        message = str(error)
+        if image_path not in message:
+            message = f'{image_path}: {message}'
+        return {'filename': image_path, 'data_id': data_id, 'bad_sample': message}

@@ -86,10 +86,11 @@ def test_sweep_flag_needs_validate_and_turns_on_the_validation_sweep():
     assert compiled([IC15, '--validate']).tree['validation'].get('sweep') is None
 
 
-def test_opt_wins_over_flags_and_reaches_built_objects():
+def test_flags_win_over_opt_which_reaches_built_objects():
+    # precedence: dedicated flag > --opt > file
     config = compiled([IC15, '--batch_size', '4', '--opt', 'train.data_loader.batch_size=2',
                        'structure.representer.unclip_ratio=1.8', 'validation.interval=9'])
-    assert get_path(config, 'train.data_loader.batch_size') == 2
+    assert get_path(config, 'train.data_loader.batch_size') == 4
     assert get_path(config, 'validation.interval') == 9
     experiment = Experiment.build(config, ['structure'])
     assert experiment.structure.representer.unclip_ratio == 1.8
@@ -105,10 +106,13 @@ def test_eval_flags_change_the_evaluation_pipeline():
                        '--box_thresh', '0.5'], eval_parser, apply_eval_flags)
     loader = get_path(config, 'evaluation.data_loaders.icdar2015')
     assert loader['batch_size'] == 2
-    resize = loader['dataset']['processes'][0]['augmenter_args'][0]
-    assert resize[0] == 'Resize' and resize[1]['height'] == 640
+    process = loader['dataset']['processes'][0]
+    assert process['short_side'] == 640 and process['max_long_side'] == 2560  # demo.py's rule
+    from data.processes import AugmentDetectionData
+    resize = AugmentDetectionData(**{key: value for key, value in process.items() if key != 'class'})
+    assert resize.resize_shape(720, 1280) == (640, 1152)  # 1280 * 640 / 720 = 1137.8 -> 1152
     assert get_path(config, 'structure.representer.box_thresh') == 0.5
-    with pytest.raises(ConfigError, match='multiple of 32'):
+    with pytest.raises(ConfigError, match='--image_short_side 700: must be a positive multiple of 32'):
         compiled([IC15, '--resume', 'x', '--image_short_side', '700'], eval_parser, apply_eval_flags)
 
 

@@ -245,7 +245,7 @@ def test_evaluation_ground_truth_reaches_the_batch_unrepaired(tmp_path):
     processes = [AugmentDetectionData([['Resize', {'width': 64, 'height': 32}]], only_resize=True),
                  MakeICDARData(), MakeSegDetectionData(), NormalizeImage()]
     dataset = ImageDataset([str(tmp_path)], [str(tmp_path / 'test_list.txt')], processes, gt_format='converted',
-                           strict=True)
+                           on_bad_sample='raise')
     assert not dataset.is_training
     batch = next(iter(DataLoader(dataset, batch_size=1, num_workers=0, collect_fn=ICDARCollectFN())))
     assert tuple(batch['image'].shape) == (1, 3, 32, 64) and batch['shape'] == [[70, 90]]

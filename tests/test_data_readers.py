@@ -131,21 +131,25 @@ def test_read_image_ignores_exif_and_converts_formats(tmp_path):
     exif[0x0112] = 6  # "rotate 90" orientation tag
     path = str(tmp_path / 'exif.jpg')
     Image.fromarray(pixels).save(path, exif=exif, quality=95)
-    image = read_image(path)
+
+    def stored(image_path):
+        return read_image(image_path, orientation='stored')
+
+    image = stored(path)
     assert image.shape == (20, 40, 3)  # stored shape, not rotated
     assert image[10, 5, 2] > 200 and image[10, 35, 2] < 50  # BGR: red channel last, left half
     gray = str(tmp_path / 'gray.png')
     cv2.imwrite(gray, np.full((5, 6), 77, np.uint8))
-    assert read_image(gray).shape == (5, 6, 3) and (read_image(gray) == 77).all()
+    assert stored(gray).shape == (5, 6, 3) and (stored(gray) == 77).all()
     rgba = str(tmp_path / 'rgba.png')
     cv2.imwrite(rgba, np.dstack([np.full((5, 6, 3), 9, np.uint8), np.full((5, 6), 128, np.uint8)]))
-    assert read_image(rgba).shape == (5, 6, 3) and (read_image(rgba) == 9).all()
+    assert stored(rgba).shape == (5, 6, 3) and (stored(rgba) == 9).all()
     deep = str(tmp_path / 'deep.png')
     cv2.imwrite(deep, np.full((5, 6, 3), 0x8000, np.uint16))
-    assert read_image(deep).dtype == np.uint8 and (read_image(deep) == 0x80).all()
+    assert stored(deep).dtype == np.uint8 and (stored(deep) == 0x80).all()
     broken = write(tmp_path / 'broken.jpg', 'not an image')
     with pytest.raises(DataError, match='broken.jpg'):
-        read_image(broken)
+        stored(broken)
 
 
 def test_sanitize_degenerate_polygons():
@@ -252,7 +256,7 @@ def test_bad_samples_skipped_and_counted_or_raised(tmp_path, caplog):
     assert any('b.jpg' in r.getMessage() for r in caplog.records)
     assert any('c.jpg.txt:2' in r.getMessage() for r in caplog.records)
     assert dataset.take_skipped_count() == 2 and dataset.skipped_count == 0
-    strict = ImageDataset(data_dir=[data_dir], data_list=[data_list], processes=[], strict=True)
+    strict = ImageDataset(data_dir=[data_dir], data_list=[data_list], processes=[], on_bad_sample='raise')
     with pytest.raises(DataError, match='c.jpg.txt:2'):
         strict[2]
 
@@ -287,7 +291,7 @@ def test_non_finite_ground_truth_through_the_dataset(tmp_path, training):
     split = 'train' if training else 'test'
     data_dir, data_list = make_converted_dataset(tmp_path, split=split)
     write(tmp_path / f'{split}_gts' / 'b.jpg.txt', '1,1,20,1,20,10,1,10,ok\n1,1,20,1,20,nan,1,10,bad\n')
-    strict = ImageDataset(data_dir=[data_dir], data_list=[data_list], processes=[], strict=True)
+    strict = ImageDataset(data_dir=[data_dir], data_list=[data_list], processes=[], on_bad_sample='raise')
     assert strict.is_training == training
     with pytest.raises(DataError, match='b.jpg.txt:2: non-finite'):
         strict[1]

@@ -139,14 +139,16 @@ def test_demo_on_a_folder_writes_expected_files(setup, tmp_path, capsys):
     assert set(os.listdir(out_dir)) == expected
     # the demo's detections are the representer's on the resized image: one line per detection, in image bounds
     import cv2
-    from concern.inference import TorchRunner, inference_size, prepare_image
+    from concern.inference import TorchRunner, prepare_image
+    from data.image_io import read_image
+    from data.input_size import InputSize
     from structure.representers import SegDetectorRepresenter
     runner = TorchRunner(tiny_model('deformable_resnet18'))
     representer = SegDetectorRepresenter(thresh=THRESH, box_thresh=BOX_THRESH, max_candidates=1000)
     total = 0
     for index in (1, 2, 3):
-        image = cv2.imread(str(images / f'img_{index}.jpg'))
-        size = inference_size(*image.shape[:2], 96)[:2]
+        image = read_image(str(images / f'img_{index}.jpg'), orientation='displayed')
+        size = InputSize('short_side', 96, 2560)(*image.shape[:2])
         boxes, scores = representer.represent({'shape': [image.shape[:2]]}, runner(prepare_image(image, size)))
         written_boxes, written_scores = read_lines(out_dir / f'img_{index}.txt')
         assert len(written_boxes) == len(boxes[0])

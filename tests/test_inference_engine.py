@@ -4,23 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from concern.inference import (InferenceEngine, StageTimer, TorchRunner, format_speed, inference_size, normalize,
-                               read_image_as_seen, same_detections)
+from concern.inference import InferenceEngine, StageTimer, TorchRunner, format_speed, normalize, same_detections
 from inference_helpers import tiny_model
 from structure.representers import SegDetectorRepresenter
-
-
-def test_inference_size_short_side_multiples_of_32_and_cap():
-    # 480x640 -> short side 736: scale 736/480, width 981.3 -> 992 (nearest multiple of 32)
-    assert inference_size(480, 640, 736) == (736, 992, False)
-    # 100x3000 -> scale 7.36 would give 22080 long side: capped to 2560 -> scale 2560/3000, height 85.3 -> 96
-    assert inference_size(100, 3000, 736, 2560) == (96, 2560, True)
-    # tiny image: at least 32 on each side
-    assert inference_size(10, 10, 32) == (32, 32, False)
-    with pytest.raises(ValueError, match='positive'):
-        inference_size(0, 10, 736)
 
 
 def test_normalize_matches_the_training_pipeline():
@@ -28,21 +15,6 @@ def test_normalize_matches_the_training_pipeline():
     image = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
     expected = NormalizeImage().process({'image': image.copy()})['image'].numpy()
     assert np.array_equal(normalize(image), expected)
-
-
-def test_read_image_applies_exif_orientation(tmp_path):
-    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
-    pixels[:, :10] = (255, 0, 0)  # red (RGB) band on the left
-    image = Image.fromarray(pixels)
-    exif = image.getexif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    path = tmp_path / 'rotated.jpg'
-    image.save(path, exif=exif.tobytes(), quality=95)
-    seen = read_image_as_seen(str(path))
-    assert seen.shape == (40, 20, 3)  # displayed upright: portrait
-    assert seen[:10, :, 2].mean() > 200 and seen[-10:, :, 2].mean() < 50  # red (BGR index 2) now on top
-    (tmp_path / 'bad.jpg').write_bytes(b'not an image')
-    assert read_image_as_seen(str(tmp_path / 'bad.jpg')) is None
 
 
 def _batches(count=4, seed=0):

@@ -53,7 +53,7 @@ class MapModel(nn.Module):
 
 def _trainer(tmp_path, sweep, thresholds=None):
     validation = SimpleNamespace(data_loaders={'maps': DataLoader(MapSet(), batch_size=2, collate_fn=helpers.collect)},
-                                 visualize=False, interval=1000, exempt=-1, is_output_polygon=False, box_thresh=0.5,
+                                 visualize=False, interval=1000, exempt=-1, is_output_polygon=False,
                                  sweep=sweep, sweep_thresholds=thresholds)
     experiment = helpers.make_experiment(helpers.TinyTrainSet(4), validation=validation, measurer=QuadMeasurer(),
                                          representer=SegDetectorRepresenter(thresh=0.3, box_thresh=0.5))
@@ -87,7 +87,7 @@ def test_sweep_equals_a_representer_run_per_threshold_and_leaves_the_main_figure
     plain = _trainer(tmp_path / 'plain', sweep=False)
     assert swept.validate(MapModel()) == plain.validate(MapModel())
     assert plain.last_sweep == {}
-    assert swept.structure.representer.box_thresh == 0.5  # restored after the lowered pass
+    assert swept.structure.representer.box_thresh == 0.5  # never changed: the threshold goes with each call
     measurer = QuadMeasurer()
     for row in swept.last_sweep['maps']['rows']:
         representer = SegDetectorRepresenter(thresh=0.3, box_thresh=row['box_thresh'])
@@ -101,8 +101,12 @@ def test_sweep_equals_a_representer_run_per_threshold_and_leaves_the_main_figure
             (direct['precision'], direct['recall'], direct['fmeasure']))
 
 
-def test_sweep_needs_a_representer_with_box_thresh(tmp_path):
+def test_validation_needs_a_representer_with_box_thresh_and_a_sweep_a_measurer_with_a_protocol(tmp_path):
     validation = SimpleNamespace(data_loaders={'maps': None}, visualize=False, interval=10, exempt=-1, sweep=True)
-    experiment = helpers.make_experiment(helpers.TinyTrainSet(4), validation=validation)  # stand-in representer
-    with pytest.raises(ValueError, match='validation.sweep needs a representer with a numeric box_thresh'):
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(4), validation=validation,
+                                         representer=SimpleNamespace(represent=None))  # no box_thresh
+    with pytest.raises(ValueError, match='a representer with a numeric box_thresh'):
+        Trainer(experiment, helpers.options(str(tmp_path), validate=True))
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(4), validation=validation)  # stand-in measurer
+    with pytest.raises(ValueError, match='the box_thresh sweep needs a measurer with a protocol'):
         Trainer(experiment, helpers.options(str(tmp_path), validate=True))

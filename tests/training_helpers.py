@@ -136,16 +136,19 @@ def collect(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 class BoxRepresenter:
-    """Bounding box of the pixels above ``thresh``, one per image (or none)."""
+    """Bounding box of the pixels above ``thresh``, one per image (or none when its mean is below box_thresh)."""
 
-    def __init__(self, thresh: float = 0.5):
+    def __init__(self, thresh: float = 0.5, box_thresh: float = 0.6):
         self.thresh = thresh
+        self.box_thresh = box_thresh
 
-    def represent(self, batch: Dict[str, Any], pred: torch.Tensor, is_output_polygon: bool = False):
+    def represent(self, batch: Dict[str, Any], pred: torch.Tensor, is_output_polygon: bool = False,
+                  box_thresh: Optional[float] = None):
+        box_thresh = self.box_thresh if box_thresh is None else box_thresh
         boxes_batch, scores_batch = [], []
         for probability in pred[:, 0]:
             ys, xs = torch.nonzero(probability > self.thresh, as_tuple=True)
-            if len(xs) == 0:
+            if len(xs) == 0 or float(probability[probability > self.thresh].mean()) < box_thresh:
                 boxes_batch.append([])
                 scores_batch.append([])
                 continue
@@ -171,11 +174,11 @@ class BoxMeasurer:
     """Per image: {'gt', 'det', 'match'} with a match at IoU >= 0.5; P/R/F over all images."""
 
     def validate_measure(self, batch: Dict[str, Any], output: Any, is_output_polygon: bool = False,
-                         box_thresh: float = 0.6) -> List[Dict[str, int]]:
+                         box_thresh: Optional[float] = None) -> List[Dict[str, int]]:
         boxes_batch, scores_batch = output
         results = []
         for gts, boxes, scores in zip(batch['polygons'], boxes_batch, scores_batch):
-            kept = [box for box, score in zip(boxes, scores) if score >= box_thresh]
+            kept = [box for box, score in zip(boxes, scores) if box_thresh is None or score >= box_thresh]
             match = sum(any(_box_iou(box, gt) >= 0.5 for gt in gts) for box in kept)
             results.append({'gt': len(gts), 'det': len(kept), 'match': match})
         return results
@@ -194,7 +197,7 @@ class MeanScoreMeasurer(BoxMeasurer):
     """Per image its file and best score; 'fmeasure' = mean score, 'precision' = number of results,
     'recall' = number of distinct files: shows that every image was measured exactly once."""
 
-    def validate_measure(self, batch, output, is_output_polygon=False, box_thresh=0.6):
+    def validate_measure(self, batch, output, is_output_polygon=False, box_thresh=None):
         return [{'file': name, 'score': max(scores, default=0.0)} for name, scores in zip(batch['filename'], output[1])]
 
     def gather_measure(self, results):
@@ -245,7 +248,7 @@ DDP_SAMPLES, DDP_GLOBAL_BATCH, DDP_EPOCHS = 16, 8, 2
 def ddp_experiment(workspace: str) -> SimpleNamespace:
     return make_experiment(TinyTrainSet(DDP_SAMPLES), batch_size=DDP_GLOBAL_BATCH, epochs=DDP_EPOCHS, lr=0.1,
                            validation=make_validation(length=5, interval=1000),
-                           representer=BoxRepresenter(thresh=0.0), measurer=MeanScoreMeasurer())
+                           representer=BoxRepresenter(thresh=0.0, box_thresh=0.0), measurer=MeanScoreMeasurer())
 
 
 def _ddp_main(out_dir: str) -> None:

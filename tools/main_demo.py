@@ -96,7 +96,9 @@ def evaluate(checkpoint: str, opts: Sequence[str]) -> Dict[str, Dict[str, float]
     from concern.cli import select_device
     from concern.config import apply_overrides, load_config
     from concern.inference import load_trained_model
+    from data.processes.collect_fn import split_bad_samples
     from experiment import Experiment
+    from structure.measurers import DetectionEvaluator
 
     config = load_config(EXPERIMENT)
     apply_overrides(config, opts)
@@ -104,21 +106,29 @@ def evaluate(checkpoint: str, opts: Sequence[str]) -> Dict[str, Dict[str, float]
     device = select_device(None)
     model = load_trained_model(experiment.structure.builder, checkpoint, device)
     representer, measurer = experiment.structure.representer, experiment.structure.measurer
-    box_thresh = experiment.evaluation.box_thresh or representer.box_thresh
-    measures: Dict[str, list] = {'box': [], 'polygon': []}
+    # one evaluator per mode, both at the representer's box_thresh, fed from the same forward pass
+    evaluators = {mode: DetectionEvaluator(representer, measurer, is_output_polygon=polygon)
+                  for mode, polygon in (('box', False), ('polygon', True))}
     images = 0
     start = time.perf_counter()
     for loader in experiment.evaluation.data_loaders.values():
         for batch in loader:
+            batch, bad = split_bad_samples(batch)
+            for evaluator in evaluators.values():
+                evaluator.skip(bad)
+            if batch is None:
+                continue
             with torch.inference_mode():
                 pred = model(batch['image'].to(device), training=False)
-            for mode, polygon in (('box', False), ('polygon', True)):
-                output = representer.represent(batch, pred, is_output_polygon=polygon)
-                measures[mode].extend(measurer.validate_measure(batch, output, is_output_polygon=polygon,
-                                                                box_thresh=box_thresh))
+            for evaluator in evaluators.values():
+                evaluator.process_prediction(batch, pred)
             images += batch['image'].shape[0]
-    results = {mode: measurer.gather_measure(values) for mode, values in measures.items()}
-    _say(f'evaluated {images} held-out test images in {time.perf_counter() - start:.0f} s')
+    reports = {mode: evaluator.evaluate() for mode, evaluator in evaluators.items()}
+    results = {mode: {key: report[key] for key in ('precision', 'recall', 'fmeasure')}
+               for mode, report in reports.items()}
+    skipped = reports['box']['skipped']
+    _say(f'evaluated {images} held-out test images in {time.perf_counter() - start:.0f} s'
+         + (f' ({len(skipped)} unusable skipped: {"; ".join(skipped)})' if skipped else ''))
     for mode, metrics in results.items():
         _say(f"{mode:7s} mode: precision {metrics['precision']:.3f}  recall {metrics['recall']:.3f}  "
              f"F-measure {metrics['fmeasure']:.3f}")
@@ -132,7 +142,7 @@ def draw(checkpoint: str, data_dir: str, result_dir: str, count: int, opts: Sequ
     with open(os.path.join(data_dir, 'test_list.txt')) as stream:
         names = [line.strip() for line in stream if line.strip()][:count]
     picked = os.path.join(result_dir, 'inputs')
-    shutil.rmtree(result_dir, ignore_errors=True)
+    shutil.rmtree(picked, ignore_errors=True)  # only the copies this function made; results are overwritten
     os.makedirs(picked)
     for name in names:
         shutil.copy(os.path.join(data_dir, 'test_images', name), picked)
@@ -143,7 +153,8 @@ def draw(checkpoint: str, data_dir: str, result_dir: str, count: int, opts: Sequ
     if demo.main(args) != 0:
         raise SystemExit('[demo] demo.py failed')
     first = os.path.join(result_dir, os.path.splitext(names[0])[0] + '.jpg')
-    picture = cv2.imread(first) if readme_picture else None
+    from data.image_io import read_image
+    picture = read_image(first, orientation='stored') if readme_picture else None
     if picture is not None:
         scale = 480 / max(picture.shape[:2])
         small = cv2.resize(picture, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)

@@ -21,8 +21,8 @@ from training.model_saver import ModelSaver
 from training.optimizer_scheduler import OptimizerScheduler
 from training.run_options import RunOptions
 from training.signals import StopRequest
-from training.sweep_request import SweepRequest
 from training.visualization import training_images
+from structure.measurers import DetectionEvaluator, format_sweep
 from structure.model import offset_compat_of
 
 
@@ -88,7 +88,7 @@ class Trainer:
             for part in ('representer', 'measurer'):
                 if getattr(self.structure, part, None) is None:
                     raise ValueError(f'--validate needs structure.{part} in the experiment, got none')
-            SweepRequest.from_settings(self.validation, self.structure.representer, self.structure.measurer)
+            DetectionEvaluator.from_settings(self.structure, self.validation)  # fails here, not mid-training
         self.logger: Logger = experiment.logger if getattr(experiment, 'logger', None) is not None else Logger()
         self.config = config_as_dict(getattr(experiment, 'config', None))
         self.scheduler: OptimizerScheduler = self.settings.scheduler or OptimizerScheduler()
@@ -378,90 +378,83 @@ class Trainer:
                  ) -> Dict[str, Dict[str, float]]:
         """P/R/F per validation loader: ``{name: {'precision', 'recall', 'fmeasure'}}``.
 
-        Each rank measures its share of the images; the per-image results are gathered before
-        ``gather_measure``. A failing loader is logged with its traceback and left out, never raised:
-        validation must not end a training run.
+        One ``DetectionEvaluator`` (box_thresh: the representer's) measures each loader: every rank its share
+        of the images, the evaluators' states gathered and merged before ``evaluate``. A failing loader (a bad
+        sample of a validation set among the causes: it raises by default) is logged with its traceback and left
+        out, never raised: validation must not end a training run.
         """
         validation = self.experiment.validation
         if validation is None:
             return {}
         module = unwrap_model(model if model is not None else self.model)
         iteration = self.iteration if iteration is None else iteration
-        representer, measurer = self.structure.representer, self.structure.measurer
-        polygon = bool(getattr(validation, 'is_output_polygon', False))
-        measure_args = {'is_output_polygon': polygon}
-        if getattr(validation, 'box_thresh', None) is not None:
-            measure_args['box_thresh'] = validation.box_thresh
+        evaluator = DetectionEvaluator.from_settings(self.structure, validation)
         visualize = self.options.visualize or bool(getattr(validation, 'visualize', False))
-        sweep = SweepRequest.from_settings(validation, representer, measurer)
         was_training = module.training
         module.eval()
         results: Dict[str, Dict[str, float]] = {}
         try:
-            with PreservedRNG(), torch.no_grad(), sweep.lowered_threshold():
+            with PreservedRNG(), torch.no_grad():
                 for name, loader in validation.data_loaders.items():
-                    metrics = self._validate_loader(name, loader, module, representer, measurer, polygon,
-                                                    measure_args, visualize, iteration, sweep)
+                    metrics = self._validate_loader(name, loader, module, evaluator, visualize, iteration)
                     if metrics is not None:
                         results[name] = metrics
         finally:
             module.train(was_training)
         return results
 
-    def _validate_loader(self, name: str, loader: Any, module: nn.Module, representer: Any, measurer: Any,
-                         polygon: bool, measure_args: Dict[str, Any], visualize: bool, iteration: int,
-                         sweep: 'SweepRequest') -> Optional[Dict[str, float]]:
+    def _validate_loader(self, name: str, loader: Any, module: nn.Module, evaluator: DetectionEvaluator,
+                         visualize: bool, iteration: int) -> Optional[Dict[str, float]]:
+        from data.processes.collect_fn import split_bad_samples
         logger, context = self.logger, self.context
-        per_image: List[Any] = []
-        sweep_outputs: List[Dict[str, Any]] = []
+        evaluator.reset()
         error = None
         try:
             shard = shard_validation_loader(loader, context, f'validation.data_loaders.{name}')
-            for index, batch in enumerate(shard):
+            shown = False
+            for batch in shard:
+                batch, bad = split_bad_samples(batch) if isinstance(batch, Mapping) else (batch, [])
+                evaluator.skip(bad)
+                if batch is None:
+                    continue
                 batch = move_to_device(batch, self.device, self.options.channels_last)
                 pred = module(batch, training=False)
                 if isinstance(pred, torch.Tensor):
                     pred = pred.float()
-                output = representer.represent(batch, pred, is_output_polygon=polygon)
-                if sweep.active:
-                    sweep_outputs.extend(sweep.collect(batch, output))
-                    output = sweep.refilter(output)
-                per_image.extend(measurer.validate_measure(batch, output, **measure_args))
-                if visualize and index == 0 and context.is_main:
+                evaluator.process_prediction(batch, pred)
+                if visualize and not shown and context.is_main:
                     logger.images(iteration, training_images(batch, pred), prefix=f'validation/{name}/')
+                    shown = True
         except Exception as exception:
             logger.exception(f'validation on {name!r} failed at iteration {iteration}; training goes on')
             error = f'{type(exception).__name__}: {exception}'
-        gathered: List[Tuple[Optional[str], List[Any], List[Any]]] = context.gather_objects(
-            (error, per_image, sweep_outputs))
-        if any(rank_error for rank_error, _, _ in gathered):
+        gathered: List[Tuple[Optional[str], Any]] = context.gather_objects((error, evaluator.state()))
+        if any(rank_error for rank_error, _ in gathered):
             if error is None:
                 logger.error(f'validation on {name!r} failed on another rank; no result this time')
             return None
-        everything = [result for _, rank_results, _ in gathered for result in rank_results]
-        if sweep.active and context.is_main:
-            self._report_sweep(name, iteration, sweep, [item for _, _, outputs in gathered for item in outputs])
-        try:
-            measured = measurer.gather_measure(everything)
-            metrics = {key: _as_scalar(getattr(measured[key], 'avg', measured[key]))
-                       for key in ('precision', 'recall', 'fmeasure')}
-        except Exception:
-            logger.exception(f'validation on {name!r}: gather_measure failed at iteration {iteration}')
-            return None
-        if context.is_main:
+        result = None
+        if context.is_main:  # rank 0 evaluates the union of the shards and hands the figures to the others
+            evaluator.merge([state for _, state in gathered])
+            try:
+                result = evaluator.evaluate()
+            except Exception:
+                logger.exception(f'validation on {name!r}: evaluation failed at iteration {iteration}')
+        metrics = context.broadcast_object(
+            None if result is None else {key: result[key] for key in ('precision', 'recall', 'fmeasure')})
+        if metrics is not None and context.is_main:
+            skipped = result['skipped']
             logger.info(f'validation {name} iteration {iteration}: ' +
                         ' '.join(f'{key}={value:.4f}' for key, value in metrics.items()) +
-                        f' ({len(everything)} images)')
+                        f" ({result['images']} images" + (f', {len(skipped)} skipped' if skipped else '') + ')')
+            for message in skipped:
+                logger.warning(f'validation on {name!r}: skipped {message}')
             logger.scalars(iteration, metrics, prefix=f'validation/{name}/')
+            if result['sweep'] is not None:
+                self._report_sweep(name, iteration, result['sweep'])
         return metrics
 
-    def _report_sweep(self, name: str, iteration: int, sweep: 'SweepRequest', outputs: List[Dict[str, Any]]) -> None:
-        from structure.measurers import format_sweep, sweep_box_thresh
-        try:
-            table = sweep_box_thresh(outputs, sweep.thresholds, **sweep.protocol_options)
-        except Exception:
-            self.logger.exception(f'validation on {name!r}: the box_thresh sweep failed at iteration {iteration}')
-            return
+    def _report_sweep(self, name: str, iteration: int, table: Dict[str, Any]) -> None:
         self.last_sweep[name] = table
         best = table['best']
         self.logger.info(f'validation {name} iteration {iteration}: box_thresh sweep, best '

@@ -8,7 +8,6 @@ from .make_icdar_data import MakeICDARData
 from .make_seg_detection_data import MakeSegDetectionData
 from .normalize_image import NormalizeImage
 from .random_crop_data import RandomCropData
-from .resize_image import ResizeImage
 
 __all__ = ['AugmentDetectionData', 'RandomCropData', 'MakeICDARData', 'MakeSegDetectionData', 'MakeBorderMap',
-           'NormalizeImage', 'FilterKeys', 'ICDARCollectFN', 'ResizeImage', 'DataProcess']
+           'NormalizeImage', 'FilterKeys', 'ICDARCollectFN', 'DataProcess']

@@ -1,10 +1,11 @@
 """AugmentDetectionData: the original's imgaug-style augmenter lists, implemented as affine maps."""
 import math
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from ..input_size import InputSize
 from ..rng import get_rng
 from .data_process import DataProcess
 from .pending_warp import image_hw, push_affine, transform_polygons
@@ -131,28 +132,39 @@ class AugmentDetectionData(DataProcess):
     """Flip / affine / resize, applied identically to the image and every polygon.
 
     Training mode composes the sampled maps into one pending warp (see ``pending_warp``) and maps the
-    polygons at once. ``only_resize`` mode (validation) resizes the image to the first entry's
-    ``{'width', 'height'}``; with ``keep_ratio`` the height is fixed and the width follows the aspect
-    ratio, rounded up to a multiple of 32. Polygons then stay in original image coordinates.
+    polygons at once. ``only_resize`` mode (validation / evaluation) resizes the image to its network input size
+    by the project's one rule, ``data.input_size.InputSize``: from the first entry's ``{'width', 'height'}``
+    a fixed size, or with ``keep_ratio`` a fixed height and the width following the aspect ratio, rounded up to
+    a multiple of 32 (the original's validation); with ``short_side`` (``eval.py --image_short_side``) the short
+    side at that value as demo.py does, the long side capped at ``max_long_side``. Polygons then stay in
+    original image coordinates.
     """
 
-    def __init__(self, augmenter_args: Sequence[Any] = (), keep_ratio: bool = False, only_resize: bool = False):
+    def __init__(self, augmenter_args: Sequence[Any] = (), keep_ratio: bool = False, only_resize: bool = False,
+                 short_side: Optional[int] = None, max_long_side: Optional[int] = None):
         self.augmenter_args = list(augmenter_args or [])
         self.keep_ratio, self.only_resize = keep_ratio, only_resize
         self.augmenters: List[Any] = [build_augmenter(spec) for spec in self.augmenter_args]
-        if only_resize:
+        self.input_size: Optional[InputSize] = None
+        if short_side is not None:
+            if not only_resize:
+                raise ValueError('AugmentDetectionData: short_side sets the evaluation input size; it needs '
+                                 'only_resize: true')
+            self.input_size = InputSize('short_side', short_side, max_long_side)
+        elif only_resize:
             first = self.augmenters[0] if self.augmenters else None
             if not isinstance(first, _Resize) or not isinstance(first.size, dict):
                 raise ValueError("AugmentDetectionData: only_resize expects augmenter_args "
                                  f"[['Resize', {{'width': W, 'height': H}}]], got {self.augmenter_args!r}")
+            height, width = first.size.get('height'), first.size.get('width')
+            self.input_size = (InputSize('height', height, max_long_side) if keep_ratio
+                               else InputSize('fixed', (height, width)))
 
     def resize_shape(self, height: int, width: int) -> Tuple[int, int]:
-        """(height, width) of the validation image."""
-        size = self.augmenters[0].size
-        new_h, new_w = int(size['height']), int(size['width'])
-        if self.keep_ratio:
-            new_w = int(math.ceil(width * new_h / height / 32.0)) * 32
-        return new_h, new_w
+        """(height, width) of the network input for an image of ``height`` x ``width`` (only_resize)."""
+        if self.input_size is None:
+            raise ValueError('AugmentDetectionData: resize_shape needs only_resize: true')
+        return self.input_size(height, width)
 
     def process(self, data: Dict[str, Any]) -> Dict[str, Any]:
         height, width = image_hw(data)

@@ -1,7 +1,7 @@
 """Measurers: detections of a validation batch against its ground truth, per image and over a data set."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -52,9 +52,12 @@ class QuadMeasurer:
                 'deteval_version': self.deteval_version}
 
     def validate_measure(self, batch: Mapping[str, Any], output: Tuple[Sequence, Sequence],
-                         is_output_polygon: bool = False, box_thresh: float = 0.6) -> List[Dict[str, Any]]:
-        """One result per image. ``output`` is the representer's (boxes_batch, scores_batch); in box mode
-        detections scoring below ``box_thresh`` are ignored, in polygon mode all are used."""
+                         is_output_polygon: bool = False, box_thresh: Optional[float] = None
+                         ) -> List[Dict[str, Any]]:
+        """One result per image. ``output`` is the representer's (boxes_batch, scores_batch). Every detection
+        given is measured: ``DetectionEvaluator`` (structure/measurers/evaluator.py) has already kept those
+        scoring at least the representer's box_thresh. An explicit ``box_thresh`` still ignores, in box mode
+        only, the detections scoring below it (polygon mode uses all)."""
         gt_batch = ground_truth(batch)
         boxes_batch, scores_batch = _unpack_output(output, len(gt_batch))
         results = []
@@ -63,12 +66,13 @@ class QuadMeasurer:
                 raise ValueError(f'output: expected one score per detection, got {len(boxes)} detections '
                                  f'and {len(scores)} scores')
             pred = [{'points': box} for box, score in zip(boxes, scores)
-                    if is_output_polygon or score >= box_thresh]
+                    if box_thresh is None or is_output_polygon or score >= box_thresh]
             results.append(self.evaluator.evaluate_image(gt, pred))
         return results
 
     def evaluate_measure(self, batch: Mapping[str, Any], output: Tuple[Sequence, Sequence],
-                         is_output_polygon: bool = False, box_thresh: float = 0.6) -> List[Dict[str, Any]]:
+                         is_output_polygon: bool = False, box_thresh: Optional[float] = None
+                         ) -> List[Dict[str, Any]]:
         return self.validate_measure(batch, output, is_output_polygon, box_thresh)
 
     def gather_measure(self, results: Sequence[Any]) -> Dict[str, float]:

@@ -19,13 +19,42 @@ def result_lines(boxes: Sequence[Any], scores: Sequence[float], with_score: bool
     return lines
 
 
+def prepare_result_dir(result_dir: str, what: str = '--result_dir') -> str:
+    """Create ``result_dir`` (and its parents) before any work, or raise ValueError naming it: it is an existing
+    file, or it cannot be created or written to. Returns its absolute path."""
+    path = os.path.abspath(result_dir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f'{what} {result_dir}: exists and is not a directory')
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f'{what} {result_dir}: cannot create it ({error.strerror or error})') from error
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f'{what} {result_dir}: not writable')
+    return path
+
+
+def result_file_name(image_path: str) -> str:
+    """``res_<stem of image_path>.txt``: the ICDAR submission name of an image's result file."""
+    return f'res_{os.path.splitext(os.path.basename(image_path))[0]}.txt'
+
+
+def check_unique_result_names(image_paths: Sequence[str]) -> None:
+    """ValueError naming both images when two of them would write the same result file."""
+    seen = {}
+    for path in image_paths:
+        name = result_file_name(path)
+        if name in seen:
+            raise ValueError(f'{path} and {seen[name]} would both write {name}')
+        seen[name] = path
+
+
 def write_result_file(result_dir: str, image_path: str, boxes: Sequence[Any], scores: Sequence[float],
                       with_score: bool = True) -> str:
     """Write ``<result_dir>/res_<stem of image_path>.txt``; the path written (an empty file when no
     detection, as the submission expects one file per image)."""
     os.makedirs(result_dir, exist_ok=True)
-    stem = os.path.splitext(os.path.basename(image_path))[0]
-    path = os.path.join(result_dir, f'res_{stem}.txt')
+    path = os.path.join(result_dir, result_file_name(image_path))
     lines = result_lines(boxes, scores, with_score)
     with open(path, 'w', encoding='utf-8') as handle:
         handle.write(''.join(line + '\n' for line in lines))
@@ -33,17 +62,15 @@ def write_result_file(result_dir: str, image_path: str, boxes: Sequence[Any], sc
 
 
 def write_result_files(result_dir: str, outputs: Sequence[Mapping[str, Any]], with_score: bool = True) -> List[str]:
-    """One file per ``{'filename', 'boxes', 'scores'}`` entry; refuses two images with the same stem."""
-    paths, seen = [], {}
+    """One file per ``{'filename', 'boxes', 'scores'}`` entry; refuses (before writing any) two images with the
+    same stem."""
     for index, output in enumerate(outputs):
         for key in ('filename', 'boxes', 'scores'):
             if key not in output:
                 raise KeyError(f'outputs[{index}]: expected a key {key!r}, got keys {sorted(output)}')
-        stem = os.path.splitext(os.path.basename(output['filename']))[0]
-        if stem in seen:
-            raise ValueError(f"outputs[{index}]: {output['filename']} and {seen[stem]} would both write "
-                             f'res_{stem}.txt')
-        seen[stem] = output['filename']
+    check_unique_result_names([output['filename'] for output in outputs])
+    paths = []
+    for output in outputs:
         paths.append(write_result_file(result_dir, output['filename'], output['boxes'], output['scores'],
                                        with_score))
     return paths

@@ -52,21 +52,22 @@ class SegDetectorRepresenter:
         self.dest = dest
 
     # ------------------------------------------------------------------ batch interface
-    def represent(self, batch: Mapping[str, Any], pred: Any, is_output_polygon: bool = False
-                  ) -> Tuple[List[Any], List[List[float]]]:
+    def represent(self, batch: Mapping[str, Any], pred: Any, is_output_polygon: bool = False,
+                  box_thresh: Optional[float] = None) -> Tuple[List[Any], List[List[float]]]:
         """Per image: boxes (int32 array (N, 4, 2), top-left first, clockwise) or, with ``is_output_polygon``,
         a list of int32 (Ni, 2) polygons; and a list of float scores. Coordinates are in the original
         image size given by ``batch['shape'][i]`` = (H, W), within [0, W] x [0, H]. Every box and polygon
         is a valid simple polygon with positive area and no repeated consecutive points (shapely's rules;
-        see `to_image_polygons`)."""
+        see `to_image_polygons`). ``box_thresh``: this call's score threshold (None: ``self.box_thresh``);
+        the representer itself is never changed, so one instance can serve several threads."""
         probs = self.probability_maps(pred)
         shapes = original_shapes(batch, len(probs))
         boxes_batch, scores_batch = [], []
         for prob, (dest_height, dest_width) in zip(probs, shapes):
             if is_output_polygon:
-                boxes, scores = self.polygons_from_map(prob, dest_height, dest_width)
+                boxes, scores = self.polygons_from_map(prob, dest_height, dest_width, box_thresh)
             else:
-                boxes, scores = self.boxes_from_map(prob, dest_height, dest_width)
+                boxes, scores = self.boxes_from_map(prob, dest_height, dest_width, box_thresh)
             boxes_batch.append(boxes)
             scores_batch.append(scores)
         return boxes_batch, scores_batch
@@ -93,10 +94,11 @@ class SegDetectorRepresenter:
         return np.ascontiguousarray(pred)
 
     # ------------------------------------------------------------------ one map
-    def boxes_from_map(self, prob: np.ndarray, dest_height: int, dest_width: int
-                       ) -> Tuple[np.ndarray, List[float]]:
+    def boxes_from_map(self, prob: np.ndarray, dest_height: int, dest_width: int,
+                       box_thresh: Optional[float] = None) -> Tuple[np.ndarray, List[float]]:
         """Box mode on one (H, W) float32 map: (N, 4, 2) int32 boxes in the (dest_height, dest_width) image
-        and N float scores."""
+        and N float scores; ``box_thresh`` None means ``self.box_thresh``."""
+        box_thresh = self.box_thresh if box_thresh is None else float(box_thresh)
         height, width = prob.shape
         empty = np.zeros((0, 4, 2), dtype=np.int32)
         contours = self._contours(prob)
@@ -111,7 +113,7 @@ class SegDetectorRepresenter:
             scores = mean_scores(prob, list(corners))
         else:
             scores = mean_scores(prob, [contours[index].reshape(-1, 2) for index in large])
-        passed = [index for index, score in enumerate(scores) if score >= self.box_thresh]
+        passed = [index for index, score in enumerate(scores) if score >= box_thresh]
         if not passed:
             return empty, []
         corners = corners[passed]
@@ -127,10 +129,11 @@ class SegDetectorRepresenter:
             return empty, []
         return np.stack(boxes), [float(scores[big_enough[index]]) for index in kept]
 
-    def polygons_from_map(self, prob: np.ndarray, dest_height: int, dest_width: int
-                          ) -> Tuple[List[np.ndarray], List[float]]:
+    def polygons_from_map(self, prob: np.ndarray, dest_height: int, dest_width: int,
+                          box_thresh: Optional[float] = None) -> Tuple[List[np.ndarray], List[float]]:
         """Polygon mode on one (H, W) float32 map: a list of (Ni, 2) int32 polygons in the (dest_height,
-        dest_width) image and their scores."""
+        dest_width) image and their scores; ``box_thresh`` None means ``self.box_thresh``."""
+        box_thresh = self.box_thresh if box_thresh is None else float(box_thresh)
         height, width = prob.shape
         candidates, sources = [], []
         for contour in self._contours(prob):
@@ -145,7 +148,7 @@ class SegDetectorRepresenter:
             scores = mean_scores(prob, candidates)
         else:
             scores = mean_scores(prob, [contour.reshape(-1, 2) for contour in sources])
-        passed = [index for index, score in enumerate(scores) if score >= self.box_thresh]
+        passed = [index for index, score in enumerate(scores) if score >= box_thresh]
         if not passed:
             return [], []
         expanded = unclip_all([candidates[index] for index in passed], self.polygon_unclip_ratio)

@@ -10,10 +10,9 @@ import numpy as np
 import torch
 
 from concern.normalization import denormalize
+from data.image_io import DataError, read_image
 
-GT_COLOUR = (0, 255, 0)            # green: cared ground truth
-DONT_CARE_COLOUR = (160, 160, 160)  # grey: don't-care ground truth
-DETECTION_COLOUR = (0, 0, 255)     # red: detections
+from .drawing import DETECTION_COLOUR, DONT_CARE_COLOUR, GT_COLOUR, draw_polygons
 
 
 class SegDetectorVisualizer:
@@ -48,9 +47,11 @@ class SegDetectorVisualizer:
     def original_image(self, batch: Mapping[str, Any], index: int) -> np.ndarray:
         filenames = batch.get('filename')
         if filenames is not None:
-            image = cv2.imread(str(filenames[index]), cv2.IMREAD_COLOR)
-            if image is not None:
-                return image
+            # stored pixels (EXIF orientation ignored): the ones the ground truth and the detections are on
+            try:
+                return read_image(str(filenames[index]), orientation='stored')
+            except DataError:
+                pass
         if 'image' not in batch:
             raise KeyError("batch: expected 'filename' (readable) or 'image' to draw on, got keys "
                            f'{sorted(batch)}')
@@ -64,8 +65,7 @@ class SegDetectorVisualizer:
         return np.ascontiguousarray(image)
 
     def _draw(self, canvas: np.ndarray, polygon: Any, colour: Tuple[int, int, int]) -> None:
-        points = np.round(np.asarray(polygon, dtype=np.float64).reshape(-1, 1, 2)).astype(np.int32)
-        cv2.polylines(canvas, [points], True, colour, self.line_width)
+        draw_polygons(canvas, [polygon], colour, self.line_width)
 
     @staticmethod
     def _name(batch: Mapping[str, Any], index: int) -> str:

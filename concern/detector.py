@@ -1,0 +1,159 @@
+"""The Python API for detecting text in your own code; demo.py is a command line over it.
+
+    from concern.detector import TextDetector
+    detector = TextDetector('experiments/seg_detector/ic15_resnet18_deform_thre.yaml', 'model.pth')
+    result = detector('photo.jpg')          # Detections: polygons, scores, input_size, ...
+
+Every image goes the one way: ``data.image_io.read_image`` (a path; EXIF orientation applied by default, as a
+person sees the photo) or ``data.image_io.to_bgr_uint8`` (a NumPy image), the one size rule
+(``data.input_size.InputSize``, short side 736 by default as the original's demo.py), the network (PyTorch or
+onnxruntime) and the experiment's ``SegDetectorRepresenter``. Coordinates are pixels of the image as read.
+"""
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from concern.config import CompiledConfig, apply_overrides, load_config
+from data.image_io import DEFAULT_MAX_PIXELS, DataError, read_image, to_bgr_uint8
+from data.input_size import DEFAULT_MAX_LONG_SIDE, DEFAULT_SHORT_SIDE, InputSize
+
+Source = Union[str, np.ndarray]
+
+
+@dataclass
+class Detections:
+    """The text found in one image.
+
+    polygons: per detection an int32 (N, 2) array of (x, y) points in pixels of the image as read (box mode:
+    4 corners, top-left first, clockwise on screen; polygon mode: N >= 4 points), within [0, W] x [0, H].
+    scores: per detection the mean probability inside it, in [0, 1]. image_size / input_size: (height, width)
+    of the image as read and of the network input. capped: the long-side cap reduced the input size.
+    image: the (H, W, 3) uint8 BGR image as read; probability: the (input H, input W) float32 probability map.
+    """
+    source: str
+    polygons: List[np.ndarray]
+    scores: List[float]
+    image_size: Tuple[int, int]
+    input_size: Tuple[int, int]
+    capped: bool = False
+    image: Optional[np.ndarray] = field(default=None, repr=False)
+    probability: Optional[np.ndarray] = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.polygons)
+
+    def lines(self, with_score: bool = True) -> List[str]:
+        """``x1,y1,...,xn,yn[,score]`` per detection (the result-file format of demo.py and eval.py)."""
+        from structure.measurers import result_lines
+        return result_lines(self.polygons, self.scores, with_score)
+
+
+class TextDetector:
+    """A trained DBNet as ``image(s) -> Detections``.
+
+    experiment: an experiment YAML file (or a compiled one, ``concern.config.load_config``); it gives the model
+    and the post-processing settings. checkpoint: weights of that model (``load_trained_model``: every key must
+    fit, never random weights), or ``onnx``: an exported model run by onnxruntime (no checkpoint needed).
+    device / precision ('fp32', 'fp16', 'bf16') / channels_last: PyTorch only. image_short_side / max_long_side:
+    the input size (``InputSize('short_side', ...)``). polygon: polygons instead of boxes. thresh / box_thresh:
+    the representer's thresholds; precedence: these arguments > ``opts`` (``'key.path=value'`` overrides) > the
+    file. orientation: 'displayed' (EXIF orientation applied, default) or 'stored' for paths. max_pixels: images
+    larger than this are refused (``read_image``). log: where one-off notes go (default standard error).
+
+    Raises FileNotFoundError / ValueError (a checkpoint that does not fit, a bad setting), ConfigError (a bad
+    experiment file) and ImportError (onnxruntime missing) at construction; DataError for an unreadable image.
+    """
+
+    def __init__(self, experiment: Union[str, CompiledConfig], checkpoint: Optional[str] = None, *,
+                 onnx: Optional[str] = None, device: Optional[str] = None, precision: str = 'fp32',
+                 channels_last: bool = False, image_short_side: int = DEFAULT_SHORT_SIDE,
+                 max_long_side: Optional[int] = DEFAULT_MAX_LONG_SIDE, polygon: bool = False,
+                 thresh: Optional[float] = None, box_thresh: Optional[float] = None, orientation: str = 'displayed',
+                 opts: Sequence[str] = (), max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+                 log: Optional[Callable[[str], None]] = None):
+        from concern.cli import apply_representer_flags, select_device
+        from concern.inference import InferenceEngine, OnnxRunner, TorchRunner, load_trained_model
+        from experiment import Experiment
+        if (checkpoint is None) == (onnx is None):
+            raise ValueError('TextDetector: give exactly one of checkpoint (PyTorch weights) and onnx (an exported '
+                             'model)')
+        if orientation not in ('stored', 'displayed'):
+            raise ValueError(f"orientation: expected 'stored' or 'displayed', got {orientation!r}")
+        config = load_config(experiment) if isinstance(experiment, str) else experiment
+        apply_overrides(config, list(opts))
+        apply_representer_flags(config, types.SimpleNamespace(thresh=thresh, box_thresh=box_thresh))
+        self.config = config
+        structure = Experiment.build(config, ('structure',)).structure
+        if structure.representer is None:
+            raise ValueError(f'{config.source}: structure.representer is required to detect text')
+        self.representer = structure.representer
+        self.input_size = InputSize('short_side', image_short_side, max_long_side)
+        self.polygon = bool(polygon)
+        self.orientation = orientation
+        self.max_pixels = max_pixels
+        if onnx is not None:
+            self.runner = OnnxRunner(onnx)
+        else:
+            self.device = select_device(device)
+            model = load_trained_model(structure.builder, checkpoint, self.device, log)
+            self.runner = TorchRunner(model, self.device, precision, channels_last)
+        self.engine = InferenceEngine(self.runner, self.representer, is_output_polygon=self.polygon)
+
+    # ------------------------------------------------------------------ calls
+    def __call__(self, images: Union[Source, Sequence[Source]]) -> Union[Detections, List[Detections]]:
+        """One path or (H, W[, C]) NumPy image -> ``Detections``; a list of them -> a list, in order."""
+        if isinstance(images, (str, np.ndarray)):
+            return self.detect(images)
+        return list(self.detect_many(images))
+
+    def detect(self, image: Source) -> Detections:
+        """One image; DataError naming the file when it cannot be read."""
+        return next(self.detect_many([image]))
+
+    def detect_many(self, images: Iterable[Source], pipelined: bool = False,
+                    on_error: Optional[Callable[[str, Exception], None]] = None) -> Iterator[Detections]:
+        """``Detections`` per image, in input order, one network call per image (sizes differ).
+
+        pipelined: read and resize the next image and post-process the previous one in threads while the
+        network runs (same results). on_error: None raises the DataError of an unreadable image; a callable
+        gets ``(source, error)`` and the image is left out (demo.py reports and goes on).
+        """
+        batches = self.batches(images, on_error)
+        for result in self.engine.run(batches, pipelined=pipelined):
+            batch = result.batch
+            yield Detections(source=batch['filename'][0], polygons=list(result.boxes[0]),
+                             scores=list(result.scores[0]), image_size=tuple(batch['shape'][0]),
+                             input_size=tuple(result.prob.shape[-2:]), capped=batch['capped'],
+                             image=batch['original'], probability=result.prob[0, 0])
+
+    def read(self, image: Source, index: int = 0) -> Tuple[str, np.ndarray]:
+        """(name, (H, W, 3) uint8 BGR image) as this detector sees it: a path through the one reader, an array
+        through ``to_bgr_uint8`` (``<array N>`` is its name)."""
+        if isinstance(image, str):
+            return image, read_image(image, orientation=self.orientation, max_pixels=self.max_pixels)
+        if isinstance(image, np.ndarray):
+            name = f'<array {index}>'
+            return name, to_bgr_uint8(image, name)
+        raise TypeError(f'image {index}: expected a path or a NumPy array, got {type(image).__name__}')
+
+    def batches(self, images: Iterable[Source], on_error: Optional[Callable[[str, Exception], None]] = None
+                ) -> Iterator[Dict[str, Any]]:
+        """The engine's input: per readable image ``{'image': (1, 3, h, w) float32, 'shape': [(H, W)],
+        'filename': [name], 'original': image, 'capped': bool}``."""
+        from concern.inference import prepare_image
+        for index, image in enumerate(images):
+            try:
+                name, bgr = self.read(image, index)
+            except DataError as error:
+                if on_error is None:
+                    raise
+                on_error(image if isinstance(image, str) else f'<array {index}>', error)
+                continue
+            height, width = bgr.shape[:2]
+            new_height, new_width, capped = self.input_size.resolve(height, width)
+            yield {'image': prepare_image(bgr, (new_height, new_width)), 'shape': [(height, width)],
+                   'filename': [name], 'original': bgr, 'capped': capped}
