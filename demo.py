@@ -6,6 +6,7 @@ instead of PyTorch (the experiment still supplies the post-processing settings).
 """
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 import sys
@@ -41,11 +42,25 @@ def output_names(images: Sequence[str]) -> Dict[str, str]:
         stem, extension = os.path.splitext(os.path.basename(path))
         name = stem if len(stems[stem.lower()]) == 1 else f'{stem}_{extension.lstrip(".")}'
         if name.lower() in taken:
-            raise ValueError(f'{path} and {taken[name.lower()]} would write the same result files ({name}.txt): '
-                             'run them separately or rename one')
+            raise ValueError(f'{path} and {taken[name.lower()]} would write the same result files: run them '
+                             'separately or rename one')
         taken[name.lower()] = path
         names[path] = name
     return names
+
+
+def check_outputs_distinct(images: Sequence[str], names: Dict[str, str], result_dir: str, visualize: bool,
+                           heatmap: bool) -> None:
+    """ValueError when two images would write one output file (``x.png`` with ``--heatmap`` and
+    ``x_heatmap.png`` with ``--visualize`` both write ``x_heatmap.jpg``), compared case-insensitively."""
+    written: Dict[str, str] = {}
+    for path in images:
+        for output in output_paths(names[path], result_dir, visualize, heatmap):
+            key = os.path.normcase(output).lower()
+            if key in written and written[key] != path:
+                raise ValueError(f'{path} and {written[key]} would both write {output}: run them separately or '
+                                 'rename one')
+            written[key] = path
 
 
 def output_paths(name: str, result_dir: str, visualize: bool, heatmap: bool) -> List[str]:
@@ -60,14 +75,28 @@ def output_paths(name: str, result_dir: str, visualize: bool, heatmap: bool) -> 
 def check_no_input_overwritten(images: Sequence[str], names: Dict[str, str], result_dir: str, visualize: bool,
                                heatmap: bool) -> None:
     """ValueError when an output file would replace one of the input images (e.g. ``--result_dir`` is the image
-    folder and ``--visualize`` writes ``photo.jpg``)."""
-    inputs = {os.path.normcase(os.path.realpath(path)): path for path in images}
+    folder and ``--visualize`` writes ``photo.jpg``). Paths compare case-insensitively (``IMG.JPG`` and ``IMG.jpg``
+    are one file on macOS and Windows) and, for existing files, by identity (links)."""
+    inputs = {os.path.realpath(path).lower(): path for path in images}
     for path in images:
         for output in output_paths(names[path], result_dir, visualize, heatmap):
-            replaced = inputs.get(os.path.normcase(os.path.realpath(output)))
+            replaced = inputs.get(os.path.realpath(output).lower())
+            if replaced is None and os.path.exists(output):
+                replaced = next((image for image in images if os.path.samefile(image, output)), None)
             if replaced is not None:
                 raise ValueError(f'--result_dir {result_dir}: writing {output} would overwrite the input image '
                                  f'{replaced}; choose another --result_dir')
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """ValueError naming the flag, before any work."""
+    if args.image_short_side < 32 or args.image_short_side % 32:
+        raise ValueError(f'--image_short_side {args.image_short_side}: expected a positive multiple of 32')
+    if args.max_long_side < 32:
+        raise ValueError(f'--max_long_side {args.max_long_side}: expected at least 32')
+    if args.max_image_pixels < 0:
+        raise ValueError(f'--max_image_pixels {args.max_image_pixels}: expected a positive number of pixels, or 0 '
+                         'for no limit')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -84,14 +113,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         images = list_images(args.image_path)
         if not images:
             raise ValueError(f'no images found at {args.image_path!r} (extensions {", ".join(IMAGE_EXTENSIONS)})')
+        check_flags(args)
         names = output_names(images)
-        result_dir = prepare_result_dir(args.result_dir)
+        result_dir = os.path.abspath(args.result_dir)
+        check_outputs_distinct(images, names, result_dir, args.visualize, args.heatmap)
         check_no_input_overwritten(images, names, result_dir, args.visualize, args.heatmap)
+        prepare_result_dir(args.result_dir, create=False)
         from concern.detector import TextDetector
         detector = TextDetector(config, args.resume, onnx=args.onnx, device=args.device, precision=args.precision,
                                 channels_last=args.channels_last, image_short_side=args.image_short_side,
                                 max_long_side=args.max_long_side, polygon=args.polygon,
                                 orientation=args.orientation, max_pixels=args.max_image_pixels or None)
+        prepare_result_dir(args.result_dir)
     except (ConfigError, ValueError, FileNotFoundError, ImportError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
@@ -124,7 +157,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         progress.update(len(images) - progress.n)
     print(f'{written} image(s) processed, results in {result_dir}'
           + (f'; {len(skipped)} unreadable image(s) skipped' if skipped else ''))
-    return 0
+    return 0 if written else 1  # every image unreadable: nothing was detected
 
 
 if __name__ == '__main__':

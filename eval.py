@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, Optional, Sequence
 
 from concern.cli import apply_eval_flags, compile_experiment, eval_parser, run_name, select_device
 from concern.config import ConfigError, dump_config
@@ -43,11 +43,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from structure.measurers.result_files import check_unique_result_names
     loaders = experiment.evaluation.data_loaders
     try:
-        if result_dir:
-            for loader in loaders.values():  # two images writing one result file: refused before any work
-                entries = getattr(loader.dataset, 'entries', None)
-                if entries is not None:
-                    check_unique_result_names([entry[0] for entry in entries])
+        if result_dir:  # two images (of any loaders) writing one result file: refused before any work
+            check_unique_result_names([entry[0] for loader in loaders.values()
+                                       for entry in getattr(loader.dataset, 'entries', None) or []])
         device = select_device(args.device)
         model = load_trained_model(structure.builder, args.resume, device)
     except (FileNotFoundError, ValueError) as error:
@@ -118,7 +116,8 @@ def evaluate(engine: Any, evaluator: Any, loader: Any, structure: Any, args: Any
     if args.speed and args.warmup > 0:
         first = next(good_batches(loader, evaluator), None)
         if first is None:
-            raise ValueError('no images to time (--speed): the evaluation list is empty')
+            raise ValueError('no images to time (--speed): the evaluation list is empty or every sample was '
+                             'left out')
         evaluator.reset()
         for _ in range(args.warmup):
             engine.postprocess(first, engine.runner(first['image']))
@@ -133,7 +132,8 @@ def evaluate(engine: Any, evaluator: Any, loader: Any, structure: Any, args: Any
             results.append(_detections_only(result))
     if args.speed:
         if not results:
-            raise ValueError('no images to time (--speed): the evaluation list is empty')
+            raise ValueError('no images to time (--speed): the evaluation list is empty or every sample was '
+                             'left out')
         pipelined_timer = StageTimer()
         pipelined = [_detections_only(result) for result in
                      engine.run(good_batches(loader, _Discard()), pipelined=True, timer=pipelined_timer)]

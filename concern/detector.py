@@ -11,6 +11,8 @@ onnxruntime) and the experiment's ``SegDetectorRepresenter``. Coordinates are pi
 """
 from __future__ import annotations
 
+import copy
+import os
 import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -21,7 +23,7 @@ from concern.config import CompiledConfig, apply_overrides, load_config
 from data.image_io import DEFAULT_MAX_PIXELS, DataError, read_image, to_bgr_uint8
 from data.input_size import DEFAULT_MAX_LONG_SIDE, DEFAULT_SHORT_SIDE, InputSize
 
-Source = Union[str, np.ndarray]
+Source = Union[str, 'os.PathLike[str]', bytes, np.ndarray]
 
 
 @dataclass
@@ -83,7 +85,11 @@ class TextDetector:
                              'model)')
         if orientation not in ('stored', 'displayed'):
             raise ValueError(f"orientation: expected 'stored' or 'displayed', got {orientation!r}")
-        config = load_config(experiment) if isinstance(experiment, str) else experiment
+        if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int)
+                                       or max_pixels < 1):
+            raise ValueError(f'max_pixels: expected a positive number of pixels or None (no limit), got {max_pixels!r}')
+        # a compiled config handed in is copied: the overrides below must not reach the caller's object
+        config = load_config(experiment) if isinstance(experiment, str) else copy.deepcopy(experiment)
         apply_overrides(config, list(opts))
         apply_representer_flags(config, types.SimpleNamespace(thresh=thresh, box_thresh=box_thresh))
         self.config = config
@@ -105,8 +111,9 @@ class TextDetector:
 
     # ------------------------------------------------------------------ calls
     def __call__(self, images: Union[Source, Sequence[Source]]) -> Union[Detections, List[Detections]]:
-        """One path or (H, W[, C]) NumPy image -> ``Detections``; a list of them -> a list, in order."""
-        if isinstance(images, (str, np.ndarray)):
+        """One path (str, bytes or path-like) or (H, W[, C]) NumPy image -> ``Detections``; a list of them -> a
+        list, in order."""
+        if isinstance(images, (str, bytes, os.PathLike, np.ndarray)):
             return self.detect(images)
         return list(self.detect_many(images))
 
@@ -133,10 +140,13 @@ class TextDetector:
     def read(self, image: Source, index: int = 0) -> Tuple[str, np.ndarray]:
         """(name, (H, W, 3) uint8 BGR image) as this detector sees it: a path through the one reader, an array
         through ``to_bgr_uint8`` (``<array N>`` is its name)."""
-        if isinstance(image, str):
-            return image, read_image(image, orientation=self.orientation, max_pixels=self.max_pixels)
+        if isinstance(image, (str, bytes, os.PathLike)):
+            path = os.fsdecode(image)
+            return path, read_image(path, orientation=self.orientation, max_pixels=self.max_pixels)
         if isinstance(image, np.ndarray):
             name = f'<array {index}>'
+            if image.ndim >= 2 and min(image.shape[:2]) == 0:
+                raise DataError(f'{name}: empty image of shape {image.shape}')
             return name, to_bgr_uint8(image, name)
         raise TypeError(f'image {index}: expected a path or a NumPy array, got {type(image).__name__}')
 
@@ -151,7 +161,8 @@ class TextDetector:
             except DataError as error:
                 if on_error is None:
                     raise
-                on_error(image if isinstance(image, str) else f'<array {index}>', error)
+                on_error(os.fsdecode(image) if isinstance(image, (str, bytes, os.PathLike)) else f'<array {index}>',
+                         error)
                 continue
             height, width = bgr.shape[:2]
             new_height, new_width, capped = self.input_size.resolve(height, width)

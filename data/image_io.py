@@ -176,8 +176,8 @@ def read_image(path: str, *, orientation: str, max_pixels: Optional[int] = DEFAU
 def _check_size(path: str, width: int, height: int, max_pixels: Optional[int]) -> None:
     if max_pixels is not None and width * height > max_pixels:
         raise DataError(f'{path}: image of {width}x{height} = {width * height} pixels exceeds the limit of '
-                        f'{max_pixels} pixels (decompression-bomb guard); to read it pass a larger max_pixels= '
-                        'to read_image, or max_pixels=None for no limit')
+                        f'{max_pixels} pixels (decompression-bomb guard); to read it raise the limit (demo.py '
+                        '--max_image_pixels, read_image / TextDetector max_pixels=; 0 / None: no limit)')
 
 
 def _exif_transposed(image: Image.Image) -> Image.Image:

@@ -17,6 +17,7 @@ needs them) and at least 32.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Sequence, Tuple, Union
 
 MODES = ('short_side', 'height', 'fixed')
@@ -25,7 +26,9 @@ DEFAULT_MAX_LONG_SIDE = 2560
 
 
 def _ceil32(value: float) -> int:
-    # the original's arithmetic exactly (math.ceil(value / 32.0) * 32), so that sizes equal its own
+    # the original validation resize's arithmetic exactly (math.ceil(value / 32.0) * 32), so that evaluation sizes
+    # equal its own; its demo.py computed the scale as short / h * w, which differs in the last bit for some sizes
+    # (a 21x21 image: 768x736 there, 736x736 here)
     return max(32, int(math.ceil(value / 32.0)) * 32)
 
 
@@ -42,7 +45,7 @@ class InputSize:
                  max_long_side: Optional[int] = None):
         if mode not in MODES:
             raise ValueError(f'input size mode: expected one of {MODES}, got {mode!r}')
-        values = [size] if isinstance(size, (int, float)) else list(size)
+        values = [size] if isinstance(size, numbers.Real) else list(size)
         if len(values) != (2 if mode == 'fixed' else 1):
             raise ValueError(f"input size: mode {mode!r} expects {'(height, width)' if mode == 'fixed' else 'one side'}"
                              f', got {size!r}')
@@ -57,13 +60,6 @@ class InputSize:
     def __repr__(self) -> str:
         size = self.size if self.mode == 'fixed' else self.size[0]
         return f'InputSize({self.mode!r}, {size!r}, max_long_side={self.max_long_side!r})'
-
-    def describe(self) -> str:
-        """One line for logs: e.g. 'short side 736 (long side capped at 2560)'."""
-        if self.mode == 'fixed':
-            return f'fixed {self.size[0]}x{self.size[1]} (height x width)'
-        text = f"{'short side' if self.mode == 'short_side' else 'height'} {self.size[0]}"
-        return text + (f' (long side capped at {self.max_long_side})' if self.max_long_side else '')
 
     def __call__(self, height: int, width: int) -> Tuple[int, int]:
         return self.resolve(height, width)[:2]

@@ -256,9 +256,9 @@ def test_bad_samples_skipped_and_counted_or_raised(tmp_path, caplog):
     assert any('b.jpg' in r.getMessage() for r in caplog.records)
     assert any('c.jpg.txt:2' in r.getMessage() for r in caplog.records)
     assert dataset.take_skipped_count() == 2 and dataset.skipped_count == 0
-    strict = ImageDataset(data_dir=[data_dir], data_list=[data_list], processes=[], on_bad_sample='raise')
+    raising = ImageDataset(data_dir=[data_dir], data_list=[data_list], processes=[], on_bad_sample='raise')
     with pytest.raises(DataError, match='c.jpg.txt:2'):
-        strict[2]
+        raising[2]
 
 
 def test_synthtext_mat_and_paddle_datasets(tmp_path):
@@ -291,7 +291,7 @@ def test_non_finite_ground_truth_through_the_dataset(tmp_path, training):
     split = 'train' if training else 'test'
     data_dir, data_list = make_converted_dataset(tmp_path, split=split)
     write(tmp_path / f'{split}_gts' / 'b.jpg.txt', '1,1,20,1,20,10,1,10,ok\n1,1,20,1,20,nan,1,10,bad\n')
-    strict = ImageDataset(data_dir=[data_dir], data_list=[data_list], processes=[], on_bad_sample='raise')
-    assert strict.is_training == training
+    raising = ImageDataset(data_dir=[data_dir], data_list=[data_list], processes=[], on_bad_sample='raise')
+    assert raising.is_training == training
     with pytest.raises(DataError, match='b.jpg.txt:2: non-finite'):
-        strict[1]
+        raising[1]

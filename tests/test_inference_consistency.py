@@ -237,3 +237,70 @@ def test_eval_stops_at_a_bad_sample_or_leaves_it_out_by_request(setup, tmp_path,
     assert eval_script.main(base) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith('synthetic: precision'))
     assert line in captured
+
+
+def test_demo_refuses_outputs_that_would_collide_or_overwrite(setup, tmp_path, capsys):
+    images = tmp_path / 'images'
+    images.mkdir()
+    Image.fromarray(_scene(70, 200, 1)).save(images / 'x.png')
+    Image.fromarray(_scene(70, 200, 2)).save(images / 'x_heatmap.png')
+    out = tmp_path / 'out'
+    base = [setup['exp'], '--resume', setup['ckpt'], '--device', 'cpu', '--image_path', str(images)]
+    assert demo.main(base + ['--visualize', '--heatmap', '--result_dir', str(out)]) == 2
+    assert 'would both write' in capsys.readouterr().err and not out.exists()
+    # an upper-case extension: IMG.JPG and the drawing IMG.jpg are one file on macOS and Windows
+    upper = tmp_path / 'upper'
+    upper.mkdir()
+    Image.fromarray(_scene(70, 200, 3)).save(upper / 'IMG.JPG', format='JPEG')
+    before = (upper / 'IMG.JPG').read_bytes()
+    assert demo.main([setup['exp'], '--resume', setup['ckpt'], '--image_path', str(upper), '--visualize',
+                      '--result_dir', str(upper)]) == 2
+    assert 'would overwrite the input image' in capsys.readouterr().err
+    assert sorted(os.listdir(upper)) == ['IMG.JPG'] and (upper / 'IMG.JPG').read_bytes() == before
+    # bad flags are errors before any work; every image unreadable is exit status 1
+    assert demo.main(base + ['--max_image_pixels', '-5', '--result_dir', str(out)]) == 2
+    assert '--max_image_pixels -5' in capsys.readouterr().err and not out.exists()
+    broken = tmp_path / 'broken'
+    broken.mkdir()
+    (broken / 'a.png').write_bytes(b'not a png')
+    assert demo.main([setup['exp'], '--resume', setup['ckpt'], '--image_path', str(broken), '--result_dir',
+                      str(out)]) == 1
+
+
+def test_python_api_takes_path_objects_and_leaves_a_given_config_alone(setup):
+    import pathlib
+    from concern.config import load_config
+    from concern.detector import TextDetector
+    from data.image_io import DataError
+    config = load_config(setup['exp'])
+    detector = TextDetector(config, setup['ckpt'], image_short_side=64, box_thresh=0.99, thresh=THRESH)
+    assert detector.representer.box_thresh == 0.99
+    assert TextDetector(config, setup['ckpt']).representer.box_thresh == BOX_THRESH  # the file's value
+    path = setup['data'] / 'test_images' / 'wide.png'
+    assert detector(pathlib.Path(path)).lines() == detector(str(path)).lines()
+    assert detector(os.fsencode(str(path))).source == str(path)
+    with pytest.raises(ValueError, match='max_pixels'):
+        TextDetector(config, setup['ckpt'], max_pixels=-5)
+    with pytest.raises(DataError, match='empty image'):
+        detector(np.zeros((0, 0, 3), np.uint8))
+
+
+@pytest.mark.parametrize('entry', ['eval', 'demo'])
+def test_flags_win_over_opt_which_wins_over_the_file(setup, entry, capsys):
+    import yaml
+    main = eval_script.main if entry == 'eval' else demo.main
+    extra = ['--image_path', str(setup['data'] / 'test_images')] if entry == 'demo' else []
+    base = [setup['exp'], '--resume', setup['ckpt'], '--print-config-only', *extra]
+
+    def printed(*flags):
+        assert main(base + list(flags)) == 0
+        return yaml.safe_load(capsys.readouterr().out)['Experiment']
+
+    opt = ['--opt', 'structure.representer.box_thresh=0.7']
+    assert printed()['structure']['representer']['box_thresh'] == BOX_THRESH
+    assert printed(*opt)['structure']['representer']['box_thresh'] == 0.7
+    assert printed('--box_thresh', '0.55', *opt)['structure']['representer']['box_thresh'] == 0.55
+    if entry == 'eval':
+        tree = printed('--polygon', '--opt', 'evaluation.is_output_polygon=false')
+        assert tree['evaluation']['is_output_polygon'] is True
+        assert printed('--opt', 'evaluation.is_output_polygon=true')['evaluation']['is_output_polygon'] is True

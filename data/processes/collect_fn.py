@@ -33,7 +33,7 @@ class ICDARCollectFN:
         sizes = {tuple(image.shape) for image in images}
         if len(sizes) > 1:
             raise ValueError(f'ICDARCollectFN: cannot stack images of different sizes {sorted(sizes)}; '
-                             'use batch_size 1 for keep_ratio validation')
+                             'use batch_size 1 for keep_ratio validation and for eval.py --image_short_side')
         collected['image'] = torch.stack(images, 0)
         if bad:
             collected[BAD_SAMPLES] = bad

@@ -19,12 +19,20 @@ def result_lines(boxes: Sequence[Any], scores: Sequence[float], with_score: bool
     return lines
 
 
-def prepare_result_dir(result_dir: str, what: str = '--result_dir') -> str:
+def prepare_result_dir(result_dir: str, what: str = '--result_dir', create: bool = True) -> str:
     """Create ``result_dir`` (and its parents) before any work, or raise ValueError naming it: it is an existing
-    file, or it cannot be created or written to. Returns its absolute path."""
+    file, or it cannot be created or written to. ``create=False`` only checks what can be checked without
+    creating it. Returns its absolute path."""
     path = os.path.abspath(result_dir)
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f'{what} {result_dir}: exists and is not a directory')
+    if not create:
+        existing = path
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f'{what} {result_dir}: cannot be created ({existing} is not a writable directory)')
+        return path
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as error:
@@ -40,13 +48,14 @@ def result_file_name(image_path: str) -> str:
 
 
 def check_unique_result_names(image_paths: Sequence[str]) -> None:
-    """ValueError naming both images when two of them would write the same result file."""
+    """ValueError naming both images when two of them would write the same result file (names compared
+    case-insensitively, as on macOS and Windows file systems)."""
     seen = {}
     for path in image_paths:
         name = result_file_name(path)
-        if name in seen:
-            raise ValueError(f'{path} and {seen[name]} would both write {name}')
-        seen[name] = path
+        if name.lower() in seen:
+            raise ValueError(f'{path} and {seen[name.lower()]} would both write {name}')
+        seen[name.lower()] = path
 
 
 def write_result_file(result_dir: str, image_path: str, boxes: Sequence[Any], scores: Sequence[float],
