@@ -22,7 +22,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from experiment import Experiment
     from training.run_options import RunOptions
-    from training.trainer import Trainer
+    from training.trainer import Trainer, TrainingStartError
 
     parts = ('structure', 'train', 'logger') + (('validation',) if args.validate else ())
     try:
@@ -37,7 +37,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          benchmark=args.benchmark, debug=args.debug, distributed=args.distributed,
                          num_gpus=args.num_gpus, local_rank=local_rank, grad_clip=args.grad_clip,
                          sync_bn=args.sync_bn, channels_last=args.channels_last)
-    Trainer(experiment, options).train()
+    try:
+        Trainer(experiment, options).train()
+    except TrainingStartError as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
     return 0
 
 

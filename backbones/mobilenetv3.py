@@ -54,8 +54,7 @@ class MobileNetV3(nn.Module):
 
 def _build(arch: str, pretrained: Pretrained, allow_download: bool) -> MobileNetV3:
     model = MobileNetV3(arch)
-    load_pretrained(model, pretrained, TORCHVISION_URLS[arch], allow_download,
-                    may_be_unused=lambda key: key.startswith('classifier.'))
+    load_pretrained(model, pretrained, TORCHVISION_URLS[arch], allow_download)
     return model
 
 

@@ -8,10 +8,12 @@ random initialisation.
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Iterable, Mapping, Union
+from typing import Dict, Mapping, Optional, Union
 
 import torch
 from torch import nn
+
+from structure.checkpoint_io import harmless_key, load_report, read_weights_file
 
 Pretrained = Union[bool, str, os.PathLike, None]
 
@@ -43,8 +45,9 @@ def resolve_weights_file(pretrained: Pretrained, url: str, allow_download: bool 
 
 
 def load_weights_file(path: str) -> Dict[str, torch.Tensor]:
-    """A state dict from ``path`` (plain, or under a 'state_dict' / 'model' key), loaded safely."""
-    state = torch.load(path, map_location='cpu', weights_only=True)
+    """A state dict from ``path`` (plain, or under a 'state_dict' / 'model' key), read by the project's one
+    reader (``structure.checkpoint_io.read_weights_file``: weights only, no code runs)."""
+    state = read_weights_file(path)
     if isinstance(state, Mapping):
         for key in ('state_dict', 'model'):
             if key in state and isinstance(state[key], Mapping):
@@ -55,35 +58,42 @@ def load_weights_file(path: str) -> Dict[str, torch.Tensor]:
     return dict(state)
 
 
-def load_pretrained(module: nn.Module, pretrained: Pretrained, url: str, allow_download: bool = False,
-                    may_be_missing: Callable[[str], bool] = lambda key: False,
-                    may_be_unused: Callable[[str], bool] = lambda key: False) -> None:
-    """Copy ImageNet weights into ``module``.
+def load_pretrained(module: nn.Module, pretrained: Pretrained, url: str, allow_download: bool = False
+                    ) -> Optional[str]:
+    """Copy ImageNet weights into ``module``; returns the load report for the run's log, None if every key fit.
 
-    Keys accepted as absent from the file (``may_be_missing``: e.g. the zero-initialised DCN offset
-    convolutions) keep their initialisation; keys of the file the module does not have
-    (``may_be_unused``: e.g. the classifier) are dropped. Anything else is an error.
+    Keys that ``structure.checkpoint_io.HARMLESS_KEYS`` lets an ImageNet file lack (the zero-initialised DCN
+    offset convolutions) keep their initialisation; keys of the file it lets the module lack (the classifier) are
+    dropped. Both are said in the report, which is also kept on the module as ``pretrained_report`` (with the
+    file as ``pretrained_file``) so that the trainer logs it (``training.checkpoint.Checkpoint.restore``). Any
+    other missing key, unexpected key or shape mismatch is a ``ValueError`` carrying the report.
     """
     if pretrained is False or pretrained is None:
-        return
+        return None
     path = resolve_weights_file(pretrained, url, allow_download)
     weights = load_weights_file(path)
     own = module.state_dict()
-    missing = [k for k in own if k not in weights and not k.endswith('num_batches_tracked')
-               and not may_be_missing(k)]
-    unexpected = [k for k in weights if k not in own and not may_be_unused(k)]
+    missing, unexpected, harmless = [], [], []
+    for keys, kind, other in ((own, 'missing', weights), (weights, 'unexpected', own)):
+        for key in keys:
+            if key in other:
+                continue
+            entry = harmless_key(key, kind, 'imagenet')
+            if entry is not None:
+                harmless.append((key, entry))
+            else:
+                (missing if kind == 'missing' else unexpected).append(key)
     mismatched = [f'{k}: file {tuple(weights[k].shape)}, model {tuple(own[k].shape)}'
                   for k in weights if k in own and weights[k].shape != own[k].shape]
     if missing or unexpected or mismatched:
-        raise ValueError(f'{path} does not fit {type(module).__name__}:' + _listing(
-            (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', mismatched))))
+        raise ValueError(load_report(f'{path} does not fit {type(module).__name__}:', missing, unexpected,
+                                     mismatched, harmless))
     module.load_state_dict({k: v for k, v in weights.items() if k in own}, strict=False)
-
-
-def _listing(groups: Iterable) -> str:
-    lines = []
-    for title, items in groups:
-        if items:
-            lines.append(f'\n  {title} ({len(items)}):')
-            lines.extend(f'\n    {item}' for item in items)
-    return ''.join(lines)
+    report = None
+    if harmless:
+        loaded = sum(1 for key in own if key in weights)
+        report = load_report(f'ImageNet initialisation {path} -> {type(module).__name__}: loaded {loaded} of '
+                             f'{len(own)} tensors', harmless=harmless)
+    module.pretrained_file = path
+    module.pretrained_report = report
+    return report

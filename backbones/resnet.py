@@ -242,9 +242,7 @@ class ResNet(nn.Module):
 def _build(name: str, block: str, layers: Sequence[int], pretrained: Pretrained,
            allow_download: bool, **kwargs) -> ResNet:
     model = ResNet(block, layers, **kwargs)
-    load_pretrained(model, pretrained, TORCHVISION_URLS[name], allow_download,
-                    may_be_missing=lambda key: '.conv2_offset.' in key,
-                    may_be_unused=lambda key: key.startswith('fc.'))
+    load_pretrained(model, pretrained, TORCHVISION_URLS[name], allow_download)
     return model
 
 

@@ -22,6 +22,7 @@ BENCHMARKS = (
     ('data', 'Training data pipeline and label generation per sample'),
     ('eval', 'Evaluator per image'),
     ('train_step', 'One training iteration on the CPU'),
+    ('nonfinite', 'What the non-finite guard costs per training step'),
     ('inference', 'End-to-end inference: sequential and pipelined, PyTorch and onnxruntime'),
 )
 

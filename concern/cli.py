@@ -39,7 +39,11 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument('--batch_size', type=int, default=None, help='global training batch size')
     parser.add_argument('--num_workers', type=int, default=None, help='data loading workers per loader')
     parser.add_argument('--resume', type=str, default=None,
-                        help='full checkpoint to continue from, or weights to fine-tune from')
+                        help='full checkpoint of this project to continue from (a plain state dict, e.g. the '
+                             "original's released models, is fine-tuned from instead, and the log says so)")
+    parser.add_argument('--weights', type=str, default=None,
+                        help='fine-tune from the weights of this file (a full checkpoint or a state dict): no '
+                             'optimizer state or counters are restored')
     parser.add_argument('--epochs', type=int, default=None, help='training length and decay schedule length')
     parser.add_argument('--start_epoch', type=int, default=None)
     parser.add_argument('--start_iter', type=int, default=None)
@@ -217,7 +221,7 @@ def apply_train_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
     if args.num_workers is not None:
         for path in ['train.data_loader'] + _loader_paths(config, 'validation') + _loader_paths(config, 'evaluation'):
             _set_if_present(config, f'{path}.num_workers', args.num_workers)
-    for flag in ('resume', 'start_epoch', 'start_iter'):
+    for flag in ('resume', 'weights', 'start_epoch', 'start_iter'):
         value = getattr(args, flag)
         if value is not None:
             _require(_set_if_present(config, f'train.checkpoint.{flag}', value),

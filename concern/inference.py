@@ -35,16 +35,15 @@ def load_trained_model(builder: Any, checkpoint_path: Optional[str], device: Any
     Every key and shape must fit: a checkpoint of another architecture, or a file that is not a checkpoint,
     is a ``ValueError`` naming the file; a missing file a ``FileNotFoundError``. Never random weights.
     A ResNet backbone runs with the offset mode of the weights (``structure.model.decide_offset_compat``); where
-    the mode changes the computation, ``log`` (default: standard error) gets one line saying which and why.
+    the mode changes the computation, ``log`` (default: standard error) gets one line saying which and why, and
+    the keys left out as harmless (the original's unused ``backbone.fc`` / ``smooth``) are reported there too.
     """
-    import pickle
-
     import torch
-    from structure.model import OffsetCompatConflict, load_model_file, offset_compat_note
+    from structure.checkpoint_io import read_weights_file
+    from structure.model import OffsetCompatConflict, load_model_state, offset_compat_note
     if not checkpoint_path:
         raise ValueError('a checkpoint is required (--resume PATH)')
-    if not os.path.isfile(checkpoint_path):
-        raise FileNotFoundError(f'checkpoint not found: {checkpoint_path}')
+    content = read_weights_file(checkpoint_path)  # FileNotFoundError / ValueError naming the file
     # The checkpoint supplies every weight: never load (or download) ImageNet initialisation here.
     backbone_args = dict(getattr(builder, 'model_args', {}).get('backbone_args') or {})
     if backbone_args.get('pretrained'):
@@ -53,18 +52,17 @@ def load_trained_model(builder: Any, checkpoint_path: Optional[str], device: Any
     else:
         model = builder.build()
     try:
-        report = load_model_file(model, checkpoint_path, strict=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, TypeError) as error:
-        raise ValueError(f'{checkpoint_path}: not a readable PyTorch checkpoint ({type(error).__name__}: '
-                         f'{str(error).splitlines()[0] if str(error) else ""})') from error
+        report = load_model_state(model, content, strict=True, source=checkpoint_path)
     except OffsetCompatConflict:
         raise
+    except TypeError as error:  # a torch file holding something other than a dict
+        raise ValueError(f'{checkpoint_path}: not a state dict or checkpoint: {error}') from error
     except ValueError as error:
         raise ValueError(f"{checkpoint_path}: does not fit this experiment's model ({builder.model}, "
                          f"{builder.model_args.get('backbone')}): {error}") from error
-    note = offset_compat_note(report.offset_compat)
-    if note:
-        (log or _print_to_stderr)(note)
+    for line in (offset_compat_note(report.offset_compat), report.text):
+        if line:
+            (log or _print_to_stderr)(line)
     return model.to(torch.device(device)).eval()
 
 

@@ -1,6 +1,5 @@
 """ImageDataset: images plus ground truth from one or more data directories, run through processes."""
 import logging
-import multiprocessing
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -72,8 +71,9 @@ class ImageDataset(torch.utils.data.Dataset):
     ``on_bad_sample``: what a sample that cannot be used (unreadable image, malformed ground truth: a
     :class:`DataError` naming the file and line) gives.
 
-    - 'substitute': the next usable sample in its place, a warning and a count (``skipped_count``); right for
-      training, where one picture more or less changes nothing;
+    - 'substitute': the next usable sample in its place, a warning, and a report (file, message) that
+      :meth:`take_bad_samples` hands over (``data.DataLoader`` brings the workers' reports back to the main
+      process); right for training, where one picture more or less changes nothing;
     - 'raise': the DataError itself;
     - 'skip': a marker sample ``{'filename', 'data_id', 'bad_sample': message}`` that ``ICDARCollectFN`` takes
       out of the batch (into ``batch['bad_samples']``) and the evaluator reports as skipped; evaluation then
@@ -113,7 +113,8 @@ class ImageDataset(torch.utils.data.Dataset):
         self.entries: List[Tuple[str, str, str, Any]] = []
         for directory, list_path, fmt in zip(data_dir, data_list, self.gt_formats):
             self.entries.extend(self._index(directory, list_path, fmt))
-        self._skipped = multiprocessing.Value('l', 0)
+        # Bad samples replaced in *this* process ('substitute'): data.DataLoader collects them after every sample
+        self._bad_samples: List[Tuple[str, str]] = []
 
     @staticmethod
     def _index(directory: str, list_path: str, fmt: str) -> List[Tuple[str, str, str, Any]]:
@@ -140,16 +141,11 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
-    @property
-    def skipped_count(self) -> int:
-        """Samples skipped (bad image / ground truth) since the last :meth:`take_skipped_count`."""
-        return self._skipped.value
-
-    def take_skipped_count(self) -> int:
-        """Return the skip count and reset it (call at epoch end; shared with DataLoader workers)."""
-        with self._skipped.get_lock():
-            count, self._skipped.value = self._skipped.value, 0
-        return count
+    def take_bad_samples(self) -> List[Tuple[str, str]]:
+        """(file, message) of every sample replaced in this process since the last call, in the order met (a
+        loader's workers hold their own copies: ``data.DataLoader.take_bad_samples`` gathers them all)."""
+        taken, self._bad_samples = self._bad_samples, []
+        return taken
 
     def load_lines(self, index: int) -> List[Dict[str, Any]]:
         """Ground-truth lines of sample ``index``; :class:`DataError` (file and line) for malformed input.
@@ -189,8 +185,7 @@ class ImageDataset(torch.utils.data.Dataset):
                     raise
                 if self.on_bad_sample == 'skip':
                     return self.bad_sample(position, error)
-                with self._skipped.get_lock():
-                    self._skipped.value += 1
+                self._bad_samples.append((self.entries[position][0], self.error_message(position, error)))
                 logger.warning('skipping sample %d (%s): %s', position, self.entries[position][0], error)
         raise RuntimeError(f'ImageDataset: {self.max_skip_attempts} consecutive unreadable samples from '
                            f"index {index}; check the data set (on_bad_sample='raise' shows the first error)")
@@ -199,7 +194,10 @@ class ImageDataset(torch.utils.data.Dataset):
         """The marker sample of 'skip' for sample ``index``: its file, its data id and the error (naming the
         file, and the line for ground truth)."""
         image_path, data_id, _, _ = self.entries[index]
+        return {'filename': image_path, 'data_id': data_id, 'bad_sample': self.error_message(index, error)}
+
+    def error_message(self, index: int, error: Exception) -> str:
+        """The error of sample ``index``, naming its image file when the error itself does not."""
+        image_path = self.entries[index][0]
         message = str(error)
-        if image_path not in message:
-            message = f'{image_path}: {message}'
-        return {'filename': image_path, 'data_id': data_id, 'bad_sample': message}
+        return message if image_path in message else f'{image_path}: {message}'

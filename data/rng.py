@@ -2,7 +2,9 @@
 
 Processes draw from :func:`get_rng` instead of owning a generator: a generator stored on a process object
 would be copied into every DataLoader worker and make all workers produce identical augmentations.
-The DataLoader reseeds this stream in each worker (see ``data.data_loader.seed_worker``).
+``data.DataLoader`` is the one place that seeds this stream: before every sample, from (seed, epoch, position in
+the epoch), in the main process and in the workers alike (``data.data_loader._SeededSamples``); nothing else needs
+to call :func:`reseed` (tests and benchmarks that run processes by hand do).
 """
 from typing import Optional
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -16,9 +16,8 @@ from torch import nn
 import backbones
 import decoders
 from decoders import seg_detector_loss
+from structure.checkpoint_io import HarmlessKey, harmless_key, load_report, read_weights_file
 
-# Keys of the original ResNet that it never used (classifier, an unused 1x1 conv): dropped on load.
-IGNORED_ORIGINAL_PREFIXES = ('backbone.fc.', 'backbone.smooth.')
 WRAPPER_PREFIXES = ('module.', 'model.')
 
 
@@ -139,11 +138,15 @@ class OffsetCompatConflict(ValueError):
 
 
 class LoadReport(NamedTuple):
+    """What a load did: keys not loaded (``ignored``: left out as harmless, ``structure.checkpoint_io``), the
+    offset mode applied, and ``text``, the report to log (``structure.checkpoint_io.load_report``), None when
+    every key of the file and of the model loaded."""
     missing: List[str]
     unexpected: List[str]
     mismatched: List[str]
     ignored: List[str]
     offset_compat: Optional[OffsetCompatDecision] = None
+    text: Optional[str] = None
 
 
 def _offset_compat_backbones(model: nn.Module) -> List[nn.Module]:
@@ -280,10 +283,10 @@ def load_model_state(model: nn.Module, state: Mapping[str, Any], strict: bool = 
     file in its messages); the report's ``offset_compat`` says which mode applies and why.
 
     Keys may carry extra or fewer ``module.`` / ``model.`` prefixes (DataParallel, DDP, a bare
-    detector) as long as each still names exactly one parameter. The original's unused
-    ``backbone.fc.*`` / ``backbone.smooth.*`` are ignored. With ``strict`` any missing key,
-    unexpected key or shape mismatch raises ``StateDictMismatch`` naming them all; otherwise the
-    fitting entries are loaded and the rest reported.
+    detector) as long as each still names exactly one parameter. Keys ``HARMLESS_KEYS`` lets a detector
+    checkpoint carry (the original's unused ``backbone.fc.*`` / ``backbone.smooth.*``) are left out and said in
+    the report's ``text``. With ``strict`` any other missing key, unexpected key or shape mismatch raises
+    ``StateDictMismatch`` with the report; otherwise the fitting entries are loaded and the report returned.
     """
     content = state
     state = extract_state_dict(state)
@@ -300,11 +303,14 @@ def load_model_state(model: nn.Module, state: Mapping[str, Any], strict: bool = 
     mapped: Dict[str, torch.Tensor] = {}
     source_of: Dict[str, str] = {}
     unexpected, ignored, mismatched = [], [], []
+    harmless: List[Tuple[str, HarmlessKey]] = []
     for key, value in state.items():
         target = key if key in own else by_canonical.get(_strip_wrappers(key))
         if target is None:
-            if _strip_wrappers(key).startswith(IGNORED_ORIGINAL_PREFIXES):
+            entry = harmless_key(_strip_wrappers(key), 'unexpected', 'checkpoint')
+            if entry is not None:
                 ignored.append(key)
+                harmless.append((key, entry))
             else:
                 unexpected.append(key)
             continue
@@ -317,26 +323,23 @@ def load_model_state(model: nn.Module, state: Mapping[str, Any], strict: bool = 
             continue
         mapped[target] = value
     missing = [key for key in own if key not in source_of]
-    report = LoadReport(missing, unexpected, mismatched, ignored, decision)
     if strict and (missing or unexpected or mismatched):
-        lines = [f'state dict does not fit {type(model).__name__}:']
-        for title, items in (('missing keys', missing), ('unexpected keys', unexpected),
-                             ('shape mismatches', mismatched)):
-            if items:
-                lines.append(f'  {title} ({len(items)}):')
-                lines.extend(f'    {item}' for item in items)
-        raise StateDictMismatch('\n'.join(lines))
+        raise StateDictMismatch(load_report(f'state dict does not fit {type(model).__name__}:', missing,
+                                            unexpected, mismatched, harmless))
+    text = None
+    if missing or unexpected or mismatched or harmless:
+        text = load_report(f'{source or "state dict"} -> {type(model).__name__}: loaded {len(mapped)} of '
+                           f'{len(own)} tensors', missing, unexpected, mismatched, harmless)
+    report = LoadReport(missing, unexpected, mismatched, ignored, decision, text)
     model.load_state_dict(mapped, strict=False)
     apply_offset_compat(model, decision)
     return report
 
 
-def load_model_file(model: nn.Module, path: Union[str, os.PathLike], strict: bool = True,
-                    map_location: Any = 'cpu') -> LoadReport:
-    """``load_model_state`` from a file read with ``torch.load(weights_only=True)`` (no code runs)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint {os.fspath(path)!r} does not exist')
-    state = torch.load(path, map_location=map_location, weights_only=True)
+def load_model_file(model: nn.Module, path: Union[str, os.PathLike], strict: bool = True) -> LoadReport:
+    """``load_model_state`` from a file read by ``structure.checkpoint_io.read_weights_file`` (weights only, no
+    code runs; a missing file is a ``FileNotFoundError``, an unreadable one a ``ValueError``, each naming it)."""
+    state = read_weights_file(path)
     try:
         return load_model_state(model, state, strict=strict, source=os.fspath(path))
     except OffsetCompatConflict:

@@ -1,4 +1,4 @@
-"""DataLoader: distinct reproducible augmentation streams per worker and per epoch; skip counting."""
+"""DataLoader: distinct reproducible augmentation streams per sample, worker and epoch; skip counting."""
 import os
 
 import cv2
@@ -37,7 +37,7 @@ def test_workers_and_epochs_get_distinct_reproducible_streams():
     first, second = draws(loader, epochs=2)
     assert sorted(first) == [0, 1]
     assert not torch.equal(first[0][0], first[1][0])  # the classic bug: every worker draws the same numbers
-    assert not torch.equal(first[0][0], second[0][0])  # a new epoch continues the stream
+    assert not torch.equal(first[0][0], second[0][0])  # the next pass is the next epoch: other numbers
     again = draws(DataLoader(DrawDataset(), batch_size=1, num_workers=2, shuffle=False, drop_last=False, seed=5))[0]
     assert all(torch.equal(a, b) for w in (0, 1) for a, b in zip(first[w], again[w]))
     other = draws(DataLoader(DrawDataset(), batch_size=1, num_workers=2, shuffle=False, drop_last=False, seed=6))[0]
@@ -46,13 +46,13 @@ def test_workers_and_epochs_get_distinct_reproducible_streams():
 
 def test_defaults_follow_is_training():
     loader = DataLoader(DrawDataset(), batch_size=2, num_workers=0, is_training=False)
-    assert isinstance(loader.sampler, torch.utils.data.SequentialSampler) and not loader.drop_last
+    assert not loader.shuffle and not loader.drop_last and not loader.sampler.pad
     loader = DataLoader(DrawDataset(), batch_size=2, num_workers=0)
-    assert isinstance(loader.sampler, torch.utils.data.RandomSampler) and loader.drop_last
+    assert loader.shuffle and loader.drop_last and loader.sampler.pad
     validation = DrawDataset()
     validation.is_training = False
     loader = DataLoader(validation, batch_size=2, num_workers=0)  # YAML leaves the loader's is_training default
-    assert isinstance(loader.sampler, torch.utils.data.SequentialSampler) and not loader.drop_last
+    assert not loader.shuffle and not loader.drop_last and not loader.sampler.pad
 
 
 def make_dataset(root, count=6, bad=(2,)):
@@ -89,4 +89,5 @@ def test_training_batches_and_skip_count_across_workers(tmp_path):
     assert tuple(batch['image'].shape) == (3, 3, 64, 64) and tuple(batch['gt'].shape) == (3, 1, 64, 64)
     assert tuple(batch['thresh_map'].shape) == (3, 64, 64) and batch['mask'].dtype == torch.float32
     assert sum(len(b['image']) for b in batches) == 6  # the bad image's slot is filled by another sample
-    assert loader.take_skipped_count() == 1 and loader.take_skipped_count() == 0
+    reports = loader.take_bad_samples()
+    assert len(reports) == 1 and loader.take_bad_samples() == []

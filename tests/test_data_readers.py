@@ -252,10 +252,11 @@ def test_bad_samples_skipped_and_counted_or_raised(tmp_path, caplog):
     write(tmp_path / 'train_gts' / 'c.jpg.txt', '1,1,20,1,20,10,1,10,ok\n1,1,oops\n')
     dataset = ImageDataset(data_dir=[data_dir], data_list=[data_list], processes=[])
     assert dataset[1]['data_id'] == 'a.jpg'  # b is unreadable, c has a bad line: wraps around to a
-    assert dataset.skipped_count == 2
     assert any('b.jpg' in r.getMessage() for r in caplog.records)
     assert any('c.jpg.txt:2' in r.getMessage() for r in caplog.records)
-    assert dataset.take_skipped_count() == 2 and dataset.skipped_count == 0
+    reports = dataset.take_bad_samples()
+    assert [os.path.basename(path) for path, _ in reports] == ['b.jpg', 'c.jpg'] and dataset.take_bad_samples() == []
+    assert 'c.jpg.txt:2' in reports[1][1]
     raising = ImageDataset(data_dir=[data_dir], data_list=[data_list], processes=[], on_bad_sample='raise')
     with pytest.raises(DataError, match='c.jpg.txt:2'):
         raising[2]

@@ -153,7 +153,7 @@ def test_substitution_stays_the_training_default(tmp_path):
     data_dir, all_list, _ = make_dataset(tmp_path, 'image')
     training = ImageDataset([data_dir], [all_list], [], gt_format='converted', is_training=True)
     assert training.on_bad_sample == 'substitute'
-    assert training[1]['data_id'] == 'img_3.jpg' and training.take_skipped_count() == 1
+    assert training[1]['data_id'] == 'img_3.jpg' and len(training.take_bad_samples()) == 1
     with pytest.raises(ValueError, match="on_bad_sample: expected one of"):
         ImageDataset([data_dir], [all_list], [], gt_format='converted', on_bad_sample='ignore')
     with pytest.raises(TypeError):

@@ -1,5 +1,4 @@
 """Checkpoint compatibility: the original's key names and shapes, strict errors, prefixes, safe files."""
-import pickle
 import warnings
 
 import pytest
@@ -114,8 +113,9 @@ def test_checkpoint_files_load_with_weights_only(tmp_path, resnet18_model):
                        state['model.module.decoder.binarize.6.bias'])
     unsafe = tmp_path / 'unsafe.pth'
     torch.save({'model': state, 'payload': Payload()}, unsafe)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(ValueError, match=r'unsafe\.pth: not a PyTorch checkpoint \(.*Payload') as raised:
         load_model_file(resnet18_model, unsafe)
+    assert 'weights_only=False' not in str(raised.value)
     with pytest.raises(FileNotFoundError, match='absent.pth'):
         load_model_file(resnet18_model, tmp_path / 'absent.pth')
     broken = tmp_path / 'broken.pth'

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import training_helpers as helpers
-from training.distributed import ResumableSampler
+from data.sampler import EpochBatchSampler
 from training.trainer import Trainer
 
 HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'training_helpers.py')
@@ -15,17 +15,22 @@ HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'training_hel
 
 def test_ranks_share_out_each_global_batch():
     length, world = 10, 2
-    single = list(ResumableSampler(length, shuffle=True, seed=5))
-    ranks = [list(ResumableSampler(length, shuffle=True, seed=5, rank=r, world_size=world)) for r in range(world)]
+
+    def batches(sampler):
+        return [[key.index for key in batch] for batch in sampler]
+
+    single = batches(EpochBatchSampler(length, 4, shuffle=True, seed=5))
+    ranks = [batches(EpochBatchSampler(length, 2, shuffle=True, seed=5, rank=rank, world_size=world))
+             for rank in range(world)]
     # batch k of the single process (size 4) is the union of batch k of each rank (size 2)
     for k in range(2):
-        assert sorted(single[4 * k:4 * k + 4]) == sorted(ranks[0][2 * k:2 * k + 2] + ranks[1][2 * k:2 * k + 2])
-    assert sorted(ranks[0] + ranks[1]) == sorted(single)
-    resumed = ResumableSampler(length, shuffle=True, seed=5)
-    resumed.set_epoch(0, skip=4)
-    assert list(resumed) == single[4:] and len(resumed) == 6
+        assert sorted(single[k]) == sorted(ranks[0][k] + ranks[1][k])
+    assert sorted(sum(ranks[0] + ranks[1], [])) == sorted(sum(single, []))
+    resumed = EpochBatchSampler(length, 4, shuffle=True, seed=5)
+    resumed.set_epoch(0, skip_batches=1)
+    assert batches(resumed) == single[1:] and len(resumed) == 2
     resumed.set_epoch(1)
-    assert list(resumed) != single and sorted(resumed) == list(range(length))
+    assert batches(resumed) != single and sorted(sum(batches(resumed), [])) == list(range(length))
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):

@@ -68,7 +68,7 @@ def test_signal_file_saves_without_stopping(tmp_path):
     _, summary = _train(tmp_path, experiment)
     assert summary['iteration'] == 6 and not summary['interrupted']
     # loaded during iteration 1 (samples 5..8): the checkpoint is written after that step
-    assert sorted(os.listdir(tmp_path / 'model')) == ['final', 'latest', 'model_epoch_0_minibatch_2']
+    assert sorted(os.listdir(tmp_path / 'model')) == ['final', 'last_checkpoint', 'latest', 'model_epoch_0_minibatch_2']
     assert not (tmp_path / 'save').exists()
     assert read_checkpoint_file(str(tmp_path / 'model' / 'model_epoch_0_minibatch_2'))['iteration'] == 2
 
@@ -76,7 +76,7 @@ def test_signal_file_saves_without_stopping(tmp_path):
 def test_save_interval_checkpoints_are_full_and_latest_follows(tmp_path):
     _, summary = _train(tmp_path, helpers.make_experiment(helpers.TinyTrainSet(12), epochs=2, save_interval=4))
     names = sorted(os.listdir(tmp_path / 'model'))
-    assert names == ['final', 'latest', 'model_epoch_1_minibatch_4']
+    assert names == ['final', 'last_checkpoint', 'latest', 'model_epoch_1_minibatch_4']
     content = read_checkpoint_file(str(tmp_path / 'model' / 'model_epoch_1_minibatch_4'))
     assert (content['epoch'], content['epoch_iteration'], content['iteration']) == (1, 1, 4)
     assert set(content['optimizer']['state'])  # momentum buffers are kept
@@ -91,14 +91,14 @@ def test_non_finite_losses_are_skipped_with_the_files_named(tmp_path):
     state = helpers.model_state(str(tmp_path))
     assert all(torch.isfinite(value).all() for value in state.values())
     log = (tmp_path / 'output.log').read_text()
-    skipped = [line for line in log.splitlines() if 'non-finite loss' in line]
+    skipped = [line for line in log.splitlines() if 'non-finite input' in line]
     assert len(skipped) == 2 and all('img_3.jpg' in line for line in skipped)  # once per epoch
 
 
 def test_too_many_non_finite_losses_in_a_row_stop_training(tmp_path):
     nan_everywhere = tuple(f'img_{i}.jpg' for i in range(12))
     experiment = helpers.make_experiment(helpers.TinyTrainSet(12, nan_files=nan_everywhere), epochs=2)
-    with pytest.raises(FloatingPointError, match='3 consecutive steps with a non-finite loss'):
+    with pytest.raises(FloatingPointError, match='3 consecutive steps skipped'):
         _train(tmp_path, experiment, max_nan_steps=3)
     assert not (tmp_path / 'model' / 'final').exists()
 
@@ -145,7 +145,7 @@ def test_validation_metrics_equal_a_direct_measurement(tmp_path):
     validation = helpers.make_validation(length=6)
     experiment = helpers.make_experiment(helpers.TinyTrainSet(12), epochs=3, lr=0.2, validation=validation)
     trainer, _ = _train(tmp_path, experiment)  # --validate off: no validation while training
-    assert trainer._last_validated is None
+    assert trainer.last_validation == {} and 'validation tiny' not in (tmp_path / 'output.log').read_text()
     results = trainer.validate()
     model = trainer.model.eval()
     representer, measurer = helpers.BoxRepresenter(), helpers.BoxMeasurer()
@@ -207,3 +207,43 @@ def test_amp_on_a_cpu_without_native_bf16_is_warned_in_the_run_log(tmp_path, mon
         _train(workspace, helpers.make_experiment(helpers.TinyTrainSet(4), epochs=1), amp=True)
         log = open(os.path.join(str(workspace), 'output.log')).read()
         assert ('no native bf16' in log) == expected
+
+
+def test_bad_samples_reach_the_run_log_and_the_epoch_summary_counts_distinct_files(tmp_path):
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(12, bad_files=('img_2.jpg', 'img_7.jpg')), epochs=2)
+    _train(tmp_path, experiment)
+    log = (tmp_path / 'output.log').read_text().splitlines()
+    assert sum('bad sample skipped: img_2.jpg: cannot decode image' in line for line in log) == 2  # once per epoch
+    summaries = [line for line in log if 'distinct bad file(s)' in line]
+    assert len(summaries) == 2 and all('2 distinct bad file(s)' in line and 'img_2.jpg' in line and 'img_7.jpg'
+                                       in line for line in summaries)
+
+
+def test_resume_says_which_path_it_took_and_a_failed_start_writes_nothing(tmp_path, capsys):
+    first = tmp_path / 'run'
+    _train(first, helpers.make_experiment(helpers.TinyTrainSet(12), epochs=2, save_interval=2))
+    config_before = (first / 'config.yaml').read_text()
+    log = (first / 'output.log').read_text()
+    assert 'start: no checkpoint' in log
+    # a full checkpoint: the resume path, and no warning about a config that did not change
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(12), epochs=3, save_interval=2,
+                                         resume=str(first / 'model' / 'latest'))
+    experiment.config = {'Experiment': {'tiny': True, 'lr': 0.05}}
+    _train(first, experiment)
+    log = (first / 'output.log').read_text()
+    assert 'is a full checkpoint (iteration 6' in log and 'saved with another config' not in log
+    # plain weights: the weights path, said so
+    plain = tmp_path / 'plain.pth'
+    torch.save(helpers.model_state(str(first)), plain)
+    second = tmp_path / 'finetune'
+    _train(second, helpers.make_experiment(helpers.TinyTrainSet(12), epochs=1, resume=str(plain)))
+    assert 'is a plain state dict' in (second / 'output.log').read_text()
+    # not a checkpoint: a clear error, nothing of the earlier run overwritten
+    garbage = tmp_path / 'garbage.pth'
+    garbage.write_bytes(b'not a checkpoint at all')
+    from training.trainer import TrainingStartError
+    with pytest.raises(TrainingStartError) as caught:
+        _train(first, helpers.make_experiment(helpers.TinyTrainSet(12), epochs=2, resume=str(garbage),
+                                              config={'Experiment': {'other': True}}))
+    assert 'garbage.pth' in str(caught.value) and 'weights_only=False' not in str(caught.value)
+    assert (first / 'config.yaml').read_text() == config_before

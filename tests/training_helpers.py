@@ -18,9 +18,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
+from torch.utils.data import Dataset  # noqa: E402
 
 from concern.log import Logger  # noqa: E402
+from data import DataLoader  # noqa: E402
 from training.checkpoint import Checkpoint  # noqa: E402
 from training.learning_rate import DecayLearningRate  # noqa: E402
 from training.model_saver import ModelSaver  # noqa: E402
@@ -65,11 +66,20 @@ class TinyDetector(nn.Module):
 
 
 class TinyBuilder:
-    def __init__(self, dropout: float = 0.0):
+    def __init__(self, dropout: float = 0.0, batch_norm: bool = False):
         self.dropout = dropout
+        self.batch_norm = batch_norm
 
     def build(self) -> nn.Module:
-        return TinyDetector(self.dropout)
+        return TinyBNDetector() if self.batch_norm else TinyDetector(self.dropout)
+
+
+class TinyBNDetector(TinyDetector):
+    """TinyDetector with BatchNorm after the first convolution: running statistics a forward can poison."""
+
+    def __init__(self):
+        super().__init__()
+        self.model.module.backbone = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
 
 
 def _sample_arrays(index: int) -> Dict[str, np.ndarray]:
@@ -87,17 +97,28 @@ class TinyTrainSet(Dataset):
     ``hooks`` maps a load count to a callable (used to deliver signals mid-run)."""
 
     def __init__(self, length: int = 12, noise: float = 0.0, nan_files: tuple = (),
-                 hooks: Optional[Dict[int, Callable[[], None]]] = None):
+                 hooks: Optional[Dict[int, Callable[[], None]]] = None, huge_files: tuple = (),
+                 bad_files: tuple = ()):
         self.length = length
+        self.bad_files = set(bad_files)  # unreadable stand-ins: replaced by the next sample and reported, as ImageDataset
+        self.reports: List[tuple] = []
         self.noise = noise
         self.nan_files = set(nan_files)
+        self.huge_files = set(huge_files)  # finite images of 1e25: their activations overflow BatchNorm's variance
         self.hooks = hooks or {}
         self.loads = 0
 
     def __len__(self) -> int:
         return self.length
 
+    def take_bad_samples(self) -> List[tuple]:
+        taken, self.reports = self.reports, []
+        return taken
+
     def __getitem__(self, index: int) -> Dict[str, Any]:
+        while f'img_{index}.jpg' in self.bad_files:
+            self.reports.append((f'img_{index}.jpg', f'img_{index}.jpg: cannot decode image (simulated)'))
+            index = (index + 1) % self.length
         self.loads += 1
         if self.loads in self.hooks:
             self.hooks[self.loads]()
@@ -108,6 +129,8 @@ class TinyTrainSet(Dataset):
         filename = f'img_{index}.jpg'
         if filename in self.nan_files:
             image = np.full_like(image, np.nan)
+        if filename in self.huge_files:
+            image = image * np.float32(1e25)
         return {'image': torch.from_numpy(image), 'gt': torch.from_numpy(arrays['gt']),
                 'mask': torch.ones(SIZE, SIZE), 'thresh_map': torch.full((SIZE, SIZE), 0.5),
                 'thresh_mask': torch.ones(SIZE, SIZE), 'filename': filename}
@@ -208,15 +231,16 @@ class MeanScoreMeasurer(BoxMeasurer):
 def make_experiment(train_set: Dataset, batch_size: int = 4, epochs: int = 2, lr: float = 0.05,
                     save_interval: int = 1000, resume: Optional[str] = None, signal_path: Optional[str] = None,
                     validation: Any = None, measurer: Any = None, dropout: float = 0.0, shuffle: bool = True,
-                    log_interval: int = 2, representer: Any = None, config: Optional[Dict[str, Any]] = None) -> SimpleNamespace:
+                    log_interval: int = 2, representer: Any = None, config: Optional[Dict[str, Any]] = None,
+                    batch_norm: bool = False, momentum: float = 0.9) -> SimpleNamespace:
     """An object with the attributes experiment.Experiment gives the trainer."""
-    structure = SimpleNamespace(builder=TinyBuilder(dropout), representer=representer or BoxRepresenter(),
+    structure = SimpleNamespace(builder=TinyBuilder(dropout, batch_norm), representer=representer or BoxRepresenter(),
                                 measurer=measurer or BoxMeasurer(), visualizer=None)
     train = SimpleNamespace(
-        data_loader=DataLoader(train_set, batch_size=batch_size, shuffle=shuffle),
+        data_loader=DataLoader(train_set, batch_size=batch_size, shuffle=shuffle, num_workers=0),
         checkpoint=Checkpoint(resume=resume),
         model_saver=ModelSaver(dir_path='model', save_interval=save_interval, signal_path=signal_path),
-        scheduler=OptimizerScheduler('SGD', {'lr': lr, 'momentum': 0.9, 'weight_decay': 1e-4},
+        scheduler=OptimizerScheduler('SGD', {'lr': lr, 'momentum': momentum, 'weight_decay': 1e-4},
                                      DecayLearningRate(lr=lr, epochs=epochs)),
         epochs=epochs)
     return SimpleNamespace(structure=structure, train=train, validation=validation,
@@ -225,7 +249,7 @@ def make_experiment(train_set: Dataset, batch_size: int = 4, epochs: int = 2, lr
 
 
 def make_validation(length: int = 6, interval: int = 2, exempt: int = -1) -> SimpleNamespace:
-    loader = DataLoader(TinyValidationSet(length), batch_size=2, shuffle=False, collate_fn=collect)
+    loader = DataLoader(TinyValidationSet(length), batch_size=2, num_workers=0, is_training=False, collect_fn=collect)
     return SimpleNamespace(data_loaders={'tiny': loader}, visualize=False, interval=interval, exempt=exempt)
 
 
@@ -260,7 +284,7 @@ def _ddp_main(out_dir: str) -> None:
     summary = trainer.train()
     state = {key: value.detach().clone() for key, value in trainer.model.module.state_dict().items()}
     torch.save({'state': state, 'summary': summary, 'world_size': summary['world_size'],
-                'per_process_batch': trainer.train_loader.batch_size},
+                'per_process_batch': trainer.loader.batch_size},
                os.path.join(out_dir, f'rank{rank}.pt'))
 
 

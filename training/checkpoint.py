@@ -5,18 +5,25 @@ A full checkpoint is a dict (``format: 'dbnet-checkpoint'``) with the model stat
 states, the counters (``epoch`` in progress, ``epoch_iteration`` completed in it, ``iteration`` completed
 overall), the RNG states of every rank, the seed of the data order, the best validation F-measure so far, the compiled config
 and the offset mode of a ResNet backbone (``offset_compat``: how the weights were trained; docs/model.md).
-Everything is stored as tensors and plain Python values, so ``torch.load(weights_only=True)`` reads it.
+Everything is stored as tensors and plain Python values, so ``torch.load(weights_only=True)`` reads it
+(``structure.checkpoint_io.read_weights_file``, the project's one reader). A checkpoint holding a non-finite
+tensor is never built (``NonFiniteCheckpointError``).
+
+A run starts (``Checkpoint.restore``) in one of two ways, and says which in ``StartState.how``: ``resume`` continues
+a run from a full checkpoint (everything restored), or fine-tunes from a file that only holds weights; ``weights``
+loads only the weights of any file, even of a full checkpoint.
 """
 from __future__ import annotations
 
-import os
-import copy
+import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
+
+from structure.checkpoint_io import read_weights_file
 
 CHECKPOINT_FORMAT = 'dbnet-checkpoint'
 CHECKPOINT_VERSION = 1
@@ -37,19 +44,7 @@ def capture_rng_state() -> Dict[str, Any]:
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state['cuda'] = torch.cuda.get_rng_state_all()
-    augmentation = _augmentation_rng()
-    if augmentation is not None:
-        state['augmentation'] = copy.deepcopy(augmentation.bit_generator.state)
     return state
-
-
-def _augmentation_rng() -> Optional[np.random.Generator]:
-    """The data pipeline's own augmentation stream (data.rng), used when loading in the main process."""
-    try:
-        from data.rng import get_rng
-    except ImportError:
-        return None
-    return get_rng()
 
 
 def restore_rng_state(state: Dict[str, Any]) -> None:
@@ -59,9 +54,6 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
     np.random.set_state((numpy_state['kind'], numpy_state['keys'].numpy().astype(np.uint32),
                          numpy_state['position'], numpy_state['has_gauss'], numpy_state['cached_gaussian']))
     torch.set_rng_state(state['torch'])
-    augmentation = _augmentation_rng()
-    if 'augmentation' in state and augmentation is not None:
-        augmentation.bit_generator.state = state['augmentation']
     if 'cuda' in state and torch.cuda.is_available():
         cuda_states = state['cuda']
         if len(cuda_states) == torch.cuda.device_count():
@@ -83,19 +75,60 @@ class PreservedRNG:
 # Files
 
 
+class NonFiniteCheckpointError(ValueError):
+    """A checkpoint would hold NaN or infinite values: it is not written (the previous files stay)."""
+
+
+def non_finite_entries(groups: Iterable[Tuple[str, Any]], limit: int = 5) -> List[str]:
+    """The names (``model/<key>``, ``optimizer/state/3/exp_avg``...) of up to ``limit`` floating-point tensors
+    under ``groups`` (name, nested dicts / lists) that hold NaN or infinity.
+
+    ``training.nonfinite.non_finite_indices``'s one vectorised pass (about 30 ms for a ResNet-18 DBNet with Adam
+    state, 146 MB, on a 2-core CPU: a few percent of writing it, ``torch.save`` 0.4-1.5 s).
+    """
+    from training.nonfinite import non_finite_indices
+    named = [(name, item) for prefix, value in groups for name, item in _leaves(value, prefix)
+             if isinstance(item, torch.Tensor) and item.is_floating_point() and item.numel() > 0]
+    return [named[i][0] for i in non_finite_indices([tensor for _, tensor in named])[:limit]]
+
+
+def _leaves(value: Any, prefix: str) -> Iterable[Tuple[str, Any]]:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _leaves(item, f'{prefix}/{key}')
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _leaves(item, f'{prefix}/{index}')
+    else:
+        yield prefix, value
+
+
 def build_checkpoint(model_state: Dict[str, torch.Tensor], optimizer: Optional[torch.optim.Optimizer],
                      scaler: Any, epoch: int, epoch_iteration: int, iteration: int,
                      rng_states: List[Dict[str, Any]], best_fmeasure: Optional[float],
                      config: Optional[Dict[str, Any]], data_seed: int,
                      offset_compat: Optional[str] = None) -> Dict[str, Any]:
     """``offset_compat``: the offset mode the model ran with (``structure.model.offset_compat_of``), recorded so
-    that evaluation, fine-tuning and resume run the weights the way they were trained."""
+    that evaluation, fine-tuning and resume run the weights the way they were trained.
+
+    Raises ``NonFiniteCheckpointError`` naming the first entries when the model, optimizer or grad-scaler state
+    holds NaN or infinity: such a file would poison every run resumed or fine-tuned from it."""
+    optimizer_state = optimizer.state_dict() if optimizer is not None else None
+    scaler_state = scaler.state_dict() if scaler is not None else None
+    bad = non_finite_entries((('model', model_state), ('optimizer', optimizer_state), ('scaler', scaler_state)))
+    scale = (scaler_state or {}).get('scale')
+    if isinstance(scale, float) and not math.isfinite(scale):  # GradScaler keeps its scale as a Python float
+        bad.append('scaler/scale')
+    if bad:
+        raise NonFiniteCheckpointError(
+            f'checkpoint at iteration {iteration} (epoch {epoch}) not written: non-finite values in '
+            f'{", ".join(bad)}; the previous checkpoints are kept (resume from latest, lower the learning rate)')
     return {
         'format': CHECKPOINT_FORMAT,
         'version': CHECKPOINT_VERSION,
         'model': model_state,
-        'optimizer': optimizer.state_dict() if optimizer is not None else None,
-        'scaler': scaler.state_dict() if scaler is not None else None,
+        'optimizer': optimizer_state,
+        'scaler': scaler_state,
         'epoch': int(epoch),
         'epoch_iteration': int(epoch_iteration),
         'iteration': int(iteration),
@@ -112,13 +145,10 @@ def is_full_checkpoint(content: Any) -> bool:
 
 
 def read_checkpoint_file(path: str) -> Dict[str, Any]:
-    """Load a checkpoint or a state dict safely (weights_only) and check its shape."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path!r}')
-    try:
-        content = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:  # a truncated or foreign file: say which one
-        raise ValueError(f'{path}: not a loadable checkpoint (torch.load(weights_only=True) failed: {error})') from error
+    """A full checkpoint or a state dict (plain, or ``{'model': state dict}``), read by the project's one reader
+    (``structure.checkpoint_io.read_weights_file``: FileNotFoundError / ValueError naming the file), its shape
+    checked."""
+    content = read_weights_file(path)
     if is_full_checkpoint(content):
         missing = [key for key in ('model', 'epoch', 'epoch_iteration', 'iteration') if key not in content]
         if missing:
@@ -136,12 +166,14 @@ def read_checkpoint_file(path: str) -> Dict[str, Any]:
 
 
 def load_model_weights(model: torch.nn.Module, content: Dict[str, Any], source: Optional[str] = None
-                       ) -> Optional[str]:
+                       ) -> Tuple[Optional[str], Optional[str]]:
     """Strict key-by-key load of a full checkpoint or a plain state dict through
     ``structure.model.load_model_state`` (which also gives a ResNet backbone the offset mode of the weights).
-    Returns the message saying which offset mode applies and why, when it changes the computation."""
+    Returns the line saying which offset mode applies and why (when it changes the computation), and the load
+    report when keys were left out as harmless (else None)."""
     from structure.model import load_model_state, offset_compat_note
-    return offset_compat_note(load_model_state(model, content, strict=True, source=source).offset_compat)
+    report = load_model_state(model, content, strict=True, source=source)
+    return offset_compat_note(report.offset_compat), report.text
 
 
 # ----------------------------------------------------------------------------------------------
@@ -150,7 +182,12 @@ def load_model_weights(model: torch.nn.Module, content: Dict[str, Any], source: 
 
 @dataclass
 class StartState:
-    """Counters and states a run starts from. ``iteration`` None: derived from epoch and loader length."""
+    """Counters and states a run starts from. ``iteration`` None: derived from epoch and loader length.
+
+    ``how``: one line for the run's log saying which path was taken (start, resume, weights) and why.
+    ``report``: the load report when something was not loaded key for key (keys left out as harmless, ImageNet
+    initialisation), else None. ``config``: the compiled config saved in the checkpoint (resume of a full
+    checkpoint only; compare with ``config_differences``)."""
     epoch: int = 0
     epoch_iteration: int = 0
     iteration: Optional[int] = None
@@ -160,48 +197,135 @@ class StartState:
     config: Optional[Dict[str, Any]] = None
     data_seed: Optional[int] = None
     offset_compat_note: Optional[str] = None
+    how: str = ''
+    report: Optional[str] = None
 
 
 class Checkpoint:
-    """Where training starts: from scratch (``start_epoch``/``start_iter``), or from ``resume``.
+    """Where training starts (``train.checkpoint`` in experiment files).
 
-    A full checkpoint restores model, optimizer, scaler, counters and RNG states (exact continuation;
-    ``start_epoch``/``start_iter`` are then ignored). A plain state dict (this code base's model part, or
-    the original code base's ``model.module.backbone...`` files) only loads the weights: fine-tuning,
-    counting from ``start_epoch``/``start_iter``.
+    - neither ``resume`` nor ``weights``: from the model's initial weights (random, or ImageNet for the backbone),
+      counting from ``start_epoch``/``start_iter``;
+    - ``resume``: a full checkpoint of this project restores model, optimizer, grad scaler, counters, RNG states,
+      best F-measure and data seed (exact continuation; ``start_epoch``/``start_iter`` are ignored). A file
+      holding only weights (this project's model part, the original code base's ``model.module.backbone...``
+      files, ``{'model': state dict}``) loads them and fine-tunes, counting from ``start_epoch``/``start_iter``,
+      as the original's users use ``--resume``;
+    - ``weights``: only the weights of any file, even of a full checkpoint (fine-tuning from a SynthText
+      pre-training run), counting from ``start_epoch``/``start_iter``.
+
+    Whichever path is taken, ``StartState.how`` says it, and why, in one line for the run's log.
     """
 
-    def __init__(self, start_epoch: int = 0, start_iter: int = 0, resume: Optional[str] = None):
+    def __init__(self, start_epoch: int = 0, start_iter: int = 0, resume: Optional[str] = None,
+                 weights: Optional[str] = None):
         self.start_epoch = int(start_epoch)
         self.start_iter = int(start_iter)
         if self.start_epoch < 0 or self.start_iter < 0:
             raise ValueError(f'start_epoch and start_iter must be >= 0, got {start_epoch}, {start_iter}')
-        self.resume = resume
+        if resume and weights:
+            raise ValueError(f'train.checkpoint: resume ({resume}) and weights ({weights}) both set; resume continues '
+                             'a run from a full checkpoint, weights fine-tunes from the weights of a file: give one')
+        self.resume = resume or None
+        self.weights = weights or None
 
     def restore(self, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
                 scaler: Any = None) -> StartState:
-        """Load ``resume`` (if any) into ``model`` (unwrapped), ``optimizer`` and ``scaler``."""
-        if not self.resume:
+        """Load ``resume`` or ``weights`` (if any) into ``model`` (unwrapped), ``optimizer`` and ``scaler``."""
+        counting = f'counting from epoch {self.start_epoch} iteration {self.start_iter}'
+        if not self.resume and not self.weights:
             from structure.model import decide_offset_compat, offset_compat_note
             note = offset_compat_note(decide_offset_compat(model, None))
-            return StartState(epoch=self.start_epoch, epoch_iteration=self.start_iter, offset_compat_note=note)
-        content = read_checkpoint_file(self.resume)
-        if not is_full_checkpoint(content):
-            note = load_model_weights(model, content, self.resume)
-            return StartState(epoch=self.start_epoch, epoch_iteration=self.start_iter, offset_compat_note=note)
-        note = load_model_weights(model, content, self.resume)
+            files, reports = _pretrained_reports(model)
+            initial = f'ImageNet weights from {", ".join(files)} for the backbone' if files else 'random weights'
+            return StartState(epoch=self.start_epoch, epoch_iteration=self.start_iter, offset_compat_note=note,
+                              how=f'start: no checkpoint (train.checkpoint resume and weights unset): {initial}, '
+                                  f'{counting}',
+                              report='\n'.join(reports) or None)
+        path = self.resume or self.weights
+        content = read_checkpoint_file(path)
+        full = is_full_checkpoint(content)
+        note, report = load_model_weights(model, content, path)
+        if self.weights:
+            if full:
+                how = (f'weights: {path} is a full checkpoint (iteration {content["iteration"]}, epoch '
+                       f'{content["epoch"]}) of which only the model weights are loaded (train.checkpoint.weights); '
+                       f'optimizer, grad scaler, counters and RNG start afresh: fine-tuning, {counting}')
+            else:
+                how = f'weights: {path} is a plain state dict: fine-tuning from its weights, {counting}'
+            return StartState(epoch=self.start_epoch, epoch_iteration=self.start_iter, offset_compat_note=note,
+                              how=how, report=report)
+        if not full:
+            how = (f'weights: {path} is a plain state dict (no optimizer state or counters): fine-tuning from its '
+                   f'weights, {counting} (to continue a run, resume a full checkpoint of this project)')
+            return StartState(epoch=self.start_epoch, epoch_iteration=self.start_iter, offset_compat_note=note,
+                              how=how, report=report)
+        restored = ['model']
         if optimizer is not None and content.get('optimizer') is not None:
             try:
                 optimizer.load_state_dict(content['optimizer'])
             except (ValueError, KeyError) as error:
-                raise ValueError(f'{self.resume}: optimizer state does not fit this optimizer '
+                raise ValueError(f'{path}: optimizer state does not fit this optimizer '
                                  f'({type(optimizer).__name__}): {error}') from error
+            restored.append('optimizer')
         if scaler is not None and content.get('scaler'):
             scaler.load_state_dict(content['scaler'])
+            restored.append('grad scaler')
+        restored.append('counters and RNG')
+        how = (f'resume: {path} is a full checkpoint (iteration {content["iteration"]}, epoch {content["epoch"]}): '
+               f'{", ".join(restored)} restored')
+        if self.start_epoch or self.start_iter:
+            how += f' (start_epoch {self.start_epoch} / start_iter {self.start_iter} ignored)'
         return StartState(epoch=content['epoch'], epoch_iteration=content['epoch_iteration'],
                           iteration=content['iteration'], full=True, rng_states=list(content.get('rng') or []),
                           best_fmeasure=content.get('best_fmeasure'), config=content.get('config'),
-                          data_seed=content.get('data_seed'), offset_compat_note=note)
+                          data_seed=content.get('data_seed'), offset_compat_note=note, how=how, report=report)
 
     def __repr__(self) -> str:
-        return f'Checkpoint(start_epoch={self.start_epoch}, start_iter={self.start_iter}, resume={self.resume!r})'
+        return (f'Checkpoint(start_epoch={self.start_epoch}, start_iter={self.start_iter}, resume={self.resume!r}, '
+                f'weights={self.weights!r})')
+
+
+def _pretrained_reports(model: torch.nn.Module) -> Tuple[List[str], List[str]]:
+    """The ImageNet files the model's backbone(s) were initialised from and their load reports
+    (``backbones.pretrained.load_pretrained`` keeps them on the module)."""
+    files, reports = [], []
+    for module in model.modules():
+        if getattr(module, 'pretrained_file', None):
+            files.append(module.pretrained_file)
+            if getattr(module, 'pretrained_report', None):
+                reports.append(module.pretrained_report)
+    return files, reports
+
+
+# Entries of ``train.checkpoint`` that say where a run starts: they differ between a run and its resume.
+RESUME_KEYS = ('resume', 'weights', 'start_epoch', 'start_iter')
+
+
+def config_differences(saved: Optional[Dict[str, Any]], current: Optional[Dict[str, Any]]) -> List[str]:
+    """The dotted keys whose values differ between the config saved in a checkpoint and the current one,
+    ignoring the entries that legitimately change on a resume (``train.checkpoint.{resume, weights, start_epoch,
+    start_iter}``). A key present on one side only counts as a difference. Empty when either is None."""
+    if saved is None or current is None:
+        return []
+    differences: List[str] = []
+    _compare(saved, current, (), differences)
+    return differences
+
+
+def _compare(saved: Any, current: Any, path: Tuple[str, ...], out: List[str]) -> None:
+    if len(path) >= 3 and path[-3:-1] == ('train', 'checkpoint') and path[-1] in RESUME_KEYS:
+        return
+    if isinstance(saved, Mapping) and isinstance(current, Mapping):
+        for key in list(saved) + [key for key in current if key not in saved]:
+            if key not in saved or key not in current:
+                if not (len(path) >= 2 and path[-2:] == ('train', 'checkpoint') and key in RESUME_KEYS):
+                    out.append('.'.join(path + (str(key),)))
+                continue
+            _compare(saved[key], current[key], path + (str(key),), out)
+    elif (isinstance(saved, (list, tuple)) and isinstance(current, (list, tuple))
+          and len(saved) == len(current)):
+        for index, (left, right) in enumerate(zip(saved, current)):
+            _compare(left, right, path + (str(index),), out)
+    elif type(saved) is not type(current) or saved != current:
+        out.append('.'.join(path) or '<root>')

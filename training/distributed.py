@@ -1,4 +1,6 @@
-"""Everything that depends on the rank: process-group set-up, model wrapping, data sharding, collectives.
+"""Everything that depends on the rank: process-group set-up, model wrapping, collectives.
+
+Data sharding lives with the loader: ``data.DataLoader.bind(rank, world_size, seed)``.
 
 One process per device under ``torchrun`` (``--distributed``): the process group is initialised from the
 environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), with NCCL on GPUs
@@ -6,16 +8,13 @@ and Gloo on CPUs. Without it, ``num_gpus > 1`` runs DataParallel in one process.
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
 
 ENV_KEYS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 
@@ -129,146 +128,3 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         model = model.module
     return model
-
-
-# ----------------------------------------------------------------------------------------------
-# Data
-
-
-class ResumableSampler(Sampler[int]):
-    """The indices of one rank for one epoch, optionally starting after ``skip`` of them.
-
-    The epoch's order depends only on (seed, epoch): ``randperm`` with a generator seeded ``seed + epoch``,
-    padded by wrapping around to a multiple of the world size (as DistributedSampler does), and dealt out
-    rank by rank. A resumed run asks for the same epoch and skips the samples already trained on.
-    """
-
-    def __init__(self, length: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1):
-        if length < 1:
-            raise ValueError(f'the training dataset is empty (length {length})')
-        self.length = length
-        self.shuffle = shuffle
-        self.seed = int(seed)
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-        self.skip = 0
-        self.samples_per_rank = math.ceil(length / world_size)
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch = int(epoch)
-        self.skip = int(skip)
-
-    def epoch_order(self) -> List[int]:
-        if self.shuffle:
-            generator = torch.Generator()
-            generator.manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.length, generator=generator).tolist()
-        else:
-            order = list(range(self.length))
-        total = self.samples_per_rank * self.world_size
-        while len(order) < total:
-            order += order[:total - len(order)]
-        return order
-
-    def __iter__(self) -> Iterator[int]:
-        mine = self.epoch_order()[self.rank::self.world_size]
-        return iter(mine[self.skip:])
-
-    def __len__(self) -> int:
-        return max(self.samples_per_rank - self.skip, 0)
-
-
-class ShardSampler(Sampler[int]):
-    """Indices rank, rank + world_size, ...: every sample exactly once over all ranks (no padding)."""
-
-    def __init__(self, length: int, rank: int, world_size: int):
-        self.indices = list(range(rank, length, world_size))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-class _WorkerInit:
-    """Seeds NumPy in each loader worker from torch's per-worker seed, then runs the loader's own hook."""
-
-    def __init__(self, original: Any = None):
-        self.original = original
-
-    def __call__(self, worker_id: int) -> None:
-        np.random.seed(torch.initial_seed() % 2 ** 32)
-        if self.original is not None:
-            self.original(worker_id)
-
-
-def _loader_arguments(loader: Any, where: str) -> dict:
-    missing = [name for name in ('dataset', 'batch_size', 'collate_fn', 'num_workers') if not hasattr(loader, name)]
-    if missing:
-        raise TypeError(f'{where}: expected a torch DataLoader, got a {type(loader).__name__} without {missing}')
-    if loader.batch_size is None:
-        raise ValueError(f'{where}: expected a DataLoader with batch_size, got one with a custom batch_sampler')
-    arguments = dict(dataset=loader.dataset, batch_size=loader.batch_size, collate_fn=loader.collate_fn,
-                     num_workers=loader.num_workers, pin_memory=getattr(loader, 'pin_memory', False),
-                     drop_last=getattr(loader, 'drop_last', False), timeout=getattr(loader, 'timeout', 0),
-                     multiprocessing_context=getattr(loader, 'multiprocessing_context', None))
-    if loader.num_workers > 0:
-        arguments['prefetch_factor'] = getattr(loader, 'prefetch_factor', None) or 2
-    return arguments
-
-
-def loader_shuffles(loader: Any) -> bool:
-    sampler = getattr(loader, 'sampler', None)
-    if isinstance(sampler, torch.utils.data.RandomSampler):
-        return True
-    if isinstance(sampler, torch.utils.data.SequentialSampler):
-        return False
-    return bool(getattr(sampler, 'shuffle', True))
-
-
-def prepare_train_loader(loader: Any, context: DistributedContext, seed: int) -> tuple:
-    """A loader over the same dataset whose order the trainer controls (exact resume, sharding).
-
-    ``loader.batch_size`` is the global batch; each of the ``world_size`` processes loads
-    ``batch_size / world_size`` samples per step. A loader already built with a DistributedSampler is
-    taken to hold the per-process batch size. Returns ``(loader, sampler)``.
-    """
-    arguments = _loader_arguments(loader, 'train.data_loader')
-    already_sharded = isinstance(getattr(loader, 'sampler', None), torch.utils.data.distributed.DistributedSampler)
-    if context.world_size > 1 and not already_sharded:
-        if arguments['batch_size'] % context.world_size:
-            raise ValueError(f'train.data_loader.batch_size: the global batch {arguments["batch_size"]} must be '
-                             f'divisible by the world size {context.world_size}')
-        arguments['batch_size'] //= context.world_size
-    sampler = ResumableSampler(len(arguments['dataset']), loader_shuffles(loader), seed,
-                               context.rank, context.world_size)
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    prepared = DataLoader(sampler=sampler, generator=generator,
-                          worker_init_fn=_WorkerInit(getattr(loader, 'worker_init_fn', None)), **arguments)
-    return prepared, sampler
-
-
-def steps_per_epoch(sampler: ResumableSampler, batch_size: int, drop_last: bool) -> int:
-    if drop_last:
-        return sampler.samples_per_rank // batch_size
-    return math.ceil(sampler.samples_per_rank / batch_size)
-
-
-def shard_validation_loader(loader: Any, context: DistributedContext, where: str) -> Any:
-    """This rank's share of a validation loader (the loader itself when there is one process)."""
-    if context.world_size == 1:
-        return loader
-    arguments = _loader_arguments(loader, where)
-    arguments['drop_last'] = False
-    sampler = ShardSampler(len(arguments['dataset']), context.rank, context.world_size)
-    return DataLoader(sampler=sampler, worker_init_fn=getattr(loader, 'worker_init_fn', None), **arguments)
-
-
-def start_epoch(loader: DataLoader, sampler: ResumableSampler, epoch: int, skip_batches: int,
-                context: DistributedContext) -> None:
-    """Fix this epoch's order and worker seeds, skipping the batches already trained on."""
-    sampler.set_epoch(epoch, skip_batches * loader.batch_size)
-    loader.generator.manual_seed(sampler.seed + 1_000_003 * epoch + 7_919 * context.rank)

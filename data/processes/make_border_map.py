@@ -2,7 +2,6 @@
 import math
 from typing import Any, Dict
 
-import cv2
 import numpy as np
 
 from .data_process import DataProcess
@@ -42,7 +41,12 @@ def draw_distance(polygon: np.ndarray, distance: float, canvas: np.ndarray) -> N
         inside = np.maximum(along, np.float32(0.0))
         np.minimum(inside, np.float32(length * inverse), out=inside)
         np.subtract(along, inside, out=along)  # overshoot past either end (0 within the segment)
-        cv2.magnitude(along, across, magnitude=along)
+        # sqrt(along^2 + across^2) with NumPy's rounding, the same wherever the arrays lie in memory (cv2.magnitude's
+        # SIMD and scalar paths differ by an ulp with the buffers' alignment, which broke bit-exact resume)
+        np.multiply(along, along, out=along)
+        np.multiply(across, across, out=across)
+        np.add(along, across, out=along)
+        np.sqrt(along, out=along)
         region = canvas[y0:y1 + 1, x0:x1 + 1]
         np.minimum(region, along, out=region)
 
