@@ -9,7 +9,7 @@ export CUDA_HOME
 
 DEPS_STAMP := $(VENV)/.deps-installed
 
-.PHONY: setup setup-demo demo test test-all bench op clean-op
+.PHONY: setup setup-demo demo test test-all bench op clean-op gpu-wheels gpu-check
 
 # Tests compile the CUDA kernels too wherever nvcc exists; the demo needs them only with a GPU.
 setup: $(DEPS_STAMP)
@@ -47,3 +47,16 @@ test-all: setup
 
 bench: setup
 	$(PY) -m benchmarks
+
+# The GPU check (docs/benchmarks.md): `make gpu-wheels` here fetches the wheels the device image lacks into .whl/
+# (carry it), then `tools/gpu_check.sh` runs on the device with its own python3.
+GPU_PYTHON_VERSION ?= 3.12
+GPU_WHEELS ?= shapely==2.2.0 pyclipper==1.4.0
+
+gpu-wheels: | $(PY)
+	$(PY) -m pip download --no-deps --only-binary=:all: --python-version $(GPU_PYTHON_VERSION) --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl $(GPU_WHEELS)
+
+gpu-check:
+	tools/gpu_check.sh

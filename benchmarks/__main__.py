@@ -15,6 +15,29 @@ from typing import List, Optional, Sequence
 
 from benchmarks.common import machine
 
+# Written after the header of docs/benchmarks.md: how the GPU rows are made (they need a lent device).
+GPU_CHECK_NOTE = """## GPU check (`tools/gpu_check.sh`)
+
+The GPU rows come from one prepared run on a machine with a GPU (the device lent to some sessions: one NVIDIA
+H200, 16 CPU cores, its own python3 3.12 and torch 2.11), which must fit in a few minutes of device time:
+
+```bash
+make gpu-wheels          # here: the wheels the device image lacks (shapely, pyclipper for CPython 3.12) into .whl/
+tools/gpu_check.sh       # there, from the repository root, .whl/ carried along; report and logs in $OUT
+tools/gpu_check.sh --cpu # the dry run of the stages that need no GPU (tests/test_gpu_check.py runs it in CI)
+```
+
+Stages, each timed and reported `ok`, `FAILED` or `skipped (why)` in `$OUT/report.md` (one log per stage beside it;
+a failing stage does not stop the others; budget 450 s): the environment; the carried wheels; the op built in
+place with CUDA kernels for the device's architecture (9.0 on an H200); `pytest -m cuda` (the DCN kernels against
+the CPU kernels and torchvision's CUDA op, forward and backward, gradcheck, fp16 / bf16, layouts, empty batch, the
+ResNet-50 offset modes, the models on CUDA against the CPU); 100 training iterations of the synthetic experiment
+with `--amp fp16` (GradScaler) and `--amp bf16` (loss must decrease, weights stay finite), `--num_gpus 1`
+(DataParallel) and `torchrun --nproc_per_node 1 ... -d` (NCCL), a checkpoint written on the GPU loaded on the CPU
+giving the same map; and `bench_dcn`, `bench_model`, `bench_inference --batch 16` with `--device cuda --quick`.
+
+"""
+
 BENCHMARKS = (
     ('dcn', 'Deformable convolution: project kernel vs torchvision vs F.conv2d'),
     ('model', 'Model forward: deformable DBNets vs their plain twins'),
@@ -68,7 +91,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if unknown:
         parser.error(f'unknown benchmark(s) {sorted(unknown)}')
     sections: List[str] = [f'# Benchmarks\n\nWritten by `python -m benchmarks` on {datetime.date.today()}. '
-                           f'Machine: {machine()}.\n']
+                           f'Machine: {machine()}.\n', GPU_CHECK_NOTE]
     for name, title in BENCHMARKS:
         if name in chosen:
             output = run(name)

@@ -1,30 +1,37 @@
-"""Deformable convolution on the CPU: the project's extension vs torchvision vs F.conv2d.
+"""Deformable convolution: the project's extension vs torchvision vs F.conv2d, on the CPU or a GPU.
 
-Shapes: the three DCN stages of ResNet18 on a 736x1280 input, batch 1, fp32, 3x3, stride 1,
-padding 1, default thread count. Prints a Markdown table of medians (after warm-up) and
-returns the rows. Run: ``python -m benchmarks.bench_dcn`` (needs the built extension).
+Shapes: the three DCN stages of ResNet18 on a 736x1280 input, 3x3, stride 1, padding 1. Without
+``--device``: the CPU table of the README (batch 1, fp32, default thread count). With ``--device cuda``:
+the extension's CUDA kernels vs torchvision's CUDA op vs cuDNN (F.conv2d, cudnn.benchmark on), batches
+1 and 16, fp32 (TF32 off for both cuBLAS and cuDNN), tf32 (on for both), fp16 and bf16, timed with CUDA
+events; ``--device cpu`` runs that table's code on the CPU (fp32, batch 1; with ``--shrink`` a quick check).
+Prints a Markdown table of medians (after warm-up) and returns the rows.
+Run: ``python -m benchmarks.bench_dcn [--device cuda [--quick]]`` (needs the built extension).
 """
 from __future__ import annotations
 
 import argparse
-from typing import Dict, List, Sequence, Tuple
+import contextlib
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import machine, median_ms
-from assets.ops.dcn import extension_available, extension_error, modulated_deform_conv, use_backend
+from benchmarks.common import (Budget, device_median_ms, error_text, gpu_description, machine, median_ms,
+                               release_cuda_memory, resolve_device, tf32)
+from assets.ops.dcn import (extension_available, extension_error, extension_has_cuda, modulated_deform_conv,
+                            use_backend)
 
 SHAPES: Tuple[Tuple[int, int, int], ...] = ((128, 92, 160), (256, 46, 80), (512, 23, 40))
 
 
-def make_case(channels: int, height: int, width: int, seed: int = 0):
+def make_case(channels: int, height: int, width: int, seed: int = 0, batch: int = 1):
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(1, channels, height, width, generator=generator)
+    x = torch.randn(batch, channels, height, width, generator=generator)
     weight = torch.randn(channels, channels, 3, 3, generator=generator) * 0.05
     bias = torch.randn(channels, generator=generator)
-    offset = torch.randn(1, 18, height, width, generator=generator) * 2.0
-    mask = torch.rand(1, 9, height, width, generator=generator)
+    offset = torch.randn(batch, 18, height, width, generator=generator) * 2.0
+    mask = torch.rand(batch, 9, height, width, generator=generator)
     return x, offset, mask, weight, bias
 
 
@@ -67,11 +74,152 @@ def time_conv(tensors, warmup: int, repeats: int) -> Tuple[float, float]:
     return forward_ms, median_ms(backward, repeats, warmup) - forward_ms
 
 
+DTYPES = {'fp32': torch.float32, 'tf32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+
+def device_times(backend: Optional[str], tensors, measure: Callable[[Callable[[], object]], float]
+                 ) -> Tuple[float, float]:
+    """(forward ms, backward ms) of the extension / torchvision (``backend``) or F.conv2d (None)."""
+    x, offset, mask, weight, bias = [t.detach().clone().requires_grad_() for t in tensors]
+    if backend is None:
+        def op():
+            return F.conv2d(x, weight, bias, 1, 1)
+        inputs = (x, weight, bias)
+        selection = contextlib.nullcontext
+    else:
+        def op():
+            return modulated_deform_conv(x, offset, mask, weight, bias, 1, 1, 1, 1, 1)
+        inputs = (x, offset, mask, weight, bias)
+
+        def selection():
+            return use_backend(backend)
+
+    def forward():
+        with torch.no_grad(), selection():
+            return op()
+
+    with selection():
+        grad = torch.randn_like(op())
+
+    def backward():
+        with selection():
+            y = op()
+        torch.autograd.grad(y, inputs, grad)
+
+    forward_ms = measure(forward)
+    return forward_ms, measure(backward) - forward_ms  # (forward + backward) - forward
+
+
+def device_main(args: argparse.Namespace) -> List[Dict[str, object]]:
+    device = resolve_device(args.device)
+    cuda = device.type == 'cuda'
+    quick = args.quick
+    default_dtypes = ('fp32,fp16' if quick else 'fp32,tf32,fp16,bf16') if cuda else 'fp32'
+    dtypes = [name.strip() for name in (args.dtypes or default_dtypes).split(',') if name.strip()]
+    unknown = [name for name in dtypes if name not in DTYPES]
+    if unknown:
+        raise SystemExit(f'--dtypes: unknown {unknown}; expected some of {list(DTYPES)}')
+    if not cuda and any(name != 'fp32' for name in dtypes):
+        raise SystemExit('--dtypes: the CPU kernels take fp32 only (tf32, fp16 and bf16 are for --device cuda)')
+    batches = [int(b) for b in (args.batches or ('1,16' if cuda else '1')).split(',')]
+    warmup = args.warmup if args.warmup is not None else (2 if quick else 3)
+    repeats = args.repeats if args.repeats is not None else (5 if quick else 10)
+    budget = Budget(args.time_budget if args.time_budget is not None else (40.0 if quick and cuda else None))
+    if not extension_available():
+        print(f'warning: the dcn extension is not built ({extension_error()}): no extension column')
+    elif cuda and not extension_has_cuda():
+        print('warning: the dcn extension was built without CUDA kernels: no extension column '
+              '(tools/build_op.sh full, with nvcc and a CUDA build of torch)')
+    has_extension = extension_available() and (not cuda or extension_has_cuda())
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+
+    def measure(function):
+        return device_median_ms(function, device, repeats, warmup)
+
+    rows: List[Dict[str, object]] = []
+    skipped = []
+    for dtype_name in dtypes:
+        for batch in batches:
+            for channels, height, width in SHAPES:
+                height, width = max(1, height // args.shrink), max(1, width // args.shrink)
+                label = f'{dtype_name}, batch {batch}, {channels}, {height}x{width}'
+                if budget.exhausted():
+                    skipped.append(label)
+                    continue
+                tensors = [t.to(device, DTYPES[dtype_name])
+                           for t in make_case(channels, height, width, batch=batch)]
+                row: Dict[str, object] = {'dtype': dtype_name, 'batch': batch, 'channels': channels,
+                                          'height': height, 'width': width}
+                with tf32({'fp32': False, 'tf32': True}.get(dtype_name) if cuda else None):
+                    for key, backend in (('ext', 'extension'), ('tv', 'torchvision'), ('conv', None)):
+                        if key == 'ext' and not has_extension:
+                            continue
+                        try:
+                            row[f'{key}_forward_ms'], row[f'{key}_backward_ms'] = device_times(backend, tensors,
+                                                                                             measure)
+                        except (RuntimeError, NotImplementedError, TypeError) as error:  # e.g. no bf16 kernel
+                            row[f'{key}_error'] = error_text(error)
+                            if cuda:
+                                torch.cuda.synchronize(device)
+                rows.append(row)
+                print({k: (f'{v:.3f}' if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+                del tensors
+                release_cuda_memory()
+    print()
+    print(f'{machine()}')
+    print(f'device {device}: {gpu_description(device)}' if cuda else f'device {device}')
+    print(f'3x3, stride 1, padding 1, median of {repeats} after {warmup} warm-up runs'
+          + (' (CUDA events; a repeat = the call back to back for >= 2 ms)' if cuda else '')
+          + '; backward = (forward+backward) - forward'
+          + ('; fp32: TF32 off for cuBLAS and cuDNN, tf32: on for both, fp16 / bf16: all tensors in that dtype'
+             if cuda else ''))
+    print('issue 17 targets (GPU): forward extension / conv2d <= 1.5x, torchvision / extension >= 3x\n')
+
+    def cell(value: Optional[float], digits: int = 3) -> str:
+        return '-' if value is None else f'{value:.{digits}f}'
+
+    def ratio(numerator: Optional[float], denominator: Optional[float], digits: int) -> str:
+        if numerator is None or denominator is None or denominator <= 0:
+            return '-'
+        return f'{numerator / denominator:.{digits}f}x'
+
+    print('| dtype | batch | C, HxW | pass | extension ms | torchvision ms | F.conv2d ms | ext / conv2d | '
+          'torchvision / ext |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    for row in rows:
+        shape = f"{row['channels']}, {row['height']}x{row['width']}"
+        for name in ('forward', 'backward'):
+            ext, tv, conv = (row.get(f'ext_{name}_ms'), row.get(f'tv_{name}_ms'), row.get(f'conv_{name}_ms'))
+            print(f"| {row['dtype']} | {row['batch']} | {shape} | {name} | {cell(ext)} | {cell(tv)} | {cell(conv)} | "
+                  f'{ratio(ext, conv, 2)} | {ratio(tv, ext, 1)} |')
+    errors = sorted({f"{key[:-6]}: {value}" for row in rows for key, value in row.items() if key.endswith('_error')})
+    for line in errors:
+        print(f'\nnot measured: {line}')
+    if skipped:
+        print(f'\nskipped (time budget of {budget.seconds:.0f} s spent): ' + '; '.join(skipped))
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> List[Dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--repeats', type=int, default=7)
+    parser.add_argument('--warmup', type=int, default=None, help='warm-up runs (CPU table: 2)')
+    parser.add_argument('--repeats', type=int, default=None, help='timed runs (CPU table: 7)')
+    parser.add_argument('--device', default=None,
+                        help='cuda (or cpu): the device table (batches, dtypes, CUDA events); absent: the CPU table')
+    parser.add_argument('--quick', action='store_true',
+                        help='fewer repeats; with --device cuda: fp32 and fp16 only, a 40 s time budget')
+    parser.add_argument('--batches', default=None, help='device table: comma-separated batch sizes (cuda: 1,16)')
+    parser.add_argument('--dtypes', default=None, help='device table: some of fp32,tf32,fp16,bf16')
+    parser.add_argument('--shrink', type=int, default=1, help='device table: divide the spatial sizes by this')
+    parser.add_argument('--time_budget', type=float, default=None,
+                        help='device table: seconds after which the remaining cases are skipped')
     args = parser.parse_args(argv)
+    if args.device is not None:
+        return device_main(args)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 7)
+    args.warmup, args.repeats = warmup, repeats
     if not extension_available():
         raise SystemExit(f'the dcn extension is not built ({extension_error()}); run '
                          '`cd assets/ops/dcn && python setup.py build_ext --inplace` first')

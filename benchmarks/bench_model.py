@@ -1,20 +1,31 @@
-"""Model forward speed: deformable ResNet-18/50 DBNets against their plain-convolution twins.
+"""Model forward speed: deformable ResNet-18/50 DBNets against their plain-convolution twins, on the CPU or a GPU.
 
-Batch 1 inference at 736x1280 and 640x640, fp32 and bf16 (autocast), channels-last on and off, with the
-project's DCN kernel and, for the ResNet-18 twin comparison, torchvision's op. Random-init weights (speed
-does not depend on the values). Prints a Markdown table of medians after warm-up and returns the rows.
-Run: ``python -m benchmarks.bench_model [--repeats N] [--quick]``.
+Without ``--device``: the CPU table of the README: batch 1 inference at 736x1280 and 640x640, fp32 and bf16
+(autocast), channels-last on and off, with the project's DCN kernel and, for the ResNet-18 twin comparison,
+torchvision's op. With ``--device cuda``: the deformable ResNet-18 DBNet at 736x1280, batches 1 and 16, fp32 /
+fp16 / bf16 (weights and input converted to that dtype, as ``TorchRunner`` does; the DCN extension's CUDA
+kernels run in that dtype too), channels-last on and off, eager and replayed from a CUDA graph of the whole
+forward (``concern.inference.CudaGraphForward``), timed with CUDA events, cudnn.benchmark on; ``--compile``
+adds torch.compile in a child process with a time limit. ``--device cpu`` runs that table's code on the CPU
+(fp32, no graphs; with ``--size`` small, a quick check). Random-init weights (speed does not depend on the
+values). Prints a Markdown table of medians after warm-up and returns the rows.
+Run: ``python -m benchmarks.bench_model [--repeats N] [--quick]`` or ``... --device cuda [--quick]``.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-from typing import Dict, List, Optional, Sequence
+import json
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from assets.ops.dcn import extension_available, use_backend
-from benchmarks.common import machine, median_ms, print_table
+from assets.ops.dcn import extension_available, extension_has_cuda, use_backend
+from benchmarks.common import (Budget, device_median_ms, error_text, gpu_description, machine, median_ms, print_table,
+                               release_cuda_memory, resolve_device, synchronize)
 from structure.model import SegDetectorModel
 
 RESNET_CHANNELS = {18: [64, 128, 256, 512], 50: [256, 512, 1024, 2048]}
@@ -43,12 +54,179 @@ def forward_ms(model: torch.nn.Module, size: Sequence[int], dtype: str, channels
     return median_ms(run, repeats, warmup)
 
 
+# ---------------------------------------------------------------------------------------------- device table
+def device_runner(deformable: bool, device: torch.device, dtype: str, channels_last: bool, batch: int,
+                  size: Tuple[int, int]):
+    """(TorchRunner, input tensor on the device in the runner's dtype and layout), seeded random weights."""
+    from concern.inference import TorchRunner
+    torch.manual_seed(0)
+    runner = TorchRunner(build(18, deformable), device, dtype, channels_last)
+    image = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(1)).to(device).to(runner.dtype)
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    return runner, image
+
+
+def eager(runner, image):
+    def run():
+        with torch.inference_mode():
+            return runner.forward(image)
+    return run
+
+
+def compile_child(args: argparse.Namespace) -> None:
+    """--compile_child DTYPE,CHANNELS_LAST,BATCH: compile the deformable ResNet-18 forward, time it, print JSON."""
+    device = resolve_device(args.device)
+    dtype, channels_last, batch = args.compile_child.split(',')
+    torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
+    runner, image = device_runner(True, device, dtype, channels_last == '1', int(batch), parse_size(args.size))
+    compiled = torch.compile(runner.forward, dynamic=False)
+
+    def run():
+        with torch.inference_mode():
+            return compiled(image)
+
+    start = time.perf_counter()
+    run()
+    synchronize(device)
+    compile_s = time.perf_counter() - start
+    milliseconds = device_median_ms(run, device, args.repeats or 5, args.warmup or 2)
+    print('COMPILE_RESULT ' + json.dumps({'compile_s': compile_s, 'ms': milliseconds}), flush=True)
+
+
+def compiled_ms(args: argparse.Namespace, dtype: str, channels_last: bool, batch: int, repeats: int, warmup: int
+                ) -> str:
+    command = [sys.executable, '-m', 'benchmarks.bench_model', '--device', args.device, '--size', args.size,
+               '--compile_child', f'{dtype},{int(channels_last)},{batch}', '--repeats', str(repeats),
+               '--warmup', str(warmup)] + (['--no_cudnn_benchmark'] if args.no_cudnn_benchmark else [])
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=args.compile_timeout)
+    except subprocess.TimeoutExpired:
+        return f'not compiled within {args.compile_timeout:.0f} s'
+    for line in done.stdout.splitlines():
+        if line.startswith('COMPILE_RESULT '):
+            result = json.loads(line[len('COMPILE_RESULT '):])
+            return f"{result['ms']:.2f} (compiled in {result['compile_s']:.0f} s)"
+    tail = (done.stderr or done.stdout).strip().splitlines()
+    return 'failed: ' + (tail[-1][:160].replace('|', '/') if tail else f'exit code {done.returncode}')
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    height, width = (int(value) for value in text.lower().split('x'))
+    return height, width
+
+
+def device_main(args: argparse.Namespace) -> List[Dict[str, str]]:
+    from concern.inference import CudaGraphForward
+    device = resolve_device(args.device)
+    cuda = device.type == 'cuda'
+    quick = args.quick
+    if cuda:
+        torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
+    size = parse_size(args.size)
+    batches = [int(b) for b in (args.batches or ('1,16' if cuda else '1')).split(',')]
+    if args.dtypes:
+        dtypes = [name.strip() for name in args.dtypes.split(',')]
+        layouts = {'both': (False, True), 'on': (True,), 'off': (False,)}[args.channels_last]
+        variants = [(dtype, layout) for dtype in dtypes for layout in layouts]
+    elif cuda:
+        variants = ([('fp16', True), ('fp32', False), ('fp16', False), ('bf16', True)] if quick else
+                    [(dtype, layout) for dtype in ('fp16', 'bf16', 'fp32') for layout in (True, False)])
+    else:
+        variants = [('fp32', True)] if quick else [('fp32', False), ('fp32', True)]
+    graphs = cuda and not args.no_graphs
+    twin = not quick and not args.no_twin
+    warmup = args.warmup if args.warmup is not None else (2 if quick else 3) if cuda else (1 if quick else 2)
+    repeats = args.repeats if args.repeats is not None else (5 if quick else 10) if cuda else (3 if quick else 5)
+    budget = Budget(args.time_budget if args.time_budget is not None else (40.0 if quick and cuda else None))
+    if cuda and not extension_has_cuda():
+        print('warning: the dcn extension has no CUDA kernels here: the deformable convolutions run on '
+              'torchvision\'s op, in float32 (tools/build_op.sh full builds the kernels)')
+    elif not extension_available():
+        print('warning: the dcn extension is not built: the deformable convolutions run on torchvision\'s op')
+    rows: List[Dict[str, str]] = []
+    skipped = []
+    for dtype, channels_last in variants:
+        for batch in batches:
+            label = f"{dtype} batch {batch}{' channels-last' if channels_last else ''}"
+            if budget.exhausted():
+                skipped.append(label)
+                continue
+            row = {'batch': str(batch), 'dtype': dtype, 'channels-last': 'yes' if channels_last else 'no'}
+            runner = image = graph = reference = None
+            try:
+                runner, image = device_runner(True, device, dtype, channels_last, batch, size)
+                eager_ms = device_median_ms(eager(runner, image), device, repeats, warmup)
+                row['eager ms'] = f'{eager_ms:.2f}'
+                best = eager_ms
+                if graphs:
+                    with torch.inference_mode():
+                        reference = runner.forward(image).clone()
+                    graph = CudaGraphForward(runner.forward, image)
+                    graph_ms = device_median_ms(lambda: graph(image), device, repeats, warmup)
+                    same = torch.equal(graph(image), reference)
+                    row['CUDA graph ms'] = f'{graph_ms:.2f}'
+                    row['graph speed-up'] = f'{eager_ms / graph_ms:.2f}x'
+                    row['graph = eager'] = 'yes' if same else \
+                        f'no (max diff {(graph(image).float() - reference.float()).abs().max().item():.1e})'
+                    best = min(best, graph_ms)
+                row['images / s'] = f'{1e3 * batch / best:.1f}'
+                row['ms / image'] = f'{best / batch:.2f}'
+                del graph, reference
+                graph = reference = None
+                if twin:
+                    plain, plain_image = device_runner(False, device, dtype, channels_last, batch, size)
+                    plain_ms = device_median_ms(eager(plain, plain_image), device, repeats, warmup)
+                    row['plain twin eager ms'] = f'{plain_ms:.2f}'
+                    row['DCN / plain'] = f'{eager_ms / plain_ms:.2f}x'
+                    del plain, plain_image
+                if args.compile:
+                    row['torch.compile ms'] = compiled_ms(args, dtype, channels_last, batch, repeats, warmup)
+            except Exception as error:  # noqa: BLE001 - one configuration failing must not lose the others
+                row['error'] = error_text(error)
+            finally:
+                del runner, image, graph, reference
+                release_cuda_memory()
+            rows.append(row)
+            print(row, flush=True)
+    print(f'\nDeformable ResNet-18 DBNet forward at {size[0]}x{size[1]}, medians of {repeats} after {warmup} warm-up'
+          + (' (CUDA events)' if cuda else '') + '. Weights and input in the dtype (no autocast); '
+          f'{machine()}' + (f'; {gpu_description(device)}' if cuda else '') + '\n')
+    print_table(rows)
+    if skipped:
+        print(f'\nskipped (time budget of {budget.seconds:.0f} s spent): ' + '; '.join(skipped))
+    return rows
+
+
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--quick', action='store_true', help='736x1280 fp32 only')
+    parser.add_argument('--repeats', type=int, default=None, help='timed runs (CPU table: 5)')
+    parser.add_argument('--warmup', type=int, default=None, help='warm-up runs (CPU table: 2)')
+    parser.add_argument('--quick', action='store_true',
+                        help='CPU table: 736x1280 fp32 only; device table: fewer configurations, a 40 s budget on CUDA')
+    parser.add_argument('--device', default=None, help='cuda (or cpu): the device table; absent: the CPU table')
+    parser.add_argument('--size', default='736x1280', help='device table: input HxW')
+    parser.add_argument('--batches', default=None, help='device table: comma-separated batch sizes (cuda: 1,16)')
+    parser.add_argument('--dtypes', default=None, help='device table: some of fp32,fp16,bf16 (with --channels_last)')
+    parser.add_argument('--channels_last', default='both', choices=('both', 'on', 'off'),
+                        help='device table with --dtypes: which memory formats')
+    parser.add_argument('--no_graphs', action='store_true', help='device table: no CUDA-graph column')
+    parser.add_argument('--no_twin', action='store_true', help='device table: no plain-twin column')
+    parser.add_argument('--no_cudnn_benchmark', action='store_true', help='device table: cudnn.benchmark off')
+    parser.add_argument('--compile', action='store_true',
+                        help='device table: add torch.compile (a child process per configuration, see --compile_timeout)')
+    parser.add_argument('--compile_timeout', type=float, default=90.0)
+    parser.add_argument('--time_budget', type=float, default=None,
+                        help='device table: seconds after which the remaining configurations are skipped')
+    parser.add_argument('--compile_child', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.compile_child:
+        compile_child(args)
+        return []
+    if args.device is not None:
+        return device_main(args)
+    args.repeats = 5 if args.repeats is None else args.repeats
+    args.warmup = 2 if args.warmup is None else args.warmup
     sizes = [(736, 1280)] if args.quick else [(736, 1280), (640, 640)]
     variants = [('fp32', False), ('fp32', True)] if args.quick else \
         [('fp32', False), ('fp32', True), ('bf16', False), ('bf16', True)]

@@ -59,7 +59,9 @@ def train_parser() -> argparse.ArgumentParser:
                         help='set by the launcher; torchrun sets LOCAL_RANK instead')
     parser.add_argument('-g', '--num_gpus', type=int, default=1, help='DataParallel over N GPUs in one process')
     parser.add_argument('--seed', type=int, default=None, help='seed Python, NumPy, torch and loader workers')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--amp', nargs='?', const='auto', default=None, choices=('auto', 'bf16', 'fp16'),
+                        help='automatic mixed precision: bf16 where the device supports it, else fp16 with a gradient '
+                             'scaler (auto, the value of a bare --amp); or bf16 / fp16 explicitly')
     parser.add_argument('--sync_bn', action='store_true', help='SyncBatchNorm under --distributed')
     parser.add_argument('--channels_last', action='store_true',
                         help='channels-last (NHWC) memory format for the model and images (faster on CPUs)')

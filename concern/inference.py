@@ -5,13 +5,15 @@
 * runners that turn a (B, 3, H, W) float32 input into (B, 1, H, W) float32 probability maps: ``TorchRunner``
   (precision, channels-last) and ``OnnxRunner`` (onnxruntime, no torch needed);
 * ``InferenceEngine``: batches -> probability maps -> detections, sequential or pipelined (data preparation in a
-  producer thread and post-processing in a consumer thread while the model runs the next batch), with
-  per-stage timing for ``--speed``.
+  producer thread and post-processing in a consumer thread, or per image on a thread pool, while the model runs
+  the next batch), with per-stage timing for ``--speed``;
+* ``CudaGraphForward``: a forward captured in a CUDA graph for one input shape and replayed.
 
 torch is imported lazily so that the ONNX path runs without it.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import queue
 import threading
@@ -81,47 +83,156 @@ def prepare_image(image_bgr: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return normalize(resized)[None]
 
 
+def stack_inputs(runner: Any, arrays: Sequence[np.ndarray]) -> Any:
+    """(1, 3, H, W) float32 inputs of one size -> a batch for ``runner``: its ``stack`` when it has one
+    (``TorchRunner``: page-locked memory for CUDA), else the one array or their concatenation."""
+    stack = getattr(runner, 'stack', None)
+    if stack is not None:
+        return stack(arrays)
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
+
+
 # ---------------------------------------------------------------------------------------------- runners
 class TorchRunner:
     """A PyTorch model as ``images -> (B, 1, H, W) float32 NumPy maps``.
 
-    precision: 'fp32', 'fp16' or 'bf16' (weights and activations converted; deformable convolutions stay in
-    float32 because the compiled CPU kernels only take float32/float64). channels_last: NHWC memory format.
+    precision: 'fp32', 'fp16' or 'bf16' (weights and activations converted). Deformable convolutions stay in
+    float32 where their kernels need it (the compiled CPU kernels only take float32/float64; torchvision's op,
+    the CUDA fallback, has no bfloat16): their inputs are cast up and their output back. On CUDA with the
+    extension's CUDA kernels (float16/bfloat16 kernels, float32 accumulation) they run in the network's dtype.
+    channels_last: NHWC memory format.
+    cuda_graphs: CUDA only; the forward of each input shape is captured once in a CUDA graph
+    (``CudaGraphForward``) and replayed, which removes the per-kernel launch cost of small batches. Each
+    captured shape keeps its own activation memory; the ``graph_cache`` most recent shapes are kept.
     The returned map is on the CPU, so a CUDA forward is complete (synchronised) when the call returns.
+    On CUDA the input goes to the GPU in float32 and is converted there (the same rounding as on the CPU);
+    ``stack`` puts a batch into page-locked memory so that the copy is a fast DMA.
     """
 
-    def __init__(self, model: Any, device: Any = 'cpu', precision: str = 'fp32', channels_last: bool = False):
+    def __init__(self, model: Any, device: Any = 'cpu', precision: str = 'fp32', channels_last: bool = False,
+                 cuda_graphs: bool = False, graph_cache: int = 8):
         import torch
         if precision not in PRECISIONS:
             raise ValueError(f'precision: expected one of {PRECISIONS}, got {precision!r}')
         self.device = torch.device(device)
+        if cuda_graphs and self.device.type != 'cuda':
+            raise ValueError(f'cuda_graphs: CUDA graphs need a CUDA device, got device {self.device}')
         self.precision = precision
         self.channels_last = bool(channels_last)
+        self.cuda_graphs = bool(cuda_graphs)
+        self.graph_cache = max(1, int(graph_cache))
+        self._graphs: 'Dict[Tuple[Any, ...], CudaGraphForward]' = {}
         self.dtype = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}[precision]
         model = model.to(self.device).eval()
+        self.deformable_dtype = self.dtype
         if self.dtype != torch.float32:
             model = model.to(self.dtype)
-            _keep_deformable_in_float32(model, self.dtype)
+            if not _reduced_precision_deformable(self.device):
+                _keep_deformable_in_float32(model, self.dtype)
+                self.deformable_dtype = torch.float32
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
 
     def describe(self) -> str:
         import torch
-        return (f'PyTorch {torch.__version__}, device {self.device}, dtype {self.precision}, '
+        text = (f'PyTorch {torch.__version__}, device {self.device}, dtype {self.precision}, '
                 f'{"channels-last" if self.channels_last else "contiguous NCHW"}, {torch.get_num_threads()} threads')
+        if self.deformable_dtype != self.dtype:
+            text += ', deformable convolutions in float32'
+        if self.cuda_graphs:
+            text += ', CUDA graphs'
+        return text
+
+    def stack(self, arrays: Sequence[np.ndarray]) -> Any:
+        """(1, 3, H, W) float32 inputs of the same size -> this runner's batch input: an array on the CPU (the
+        one array itself for a batch of one), a page-locked float32 CPU tensor for a CUDA device."""
+        if self.device.type != 'cuda':
+            return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
+        import torch
+        first = arrays[0]
+        pinned = torch.empty((sum(len(array) for array in arrays),) + tuple(first.shape[1:]), dtype=torch.float32,
+                             pin_memory=True)
+        np.concatenate(arrays, axis=0, out=pinned.numpy())
+        return pinned
 
     def __call__(self, images: Any) -> np.ndarray:
         import torch
         tensor = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
-        tensor = tensor.to(self.device, dtype=self.dtype, non_blocking=True)
+        if self.device.type == 'cuda':
+            # float32 over the bus (page-locked: asynchronous), then converted on the GPU
+            tensor = tensor.to(self.device, non_blocking=True).to(self.dtype)
+        else:
+            tensor = tensor.to(self.device, dtype=self.dtype, non_blocking=True)
         if self.channels_last:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            pred = self.model(tensor, training=False)
+        if self.cuda_graphs:
+            pred = self._graphed(tensor)
+        else:
+            with torch.inference_mode():
+                pred = self.forward(tensor)
+        return pred.float().cpu().numpy()
+
+    def forward(self, tensor: Any) -> Any:
+        """The network's probability map of a prepared (device, dtype, layout) input tensor."""
+        pred = self.model(tensor, training=False)
         if isinstance(pred, Mapping):
             pred = pred['binary']
-        return pred.float().cpu().numpy()
+        return pred
+
+    def _graphed(self, tensor: Any) -> Any:
+        key = (tuple(tensor.shape), tensor.dtype, tuple(tensor.stride()))
+        graph = self._graphs.get(key)
+        if graph is None:
+            while len(self._graphs) >= self.graph_cache:
+                self._graphs.pop(next(iter(self._graphs)))  # the oldest shape; its memory goes with it
+            graph = self._graphs[key] = CudaGraphForward(self.forward, tensor)
+        return graph(tensor)
+
+
+class CudaGraphForward:
+    """``forward`` (tensor -> tensor) captured in a CUDA graph for the shape, dtype and layout of ``example``
+    and replayed: ``graph(x)`` copies ``x`` into the captured input and returns the captured output tensor,
+    which the next call overwrites (copy it out first). Warm-up runs (``warmup``, on a side stream, as the
+    CUDA-graph documentation asks; cuDNN's autotuning happens there) precede the capture, which is done in
+    thread-local error mode so that other threads (data preparation, post-processing) may use CUDA meanwhile.
+    Replay runs the captured kernels on the same data, so its output is the eager forward's."""
+
+    def __init__(self, forward: Callable[[Any], Any], example: Any, warmup: int = 2):
+        import torch
+        if example.device.type != 'cuda':
+            raise ValueError(f'CudaGraphForward: a CUDA tensor is needed, got one on {example.device}')
+        self.forward = forward
+        self.static_input = torch.empty_like(example)
+        self.static_input.copy_(example)
+        current = torch.cuda.current_stream(example.device)
+        side = torch.cuda.Stream(device=example.device)
+        side.wait_stream(current)
+        with torch.cuda.stream(side), torch.no_grad():
+            for _ in range(max(1, int(warmup))):
+                forward(self.static_input)
+        current.wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(self.graph, capture_error_mode='thread_local'):
+            self.static_output = forward(self.static_input)
+
+    def __call__(self, tensor: Any) -> Any:
+        if tensor.shape != self.static_input.shape or tensor.dtype != self.static_input.dtype:
+            raise ValueError(f'CudaGraphForward: captured for {tuple(self.static_input.shape)} '
+                             f'{self.static_input.dtype}, got {tuple(tensor.shape)} {tensor.dtype}')
+        if tensor.data_ptr() != self.static_input.data_ptr():
+            self.static_input.copy_(tensor)
+        self.graph.replay()
+        return self.static_output
+
+
+def _reduced_precision_deformable(device: Any) -> bool:
+    """Whether deformable convolutions can run in float16/bfloat16 on ``device``: CUDA with the extension's
+    CUDA kernels (under the backend selection in force)."""
+    if device.type != 'cuda':
+        return False
+    from assets.ops.dcn import active_backend, extension_has_cuda
+    return extension_has_cuda() and active_backend(device) == 'extension'
 
 
 def _keep_deformable_in_float32(model: Any, dtype: Any) -> None:
@@ -180,12 +291,20 @@ class OnnxRunner:
 
 # ---------------------------------------------------------------------------------------------- engine
 class StageTimer:
-    """Seconds spent per stage and the number of images, for ms/image and FPS."""
+    """Seconds spent per stage and the number of images, for ms/image and FPS.
+
+    Sequential runs: ``seconds`` are the three stages' wall times, which add up to ``total``. Pipelined runs
+    (stages overlap): ``seconds['data']`` is the producer thread's time getting batches, ``seconds['forward']``
+    the network's (the main thread), ``seconds['postprocess']`` the post-processing tasks' summed over their
+    threads; ``waits`` says how long the main thread waited for the next batch ('data') and for finished
+    post-processing ('postprocess'): where the pipeline is not limited by the network.
+    """
 
     STAGES = ('data', 'forward', 'postprocess')
 
     def __init__(self):
         self.seconds: Dict[str, float] = {stage: 0.0 for stage in self.STAGES}
+        self.waits: Dict[str, float] = {'data': 0.0, 'postprocess': 0.0}
         self.images = 0
         self.total = 0.0
 
@@ -203,6 +322,20 @@ class InferenceResult:
 _END = object()
 
 
+def image_of_batch(batch: Mapping[str, Any], index: int, count: int) -> Dict[str, Any]:
+    """The one-image batch of image ``index`` of a batch of ``count``: every list, tuple, array or tensor of
+    length ``count`` cut to its entry ``index`` (kept a sequence of one), every other value as it is."""
+    single: Dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(value, (list, tuple)) and len(value) == count:
+            single[key] = [value[index]]
+        elif hasattr(value, 'shape') and len(getattr(value, 'shape', ())) > 0 and value.shape[0] == count:
+            single[key] = value[index:index + 1]
+        else:
+            single[key] = value
+    return single
+
+
 class InferenceEngine:
     """Batches (dicts with ``image`` (B, 3, H, W) and ``shape``, the original (H, W) per image) -> probability
     maps -> detections in original image coordinates, in input order.
@@ -213,16 +346,20 @@ class InferenceEngine:
     thread prepares batch i+1 and a consumer thread post-processes batch i-1 while the model runs batch i
     (PyTorch, onnxruntime and OpenCV release the GIL in their heavy parts). Results are the same objects
     computed by the same functions on the same inputs, so detections are identical to the sequential mode.
+    post_workers > 1: the images of a batch are post-processed separately, in parallel on that many threads
+    (``image_of_batch`` cuts the batch; post-processing is per image, so the results are the same).
     """
 
     def __init__(self, runner: Callable[[Any], np.ndarray], representer: Any = None, is_output_polygon: bool = False,
-                 queue_depth: int = 2, postprocess: Optional[Callable[[Mapping[str, Any], np.ndarray], Any]] = None):
+                 queue_depth: int = 2, postprocess: Optional[Callable[[Mapping[str, Any], np.ndarray], Any]] = None,
+                 post_workers: int = 1):
         if (representer is None) == (postprocess is None):
             raise ValueError('InferenceEngine: give exactly one of representer and postprocess')
         self.runner = runner
         self.representer = representer
         self.is_output_polygon = bool(is_output_polygon)
         self.queue_depth = max(1, int(queue_depth))
+        self.post_workers = max(1, int(post_workers))
         self._postprocess = postprocess
 
     def postprocess(self, batch: Mapping[str, Any], prob: np.ndarray) -> Tuple[List[Any], List[List[float]]]:
@@ -231,36 +368,74 @@ class InferenceEngine:
         return self.representer.represent(batch, prob, is_output_polygon=self.is_output_polygon)
 
     def run(self, batches: Iterable[Mapping[str, Any]], pipelined: bool = False,
-            timer: Optional[StageTimer] = None) -> Iterator[InferenceResult]:
+            timer: Optional[StageTimer] = None, post_workers: Optional[int] = None) -> Iterator[InferenceResult]:
+        workers = self.post_workers if post_workers is None else max(1, int(post_workers))
         if pipelined:
-            return self._run_pipelined(batches, timer)
-        return self._run_sequential(batches, timer)
+            return self._run_pipelined(batches, timer, workers)
+        return self._run_sequential(batches, timer, workers)
 
-    def _run_sequential(self, batches: Iterable[Mapping[str, Any]], timer: Optional[StageTimer]
+    def _timed_postprocess(self, batch: Mapping[str, Any], prob: np.ndarray) -> Tuple[Any, Any, float]:
+        start = time.perf_counter()
+        boxes, scores = self.postprocess(batch, prob)
+        return boxes, scores, time.perf_counter() - start
+
+    def _submit(self, pool: ThreadPoolExecutor, batch: Mapping[str, Any], prob: np.ndarray, workers: int
+                ) -> List[Future]:
+        """Post-processing tasks of one batch: one for the batch, or one per image with several workers."""
+        count = len(prob)
+        if workers <= 1 or count <= 1:
+            return [pool.submit(self._timed_postprocess, batch, prob)]
+        return [pool.submit(self._timed_postprocess, image_of_batch(batch, index, count), prob[index:index + 1])
+                for index in range(count)]
+
+    @staticmethod
+    def _gather(futures: List[Future]) -> Tuple[List[Any], List[List[float]], float]:
+        """(boxes per image, scores per image, post-processing seconds) of a batch's tasks, in order."""
+        boxes: List[Any] = []
+        scores: List[List[float]] = []
+        seconds = 0.0
+        for future in futures:
+            part_boxes, part_scores, part_seconds = future.result()
+            boxes.extend(part_boxes)
+            scores.extend(part_scores)
+            seconds += part_seconds
+        return boxes, scores, seconds
+
+    def _run_sequential(self, batches: Iterable[Mapping[str, Any]], timer: Optional[StageTimer], workers: int
                         ) -> Iterator[InferenceResult]:
         iterator = iter(batches)
-        while True:
-            start = time.perf_counter()
-            batch = next(iterator, _END)
-            prepared = time.perf_counter()
-            if batch is _END:
-                return
-            prob = self.runner(batch['image'])
-            forwarded = time.perf_counter()
-            boxes, scores = self.postprocess(batch, prob)
-            done = time.perf_counter()
-            if timer is not None:
-                timer.add('data', prepared - start)
-                timer.add('forward', forwarded - prepared)
-                timer.add('postprocess', done - forwarded)
-                timer.images += len(prob)
-                timer.total += done - start
-            yield InferenceResult(batch, prob, boxes, scores)
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix='inference-post') if workers > 1 else None
+        try:
+            while True:
+                start = time.perf_counter()
+                batch = next(iterator, _END)
+                prepared = time.perf_counter()
+                if batch is _END:
+                    return
+                prob = self.runner(batch['image'])
+                forwarded = time.perf_counter()
+                if pool is None:
+                    boxes, scores = self.postprocess(batch, prob)
+                else:
+                    boxes, scores, _ = self._gather(self._submit(pool, batch, prob, workers))
+                done = time.perf_counter()
+                if timer is not None:
+                    timer.add('data', prepared - start)
+                    timer.add('forward', forwarded - prepared)
+                    timer.add('postprocess', done - forwarded)
+                    timer.images += len(prob)
+                    timer.total += done - start
+                yield InferenceResult(batch, prob, boxes, scores)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            _close(iterator)
 
-    def _run_pipelined(self, batches: Iterable[Mapping[str, Any]], timer: Optional[StageTimer]
+    def _run_pipelined(self, batches: Iterable[Mapping[str, Any]], timer: Optional[StageTimer], workers: int
                        ) -> Iterator[InferenceResult]:
         prepared: 'queue.Queue[Any]' = queue.Queue(maxsize=self.queue_depth)
         stop = threading.Event()
+        producer_seconds = [0.0]
 
         def hand_over(item: Any) -> bool:
             """Queue ``item`` unless the consumer stopped; never blocks past a stop."""
@@ -273,46 +448,78 @@ class InferenceEngine:
             return False
 
         def produce() -> None:
+            iterator = None
             try:
-                for batch in batches:
+                iterator = iter(batches)
+                while True:
+                    begin = time.perf_counter()
+                    batch = next(iterator, _END)
+                    producer_seconds[0] += time.perf_counter() - begin
+                    if batch is _END:
+                        break
                     if not hand_over(batch):
                         return
                 hand_over(_END)
             except BaseException as error:  # handed to the main thread, which raises it
                 hand_over(_Failure(error))
+            finally:
+                _close(iterator)
 
         producer = threading.Thread(target=produce, name='inference-data', daemon=True)
         start = time.perf_counter()
         producer.start()
-        pending: List[Tuple[Mapping[str, Any], np.ndarray, Future]] = []
+        pending: List[Tuple[Mapping[str, Any], np.ndarray, List[Future]]] = []
         images = 0
+        forward_seconds = post_seconds = data_wait = post_wait = 0.0
         try:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix='inference-post') as post:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix='inference-post') as post:
                 while True:
+                    waiting = time.perf_counter()
                     batch = prepared.get()
+                    begin = time.perf_counter()
+                    data_wait += begin - waiting
                     if isinstance(batch, _Failure):
                         raise batch.error
                     if batch is _END:
                         break
                     prob = self.runner(batch['image'])
+                    forward_seconds += time.perf_counter() - begin
                     images += len(prob)
-                    pending.append((batch, prob, post.submit(self.postprocess, batch, prob)))
-                    while len(pending) > self.queue_depth or (pending and pending[0][2].done()):
-                        yield self._collect(pending.pop(0))
+                    pending.append((batch, prob, self._submit(post, batch, prob, workers)))
+                    while len(pending) > self.queue_depth or (pending and all(f.done() for f in pending[0][2])):
+                        waiting = time.perf_counter()
+                        result, seconds = self._collect(pending.pop(0))
+                        post_wait += time.perf_counter() - waiting
+                        post_seconds += seconds
+                        yield result
                 while pending:
-                    yield self._collect(pending.pop(0))
+                    waiting = time.perf_counter()
+                    result, seconds = self._collect(pending.pop(0))
+                    post_wait += time.perf_counter() - waiting
+                    post_seconds += seconds
+                    yield result
         finally:
             stop.set()
             producer.join(timeout=5)
         if timer is not None:
             timer.images += images
             timer.total += time.perf_counter() - start
+            timer.add('data', producer_seconds[0])
+            timer.add('forward', forward_seconds)
+            timer.add('postprocess', post_seconds)
+            timer.waits['data'] += data_wait
+            timer.waits['postprocess'] += post_wait
 
-    @staticmethod
-    def _collect(entry: Tuple[Mapping[str, Any], np.ndarray, Future]) -> InferenceResult:
-        batch, prob, future = entry
-        boxes, scores = future.result()
-        return InferenceResult(batch, prob, boxes, scores)
+    def _collect(self, entry: Tuple[Mapping[str, Any], np.ndarray, List[Future]]) -> Tuple[InferenceResult, float]:
+        batch, prob, futures = entry
+        boxes, scores, seconds = self._gather(futures)
+        return InferenceResult(batch, prob, boxes, scores), seconds
+
+
+def _close(iterator: Any) -> None:
+    """Close a generator the engine stopped reading (its ``finally`` blocks run: thread pools end)."""
+    if inspect.isgenerator(iterator):
+        iterator.close()
 
 
 class _Failure:

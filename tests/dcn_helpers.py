@@ -1,9 +1,10 @@
 """Shared helpers for the deformable convolution tests (CPU and CUDA)."""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 import torch
@@ -114,3 +115,58 @@ def assert_close_all(got, want, atol: float) -> None:
         assert a.shape == b.shape, f'{name}: shape {tuple(a.shape)} != {tuple(b.shape)}'
         error = (a.double() - b.double()).abs().max().item()
         assert error <= atol, f'{name}: max abs error {error:.3g} > {atol}'
+
+
+# Further configurations for the CUDA tests (tests/test_dcn_cuda.py), beside CASES: odd image sizes with
+# stride 2 and dilation 2, more groups than deformable groups, and a ResNet-like width (several thread blocks).
+EXTRA_CUDA_CASES: List[Case] = [
+    Case('odd_7x5_stride2_dilation2', batch=2, channels=6, height=7, width=5, out_channels=4,
+         stride=(2, 2), padding=(1, 1), dilation=(2, 2)),
+    Case('groups4_dg2', batch=2, channels=16, height=9, width=7, out_channels=8, groups=4,
+         deformable_groups=2),
+    Case('wide', batch=2, channels=64, height=13, width=21, out_channels=32, offset_scale=3.0),
+]
+
+
+def to_device(tensors: Sequence[Optional[torch.Tensor]], device) -> List[Optional[torch.Tensor]]:
+    """Each tensor moved to ``device`` (None stays None)."""
+    return [None if t is None else t.to(device) for t in tensors]
+
+
+def max_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """max |got - want| in float64, on the CPU (any devices and dtypes); 0 for empty tensors."""
+    assert got.shape == want.shape, f'shape {tuple(got.shape)} != {tuple(want.shape)}'
+    if got.numel() == 0:
+        return 0.0
+    return (got.detach().cpu().double() - want.detach().cpu().double()).abs().max().item()
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """max |got - want| / max(1, max |want|): an error relative to the scale of ``want``."""
+    if want.numel() == 0:
+        return max_error(got, want)
+    return max_error(got, want) / max(1.0, want.detach().abs().max().item())
+
+
+@contextlib.contextmanager
+def ieee_float32() -> Iterator[None]:
+    """cuDNN convolutions and cuBLAS matrix products in full float32 (no TF32), restored afterwards.
+    Uses the fp32_precision settings (PyTorch >= 2.9), which must not be mixed with the older allow_tf32."""
+    conv = getattr(torch.backends.cudnn, 'conv', None)
+    matmul = torch.backends.cuda.matmul
+    if conv is not None and hasattr(conv, 'fp32_precision') and hasattr(matmul, 'fp32_precision'):
+        saved = (conv.fp32_precision, matmul.fp32_precision)
+        conv.fp32_precision = 'ieee'
+        matmul.fp32_precision = 'ieee'
+        try:
+            yield
+        finally:
+            conv.fp32_precision, matmul.fp32_precision = saved
+    else:
+        saved = (torch.backends.cudnn.allow_tf32, matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = False
+        matmul.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, matmul.allow_tf32 = saved

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 
 @dataclass
@@ -13,7 +13,7 @@ class RunOptions:
     device: Optional[str] = None  # 'cpu', 'cuda', 'cuda:N'; None: cuda when available
     validate: bool = False
     visualize: bool = False
-    amp: bool = False
+    amp: Any = False  # False / None: fp32; True or 'auto': bf16 where supported, else fp16; 'bf16'; 'fp16'
     seed: Optional[int] = None
     benchmark: bool = False
     debug: bool = False
@@ -40,5 +40,7 @@ class RunOptions:
                              '(DataParallel in one process), not both')
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f'grad_clip must be > 0, got {self.grad_clip}')
+        if self.amp not in (False, None, True, 'auto', 'bf16', 'fp16'):
+            raise ValueError(f"amp: expected False, True, 'auto', 'bf16' or 'fp16', got {self.amp!r}")
         if self.max_nan_steps < 1:
             raise ValueError(f'max_nan_steps must be >= 1, got {self.max_nan_steps}')

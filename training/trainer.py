@@ -273,10 +273,15 @@ class Trainer:
         return start
 
     def _setup_precision(self) -> None:
+        """fp32; or autocast in bf16 (no scaler needed) or fp16 (with a GradScaler): ``--amp`` alone picks bf16
+        where the device supports it, else fp16; ``--amp bf16`` / ``--amp fp16`` choose."""
+        amp = self.options.amp
         self.autocast_dtype = None
         use_scaler = False
-        if self.options.amp:
-            if self.device.type == 'cuda' and not torch.cuda.is_bf16_supported():
+        if amp:
+            wanted = amp if amp in ('bf16', 'fp16') else (
+                'fp16' if self.device.type == 'cuda' and not torch.cuda.is_bf16_supported() else 'bf16')
+            if wanted == 'fp16':
                 self.autocast_dtype, use_scaler = torch.float16, True
             else:
                 self.autocast_dtype = torch.bfloat16
