@@ -59,6 +59,11 @@ class Detections:
         return result_lines(self.polygons, self.scores, with_score)
 
 
+def source_name(image: Any, index: int) -> str:
+    """How results and errors name an image: its path, or ``<array N>`` for the N-th image of a call."""
+    return os.fsdecode(image) if isinstance(image, (str, bytes, os.PathLike)) else f'<array {index}>'
+
+
 class TextDetector:
     """A trained DBNet as ``image(s) -> Detections``.
 
@@ -168,11 +173,10 @@ class TextDetector:
     def read(self, image: Source, index: int = 0) -> Tuple[str, np.ndarray]:
         """(name, (H, W, 3) uint8 BGR image) as this detector sees it: a path through the one reader, an array
         through ``to_bgr_uint8`` (``<array N>`` is its name)."""
+        name = source_name(image, index)
         if isinstance(image, (str, bytes, os.PathLike)):
-            path = os.fsdecode(image)
-            return path, read_image(path, orientation=self.orientation, max_pixels=self.max_pixels)
+            return name, read_image(name, orientation=self.orientation, max_pixels=self.max_pixels)
         if isinstance(image, np.ndarray):
-            name = f'<array {index}>'
             if image.ndim >= 2 and min(image.shape[:2]) == 0:
                 raise DataError(f'{name}: empty image of shape {image.shape}')
             return name, to_bgr_uint8(image, name)
@@ -218,7 +222,7 @@ class TextDetector:
         def failed(image: Source, index: int, error: DataError) -> None:
             if on_error is None:
                 raise error
-            on_error(os.fsdecode(image) if isinstance(image, (str, bytes, os.PathLike)) else f'<array {index}>', error)
+            on_error(source_name(image, index), error)
 
         if workers == 0:
             for index, image in enumerate(images):

@@ -72,10 +72,7 @@ class StopConditions(HookBase):
         if self.bad_streak >= self.max_bad_steps:
             raise FloatingPointError(
                 f'{self.bad_streak} consecutive steps skipped for a non-finite input, loss, BatchNorm statistic, gradient or '
-                f'weight (last at iteration {trainer.iteration - 1}: {step.skipped}'
-                + ('' if step.names_files else
-                   f'; {describe_batch(step.batch, trainer.epoch, trainer.epoch_iteration - 1)}')
-                + '); stopping before the weights are damaged (the last checkpoint holds finite weights). Check '
+                f'weight (last at iteration {trainer.iteration - 1}: {skip_reason(trainer)}); stopping before the weights are damaged (the last checkpoint holds finite weights). Check '
                 'those samples, lower --lr or set --grad_clip.')
         signal_file = trainer.context.is_main and trainer.saver.signal_requested()
         stop, save = trainer.context.any_flags([self.stop.requested, signal_file])
@@ -147,10 +144,8 @@ class Writers(HookBase):
     def after_step(self, trainer: Any) -> None:
         step, logger = trainer.step, trainer.logger
         if step.skipped:
-            where = '' if step.names_files else \
-                f'; {describe_batch(step.batch, trainer.epoch, trainer.epoch_iteration - 1)}'
             logger.warning(f'step skipped at iteration {trainer.iteration - 1} (epoch {trainer.epoch}): '
-                           f'{step.skipped}{where}')
+                           f'{skip_reason(trainer)}')
         now = time.perf_counter()
         elapsed, self.tick = now - self.tick, now
         self.seconds_per_step = elapsed if self.seconds_per_step is None else \
@@ -226,6 +221,14 @@ def default_hooks(trainer: Any) -> List[HookBase]:
         hooks.append(Validation(trainer.validator))
     hooks += [Writers(), BadSamples()]
     return hooks
+
+
+def skip_reason(trainer: Any) -> str:
+    """Why the last step was skipped, and its files when the reason does not already name them."""
+    step = trainer.step
+    if step.names_files:
+        return step.skipped
+    return f'{step.skipped}; {describe_batch(step.batch, trainer.epoch, trainer.epoch_iteration - 1)}'
 
 
 def _as_scalar(value: Any) -> float:

@@ -44,10 +44,6 @@ def non_finite_indices(tensors: Sequence[torch.Tensor]) -> List[int]:
     return sorted(found)
 
 
-def _finite(tensors: Sequence[torch.Tensor]) -> bool:
-    return not non_finite_indices(list(tensors))
-
-
 def non_finite_inputs(batch: Any) -> List[str]:
     """Per sample of ``batch`` (a dict of (B, ...) tensors with an optional ``filename`` list) holding a
     non-finite floating-point value: its file name (or ``sample N``) and the key."""
@@ -135,12 +131,12 @@ class NonFiniteGuard:
     # -- checks (each OR-ed over the ranks) -----------------------------------------------------
     def forward_ok(self, loss: torch.Tensor) -> bool:
         """Loss and buffers finite on every rank."""
-        local = bool(torch.isfinite(loss.detach()).all()) and _finite(self._buffers)
+        local = bool(torch.isfinite(loss.detach()).all()) and all_finite(self._buffers)
         return not self.any_flag(not local)
 
     def gradients_ok(self) -> bool:
         grads = [parameter.grad for parameter in self._parameters if parameter.grad is not None]
-        return not self.any_flag(not _finite(grads))
+        return not self.any_flag(not all_finite(grads))
 
     def state_ok(self) -> bool:
         """Parameters and optimizer state finite after the optimizer step."""
@@ -148,7 +144,7 @@ class NonFiniteGuard:
         for parameter in self._parameters:
             tensors.extend(value for value in self.optimizer.state.get(parameter, {}).values()
                            if isinstance(value, torch.Tensor))
-        return not self.any_flag(not _finite(tensors))
+        return not self.any_flag(not all_finite(tensors))
 
 
 def _copy_all(targets: Iterable[torch.Tensor], sources: Iterable[torch.Tensor]) -> None:
@@ -158,5 +154,5 @@ def _copy_all(targets: Iterable[torch.Tensor], sources: Iterable[torch.Tensor]) 
 
 
 def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
-    """Whether every floating-point tensor given is finite (for tests and checks outside a step)."""
-    return _finite(list(tensors))
+    """Whether every floating-point tensor given is finite."""
+    return not non_finite_indices(list(tensors))
