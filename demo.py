@@ -125,6 +125,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 max_long_side=args.max_long_side, polygon=args.polygon,
                                 orientation=args.orientation, max_pixels=args.max_image_pixels or None)
         prepare_result_dir(args.result_dir)
+        print(f'model: {detector.runner.describe()}', flush=True)
     except (ConfigError, ValueError, FileNotFoundError, ImportError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2

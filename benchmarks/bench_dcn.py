@@ -1,24 +1,27 @@
 """Deformable convolution: the project's extension vs torchvision vs F.conv2d, on the CPU or a GPU.
 
 Shapes: the three DCN stages of ResNet18 on a 736x1280 input, 3x3, stride 1, padding 1. Without
-``--device``: the CPU table of the README (batch 1, fp32, default thread count). With ``--device cuda``:
+``--device``: the CPU table of the README (batch 1, fp32, default thread count): the extension (with each choice of
+library for its products: ``auto``, ``onednn``, ``blas``), F.conv2d and torchvision's op, NCHW and channels-last,
+timed in interleaved rounds; ``--isa avx2`` caps every library at AVX2 (to show an AVX-512 machine's AVX2 figures). With ``--device cuda``:
 the extension's CUDA kernels vs torchvision's CUDA op vs cuDNN (F.conv2d, cudnn.benchmark on), batches
 1 and 16, fp32 (TF32 off for both cuBLAS and cuDNN), tf32 (on for both), fp16 and bf16, timed with CUDA
 events; ``--device cpu`` runs that table's code on the CPU (fp32, batch 1; with ``--shrink`` a quick check).
 Prints a Markdown table of medians (after warm-up) and returns the rows.
-Run: ``python -m benchmarks.bench_dcn [--device cuda [--quick]]`` (needs the built extension).
+Run: ``python -m benchmarks.bench_dcn [--isa avx2|avx512] [--device cuda [--quick]]`` (needs the built extension).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import (Budget, device_median_ms, error_text, gpu_description, machine, median_ms,
-                               release_cuda_memory, resolve_device, tf32)
+from benchmarks.common import (ISA_ENVIRONMENT, Budget, device_median_ms, error_text, force_isa, gpu_description,
+                               interleaved_median_ms, machine, release_cuda_memory, resolve_device, tf32)
 from assets.ops.dcn import (extension_available, extension_error, extension_has_cuda, modulated_deform_conv,
                             use_backend)
 
@@ -33,45 +36,6 @@ def make_case(channels: int, height: int, width: int, seed: int = 0, batch: int 
     offset = torch.randn(batch, 18, height, width, generator=generator) * 2.0
     mask = torch.rand(batch, 9, height, width, generator=generator)
     return x, offset, mask, weight, bias
-
-
-def time_dcn(backend: str, tensors, warmup: int, repeats: int) -> Tuple[float, float]:
-    x, offset, mask, weight, bias = [t.clone().requires_grad_() for t in tensors]
-
-    def forward():
-        with torch.no_grad(), use_backend(backend):
-            return modulated_deform_conv(x, offset, mask, weight, bias, 1, 1, 1, 1, 1)
-
-    with use_backend(backend):
-        out = modulated_deform_conv(x, offset, mask, weight, bias, 1, 1, 1, 1, 1)
-    grad = torch.randn_like(out)
-
-    def backward():
-        with use_backend(backend):
-            y = modulated_deform_conv(x, offset, mask, weight, bias, 1, 1, 1, 1, 1)
-        torch.autograd.grad(y, (x, offset, mask, weight, bias), grad)
-
-    forward_ms = median_ms(forward, repeats, warmup)
-    # forward + backward, minus the forward: the backward pass alone
-    backward_ms = median_ms(backward, repeats, warmup) - forward_ms
-    return forward_ms, backward_ms
-
-
-def time_conv(tensors, warmup: int, repeats: int) -> Tuple[float, float]:
-    x, _, _, weight, bias = [t.clone().requires_grad_() for t in tensors]
-
-    def forward():
-        with torch.no_grad():
-            return F.conv2d(x, weight, bias, 1, 1)
-
-    out = F.conv2d(x, weight, bias, 1, 1)
-    grad = torch.randn_like(out)
-
-    def backward():
-        torch.autograd.grad(F.conv2d(x, weight, bias, 1, 1), (x, weight, bias), grad)
-
-    forward_ms = median_ms(forward, repeats, warmup)
-    return forward_ms, median_ms(backward, repeats, warmup) - forward_ms
 
 
 DTYPES = {'fp32': torch.float32, 'tf32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
@@ -201,50 +165,120 @@ def device_main(args: argparse.Namespace) -> List[Dict[str, object]]:
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> List[Dict[str, float]]:
+def cpu_contenders(tensors, channels_last: bool, torchvision: bool, products: Sequence[str]
+                   ) -> Dict[str, Callable[[], object]]:
+    """The timed calls of one shape on the CPU: for each contender a forward (no grad) and a forward + backward."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    x, offset, mask, weight, bias = [t.detach().clone() for t in tensors]
+    x = x.contiguous(memory_format=memory_format)
+    leaves = [t.requires_grad_() for t in (x, offset, mask, weight, bias)]
+    ext = extension_module()
+    with torch.no_grad():
+        grad = torch.randn_like(F.conv2d(x, weight, bias, 1, 1)).contiguous(memory_format=memory_format)
+    layout = 'channels-last' if channels_last else 'NCHW'
+    functions: Dict[str, Callable[[], object]] = {}
+
+    def add(name: str, op: Callable[[], torch.Tensor], inputs) -> None:
+        def forward():
+            with torch.no_grad():
+                return op()
+
+        def forward_backward():
+            return torch.autograd.grad(op(), inputs, grad)
+        functions[f'{name}|{layout}|forward'] = forward
+        functions[f'{name}|{layout}|forward+backward'] = forward_backward
+
+    for product in products:
+        def extension_op(product=product):
+            ext.set_cpu_gemm(product)
+            with use_backend('extension'):
+                return modulated_deform_conv(x, offset, mask, weight, bias, 1, 1, 1, 1, 1)
+        add(f'extension ({product})', extension_op, leaves)
+    add('F.conv2d', lambda: F.conv2d(x, weight, bias, 1, 1), (x, weight, bias))
+    if torchvision:
+        def torchvision_op():
+            with use_backend('torchvision'):
+                return modulated_deform_conv(x, offset, mask, weight, bias, 1, 1, 1, 1, 1)
+        add('torchvision', torchvision_op, leaves)
+    return functions
+
+
+def extension_module():
+    from assets.ops.dcn import _backend
+    return _backend.load_extension()
+
+
+def cpu_main(args: argparse.Namespace) -> List[Dict[str, object]]:
+    """The CPU table: every contender of a shape timed in interleaved rounds (common.interleaved_median_ms)."""
+    if not extension_available():
+        raise SystemExit(f'the dcn extension is not built ({extension_error()}); run `make setup` '
+                         '(or `cd assets/ops/dcn && python setup.py build_ext --inplace`) first')
+    products = [name.strip() for name in args.products.split(',') if name.strip()]
+    ext = extension_module()
+    default_product = ext.cpu_gemm()
+    rows: List[Dict[str, object]] = []
+    for channels, height, width in SHAPES:
+        tensors = make_case(channels, height, width)
+        functions: Dict[str, Callable[[], object]] = {}
+        for channels_last in (False, True):
+            functions.update(cpu_contenders(tensors, channels_last, not args.no_torchvision and not channels_last,
+                                            products if not channels_last else products[:1]))
+        medians = interleaved_median_ms(functions, args.repeats, args.warmup)
+        ext.set_cpu_gemm(default_product)
+        for key, forward in medians.items():
+            name, layout, kind = key.split('|')
+            if kind != 'forward':
+                continue
+            backward = medians[f'{name}|{layout}|forward+backward'] - forward
+            rows.append({'channels': channels, 'height': height, 'width': width, 'contender': name,
+                         'layout': layout, 'forward_ms': forward, 'backward_ms': backward})
+        print(f'{channels}, {height}x{width}: ' + ', '.join(f'{k}: {v:.1f}' for k, v in medians.items()), flush=True)
+    print()
+    print(machine())
+    print(f'batch 1, fp32, 3x3, stride 1, padding 1; every contender of a shape timed in interleaved rounds, median '
+          f'of {args.repeats} rounds after {args.warmup}; backward = median(forward+backward) - median(forward); '
+          f'the ratio divides by F.conv2d in the same layout')
+    print('issue 16 targets (CPU, AVX2 and AVX-512): extension / F.conv2d <= 1.3x forward, <= 2.0x backward\n')
+    print('| C, HxW | layout | contender | forward ms | backward ms | forward / conv2d | backward / conv2d |')
+    print('|---|---|---|---|---|---|---|')
+    for row in rows:
+        conv = next(r for r in rows if r['contender'] == 'F.conv2d' and r['layout'] == row['layout']
+                    and r['channels'] == row['channels'])
+        ratio = ('-', '-') if row is conv else (f"{row['forward_ms'] / conv['forward_ms']:.2f}x",
+                                                f"{row['backward_ms'] / conv['backward_ms']:.2f}x")
+        print(f"| {row['channels']}, {row['height']}x{row['width']} | {row['layout']} | {row['contender']} | "
+              f"{row['forward_ms']:.1f} | {row['backward_ms']:.1f} | {ratio[0]} | {ratio[1]} |")
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> List[Dict[str, object]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--warmup', type=int, default=None, help='warm-up runs (CPU table: 2)')
-    parser.add_argument('--repeats', type=int, default=None, help='timed runs (CPU table: 7)')
+    parser.add_argument('--warmup', type=int, default=None, help='warm-up rounds (CPU table: 2)')
+    parser.add_argument('--repeats', type=int, default=None, help='timed rounds (CPU table: 7)')
     parser.add_argument('--device', default=None,
                         help='cuda (or cpu): the device table (batches, dtypes, CUDA events); absent: the CPU table')
     parser.add_argument('--quick', action='store_true',
                         help='fewer repeats; with --device cuda: fp32 and fp16 only, a 40 s time budget')
+    parser.add_argument('--isa', choices=sorted(ISA_ENVIRONMENT), default=None,
+                        help='CPU table: cap torch, oneDNN, MKL and the DCN kernels at this instruction set '
+                             '(the benchmark restarts itself with the variables set)')
+    parser.add_argument('--products', default='auto,onednn,blas',
+                        help='CPU table: which libraries compute the extension\'s products (comma-separated; the '
+                             'first is also timed channels-last)')
+    parser.add_argument('--no_torchvision', action='store_true', help='CPU table: leave torchvision\'s op out')
     parser.add_argument('--batches', default=None, help='device table: comma-separated batch sizes (cuda: 1,16)')
     parser.add_argument('--dtypes', default=None, help='device table: some of fp32,tf32,fp16,bf16')
     parser.add_argument('--shrink', type=int, default=1, help='device table: divide the spatial sizes by this')
     parser.add_argument('--time_budget', type=float, default=None,
                         help='device table: seconds after which the remaining cases are skipped')
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.device is not None:
         return device_main(args)
-    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
-    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 7)
-    args.warmup, args.repeats = warmup, repeats
-    if not extension_available():
-        raise SystemExit(f'the dcn extension is not built ({extension_error()}); run '
-                         '`cd assets/ops/dcn && python setup.py build_ext --inplace` first')
-    rows = []
-    for channels, height, width in SHAPES:
-        tensors = make_case(channels, height, width)
-        ext_f, ext_b = time_dcn('extension', tensors, args.warmup, args.repeats)
-        tv_f, tv_b = time_dcn('torchvision', tensors, args.warmup, args.repeats)
-        conv_f, conv_b = time_conv(tensors, args.warmup, args.repeats)
-        rows.append({'channels': channels, 'height': height, 'width': width,
-                     'ext_forward_ms': ext_f, 'tv_forward_ms': tv_f, 'conv_forward_ms': conv_f,
-                     'ext_backward_ms': ext_b, 'tv_backward_ms': tv_b, 'conv_backward_ms': conv_b})
-    print(machine())
-    print(f'batch 1, fp32, 3x3, stride 1, padding 1, median of {args.repeats} after '
-          f'{args.warmup} warm-up runs; backward = (forward+backward) - forward\n')
-    print('| C, HxW | pass | extension ms | torchvision ms | F.conv2d ms | ext / conv2d | '
-          'torchvision / ext |')
-    print('|---|---|---|---|---|---|---|')
-    for row in rows:
-        shape = f"{row['channels']}, {row['height']}x{row['width']}"
-        for name in ('forward', 'backward'):
-            ext, tv, conv = (row[f'ext_{name}_ms'], row[f'tv_{name}_ms'], row[f'conv_{name}_ms'])
-            print(f'| {shape} | {name} | {ext:.1f} | {tv:.1f} | {conv:.1f} | '
-                  f'{ext / conv:.2f}x | {tv / ext:.1f}x |')
-    return rows
+    force_isa(args.isa, 'benchmarks.bench_dcn', argv)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    args.repeats = args.repeats if args.repeats is not None else (3 if args.quick else 7)
+    return cpu_main(args)
 
 
 if __name__ == '__main__':

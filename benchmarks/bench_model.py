@@ -24,8 +24,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from assets.ops.dcn import extension_available, extension_has_cuda, use_backend
-from benchmarks.common import (Budget, device_median_ms, error_text, gpu_description, machine, median_ms, print_table,
-                               release_cuda_memory, resolve_device, synchronize)
+from benchmarks.common import (ISA_ENVIRONMENT, Budget, device_median_ms, error_text, force_isa, gpu_description,
+                               interleaved_median_ms, machine, print_table, release_cuda_memory, resolve_device,
+                               synchronize)
 from structure.model import SegDetectorModel
 
 RESNET_CHANNELS = {18: [64, 128, 256, 512], 50: [256, 512, 1024, 2048]}
@@ -38,20 +39,19 @@ def build(depth: int, deformable: bool) -> torch.nn.Module:
     return model.eval()
 
 
-def forward_ms(model: torch.nn.Module, size: Sequence[int], dtype: str, channels_last: bool, repeats: int,
-               warmup: int, backend: Optional[str]) -> float:
-    image = torch.randn(1, 3, *size)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        image = image.contiguous(memory_format=torch.channels_last)
-    else:
-        model = model.to(memory_format=torch.contiguous_format)
+def forward_call(model: torch.nn.Module, size: Sequence[int], dtype: str, channels_last: bool,
+                 backend: Optional[str]):
+    """A no-argument call running ``model`` once on a random (1, 3, *size) image: fp32, or bf16 autocast."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    image = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(1)).contiguous(memory_format=memory_format)
+
     def run() -> None:
         autocast = torch.autocast('cpu', dtype=torch.bfloat16) if dtype == 'bf16' else contextlib.nullcontext()
         op = use_backend(backend) if backend else contextlib.nullcontext()
         with torch.inference_mode(), autocast, op:
             model(image, training=False)
-    return median_ms(run, repeats, warmup)
+    return run
 
 
 # ---------------------------------------------------------------------------------------------- device table
@@ -219,36 +219,51 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     parser.add_argument('--time_budget', type=float, default=None,
                         help='device table: seconds after which the remaining configurations are skipped')
     parser.add_argument('--compile_child', default=None, help=argparse.SUPPRESS)
+    parser.add_argument('--isa', choices=sorted(ISA_ENVIRONMENT), default=None,
+                        help='CPU table: cap torch, oneDNN, MKL and the DCN kernels at this instruction set')
+    parser.add_argument('--depths', default='18,50', help='CPU table: ResNet depths (comma-separated)')
+    parser.add_argument('--no_torchvision', action='store_true', help='CPU table: no torchvision column')
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.compile_child:
         compile_child(args)
         return []
     if args.device is not None:
         return device_main(args)
+    force_isa(args.isa, 'benchmarks.bench_model', argv)
     args.repeats = 5 if args.repeats is None else args.repeats
     args.warmup = 2 if args.warmup is None else args.warmup
     sizes = [(736, 1280)] if args.quick else [(736, 1280), (640, 640)]
     variants = [('fp32', False), ('fp32', True)] if args.quick else \
         [('fp32', False), ('fp32', True), ('bf16', False), ('bf16', True)]
+    depths = [int(d) for d in args.depths.split(',')]
     dcn_backend = 'extension' if extension_available() else 'torchvision'
     rows: List[Dict[str, str]] = []
-    for depth in (18, 50):
+    for depth in depths:
+        torch.manual_seed(0)
         plain, deformable = build(depth, False), build(depth, True)
         for size in sizes:
             for dtype, channels_last in variants:
-                plain_ms = forward_ms(plain, size, dtype, channels_last, args.repeats, args.warmup, None)
-                dcn_ms = forward_ms(deformable, size, dtype, channels_last, args.repeats, args.warmup, dcn_backend)
+                # Each configuration's contenders run in interleaved rounds (load hits them alike).
+                functions = {'plain': forward_call(plain, size, dtype, channels_last, None),
+                             'dcn': forward_call(deformable, size, dtype, channels_last, dcn_backend)}
+                if depth == 18 and dtype == 'fp32' and not args.no_torchvision:
+                    functions['torchvision'] = forward_call(deformable, size, dtype, channels_last, 'torchvision')
+                medians = interleaved_median_ms(functions, args.repeats, args.warmup)
+                plain_ms, dcn_ms = medians['plain'], medians['dcn']
                 row = {'model': f'ResNet-{depth}', 'input': f'{size[0]}x{size[1]}', 'dtype': dtype,
                        'channels-last': 'yes' if channels_last else 'no', 'plain ms': f'{plain_ms:.0f}',
                        f'DCN ({dcn_backend}) ms': f'{dcn_ms:.0f}', 'DCN / plain': f'{dcn_ms / plain_ms:.2f}x'}
-                if depth == 18 and dtype == 'fp32':
-                    tv_ms = forward_ms(deformable, size, dtype, channels_last, args.repeats, args.warmup,
-                                       'torchvision')
-                    row['DCN (torchvision) ms'] = f'{tv_ms:.0f}'
-                    row['torchvision / plain'] = f'{tv_ms / plain_ms:.2f}x'
+                if 'torchvision' in medians:
+                    row['DCN (torchvision) ms'] = f"{medians['torchvision']:.0f}"
+                    row['torchvision / plain'] = f"{medians['torchvision'] / plain_ms:.2f}x"
                 rows.append(row)
                 print(row, flush=True)
-    print(f'\nModel forward, batch 1, medians of {args.repeats} after {args.warmup} warm-up. {machine()}\n')
+    print(f'\nModel forward, batch 1, random weights; each configuration\'s contenders timed in interleaved rounds, '
+          f'median of {args.repeats} rounds after {args.warmup}. bf16: autocast (the DCN layers in bfloat16 through '
+          f'the extension\'s bf16 path). {machine()}\n')
+    print('issue 16 target: deformable ResNet-18 DBNet / plain twin <= 1.1x (736x1280 and 640x640; fp32 NCHW, '
+          'channels-last, bf16)\n')
     print_table(rows)
     return rows
 

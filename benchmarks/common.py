@@ -7,7 +7,7 @@ import platform
 import statistics
 import time
 import warnings
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 
 def cpu_model() -> str:
@@ -21,15 +21,88 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or 'unknown CPU'
 
 
+def cpu_flags() -> List[str]:
+    """The vector instruction sets the CPU reports (/proc/cpuinfo): avx2, avx512f, avx512_bf16, amx_*, ..."""
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as handle:
+            for line in handle:
+                if line.startswith('flags'):
+                    flags = line.split(':', 1)[1].split()
+                    return sorted(f for f in flags if f in ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'avx512_vnni',
+                                                            'avx512_fp16', 'amx_bf16', 'amx_tile', 'avx_vnni'))
+    except OSError:
+        pass
+    return []
+
+
+def instruction_sets() -> str:
+    """What each library computes with: torch's ATen kernels (its capability), the DCN extension's row kernels,
+    and the caps set on oneDNN and MKL (see ``force_isa``), next to what the CPU supports."""
+    import torch
+    parts = [f'torch ATen {torch.backends.cpu.get_cpu_capability()}']
+    try:
+        from assets.ops.dcn import _backend
+        ext = _backend.load_extension()
+        if ext is not None and hasattr(ext, 'cpu_capability'):
+            parts.append(f'DCN kernels {ext.cpu_capability()} (products: {ext.cpu_gemm()})')
+    except Exception:  # the machine line must never fail
+        pass
+    for name in ('ONEDNN_MAX_CPU_ISA', 'MKL_ENABLE_INSTRUCTIONS'):
+        if os.environ.get(name):
+            parts.append(f'{name}={os.environ[name]}')
+    return ', '.join(parts) + f'; CPU flags: {" ".join(cpu_flags()) or "unknown"}'
+
+
 def machine() -> str:
-    """CPU, core count, thread count, GPU if any, and the versions that matter for speed."""
+    """CPU, core count, thread count, instruction sets in use, GPU if any, and the versions that matter."""
     import cv2
     import numpy as np
     import torch
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'
     return (f'{cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__} '
             f'({torch.get_num_threads()} threads), {gpu}, Python {platform.python_version()}, '
-            f'NumPy {np.__version__}, OpenCV {cv2.__version__}')
+            f'NumPy {np.__version__}, OpenCV {cv2.__version__}; instruction sets: {instruction_sets()}')
+
+
+# What each library is told for ``force_isa``: torch's ATen kernels and the DCN extension read
+# ATEN_CPU_CAPABILITY / DCN_CPU_CAPABILITY, oneDNN ONEDNN_MAX_CPU_ISA, MKL MKL_ENABLE_INSTRUCTIONS.
+ISA_ENVIRONMENT = {
+    'avx512': {'ATEN_CPU_CAPABILITY': 'avx512', 'DCN_CPU_CAPABILITY': 'avx512', 'ONEDNN_MAX_CPU_ISA': 'AVX512_CORE',
+               'MKL_ENABLE_INSTRUCTIONS': 'AVX512'},
+    'avx2': {'ATEN_CPU_CAPABILITY': 'avx2', 'DCN_CPU_CAPABILITY': 'avx2', 'ONEDNN_MAX_CPU_ISA': 'AVX2',
+             'MKL_ENABLE_INSTRUCTIONS': 'AVX2'},
+}
+
+
+def force_isa(isa: Optional[str], module: str, argv: Sequence[str]) -> None:
+    """Run this benchmark again with every library capped at ``isa`` ('avx2' or 'avx512'): the variables must be set
+    before torch loads, so the process replaces itself (``os.execve``) unless they are already in force. An AVX-512
+    machine can thus show its AVX2 figures too; a cap above what the CPU supports changes nothing."""
+    if not isa:
+        return
+    wanted = ISA_ENVIRONMENT[isa]
+    if all(os.environ.get(key) == value for key, value in wanted.items()):
+        return
+    import sys
+    environment = dict(os.environ, **wanted)
+    os.execve(sys.executable, [sys.executable, '-m', module, *argv], environment)
+
+
+def interleaved_median_ms(functions: Dict[str, Callable[[], object]], repeats: int, warmup: int = 2
+                          ) -> Dict[str, float]:
+    """Median wall milliseconds of each function, timed in rounds (each round calls every function once, in order),
+    after ``warmup`` rounds: load from other processes hits all contenders alike, so their ratios hold even on a
+    shared machine where the absolute times drift."""
+    for _ in range(warmup):
+        for function in functions.values():
+            function()
+    times: Dict[str, List[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000.0 * statistics.median(values) for name, values in times.items()}
 
 
 def median_ms(function: Callable[[], object], repeats: int, warmup: int = 3) -> float:

@@ -70,8 +70,9 @@ def train_parser() -> argparse.ArgumentParser:
 
 
 def _inference_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--precision', choices=('fp32', 'fp16', 'bf16'), default='fp32',
-                        help='inference precision (default fp32; fp16/bf16 pay off on GPUs)')
+    parser.add_argument('--precision', choices=('fp32', 'fp16', 'bf16', 'auto'), default='fp32',
+                        help='inference precision (default fp32); auto: bf16 on a CPU that runs it natively, else '
+                             'fp32; fp16 on CUDA')
     parser.add_argument('--channels_last', action='store_true', help='channels-last (NHWC) memory format')
     parser.add_argument('--pipelined', action='store_true',
                         help='overlap data preparation, model and post-processing in three threads')
@@ -310,14 +311,9 @@ def run_name(args: argparse.Namespace) -> str:
 
 
 def cpu_bf16_is_native() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX-512 and newer). Without it (an AVX2-only CPU) bf16
-    autocast is emulated: a training step of the synthetic demo took 27 s instead of 3.0 s in fp32 (ResNet-18
-    DCN, batch 8, 256x256, channels-last, AMD EPYC with AVX2, 2 cores)."""
-    import torch
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN
-        return False
+    """Whether oneDNN runs bf16 natively on this CPU (concern.inference.cpu_bf16_is_native)."""
+    from concern.inference import cpu_bf16_is_native as native
+    return native()
 
 
 def select_device(requested: Optional[str]) -> 'torch.device':

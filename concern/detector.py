@@ -70,7 +70,8 @@ class TextDetector:
     experiment: an experiment YAML file (or a compiled one, ``concern.config.load_config``); it gives the model
     and the post-processing settings. checkpoint: weights of that model (``load_trained_model``: every key must
     fit, never random weights), or ``onnx``: an exported model run by onnxruntime (no checkpoint needed).
-    device / precision ('fp32', 'fp16', 'bf16') / channels_last: PyTorch only. image_short_side / max_long_side:
+    device / precision ('fp32', 'fp16', 'bf16', or 'auto': bf16 on a CPU running it natively, else fp32; fp16 on
+    CUDA; the choice and its reason are in ``runner.describe()``) / channels_last: PyTorch only. image_short_side / max_long_side:
     the input size (``InputSize('short_side', ...)``). polygon: polygons instead of boxes. thresh / box_thresh:
     the representer's thresholds; precedence: these arguments > ``opts`` (``'key.path=value'`` overrides) > the
     file. orientation: 'displayed' (EXIF orientation applied, default) or 'stored' for paths. max_pixels: images

@@ -96,10 +96,12 @@ def stack_inputs(runner: Any, arrays: Sequence[np.ndarray]) -> Any:
 class TorchRunner:
     """A PyTorch model as ``images -> (B, 1, H, W) float32 NumPy maps``.
 
-    precision: 'fp32', 'fp16' or 'bf16' (weights and activations converted). Deformable convolutions stay in
-    float32 where their kernels need it (the compiled CPU kernels only take float32/float64; torchvision's op,
-    the CUDA fallback, has no bfloat16): their inputs are cast up and their output back. On CUDA with the
-    extension's CUDA kernels (float16/bfloat16 kernels, float32 accumulation) they run in the network's dtype.
+    precision: 'fp32', 'fp16' or 'bf16' (weights and activations converted), or 'auto' (``resolve_precision``:
+    on the CPU bf16 where oneDNN runs it natively, else fp32; fp16 on CUDA). Deformable convolutions stay in
+    float32 where their kernels need it (the compiled CPU kernels take float16 nowhere and bfloat16 for inference
+    only; torchvision's op, the fallback, has no bfloat16): their inputs are cast up and their output back. With
+    the extension (CUDA kernels in float16/bfloat16 with float32 accumulation; the CPU bfloat16 inference path)
+    they run in the network's dtype.
     channels_last: NHWC memory format.
     cuda_graphs: CUDA only; the forward of each input shape is captured once in a CUDA graph
     (``CudaGraphForward``) and replayed, which removes the per-kernel launch cost of small batches. Each
@@ -112,9 +114,12 @@ class TorchRunner:
     def __init__(self, model: Any, device: Any = 'cpu', precision: str = 'fp32', channels_last: bool = False,
                  cuda_graphs: bool = False, graph_cache: int = 8):
         import torch
-        if precision not in PRECISIONS:
-            raise ValueError(f'precision: expected one of {PRECISIONS}, got {precision!r}')
+        if precision not in PRECISIONS + ('auto',):
+            raise ValueError(f'precision: expected one of {PRECISIONS + ("auto",)}, got {precision!r}')
         self.device = torch.device(device)
+        self.precision_reason = f'{precision} as asked'
+        if precision == 'auto':
+            precision, self.precision_reason = resolve_precision(self.device)
         if cuda_graphs and self.device.type != 'cuda':
             raise ValueError(f'cuda_graphs: CUDA graphs need a CUDA device, got device {self.device}')
         self.precision = precision
@@ -127,7 +132,7 @@ class TorchRunner:
         self.deformable_dtype = self.dtype
         if self.dtype != torch.float32:
             model = model.to(self.dtype)
-            if not _reduced_precision_deformable(self.device):
+            if not _reduced_precision_deformable(self.device, self.dtype):
                 _keep_deformable_in_float32(model, self.dtype)
                 self.deformable_dtype = torch.float32
         if self.channels_last:
@@ -136,7 +141,7 @@ class TorchRunner:
 
     def describe(self) -> str:
         import torch
-        text = (f'PyTorch {torch.__version__}, device {self.device}, dtype {self.precision}, '
+        text = (f'PyTorch {torch.__version__}, device {self.device}, dtype {self.precision} ({self.precision_reason}), '
                 f'{"channels-last" if self.channels_last else "contiguous NCHW"}, {torch.get_num_threads()} threads')
         if self.deformable_dtype != self.dtype:
             text += ', deformable convolutions in float32'
@@ -226,13 +231,42 @@ class CudaGraphForward:
         return self.static_output
 
 
-def _reduced_precision_deformable(device: Any) -> bool:
-    """Whether deformable convolutions can run in float16/bfloat16 on ``device``: CUDA with the extension's
-    CUDA kernels (under the backend selection in force)."""
-    if device.type != 'cuda':
+def cpu_bf16_is_native() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX-512 and newer). Without it (an AVX2-only CPU) bf16
+    is emulated: a training step of the synthetic demo took 27 s instead of 3.0 s in fp32 (ResNet-18 DCN, batch 8,
+    256x256, channels-last, AMD EPYC with AVX2, 2 cores)."""
+    import torch
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
         return False
-    from assets.ops.dcn import active_backend, extension_has_cuda
-    return extension_has_cuda() and active_backend(device) == 'extension'
+
+
+def resolve_precision(device: Any) -> Tuple[str, str]:
+    """The inference precision ``'auto'`` stands for on ``device``, and why: on the CPU bf16 where oneDNN runs
+    bf16 natively (AVX-512 with bf16, AMX: about twice fp32's convolution speed), else fp32 (emulated bf16 is
+    several times slower); on CUDA fp16. benchmarks/bench_inference.py times both on the CPU."""
+    import torch
+    device = torch.device(device)
+    if device.type == 'cuda':
+        return 'fp16', 'auto: fp16 on CUDA'
+    capability = torch.backends.cpu.get_cpu_capability()
+    if cpu_bf16_is_native():
+        return 'bf16', f'auto: this CPU runs bf16 natively ({capability})'
+    return 'fp32', f'auto: this CPU has no native bf16 ({capability})'
+
+
+def _reduced_precision_deformable(device: Any, dtype: Any) -> bool:
+    """Whether deformable convolutions can run in ``dtype`` (float16/bfloat16) on ``device`` under the backend
+    selection in force: CUDA with the extension's CUDA kernels, or bfloat16 on the CPU with the extension's bfloat16
+    inference path (bfloat16 image, columns and product, float32 sampling positions)."""
+    import torch
+    from assets.ops.dcn import active_backend, extension_has_cpu_bf16, extension_has_cuda
+    if device.type == 'cuda':
+        return extension_has_cuda() and active_backend(device) == 'extension'
+    if device.type == 'cpu' and dtype == torch.bfloat16:
+        return extension_has_cpu_bf16() and active_backend(device) == 'extension'
+    return False
 
 
 def _keep_deformable_in_float32(model: Any, dtype: Any) -> None:

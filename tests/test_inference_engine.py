@@ -57,20 +57,39 @@ def test_pipelined_propagates_data_errors():
         list(engine.run(failing(), pipelined=True))
 
 
-@pytest.mark.parametrize('precision', ['bf16'])
-def test_reduced_precision_keeps_deformable_convolutions_in_float32(precision):
-    from assets.ops.dcn import ModulatedDeformConv
-    model = tiny_model('deformable_resnet18')
+@pytest.mark.parametrize('backend', ['extension', 'torchvision'])
+def test_cpu_bf16_runs_deformable_convolutions_in_bf16_only_with_the_extension(backend):
+    """bf16 on the CPU: the extension's bfloat16 inference path keeps the deformable layers in bf16 like the rest;
+    with torchvision's op (no bfloat16) they stay in float32, inputs cast up and the output back."""
+    from assets.ops.dcn import ModulatedDeformConv, extension_has_cpu_bf16, use_backend
+    if backend == 'extension' and not extension_has_cpu_bf16():
+        pytest.skip('the dcn extension (with its bfloat16 CPU path) is not built')
     inputs = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
     reference = TorchRunner(tiny_model('deformable_resnet18'))(inputs)
-    runner = TorchRunner(model, precision=precision, channels_last=True)
-    deformable = [m for m in runner.model.modules() if isinstance(m, ModulatedDeformConv)]
-    assert deformable and all(m.weight.dtype == torch.float32 for m in deformable)
-    assert next(runner.model.decoder.parameters()).dtype == torch.bfloat16
-    prob = runner(inputs)
+    with use_backend(backend):
+        runner = TorchRunner(tiny_model('deformable_resnet18'), precision='bf16', channels_last=True)
+        deformable = [m for m in runner.model.modules() if isinstance(m, ModulatedDeformConv)]
+        want = torch.bfloat16 if backend == 'extension' else torch.float32
+        assert deformable and all(m.weight.dtype == want for m in deformable)
+        assert runner.deformable_dtype == want
+        assert next(runner.model.decoder.parameters()).dtype == torch.bfloat16
+        prob = runner(inputs)
     assert prob.dtype == np.float32 and prob.shape == reference.shape
     # bf16 keeps ~3 significant digits: the maps agree loosely, not exactly
     assert np.abs(prob - reference).mean() < 0.05
+
+
+def test_auto_precision_follows_native_bf16(monkeypatch):
+    import concern.inference as inference
+    monkeypatch.setattr(inference, 'cpu_bf16_is_native', lambda: True)
+    assert inference.resolve_precision('cpu')[0] == 'bf16'
+    runner = TorchRunner(tiny_model('deformable_resnet18'), precision='auto')
+    assert runner.precision == 'bf16' and 'natively' in runner.describe()
+    monkeypatch.setattr(inference, 'cpu_bf16_is_native', lambda: False)
+    runner = TorchRunner(tiny_model('deformable_resnet18'), precision='auto')
+    assert runner.precision == 'fp32' and runner.dtype == torch.float32 and 'no native bf16' in runner.describe()
+    with pytest.raises(ValueError, match='precision'):
+        TorchRunner(tiny_model('deformable_resnet18'), precision='int8')
 
 
 def test_channels_last_fp32_matches_contiguous():

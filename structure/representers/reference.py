@@ -1,11 +1,43 @@
-"""The straightforward per-contour post-processing, kept as the reference for the fast representer.
+"""The baseline of the post-processing speed check: the original code base's per-contour code path, call for call.
 
-`ReferenceRepresenter` walks the contours one by one, the way the original code base did, with one
-NumPy allocation per step. `SegDetectorRepresenter` must give exactly its boxes and scores (checked by
-tests/test_postprocess_representer.py on random maps) while being at least twice as fast
-(benchmarks/bench_postprocess.py). The last step, from map coordinates to valid integer polygons in the
-original image (`to_image_polygons`: scaling, rounding, clipping, repair of the outputs this leaves
-invalid), is the same function in both. `random_probability_map` makes the maps both use.
+`ReferenceRepresenter` walks the contours of one map the way MhLiao/DB's `SegDetectorRepresenter` does
+(`boxes_from_bitmap`, `polygons_from_bitmap`, `get_mini_boxes`, `box_score_fast`, `unclip`): the same OpenCV,
+NumPy, shapely and pyclipper calls, per contour, in the same order and on the same data types. Binarise,
+`cv2.findContours` on the (bitmap * 255) uint8 image (RETR_LIST, CHAIN_APPROX_SIMPLE), the first
+``max_candidates`` contours; box mode: `get_mini_boxes` (cv2.minAreaRect, cv2.boxPoints, a Python sort of the
+float32 corners by x, then the top one of each side pair first), short side >= min_size, `box_score_fast` on the
+float32 corners, score >= box_thresh, `unclip` (shapely area / length, pyclipper round-join offset, the paths
+as an array), `get_mini_boxes` again, short side >= min_size + 2; polygon mode: cv2.approxPolyDP with epsilon =
+0.002 x arc length, at least 4 points, `box_score_fast` on the int32 points, `unclip` with the polygon ratio, one
+path, `get_mini_boxes` of the grown polygon for its short side >= min_size + 2. `SegDetectorRepresenter` must
+give exactly its boxes, polygons and scores (tests/test_postprocess_representer.py,
+tests/test_postprocess_reference.py) while being at least twice as fast (benchmarks/bench_postprocess.py).
+`random_probability_map` makes the maps both use.
+
+Where this project deliberately differs from the original in its output, the baseline follows the project, in
+the cheapest way that keeps the original's code path:
+- Final step: instead of the original's per-detection scaling, rounding and clipping (`np.round(x / w * W)`
+  clipped to [0, W], per axis, in float32 for boxes and float64 for polygons, then int16 boxes / nested lists),
+  all detections of the map go through `to_image_polygons`, the step shared with the fast version: the same
+  arithmetic for all of them at once, plus the validity check and the repair of the rare output that rounding
+  leaves invalid (docs/evaluation.md, "Valid outputs"). Vectorised, this is cheaper than the original's
+  per-box NumPy calls even with the check, so the baseline stays no slower than the original.
+- Box mode returns only the kept detections, not the original's array of ``max_candidates`` rows with zero
+  boxes and zero scores where a contour was dropped; scores are the Python floats of cv2.mean, not stored
+  in a float32 array as the original did in box mode.
+- Polygon mode drops a candidate whose growth gives other than exactly one path, deciding on the path list
+  before the single np.array call. The original made the array first and dropped ``len(array) > 1``: an
+  array of paths of different lengths raises in NumPy >= 1.24, and no path at all (an empty array) failed in
+  cv2.minAreaRect.
+- A candidate is kept when ``score >= box_thresh``; the original dropped it when ``box_thresh > score``, which
+  differs only for a NaN score (a NaN in the map under the candidate): the original kept such a detection.
+- The original's ``points.shape[0] > 2`` test in polygon mode, always true after the at-least-4-points test,
+  is left out.
+- The options the original fixed in code (min_size 3, unclip ratios 1.5 and 2.0) are arguments, and
+  ``score_mode='slow'`` scores the contour itself with the same `box_score_fast` (a later addition of
+  DBNet's descendants; the original has the 'fast' mode only).
+- The map arrives as a float32 NumPy array (the representer moves the batch to the CPU once) and is binarised
+  with NumPy, not with torch on the whole batch followed by ``.cpu().numpy()`` per map.
 """
 from __future__ import annotations
 
@@ -20,7 +52,7 @@ from .seg_detector_representer import to_image_polygons
 
 
 class ReferenceRepresenter:
-    """One probability map (H, W) float32 -> (boxes, scores), one contour at a time."""
+    """One probability map (H, W) float32 -> (boxes, scores), one contour at a time, as the original did."""
 
     def __init__(self, thresh: float = 0.3, box_thresh: float = 0.7, max_candidates: int = 100,
                  unclip_ratio: float = 1.5, polygon_unclip_ratio: float = 2.0, min_size: int = 3,
@@ -37,8 +69,7 @@ class ReferenceRepresenter:
                       is_output_polygon: bool = False) -> Tuple[list, List[float]]:
         """Boxes (a list of int32 (4, 2)) or polygons (a list of int32 (Ni, 2)) in the original image size
         (dest_height, dest_width), and their scores: `map_detections`, then the final step shared with the
-        fast version (`to_image_polygons`: scaling, rounding, clipping, repair of invalid outputs), on all
-        detections at once so that the speed comparison is about the rest."""
+        fast version (`to_image_polygons`: scaling, rounding, clipping, repair of invalid outputs)."""
         detections, map_scores = self.map_detections(prob, is_output_polygon)
         outputs, kept = to_image_polygons(detections, prob.shape, (dest_height, dest_width),
                                           quadrilaterals=not is_output_polygon)
@@ -47,98 +78,100 @@ class ReferenceRepresenter:
     def map_detections(self, prob: np.ndarray, is_output_polygon: bool = False
                        ) -> Tuple[List[np.ndarray], List[float]]:
         """The detections in map coordinates, before scaling and rounding: float32 (4, 2) boxes (top-left
-        first, clockwise) or integer (Ni, 2) grown polygons (pyclipper's), and their scores."""
-        bitmap = (prob > self.thresh).astype(np.uint8) * 255
-        contours, _ = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+        first, clockwise on screen) or integer (Ni, 2) grown polygons (pyclipper's), and their scores."""
+        bitmap = prob > self.thresh
         if is_output_polygon:
-            return self._polygons(prob, contours)
-        return self._boxes(prob, contours)
+            return self.polygons_from_bitmap(prob, bitmap)
+        return self.boxes_from_bitmap(prob, bitmap)
 
-    def _boxes(self, prob, contours):
+    def boxes_from_bitmap(self, prob: np.ndarray, bitmap: np.ndarray) -> Tuple[List[np.ndarray], List[float]]:
+        """Box mode on the binarised map ``bitmap`` (bool, (H, W)) of ``prob``."""
+        contours, _ = cv2.findContours((bitmap * 255).astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
         boxes, scores = [], []
-        for contour in contours[:self.max_candidates]:
-            points, short_side = mini_box(contour)
+        for index in range(min(len(contours), self.max_candidates)):
+            contour = contours[index]
+            corners, short_side = get_mini_boxes(contour)
             if short_side < self.min_size:
                 continue
-            points = np.array(points)
-            if self.score_mode == 'fast':
-                score = score_fast(prob, points.reshape(-1, 2))
-            else:
-                score = score_fast(prob, contour.reshape(-1, 2))
-            if score < self.box_thresh:
+            corners = np.array(corners)
+            scored = corners.reshape(-1, 2) if self.score_mode == 'fast' else contour.reshape(-1, 2)
+            score = box_score_fast(prob, scored)
+            if not score >= self.box_thresh:
                 continue
-            expanded = np.concatenate(unclip(points, self.unclip_ratio)).reshape(-1, 1, 2)
-            box, short_side = mini_box(expanded)
+            grown = np.array(unclip(corners, self.unclip_ratio)).reshape(-1, 1, 2)
+            box, short_side = get_mini_boxes(grown)
             if short_side < self.min_size + 2:
                 continue
             boxes.append(np.array(box))
-            scores.append(float(score))
+            scores.append(score)
         return boxes, scores
 
-    def _polygons(self, prob, contours):
+    def polygons_from_bitmap(self, prob: np.ndarray, bitmap: np.ndarray
+                             ) -> Tuple[List[np.ndarray], List[float]]:
+        """Polygon mode on the binarised map ``bitmap`` (bool, (H, W)) of ``prob``."""
+        contours, _ = cv2.findContours((bitmap * 255).astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
         polygons, scores = [], []
         for contour in contours[:self.max_candidates]:
             epsilon = 0.002 * cv2.arcLength(contour, True)
-            approx = cv2.approxPolyDP(contour, epsilon, True)
-            points = approx.reshape(-1, 2)
+            points = cv2.approxPolyDP(contour, epsilon, True).reshape((-1, 2))
             if points.shape[0] < 4:
                 continue
-            if self.score_mode == 'fast':
-                score = score_fast(prob, points)
-            else:
-                score = score_fast(prob, contour.reshape(-1, 2))
-            if score < self.box_thresh:
+            scored = points.reshape(-1, 2) if self.score_mode == 'fast' else contour.reshape(-1, 2)
+            score = box_score_fast(prob, scored)
+            if not score >= self.box_thresh:
                 continue
-            expanded = unclip(points, self.polygon_unclip_ratio)
-            if len(expanded) != 1:  # split in two, grown into a ring (outline and hole), or erased
+            paths = unclip(points, self.polygon_unclip_ratio)
+            if len(paths) != 1:  # split in two, grown into a ring (outline and hole), or erased
                 continue
-            polygon = expanded[0]
-            _, short_side = mini_box(polygon.reshape(-1, 1, 2))
+            polygon = np.array(paths).reshape(-1, 2)
+            _, short_side = get_mini_boxes(polygon.reshape((-1, 1, 2)))
             if short_side < self.min_size + 2:
                 continue
             polygons.append(polygon)
-            scores.append(float(score))
+            scores.append(score)
         return polygons, scores
 
 
-def mini_box(contour: np.ndarray) -> Tuple[list, float]:
-    """Minimum-area rectangle as 4 points (top-left, top-right, bottom-right, bottom-left), short side."""
+def get_mini_boxes(contour: np.ndarray) -> Tuple[list, float]:
+    """The minimum-area rectangle of ``contour`` as its 4 float32 corners (top-left, top-right, bottom-right,
+    bottom-left) and its short side.
+
+    The corners of cv2.boxPoints are sorted by x (Python's stable sort). Of the two leftmost, the first is
+    top-left when the second's y is strictly larger, else the second is (so on equal y the second of the
+    pair is top-left); the two rightmost give top-right and bottom-right by the same rule.
+    """
     rect = cv2.minAreaRect(contour)
-    points = sorted(list(cv2.boxPoints(rect)), key=lambda point: point[0])
-    if points[1][1] > points[0][1]:
-        top_left, bottom_left = points[0], points[1]
-    else:
-        top_left, bottom_left = points[1], points[0]
-    if points[3][1] > points[2][1]:
-        top_right, bottom_right = points[2], points[3]
-    else:
-        top_right, bottom_right = points[3], points[2]
+    by_x = sorted(list(cv2.boxPoints(rect)), key=lambda point: point[0])
+    top_left, bottom_left = (by_x[0], by_x[1]) if by_x[1][1] > by_x[0][1] else (by_x[1], by_x[0])
+    top_right, bottom_right = (by_x[2], by_x[3]) if by_x[3][1] > by_x[2][1] else (by_x[3], by_x[2])
     return [top_left, top_right, bottom_right, bottom_left], min(rect[1])
 
 
-def score_fast(prob: np.ndarray, polygon: np.ndarray) -> float:
-    """Mean probability inside ``polygon`` (rasterised by cv2.fillPoly within its bounding box)."""
-    height, width = prob.shape
-    polygon = polygon.copy()
-    xmin = np.clip(np.floor(polygon[:, 0].min()).astype(np.int32), 0, width - 1)
-    xmax = np.clip(np.ceil(polygon[:, 0].max()).astype(np.int32), 0, width - 1)
-    ymin = np.clip(np.floor(polygon[:, 1].min()).astype(np.int32), 0, height - 1)
-    ymax = np.clip(np.ceil(polygon[:, 1].max()).astype(np.int32), 0, height - 1)
+def box_score_fast(prob: np.ndarray, points: np.ndarray) -> float:
+    """Mean of ``prob`` inside the polygon ``points`` (N, 2), as cv2.fillPoly rasterises it in the window of
+    its bounding box (floor of the minima, ceil of the maxima, each clipped to the map); the points are
+    shifted into the window in their own dtype and then truncated to int32."""
+    height, width = prob.shape[:2]
+    shifted = points.copy()
+    xmin = np.clip(np.floor(shifted[:, 0].min()).astype(int), 0, width - 1)
+    xmax = np.clip(np.ceil(shifted[:, 0].max()).astype(int), 0, width - 1)
+    ymin = np.clip(np.floor(shifted[:, 1].min()).astype(int), 0, height - 1)
+    ymax = np.clip(np.ceil(shifted[:, 1].max()).astype(int), 0, height - 1)
     mask = np.zeros((ymax - ymin + 1, xmax - xmin + 1), dtype=np.uint8)
-    polygon[:, 0] = polygon[:, 0] - xmin
-    polygon[:, 1] = polygon[:, 1] - ymin
-    cv2.fillPoly(mask, polygon.reshape(1, -1, 2).astype(np.int32), 1)
+    shifted[:, 0] = shifted[:, 0] - xmin
+    shifted[:, 1] = shifted[:, 1] - ymin
+    cv2.fillPoly(mask, shifted.reshape(1, -1, 2).astype(np.int32), 1)
     return cv2.mean(prob[ymin:ymax + 1, xmin:xmax + 1], mask)[0]
 
 
-def unclip(points: np.ndarray, ratio: float) -> List[np.ndarray]:
-    """Grow a polygon by D = area * ratio / perimeter (round joins): the resulting paths, each an integer
-    (Ni, 2) array (several when growing closes a ring around a hole, of different lengths)."""
+def unclip(points: np.ndarray, ratio: float) -> list:
+    """``points`` grown by D = area * ratio / perimeter (shapely) with pyclipper's round joins: pyclipper's
+    list of paths (lists of [x, y] ints); one for a convex input, none, one or several for a polygon."""
     polygon = Polygon(points)
     distance = polygon.area * ratio / polygon.length
     offset = pyclipper.PyclipperOffset()
     offset.AddPath(points, pyclipper.JT_ROUND, pyclipper.ET_CLOSEDPOLYGON)
-    return [np.array(path) for path in offset.Execute(distance)]
+    return offset.Execute(distance)
 
 
 def random_probability_map(height: int = 736, width: int = 1280, num_regions: int = 60,

@@ -1,16 +1,20 @@
 """Probability map -> text boxes or polygons in original image coordinates (DBNet post-processing).
 
-The steps are those of the paper's code base (see docs/evaluation.md); this version batches whatever can
-be batched across the candidates of one map (corner ordering, bounding boxes, the unclip distances with
-vectorised shapely, the final scaling and validity check) and keeps the per-candidate work to the OpenCV /
-pyclipper calls that define the result. Its output is identical, box for box and bit for bit in the scores,
-to the straightforward version in `structure.representers.reference` (tests/test_postprocess_representer.py);
-both end with `to_image_polygons`, which scales, rounds and clips as the original code did and replaces the
-rare output that this leaves invalid (self-intersecting, zero area, repeated points) by a valid one.
+The steps are those of the paper's code base (see docs/evaluation.md). This version keeps, per candidate, only
+the OpenCV / pyclipper calls that define the result (minAreaRect, boxPoints, approxPolyDP, cv2.mean over the
+same mask pixels, the pyclipper offset) and does the rest for all candidates of a map at once: corner ordering,
+score windows, the score masks (one cv2.fillPoly call for many candidates, `mean_scores`), the unclip distances
+(vectorised shapely for boxes; exact NumPy, bit for bit GEOS's, for integer polygons), pyclipper's output read
+with one np.fromiter, and the final scaling and validity check. Its output is identical, box for box and bit
+for bit in the scores, to `structure.representers.reference.ReferenceRepresenter`, which follows the original
+code base's per-contour code path call for call (tests/test_postprocess_reference.py and
+tests/test_postprocess_representer.py; speed: benchmarks/bench_postprocess.py). Both end with
+`to_image_polygons`, which scales, rounds and clips as the original code did and replaces the rare output that
+this leaves invalid (self-intersecting, zero area, repeated points) by a valid one.
 """
 from __future__ import annotations
 
-from itertools import chain
+from itertools import accumulate, chain
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
@@ -102,32 +106,30 @@ class SegDetectorRepresenter:
         height, width = prob.shape
         empty = np.zeros((0, 4, 2), dtype=np.int32)
         contours = self._contours(prob)
-        if not contours:
-            return empty, []
         rects = [cv2.minAreaRect(contour) for contour in contours]
         large = [index for index, rect in enumerate(rects) if min(rect[1]) >= self.min_size]
         if not large:
             return empty, []
-        corners = order_corners(np.stack([cv2.boxPoints(rects[index]) for index in large]))
+        corners = order_corners(np.array([cv2.boxPoints(rects[index]) for index in large]))
         if self.score_mode == 'fast':
-            scores = mean_scores(prob, list(corners))
+            scores = mean_scores(prob, corners)
         else:
             scores = mean_scores(prob, [contours[index].reshape(-1, 2) for index in large])
         passed = [index for index, score in enumerate(scores) if score >= box_thresh]
         if not passed:
             return empty, []
         corners = corners[passed]
-        scores = [scores[index] for index in passed]
-        grown = points_per_candidate(unclip_all(list(corners), self.unclip_ratio))
+        distances = shapely_distances(corners, self.unclip_ratio)
+        grown = packed_points(offset_paths(corners.tolist(), distances))
         final_rects = [cv2.minAreaRect(points) for points in grown]
         big_enough = [index for index, rect in enumerate(final_rects) if min(rect[1]) >= self.min_size + 2]
         if not big_enough:
             return empty, []
-        boxes = order_corners(np.stack([cv2.boxPoints(final_rects[index]) for index in big_enough]))
+        boxes = order_corners(np.array([cv2.boxPoints(final_rects[index]) for index in big_enough]))
         boxes, kept = to_image_polygons(boxes, (height, width), (dest_height, dest_width), quadrilaterals=True)
         if not kept:
             return empty, []
-        return np.stack(boxes), [float(scores[big_enough[index]]) for index in kept]
+        return np.stack(boxes), [scores[passed[big_enough[index]]] for index in kept]
 
     def polygons_from_map(self, prob: np.ndarray, dest_height: int, dest_width: int,
                           box_thresh: Optional[float] = None) -> Tuple[List[np.ndarray], List[float]]:
@@ -135,34 +137,34 @@ class SegDetectorRepresenter:
         dest_width) image and their scores; ``box_thresh`` None means ``self.box_thresh``."""
         box_thresh = self.box_thresh if box_thresh is None else float(box_thresh)
         height, width = prob.shape
-        candidates, sources = [], []
-        for contour in self._contours(prob):
-            epsilon = 0.002 * cv2.arcLength(contour, True)
-            approx = cv2.approxPolyDP(contour, epsilon, True).reshape(-1, 2)
-            if approx.shape[0] >= 4:
-                candidates.append(approx)
-                sources.append(contour)
-        if not candidates:
+        contours = self._contours(prob)
+        approximated = [cv2.approxPolyDP(contour, 0.002 * cv2.arcLength(contour, True), True)
+                        for contour in contours]
+        sources = [index for index, approx in enumerate(approximated) if len(approx) >= 4]
+        if not sources:
             return [], []
+        candidates = [approximated[index].reshape(-1, 2) for index in sources]
         if self.score_mode == 'fast':
             scores = mean_scores(prob, candidates)
         else:
-            scores = mean_scores(prob, [contour.reshape(-1, 2) for contour in sources])
+            scores = mean_scores(prob, [contours[index].reshape(-1, 2) for index in sources])
         passed = [index for index, score in enumerate(scores) if score >= box_thresh]
         if not passed:
             return [], []
-        expanded = unclip_all([candidates[index] for index in passed], self.polygon_unclip_ratio)
+        counts = [len(candidates[index]) for index in passed]
+        points = np.concatenate([candidates[index] for index in passed])
+        distances = integer_distances(points, counts, self.polygon_unclip_ratio)
+        flat = points.tolist()
+        ends = list(accumulate(counts))
+        expanded = offset_paths([flat[end - count:end] for count, end in zip(counts, ends)], distances)
         # growing can split a region (or erase it): such a candidate has no single polygon to report
         single = [position for position, paths in enumerate(expanded) if len(paths) == 1]
-        grown = points_per_candidate([expanded[position] for position in single])
-        kept, kept_scores = [], []
-        for position, polygon in zip(single, grown):
-            if min(cv2.minAreaRect(polygon)[1]) < self.min_size + 2:
-                continue
-            kept.append(polygon)
-            kept_scores.append(float(scores[passed[position]]))
-        polygons, indices = to_image_polygons(kept, (height, width), (dest_height, dest_width))
-        return polygons, [kept_scores[index] for index in indices]
+        grown = packed_points([expanded[position] for position in single])
+        kept = [position for position, polygon in enumerate(grown)
+                if min(cv2.minAreaRect(polygon)[1]) >= self.min_size + 2]
+        polygons, indices = to_image_polygons([grown[position] for position in kept], (height, width),
+                                              (dest_height, dest_width))
+        return polygons, [scores[passed[single[kept[index]]]] for index in indices]
 
     def _contours(self, prob: np.ndarray) -> Sequence[np.ndarray]:
         if prob.ndim != 2:
@@ -210,72 +212,139 @@ def order_corners(corners: np.ndarray) -> np.ndarray:
 def split_rows(array: np.ndarray, counts: Sequence[int]) -> List[np.ndarray]:
     """Consecutive row blocks of ``array`` with the given sizes, as views (np.split does the same at a
     tenth of the speed for many small pieces)."""
-    ends = np.cumsum(counts).tolist()
-    return [array[start:end] for start, end in zip([0] + ends[:-1], ends)]
+    ends = list(accumulate(counts))
+    return [array[end - count:end] for count, end in zip(counts, ends)]
 
 
-def mean_scores(prob: np.ndarray, polygons: Sequence[np.ndarray]) -> List[float]:
+STACKED_MASK_BYTES = 1 << 22  # the most one image of stacked score masks holds; more windows take several
+
+
+def mean_scores(prob: np.ndarray, polygons: Union[np.ndarray, Sequence[np.ndarray]]) -> List[float]:
     """Mean of ``prob`` over each polygon as cv2.fillPoly rasterises it (vertices truncated to integers)
-    within the polygon's bounding box clipped to the map; zero for a polygon wholly outside the map.
+    within the polygon's bounding box clipped to the map (floor of the minima, ceil of the maxima); zero for
+    a polygon wholly outside the map. ``polygons``: an (N, K, 2) array or a sequence of (Ni, 2) arrays.
 
-    One fillPoly and one cv2.mean per polygon on a reused mask buffer; the boxes are computed for all
-    polygons at once. Truncating before shifting by the window origin is what the original did after
-    shifting: the shift is an integer no larger than any coordinate it is subtracted from, except where
-    clipping moved it to 0, so both orders give the same pixels.
+    The same mask pixels and the same cv2.mean call per polygon as the original's box_score_fast, hence the
+    same bits. Truncating before shifting by the window origin is what the original did after shifting: the
+    shift is an integer no larger than any coordinate it is subtracted from, except where clipping moved it
+    to 0, so both orders give the same pixels. The masks are drawn by one cv2.fillPoly call for many polygons:
+    their windows are stacked from top to bottom in one mask image (`stacked_groups`), so that no row holds
+    two polygons and each is rasterised as if alone. A polygon whose window the map clips is drawn on its
+    own, clipped by its window as in the original (fillPoly's clipping decides some of its pixels).
     """
     height, width = prob.shape
-    if not polygons:
+    if not len(polygons):
         return []
-    counts = [len(polygon) for polygon in polygons]
-    points = np.concatenate(polygons)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    mins = np.minimum.reduceat(points, starts).astype(np.float64)
-    maxs = np.maximum.reduceat(points, starts).astype(np.float64)
-    low = np.clip(np.floor(mins), 0, [width - 1, height - 1]).astype(np.int64)
-    high = np.clip(np.ceil(maxs), 0, [width - 1, height - 1]).astype(np.int64)
-    extent = high - low + 1
-    integer_points = points.astype(np.int32)
-    integer_polygons = split_rows(integer_points, counts)
-    buffer = np.empty((int(extent[:, 1].max()), int(extent[:, 0].max())), dtype=np.uint8)
+    if isinstance(polygons, np.ndarray):
+        counts = [polygons.shape[1]] * len(polygons)
+        points = polygons.reshape(-1, 2)
+        lowest, highest = polygons.min(axis=1), polygons.max(axis=1)
+    else:
+        counts = [len(polygon) for polygon in polygons]
+        points = np.concatenate(polygons)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        lowest, highest = np.minimum.reduceat(points, starts), np.maximum.reduceat(points, starts)
+    if points.dtype.kind == 'f':
+        lowest, highest = np.floor(lowest), np.ceil(highest)
+    limits = [width - 1, height - 1]
+    low = np.clip(lowest, 0, limits).astype(np.int64)
+    high = np.clip(highest, 0, limits).astype(np.int64)
+    inside = ((low == lowest).all(axis=1) & (high == highest).all(axis=1)).tolist()
+    widths, heights = (high - low + 1).T
+    groups = stacked_groups(heights.tolist(), widths.tolist())
+    tops = np.cumsum(heights) - heights
+    for start, end in groups[1:]:
+        tops[start:end] -= tops[start]
+    integer = points.astype(np.int32)
+    shifts = np.stack([-low[:, 0], tops - low[:, 1]], axis=1).astype(np.int32)
+    stacked = split_rows(integer + np.repeat(shifts, counts, axis=0), counts)
+    unshifted = split_rows(integer, counts) if not all(inside) else []
+    windows = list(zip(low.tolist(), high.tolist(), tops.tolist()))
     scores = []
-    for polygon, (xmin, ymin), (xmax, ymax) in zip(integer_polygons, low.tolist(), high.tolist()):
-        mask = buffer[:ymax - ymin + 1, :xmax - xmin + 1]
-        mask.fill(0)
-        cv2.fillPoly(mask, [polygon], 1, offset=(-xmin, -ymin))
-        scores.append(cv2.mean(prob[ymin:ymax + 1, xmin:xmax + 1], mask)[0])
+    for start, end in groups:
+        masks = np.zeros((int(heights[start:end].sum()), int(widths[start:end].max())), dtype=np.uint8)
+        together = [stacked[index] for index in range(start, end) if inside[index]]
+        if together:
+            cv2.fillPoly(masks, together, 1)
+        for index in range(start, end):
+            if not inside[index]:
+                (xmin, ymin), (xmax, ymax), top = windows[index]
+                cv2.fillPoly(masks[top:top + ymax - ymin + 1, :xmax - xmin + 1], [unshifted[index]], 1,
+                             offset=(-xmin, -ymin))
+        scores.extend(cv2.mean(prob[ymin:ymax + 1, xmin:xmax + 1], masks[top:top + ymax - ymin + 1,
+                                                                         :xmax - xmin + 1])[0]
+                      for (xmin, ymin), (xmax, ymax), top in windows[start:end])
     return scores
 
 
-def points_per_candidate(paths_per_candidate: Sequence[list]) -> List[np.ndarray]:
+def stacked_groups(heights: Sequence[int], widths: Sequence[int], limit: Optional[int] = None
+                   ) -> List[Tuple[int, int]]:
+    """Consecutive windows (heights, widths) in groups [start, end) whose stack (the sum of the heights times
+    the largest width) holds at most ``limit`` bytes (None: STACKED_MASK_BYTES); a larger window alone."""
+    limit = STACKED_MASK_BYTES if limit is None else limit
+    groups, start, rows, widest = [], 0, 0, 0
+    for index, (window_height, window_width) in enumerate(zip(heights, widths)):
+        if index > start and (rows + window_height) * max(widest, window_width) > limit:
+            groups.append((start, index))
+            start, rows, widest = index, 0, 0
+        rows += window_height
+        widest = max(widest, window_width)
+    groups.append((start, len(heights)))
+    return groups
+
+
+def shapely_distances(boxes: np.ndarray, ratio: float) -> np.ndarray:
+    """D = area * ratio / perimeter of each (N, K, 2) polygon, area and perimeter by shapely (GEOS), as the
+    original's unclip computed them one polygon at a time; here in one vectorised call each."""
+    shapes = shapely.polygons(boxes.astype(np.float64))
+    return shapely.area(shapes) * ratio / shapely.length(shapes)
+
+
+def integer_distances(points: np.ndarray, counts: Sequence[int], ratio: float) -> np.ndarray:
+    """`shapely_distances` for polygons with integer vertices, stored one after the other in ``points`` (M, 2)
+    with sizes ``counts``, in NumPy and bit for bit what GEOS gives. The area is exact both ways: GEOS sums
+    (x_i - x_0) * (y_(i-1) - y_(i+1)) in doubles, all integers below 2**53 here, as the int64 shoelace sum
+    is. The perimeter is GEOS's sum, in ring order starting from 0.0, of sqrt(dx * dx + dy * dy) per edge (the
+    closing one last): the same correctly rounded square roots of exact integers, added in the same order
+    (np.bincount adds each ring's weights one after the other)."""
+    points = points.astype(np.int64)
+    counts = np.asarray(counts)
+    ring = np.repeat(np.arange(len(counts)), counts)
+    ends = np.cumsum(counts)
+    following = np.arange(1, len(points) + 1)
+    following[ends - 1] = ends - counts
+    x, y = points[:, 0], points[:, 1]
+    cross = x * y[following] - x[following] * y
+    twice_area = np.add.reduceat(cross, ends - counts)
+    dx, dy = (x[following] - x).astype(np.float64), (y[following] - y).astype(np.float64)
+    perimeter = np.bincount(ring, weights=np.sqrt(dx * dx + dy * dy), minlength=len(counts))
+    return np.abs(twice_area) / 2.0 * ratio / perimeter
+
+
+def offset_paths(polygons: Sequence[list], distances: np.ndarray) -> List[list]:
+    """Each polygon (a list of [x, y] pairs: pyclipper reads lists ten times faster than array rows) grown
+    by its distance with pyclipper's round joins, as the original's unclip did: a list of paths (lists of
+    [x, y] ints) per polygon. One offset object, cleared between polygons."""
+    offset = pyclipper.PyclipperOffset()
+    clear, add_path, execute = offset.Clear, offset.AddPath, offset.Execute
+    results = []
+    for polygon, distance in zip(polygons, distances.tolist()):
+        clear()
+        add_path(polygon, pyclipper.JT_ROUND, pyclipper.ET_CLOSEDPOLYGON)
+        results.append(execute(distance))
+    return results
+
+
+def packed_points(paths_per_candidate: Sequence[list]) -> List[np.ndarray]:
     """pyclipper's output (per candidate, a list of paths of [x, y] ints) as one (Ni, 2) int32 array per
-    candidate holding all its paths' vertices in order. One np.fromiter over the flattened numbers costs
-    about half of converting each nested list with np.array."""
-    counts = [sum(len(path) for path in paths) for paths in paths_per_candidate]
+    candidate holding all its paths' vertices in order (views of one array). One np.fromiter over the
+    flattened numbers costs about half of converting each nested list with np.array."""
+    counts = [sum(map(len, paths)) for paths in paths_per_candidate]
     if not counts:
         return []
     numbers = chain.from_iterable(chain.from_iterable(chain.from_iterable(paths_per_candidate)))
     flat = np.fromiter(numbers, dtype=np.int32, count=2 * sum(counts)).reshape(-1, 2)
     return split_rows(flat, counts)
-
-
-def unclip_all(polygons: Sequence[np.ndarray], ratio: float) -> List[list]:
-    """Each polygon grown by D = area * ratio / perimeter with round joins (pyclipper): a list of paths
-    (lists of [x, y] ints) per polygon. Areas and perimeters come from one vectorised shapely call; the
-    vertices go to pyclipper as Python lists, which it reads ten times faster than array rows."""
-    if not polygons:
-        return []
-    counts = [len(polygon) for polygon in polygons]
-    rings = shapely.linearrings(np.concatenate(polygons).astype(np.float64),
-                                indices=np.repeat(np.arange(len(polygons)), counts))
-    shapes = shapely.polygons(rings)
-    distances = (shapely.area(shapes) * ratio / shapely.length(shapes)).tolist()
-    offset = pyclipper.PyclipperOffset()
-    results = []
-    for polygon, distance in zip(polygons, distances):
-        offset.Clear()
-        offset.AddPath(polygon.tolist(), pyclipper.JT_ROUND, pyclipper.ET_CLOSEDPOLYGON)
-        results.append(offset.Execute(distance))
-    return results
 
 
 # ---------------------------------------------------------------------- final step, shared with the reference

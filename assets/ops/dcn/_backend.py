@@ -53,6 +53,12 @@ def extension_has_cuda() -> bool:
     return ext is not None and bool(ext.has_cuda())
 
 
+def extension_has_cpu_bf16() -> bool:
+    """Whether the extension has the CPU bfloat16 inference path (built from this version's sources)."""
+    ext = load_extension()
+    return ext is not None and hasattr(ext, 'cpu_capability')
+
+
 def torchvision_available() -> bool:
     try:
         import torchvision.ops  # noqa: F401

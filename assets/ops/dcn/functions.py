@@ -29,9 +29,10 @@ def _check_tensor(tensor: torch.Tensor, name: str, reference: torch.Tensor) -> N
     if tensor.device != reference.device:
         raise ValueError(f'{name} is on {tensor.device} but input is on {reference.device}; '
                          'all tensors must be on the same device')
-    if tensor.dtype != reference.dtype:
+    if tensor.dtype != reference.dtype and not (
+            name in ('offset', 'mask') and reference.dtype == torch.bfloat16 and tensor.dtype == torch.float32):
         raise TypeError(f'{name} has dtype {tensor.dtype} but input has dtype {reference.dtype}; '
-                        'all tensors must have the same dtype')
+                        'all tensors must have the same dtype (a bfloat16 input may take float32 offset and mask)')
 
 
 def _validate(input, offset, mask, weight, bias, stride, padding, dilation, groups, deformable_groups):
@@ -102,9 +103,32 @@ class _ExtensionDeformConv(Function):
         ext = _backend.load_extension()
         input, offset, mask, weight = ctx.saved_tensors
         grad_input, grad_offset, grad_mask, grad_weight, grad_bias = ext.backward(
-            grad_output.contiguous(), input, weight, offset, mask, ctx.has_bias, *ctx.conv_args)
+            _dense(grad_output), input, weight, offset, mask, ctx.has_bias, *ctx.conv_args)
         return (grad_input, grad_offset, grad_mask if ctx.has_mask else None, grad_weight,
                 grad_bias if ctx.has_bias else None, None, None, None, None, None)
+
+
+def _needs_grad(tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _bf16_cpu_inference(tensors) -> bool:
+    """Whether a call under CPU autocast can take the extension's bfloat16 path: autocast asks for bfloat16, no
+    gradient is wanted, and the extension (with that path) is what the backend resolves to."""
+    input = tensors[0]
+    if (input.device.type != 'cpu' or torch.get_autocast_dtype('cpu') != torch.bfloat16
+            or _needs_grad(tensors) or torch.jit.is_tracing()):
+        return False
+    return _backend.extension_has_cpu_bf16() and _backend.resolve_backend(input.device) == 'extension'
+
+
+def _dense(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as the extension takes it: a CPU tensor dense in channels-last order stays so (the CPU kernels
+    read channels-last data directly and answer in that format); anything else is made contiguous."""
+    if (tensor.device.type == 'cpu' and tensor.dim() == 4
+            and tensor.is_contiguous(memory_format=torch.channels_last)):
+        return tensor
+    return tensor.contiguous()
 
 
 def _empty_output(input, offset, mask, weight, bias, out_shape):
@@ -120,10 +144,17 @@ def _deform_conv_impl(input, offset, mask, weight, bias, stride, padding, dilati
                       deformable_groups):
     device_type = input.device.type
     if device_type in ('cpu', 'cuda') and torch.is_autocast_enabled(device_type):
-        # As torchvision does for its op: under autocast, run in float32 (sampling positions and the
-        # bilinear weights need the precision; the CPU kernels take float32/float64 only).
+        tensors = (input, offset, mask, weight, bias)
         with torch.autocast(device_type, enabled=False):
-            return _deform_conv_impl(*(None if t is None else t.float() for t in (input, offset, mask, weight, bias)),
+            if _bf16_cpu_inference(tensors):
+                # The extension's bfloat16 CPU path: image, columns, weight and output in bfloat16 like the
+                # convolutions around it, sampling positions and bilinear weights in float32.
+                return _deform_conv_impl(input.to(torch.bfloat16), offset.float(), None if mask is None else mask.float(),
+                                         weight.to(torch.bfloat16), None if bias is None else bias.to(torch.bfloat16),
+                                         stride, padding, dilation, groups, deformable_groups)
+            # As torchvision does for its op: otherwise run in float32 (sampling positions and the bilinear
+            # weights need the precision).
+            return _deform_conv_impl(*(None if t is None else t.float() for t in tensors),
                                      stride, padding, dilation, groups, deformable_groups)
     stride = _pair(stride, 'stride')
     padding = _pair(padding, 'padding')
@@ -135,7 +166,7 @@ def _deform_conv_impl(input, offset, mask, weight, bias, stride, padding, dilati
     if input.shape[0] == 0:
         return _empty_output(input, offset, mask, weight, bias,
                              (0, weight.shape[0], out_h, out_w))
-    input = input.contiguous()
+    input = _dense(input)
     offset = offset.contiguous()
     weight = weight.contiguous()
     mask = mask.contiguous() if mask is not None else None
@@ -152,7 +183,11 @@ def _deform_conv_impl(input, offset, mask, weight, bias, stride, padding, dilati
         if input.device.type not in ('cpu', 'cuda'):
             raise RuntimeError(f'the dcn extension supports cpu and cuda tensors, got {input.device}')
         if input.device.type == 'cpu' and input.dtype not in (torch.float32, torch.float64):
-            raise TypeError(f'the dcn extension supports float32 and float64 on the CPU, got {input.dtype}')
+            if input.dtype != torch.bfloat16 or _needs_grad((input, offset, mask, weight, bias)):
+                raise TypeError('the dcn extension supports float32 and float64 on the CPU, and bfloat16 for '
+                                f'inference (no gradient), got {input.dtype}')
+            offset = offset.float()
+            mask = None if mask is None else mask.float()
         return _ExtensionDeformConv.apply(input, offset, mask, weight, bias, stride, padding,
                                           dilation, groups, deformable_groups)
     if backend == 'torchvision':

@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace dcn {
@@ -19,6 +20,13 @@ std::vector<at::Tensor> backward_cpu(const at::Tensor& grad_output, const at::Te
                                      const at::Tensor& weight, const at::Tensor& offset,
                                      const std::optional<at::Tensor>& mask, bool has_bias,
                                      const ConvArgs& args);
+
+// The instruction set the CPU row kernels run with ("avx512", "avx2" or "default").
+std::string cpu_capability();
+// Which library computes the CPU kernels' products: "auto" (oneDNN for the output and the column
+// gradient, BLAS for the weight gradient), "onednn" (all three) or "blas" (all three).
+std::string cpu_gemm();
+void set_cpu_gemm(const std::string& name);
 
 #ifdef WITH_CUDA
 at::Tensor forward_cuda(const at::Tensor& input, const at::Tensor& weight,

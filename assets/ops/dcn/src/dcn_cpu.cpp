@@ -1,45 +1,60 @@
 // CPU kernels for deformable convolution (DCNv1 / modulated DCNv2).
 //
-// Layout: the input is copied once to channels-last (N, H, W, C) so that a bilinear sample of
-// all channels of one deformable group reads four contiguous rows. For each image, group and
-// tile of output pixels we build a column buffer (pixels, taps, channels) and multiply it with
-// the weight, reordered to (out, taps, channels), in a single GEMM. The backward pass mirrors
-// this: one GEMM gives the column gradient, one the weight gradient; offset/mask gradients are
-// four dot products per sampling point; the input gradient is scattered by channel blocks so that
-// no two threads write the same memory.
+// Layout: the input is read channels-last (N, H, W, C) -- a copy for an NCHW input, none for a
+// channels-last one -- so that a bilinear sample of all channels of one deformable group reads
+// four contiguous rows. For each image, group and tile of output pixels we build a column buffer
+// (pixels, taps, channels) and multiply it with the weight, reordered to (out, taps, channels).
+// That product is handed to oneDNN as a 1x1 convolution over a channels-last view of the column
+// buffer: on AMD CPUs with AVX-512, MKL's GEMM (at::mm) ran at about half oneDNN's speed (issue
+// 16), and oneDNN is what F.conv2d itself uses, so the two are compared on equal terms. Which
+// library computes which product is selectable (DCN_CPU_GEMM, set_cpu_gemm) for comparison. The backward pass mirrors the
+// forward: one product gives the column gradient, one the weight gradient; offset/mask gradients
+// are four dot products per sampling point; the input gradient is scattered by channel blocks so
+// that no two threads write the same memory.
+//
+// The row kernels (bilinear blend, axpy, four dot products) are compiled for AVX-512, AVX2 and
+// plain x86-64 and picked once: DCN_CPU_CAPABILITY, else ATEN_CPU_CAPABILITY (the variable torch
+// itself obeys; values default/avx2/avx512), else the best the CPU supports. A benchmark can thus
+// force a lower instruction set for torch and for these kernels alike.
 #include "dcn.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/ops/mkldnn_convolution.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 namespace dcn {
 namespace {
 
-// Hot loops, compiled for several instruction sets and picked at load time (GCC/Clang ifunc).
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define DCN_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#if defined(__GNUC__) && defined(__x86_64__)
+#define DCN_X86_DISPATCH 1
+#define DCN_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
+#define DCN_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #else
-#define DCN_MULTIVERSION
+#define DCN_X86_DISPATCH 0
+#define DCN_TARGET_AVX512
+#define DCN_TARGET_AVX2
 #endif
 
-#define DCN_DEFINE_ROW_KERNELS(T)                                                              \
-  DCN_MULTIVERSION void blend_row(T* __restrict dst, const T* __restrict a,                    \
-                                  const T* __restrict b, const T* __restrict c,                \
-                                  const T* __restrict d, T wa, T wb, T wc, T wd, int64_t n) {  \
+#define DCN_DEFINE_ROW_KERNELS(T, TARGET)                                                      \
+  TARGET void blend_row(T* __restrict dst, const T* __restrict a, const T* __restrict b,       \
+                        const T* __restrict c, const T* __restrict d, T wa, T wb, T wc, T wd,  \
+                        int64_t n) {                                                           \
     _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) {                                      \
       dst[i] = wa * a[i] + wb * b[i] + wc * c[i] + wd * d[i];                                  \
     }                                                                                          \
   }                                                                                            \
-  DCN_MULTIVERSION void axpy_row(T* __restrict dst, const T* __restrict src, T w, int64_t n) { \
+  TARGET void axpy_row(T* __restrict dst, const T* __restrict src, T w, int64_t n) {           \
     _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) { dst[i] += w * src[i]; }             \
   }                                                                                            \
-  DCN_MULTIVERSION void dot4_row(const T* __restrict g, const T* __restrict a,                 \
-                                 const T* __restrict b, const T* __restrict c,                 \
-                                 const T* __restrict d, int64_t n, T* out) {                   \
+  TARGET void dot4_row(const T* __restrict g, const T* __restrict a, const T* __restrict b,    \
+                       const T* __restrict c, const T* __restrict d, int64_t n, T* out) {      \
     T sa = 0, sb = 0, sc = 0, sd = 0;                                                          \
     _Pragma("omp simd reduction(+ : sa, sb, sc, sd)") for (int64_t i = 0; i < n; ++i) {       \
       sa += g[i] * a[i];                                                                       \
@@ -53,8 +68,189 @@ namespace {
     out[3] = sd;                                                                               \
   }
 
-DCN_DEFINE_ROW_KERNELS(float)
-DCN_DEFINE_ROW_KERNELS(double)
+// bfloat16 rows, float arithmetic: the conversions are bit operations, so the loop vectorises.
+// Rounding to nearest even; NaN stays NaN.
+#define DCN_DEFINE_BF16_BLEND(TARGET)                                                          \
+  TARGET void blend_row(c10::BFloat16* __restrict dst_, const c10::BFloat16* __restrict a_,     \
+                        const c10::BFloat16* __restrict b_, const c10::BFloat16* __restrict c_, \
+                        const c10::BFloat16* __restrict d_, float wa, float wb, float wc,       \
+                        float wd, int64_t n) {                                                 \
+    uint16_t* __restrict dst = reinterpret_cast<uint16_t*>(dst_);                              \
+    const uint16_t* __restrict a = reinterpret_cast<const uint16_t*>(a_);                      \
+    const uint16_t* __restrict b = reinterpret_cast<const uint16_t*>(b_);                      \
+    const uint16_t* __restrict c = reinterpret_cast<const uint16_t*>(c_);                      \
+    const uint16_t* __restrict d = reinterpret_cast<const uint16_t*>(d_);                      \
+    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) {                                      \
+      const float r = wa * bf16_bits_to_float(a[i]) + wb * bf16_bits_to_float(b[i]) +          \
+                      wc * bf16_bits_to_float(c[i]) + wd * bf16_bits_to_float(d[i]);            \
+      dst[i] = float_to_bf16_bits(r);                                                          \
+    }                                                                                          \
+  }
+
+inline __attribute__((always_inline)) float bf16_bits_to_float(uint16_t bits) {
+  const uint32_t wide = static_cast<uint32_t>(bits) << 16;
+  float value;
+  std::memcpy(&value, &wide, sizeof(value));
+  return value;
+}
+
+inline __attribute__((always_inline)) uint16_t float_to_bf16_bits(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  return value != value ? uint16_t(0x7FC0) : static_cast<uint16_t>(rounded);
+}
+
+namespace isa_default {
+DCN_DEFINE_BF16_BLEND()
+DCN_DEFINE_ROW_KERNELS(float, )
+DCN_DEFINE_ROW_KERNELS(double, )
+}  // namespace isa_default
+#if DCN_X86_DISPATCH
+namespace isa_avx2 {
+DCN_DEFINE_BF16_BLEND(DCN_TARGET_AVX2)
+DCN_DEFINE_ROW_KERNELS(float, DCN_TARGET_AVX2)
+DCN_DEFINE_ROW_KERNELS(double, DCN_TARGET_AVX2)
+}  // namespace isa_avx2
+namespace isa_avx512 {
+DCN_DEFINE_BF16_BLEND(DCN_TARGET_AVX512)
+DCN_DEFINE_ROW_KERNELS(float, DCN_TARGET_AVX512)
+DCN_DEFINE_ROW_KERNELS(double, DCN_TARGET_AVX512)
+}  // namespace isa_avx512
+#endif
+
+enum class Isa { kDefault = 0, kAvx2 = 1, kAvx512 = 2 };
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "default";
+  }
+}
+
+Isa best_supported_isa() {
+#if DCN_X86_DISPATCH
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
+    return Isa::kAvx512;
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+#endif
+  return Isa::kDefault;
+}
+
+// The requested instruction set, capped at what the CPU supports.
+Isa chosen_isa() {
+  static const Isa isa = [] {
+    const Isa best = best_supported_isa();
+    const char* env = std::getenv("DCN_CPU_CAPABILITY");
+    if (env == nullptr || *env == '\0') env = std::getenv("ATEN_CPU_CAPABILITY");
+    if (env == nullptr || *env == '\0') return best;
+    std::string value(env);
+    for (auto& ch : value) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    Isa wanted = best;
+    if (value == "default") wanted = Isa::kDefault;
+    else if (value == "avx2") wanted = Isa::kAvx2;
+    else if (value == "avx512" || value == "avx512_vnni" || value == "avx512_bf16" ||
+             value == "amx" || value == "avx512_fp16") wanted = Isa::kAvx512;
+    return static_cast<int>(wanted) < static_cast<int>(best) ? wanted : best;
+  }();
+  return isa;
+}
+
+template <typename T>
+struct RowKernels {
+  void (*blend)(T*, const T*, const T*, const T*, const T*, T, T, T, T, int64_t);
+  void (*axpy)(T*, const T*, T, int64_t);
+  void (*dot4)(const T*, const T*, const T*, const T*, const T*, int64_t, T*);
+};
+
+// bfloat16 data: only the forward blend exists (weights in float).
+template <>
+struct RowKernels<c10::BFloat16> {
+  void (*blend)(c10::BFloat16*, const c10::BFloat16*, const c10::BFloat16*, const c10::BFloat16*,
+                const c10::BFloat16*, float, float, float, float, int64_t);
+};
+
+template <typename T>
+const RowKernels<T>& row_kernels();
+
+template <>
+const RowKernels<c10::BFloat16>& row_kernels<c10::BFloat16>() {
+  using Blend = void (*)(c10::BFloat16*, const c10::BFloat16*, const c10::BFloat16*,
+                         const c10::BFloat16*, const c10::BFloat16*, float, float, float, float,
+                         int64_t);
+  static const RowKernels<c10::BFloat16> kernels = [] {
+    RowKernels<c10::BFloat16> k{static_cast<Blend>(isa_default::blend_row)};
+#if DCN_X86_DISPATCH
+    if (chosen_isa() == Isa::kAvx512) k.blend = static_cast<Blend>(isa_avx512::blend_row);
+    else if (chosen_isa() == Isa::kAvx2) k.blend = static_cast<Blend>(isa_avx2::blend_row);
+#endif
+    return k;
+  }();
+  return kernels;
+}
+
+template <typename T>
+const RowKernels<T>& row_kernels() {
+  static const RowKernels<T> kernels = [] {
+    using Blend = void (*)(T*, const T*, const T*, const T*, const T*, T, T, T, T, int64_t);
+    using Axpy = void (*)(T*, const T*, T, int64_t);
+    using Dot4 = void (*)(const T*, const T*, const T*, const T*, const T*, int64_t, T*);
+    RowKernels<T> k{static_cast<Blend>(isa_default::blend_row),
+                    static_cast<Axpy>(isa_default::axpy_row),
+                    static_cast<Dot4>(isa_default::dot4_row)};
+#if DCN_X86_DISPATCH
+    if (chosen_isa() == Isa::kAvx512) {
+      k = {static_cast<Blend>(isa_avx512::blend_row), static_cast<Axpy>(isa_avx512::axpy_row),
+           static_cast<Dot4>(isa_avx512::dot4_row)};
+    } else if (chosen_isa() == Isa::kAvx2) {
+      k = {static_cast<Blend>(isa_avx2::blend_row), static_cast<Axpy>(isa_avx2::axpy_row),
+           static_cast<Dot4>(isa_avx2::dot4_row)};
+    }
+#endif
+    return k;
+  }();
+  return kernels;
+}
+
+// Which library computes the products: kAuto (oneDNN for the two products shaped like a
+// convolution's forward pass -- the output and the column gradient --, BLAS for the weight
+// gradient, where oneDNN's 1x1 form needs two extra layout copies), kOneDnn (all three through
+// oneDNN) or kBlas (all three through at::mm). DCN_CPU_GEMM or set_cpu_gemm() choose; oneDNN
+// applies to float32 only (double always uses BLAS).
+enum class Gemm { kAuto = 0, kOneDnn = 1, kBlas = 2 };
+
+Gemm parse_gemm(const std::string& name) {
+  if (name == "onednn") return Gemm::kOneDnn;
+  if (name == "blas") return Gemm::kBlas;
+  TORCH_CHECK(name == "auto", "dcn: the CPU product must be 'auto', 'onednn' or 'blas', got '", name,
+              "'");
+  return Gemm::kAuto;
+}
+
+std::atomic<int> gemm_choice{-1};
+
+Gemm chosen_gemm() {
+  int choice = gemm_choice.load();
+  if (choice < 0) {
+    const char* env = std::getenv("DCN_CPU_GEMM");
+    choice = static_cast<int>((env && *env) ? parse_gemm(env) : Gemm::kAuto);
+    gemm_choice.store(choice);
+  }
+  if (!at::hasMKLDNN()) return Gemm::kBlas;
+  return static_cast<Gemm>(choice);
+}
+
+const char* gemm_name(Gemm gemm) {
+  switch (gemm) {
+    case Gemm::kOneDnn: return "onednn";
+    case Gemm::kBlas: return "blas";
+    default: return "auto";
+  }
+}
 
 struct Geometry {
   int64_t channels, height, width, out_h, out_w, kernel_h, kernel_w, taps, points;
@@ -64,17 +260,17 @@ struct Geometry {
 
 // The four corner rows of one bilinear sample. Corners outside the image point to a row of
 // zeros and have weight 0, so that they contribute nothing (and no NaN from 0 * garbage).
-template <typename T>
+template <typename T, typename D = T>
 struct Corners {
-  const T* row[4];
+  const D* row[4];
   T weight[4];
   T frac_y, frac_x;
   bool valid[4];
 };
 
-template <typename T>
-inline void locate(const T* image, const T* zero_row, const Geometry& geo, T y, T x,
-                   Corners<T>& c) {
+template <typename T, typename D>
+inline void locate(const D* image, const D* zero_row, const Geometry& geo, T y, T x,
+                   Corners<T, D>& c) {
   // No corner is inside unless -1 <= y < H and -1 <= x < W (also rejects NaN).
   if (!(y >= T(-1) && y < T(geo.height) && x >= T(-1) && x < T(geo.width))) {
     for (int i = 0; i < 4; ++i) {
@@ -131,16 +327,19 @@ inline void for_each_sample(const Geometry& geo, const T* offset, const T* mask,
 }
 
 // columns[(p - p0), k, c - c_lo] = mask * bilinear(image, p, k)[c] for p in [p0, p1).
-template <typename T>
-void fill_columns(const T* image, const T* zero_row, const T* offset, const T* mask,
+// T: coordinates, offsets, mask and weights (float / double); D: image and columns (T, or
+// bfloat16 with float arithmetic).
+template <typename T, typename D = T>
+void fill_columns(const D* image, const D* zero_row, const T* offset, const T* mask,
                   const Geometry& geo, int64_t c_lo, int64_t c_hi, int64_t p0, int64_t p1,
-                  T* columns) {
+                  D* columns) {
   const int64_t width = c_hi - c_lo;
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, geo.taps * width));
+  const auto blend_row = row_kernels<D>().blend;
   at::parallel_for(p0, p1, grain, [&](int64_t begin, int64_t end) {
-    Corners<T> c;
+    Corners<T, D> c;
     for (int64_t p = begin; p < end; ++p) {
-      T* pixel_columns = columns + (p - p0) * geo.taps * width;
+      D* pixel_columns = columns + (p - p0) * geo.taps * width;
       for_each_sample<T>(geo, offset, mask, p, c_lo, c_hi,
                          [&](int64_t k, int64_t, int64_t cb, int64_t ce, T y, T x, T m) {
                            locate(image, zero_row, geo, y, x, c);
@@ -160,6 +359,7 @@ void offset_mask_grad(const T* image, const T* zero_row, const T* offset, const 
                       const T* grad_columns, T* grad_offset, T* grad_mask) {
   const int64_t width = c_hi - c_lo;
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, geo.taps * width));
+  const auto dot4_row = row_kernels<T>().dot4;
   at::parallel_for(p0, p1, grain, [&](int64_t begin, int64_t end) {
     Corners<T> c;
     T dots[4];
@@ -197,6 +397,7 @@ void input_grad(const T* zero_row, const T* offset, const T* mask, const Geometr
   const int64_t width = c_hi - c_lo;
   const int64_t block = 16;
   const int64_t blocks = (width + block - 1) / block;
+  const auto axpy_row = row_kernels<T>().axpy;
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     const int64_t b_lo = c_lo + begin * block;
     const int64_t b_hi = std::min(c_hi, c_lo + end * block);
@@ -246,12 +447,13 @@ Geometry make_geometry(const at::Tensor& input, const at::Tensor& weight, const 
   return geo;
 }
 
-// Pixels per tile: keeps the column buffer of one tile around a few MB (cache friendly),
+// Pixels per tile: keeps the column buffer of one tile around 2 MB (in cache while it is filled
+// and multiplied; 0.5-1 M elements measured best at the ResNet-18 shapes, AVX2),
 // but tiles stay large enough for an efficient GEMM.
 int64_t tile_budget() {
   static const int64_t budget = [] {
     const char* env = std::getenv("DCN_TILE_ELEMENTS");
-    return env ? std::max<int64_t>(1, std::atoll(env)) : (int64_t(1) << 20);
+    return env ? std::max<int64_t>(1, std::atoll(env)) : (int64_t(1) << 19);
   }();
   return budget;
 }
@@ -262,66 +464,186 @@ int64_t tile_pixels(const Geometry& geo, int64_t group_channels) {
   return std::min(tile, geo.points);
 }
 
+
+// ------------------------------------------------------------------------------------------------
+// The products. `rows` (n, K) holds one row per output pixel, contiguous; `matrix` (O, K).
+
+// (n, K) rows -> the 1x1-convolution input they are in memory: a channels-last (1, K, 1, n) view.
+at::Tensor rows_as_image(const at::Tensor& rows) {
+  return rows.view({1, 1, rows.size(0), rows.size(1)}).permute({0, 3, 1, 2});
+}
+
+// A channels-last (1, C, 1, n) convolution output -> its (n, C) rows (a view when it is dense).
+at::Tensor image_as_rows(const at::Tensor& image) {
+  return image.permute({0, 2, 3, 1}).reshape({image.size(3), image.size(1)});
+}
+
+// oneDNN's convolution, called directly: at::conv2d would route a 1x1 convolution on one
+// thread (as inside a parallel region) to its own im2col + BLAS path instead.
+at::Tensor onednn_1x1(const at::Tensor& image, const at::Tensor& weight,
+                      const std::optional<at::Tensor>& bias) {
+  return at::mkldnn_convolution(image, weight, bias, {0, 0}, {1, 1}, {1, 1}, 1);
+}
+
+struct Products {
+  bool onednn_forward;  // output and column gradient through oneDNN
+  bool onednn_weight;   // weight gradient through oneDNN
+  at::Tensor matrix;         // (O, K)
+  at::Tensor matrix_1x1;     // (O, K, 1, 1)
+  at::Tensor matrix_t_1x1;   // (K, O, 1, 1), backward only
+
+  Products(const at::Tensor& m, bool backward) : matrix(m) {
+    // oneDNN for float32; for bfloat16 only with AVX-512 (its bf16 convolutions need it), else
+    // ATen's own bf16 matmul. Double always uses BLAS.
+    Gemm gemm = Gemm::kBlas;
+    if (m.scalar_type() == at::kFloat) gemm = chosen_gemm();
+    if (m.scalar_type() == at::kBFloat16 && chosen_isa() == Isa::kAvx512) gemm = chosen_gemm();
+    onednn_forward = gemm != Gemm::kBlas;
+    onednn_weight = gemm == Gemm::kOneDnn;
+    if (onednn_forward) {
+      matrix_1x1 = m.view({m.size(0), m.size(1), 1, 1});
+      if (backward) matrix_t_1x1 = m.t().contiguous().view({m.size(1), m.size(0), 1, 1});
+    }
+  }
+
+  // (n, O) = rows (n, K) x matrix^T (+ bias)
+  at::Tensor forward(const at::Tensor& rows, const std::optional<at::Tensor>& bias) const {
+    if (onednn_forward) return image_as_rows(onednn_1x1(rows_as_image(rows), matrix_1x1, bias));
+    // addmm: the bias joins the float accumulation, one rounding (matters for bfloat16)
+    return bias.has_value() ? at::addmm(*bias, rows, matrix.t()) : at::mm(rows, matrix.t());
+  }
+
+  // (n, K) = grad_rows (n, O) x matrix
+  at::Tensor column_grad(const at::Tensor& grad_rows) const {
+    if (onednn_forward) {
+      return image_as_rows(onednn_1x1(rows_as_image(grad_rows), matrix_t_1x1, std::nullopt));
+    }
+    return at::mm(grad_rows, matrix);
+  }
+
+  // grad_matrix (O, K) += grad_rows (n, O)^T x rows (n, K). For oneDNN: a 1x1 convolution with the
+  // n pixels as input channels and the K columns as positions, (1, n, 1, K) x (O, n, 1, 1).
+  void accumulate_weight_grad(at::Tensor& grad_matrix, const at::Tensor& grad_rows,
+                              const at::Tensor& rows) const {
+    if (onednn_weight) {
+      const int64_t n = rows.size(0);
+      const auto image = rows.view({1, n, 1, rows.size(1)});
+      const auto weight = grad_rows.t().contiguous().view({grad_rows.size(1), n, 1, 1});
+      grad_matrix.add_(onednn_1x1(image, weight, std::nullopt).view_as(grad_matrix));
+    } else {
+      grad_matrix.addmm_(grad_rows.t(), rows);
+    }
+  }
+};
+
+bool is_channels_last(const at::Tensor& t) {
+  return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// (N, H, W, C) contiguous data of a 4-D tensor: a view for a channels-last one, else a copy.
+at::Tensor nhwc(const at::Tensor& t) { return t.permute({0, 2, 3, 1}).contiguous(); }
+
+}  // namespace
+
+std::string cpu_capability() { return isa_name(chosen_isa()); }
+
+std::string cpu_gemm() { return gemm_name(chosen_gemm()); }
+
+void set_cpu_gemm(const std::string& name) { gemm_choice.store(static_cast<int>(parse_gemm(name))); }
+
+namespace {
+
+// The forward pass for coordinates of type T and data (image, columns, weight, output) of type D.
+template <typename T, typename D>
+void forward_impl(const Geometry& geo, const at::Tensor& image, const at::Tensor& weight_matrix,
+                  const std::optional<at::Tensor>& bias, const at::Tensor& offset,
+                  const std::optional<at::Tensor>& mask, bool channels_last, at::Tensor& output) {
+  const int64_t batch = image.size(0);
+  const int64_t out_channels = output.size(1);
+  const int64_t groups = geo.args.groups;
+  const int64_t group_in = geo.channels / groups;
+  const int64_t group_out = out_channels / groups;
+  const int64_t tile = tile_pixels(geo, group_in);
+  auto zero_row = at::zeros({geo.channels}, image.options());
+  const D* zero = zero_row.data_ptr<D>();
+  const auto output_rows_all =
+      channels_last ? output.permute({0, 2, 3, 1}).view({batch, geo.points, out_channels})
+                    : at::Tensor();
+  for (int64_t g = 0; g < groups; ++g) {
+    const Products products(weight_matrix[g], false);
+    const std::optional<at::Tensor> bias_g =
+        bias.has_value() ? std::optional<at::Tensor>(bias->narrow(0, g * group_out, group_out))
+                         : std::nullopt;
+    for (int64_t n = 0; n < batch; ++n) {
+      const D* image_n = image.data_ptr<D>() + n * geo.height * geo.width * geo.channels;
+      const T* offset_n = offset.data_ptr<T>() + n * offset.stride(0);
+      const T* mask_n = mask.has_value() ? mask->data_ptr<T>() + n * mask->stride(0) : nullptr;
+      // One tile: fill its columns, (pixels, out) = columns x weight^T, then into the output
+      // (a transposed copy for NCHW, a plain one for channels-last).
+      auto run_tile = [&](int64_t p0, at::Tensor& cols_buffer) {
+        const int64_t p1 = std::min(geo.points, p0 + tile);
+        auto cols = cols_buffer.narrow(0, 0, p1 - p0);
+        fill_columns<T, D>(image_n, zero, offset_n, mask_n, geo, g * group_in, (g + 1) * group_in,
+                           p0, p1, cols.data_ptr<D>());
+        const auto rows = products.forward(cols, bias_g);
+        if (channels_last) {
+          output_rows_all[n].narrow(0, p0, p1 - p0).narrow(1, g * group_out, group_out).copy_(rows);
+        } else {
+          output[n].view({out_channels, geo.points})
+              .narrow(0, g * group_out, group_out)
+              .narrow(1, p0, p1 - p0)
+              .copy_(rows.t());
+        }
+      };
+      const int64_t tiles = (geo.points + tile - 1) / tile;
+      if (tiles >= 2 * at::get_num_threads()) {
+        // Enough tiles: each thread runs whole tiles (single-threaded fill and product), so there
+        // is one parallel region per image instead of several per tile; this matters a lot
+        // when the cores are shared with other processes.
+        at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+          auto cols_buffer = at::empty({tile, geo.taps * group_in}, image.options());
+          for (int64_t t = t0; t < t1; ++t) run_tile(t * tile, cols_buffer);
+        });
+      } else {
+        auto cols_buffer = at::empty({tile, geo.taps * group_in}, image.options());
+        for (int64_t t = 0; t < tiles; ++t) run_tile(t * tile, cols_buffer);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                        const std::optional<at::Tensor>& bias, const at::Tensor& offset,
                        const std::optional<at::Tensor>& mask, const ConvArgs& args) {
+  at::NoGradGuard no_grad;
   const Geometry geo = make_geometry(input, weight, offset, args);
   const int64_t batch = input.size(0);
   const int64_t out_channels = weight.size(0);
   const int64_t groups = args.groups;
-  const int64_t group_in = geo.channels / groups;
-  const int64_t group_out = out_channels / groups;
-  auto output = at::empty({batch, out_channels, geo.out_h, geo.out_w}, input.options());
+  const bool channels_last = is_channels_last(input);
+  auto output = channels_last
+                    ? at::empty({batch, out_channels, geo.out_h, geo.out_w},
+                                input.options().memory_format(at::MemoryFormat::ChannelsLast))
+                    : at::empty({batch, out_channels, geo.out_h, geo.out_w}, input.options());
   if (batch == 0) return output;
-  const auto image = input.permute({0, 2, 3, 1}).contiguous();
+  const auto image = nhwc(input);
   // (groups, out/groups, taps * in/groups), taps-major to match the column buffer.
-  const auto weight_matrix =
-      weight.permute({0, 2, 3, 1}).contiguous().view({groups, group_out, geo.taps * group_in});
-  const int64_t tile = tile_pixels(geo, group_in);
-  auto columns = at::empty({tile, geo.taps * group_in}, input.options());
-  auto output_rows = at::empty({tile, group_out}, input.options());
-  auto zero_row = at::zeros({geo.channels}, input.options());
-
+  const auto weight_matrix = weight.permute({0, 2, 3, 1}).contiguous().view(
+      {groups, out_channels / groups, geo.taps * (geo.channels / groups)});
+  if (input.scalar_type() == at::kBFloat16) {
+    // bfloat16 data (the autocast inference path): positions and bilinear weights in float.
+    TORCH_CHECK(offset.scalar_type() == at::kFloat && (!mask.has_value() || mask->scalar_type() == at::kFloat),
+                "dcn: with a bfloat16 input the offset and mask must be float32");
+    forward_impl<float, c10::BFloat16>(geo, image, weight_matrix, bias, offset, mask, channels_last,
+                                       output);
+    return output;
+  }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "dcn_forward_cpu", [&] {
-    const scalar_t* zero = zero_row.data_ptr<scalar_t>();
-    for (int64_t n = 0; n < batch; ++n) {
-      const scalar_t* image_n = image.data_ptr<scalar_t>() + n * geo.height * geo.width * geo.channels;
-      const scalar_t* offset_n = offset.data_ptr<scalar_t>() + n * offset.stride(0);
-      const scalar_t* mask_n = mask.has_value() ? mask->data_ptr<scalar_t>() + n * mask->stride(0) : nullptr;
-      auto output_n = output[n].view({out_channels, geo.points});
-      for (int64_t g = 0; g < groups; ++g) {
-        auto output_g = output_n.narrow(0, g * group_out, group_out);
-        const auto weight_t = weight_matrix[g].t();
-        // One tile: fill its columns, (pixels, out) = columns x weight^T (faster in MKL than the
-        // transposed product), then a small transposed copy into the NCHW output.
-        auto run_tile = [&](int64_t p0, at::Tensor& cols_buffer, at::Tensor& rows_buffer) {
-          const int64_t p1 = std::min(geo.points, p0 + tile);
-          auto cols = cols_buffer.narrow(0, 0, p1 - p0);
-          auto out_rows = rows_buffer.narrow(0, 0, p1 - p0);
-          fill_columns<scalar_t>(image_n, zero, offset_n, mask_n, geo, g * group_in,
-                                 (g + 1) * group_in, p0, p1, cols.data_ptr<scalar_t>());
-          at::mm_out(out_rows, cols, weight_t);
-          output_g.narrow(1, p0, p1 - p0).copy_(out_rows.t());
-        };
-        const int64_t tiles = (geo.points + tile - 1) / tile;
-        if (tiles >= 2 * at::get_num_threads()) {
-          // Enough tiles: each thread runs whole tiles (single-threaded fill and GEMM), so there
-          // is one parallel region per image instead of several per tile; this matters a lot
-          // when the cores are shared with other processes.
-          at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
-            auto cols_buffer = at::empty({tile, geo.taps * group_in}, input.options());
-            auto rows_buffer = at::empty({tile, group_out}, input.options());
-            for (int64_t t = t0; t < t1; ++t) run_tile(t * tile, cols_buffer, rows_buffer);
-          });
-        } else {
-          for (int64_t t = 0; t < tiles; ++t) run_tile(t * tile, columns, output_rows);
-        }
-      }
-    }
+    forward_impl<scalar_t, scalar_t>(geo, image, weight_matrix, bias, offset, mask, channels_last,
+                                     output);
   });
-  if (bias.has_value()) output.add_(bias->view({1, out_channels, 1, 1}));
   return output;
 }
 
@@ -329,13 +651,19 @@ std::vector<at::Tensor> backward_cpu(const at::Tensor& grad_output, const at::Te
                                      const at::Tensor& weight, const at::Tensor& offset,
                                      const std::optional<at::Tensor>& mask, bool has_bias,
                                      const ConvArgs& args) {
+  at::NoGradGuard no_grad;
+  TORCH_CHECK(input.scalar_type() != at::kBFloat16,
+              "dcn: the CPU backward pass takes float32 or float64 (bfloat16 is inference only)");
   const Geometry geo = make_geometry(input, weight, offset, args);
   const int64_t batch = input.size(0);
   const int64_t out_channels = weight.size(0);
   const int64_t groups = args.groups;
   const int64_t group_in = geo.channels / groups;
   const int64_t group_out = out_channels / groups;
-  const auto image = input.permute({0, 2, 3, 1}).contiguous();
+  const bool channels_last = is_channels_last(input);
+  const auto image = nhwc(input);
+  // The output gradient as rows (N, pixels, O): a view of a channels-last gradient, else a copy.
+  const auto grad_rows_all = nhwc(grad_output).view({batch, geo.points, out_channels});
   const auto weight_matrix =
       weight.permute({0, 2, 3, 1}).contiguous().view({groups, group_out, geo.taps * group_in});
   auto grad_image = at::zeros_like(image);
@@ -344,34 +672,34 @@ std::vector<at::Tensor> backward_cpu(const at::Tensor& grad_output, const at::Te
   auto grad_weight_matrix = at::zeros_like(weight_matrix);
   const int64_t tile = tile_pixels(geo, group_in);
   auto columns = at::empty({tile, geo.taps * group_in}, input.options());
-  auto grad_columns = at::empty({tile, geo.taps * group_in}, input.options());
   auto zero_row = at::zeros({geo.channels}, input.options());
 
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "dcn_backward_cpu", [&] {
     const scalar_t* zero = zero_row.data_ptr<scalar_t>();
     const int64_t image_size = geo.height * geo.width * geo.channels;
-    for (int64_t n = 0; n < batch; ++n) {
-      const scalar_t* image_n = image.data_ptr<scalar_t>() + n * image_size;
-      scalar_t* grad_image_n = grad_image.data_ptr<scalar_t>() + n * image_size;
-      const scalar_t* offset_n = offset.data_ptr<scalar_t>() + n * offset.stride(0);
-      scalar_t* grad_offset_n = grad_offset.data_ptr<scalar_t>() + n * offset.stride(0);
-      const scalar_t* mask_n = mask.has_value() ? mask->data_ptr<scalar_t>() + n * mask->stride(0) : nullptr;
-      scalar_t* grad_mask_n = mask.has_value() ? grad_mask.data_ptr<scalar_t>() + n * mask->stride(0) : nullptr;
-      auto grad_output_n = grad_output[n].view({out_channels, geo.points});
-      for (int64_t g = 0; g < groups; ++g) {
-        const int64_t c_lo = g * group_in;
-        const int64_t c_hi = c_lo + group_in;
-        auto grad_output_g = grad_output_n.narrow(0, g * group_out, group_out);
-        auto grad_weight_g = grad_weight_matrix[g];
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t c_lo = g * group_in;
+      const int64_t c_hi = c_lo + group_in;
+      const Products products(weight_matrix[g], true);
+      auto grad_weight_g = grad_weight_matrix[g];
+      for (int64_t n = 0; n < batch; ++n) {
+        const scalar_t* image_n = image.data_ptr<scalar_t>() + n * image_size;
+        scalar_t* grad_image_n = grad_image.data_ptr<scalar_t>() + n * image_size;
+        const scalar_t* offset_n = offset.data_ptr<scalar_t>() + n * offset.stride(0);
+        scalar_t* grad_offset_n = grad_offset.data_ptr<scalar_t>() + n * offset.stride(0);
+        const scalar_t* mask_n =
+            mask.has_value() ? mask->data_ptr<scalar_t>() + n * mask->stride(0) : nullptr;
+        scalar_t* grad_mask_n =
+            mask.has_value() ? grad_mask.data_ptr<scalar_t>() + n * mask->stride(0) : nullptr;
         for (int64_t p0 = 0; p0 < geo.points; p0 += tile) {
           const int64_t p1 = std::min(geo.points, p0 + tile);
           auto cols = columns.narrow(0, 0, p1 - p0);
-          auto grad_cols = grad_columns.narrow(0, 0, p1 - p0);
-          auto grad_out_tile = grad_output_g.narrow(1, p0, p1 - p0);
+          auto grad_rows = grad_rows_all[n].narrow(0, p0, p1 - p0).narrow(1, g * group_out, group_out);
+          if (groups > 1) grad_rows = grad_rows.contiguous();
           fill_columns<scalar_t>(image_n, zero, offset_n, mask_n, geo, c_lo, c_hi, p0, p1,
                                  cols.data_ptr<scalar_t>());
-          grad_weight_g.addmm_(grad_out_tile, cols);
-          at::mm_out(grad_cols, grad_out_tile.t(), weight_matrix[g]);
+          products.accumulate_weight_grad(grad_weight_g, grad_rows, cols);
+          const auto grad_cols = products.column_grad(grad_rows).contiguous();
           const scalar_t* gc = grad_cols.data_ptr<scalar_t>();
           offset_mask_grad<scalar_t>(image_n, zero, offset_n, mask_n, geo, c_lo, c_hi, p0, p1, gc,
                                      grad_offset_n, grad_mask_n);
@@ -380,7 +708,8 @@ std::vector<at::Tensor> backward_cpu(const at::Tensor& grad_output, const at::Te
       }
     }
   });
-  auto grad_input = grad_image.permute({0, 3, 1, 2}).contiguous();
+  auto grad_input = grad_image.permute({0, 3, 1, 2});
+  if (!channels_last) grad_input = grad_input.contiguous();
   auto grad_weight = grad_weight_matrix.view({out_channels, geo.kernel_h, geo.kernel_w, group_in})
                          .permute({0, 3, 1, 2})
                          .contiguous();
