@@ -48,6 +48,11 @@ test-all: setup
 bench: setup
 	$(PY) -m benchmarks
 
+# Benchmark-only dependencies (RapidOCR's detector for benchmarks/bench_deploy.py); --no-deps: see requirement-bench.txt.
+.PHONY: bench-deps
+bench-deps: | $(PY)
+	$(PY) -m pip install --quiet --no-deps -r requirement-bench.txt
+
 # The GPU check (docs/benchmarks.md): `make gpu-wheels` here fetches the wheels the device image lacks into .whl/
 # (carry it), then `tools/gpu_check.sh` runs on the device with its own python3.
 GPU_PYTHON_VERSION ?= 3.12

@@ -5,6 +5,12 @@ The graph maps a normalised image batch ``image`` (B, 3, H, W) float32 to the pr
 their pure-PyTorch formulation (the DCN backend switches to it while exporting), so DBNet-DCN models run in plain
 onnxruntime. The export is verified before the command returns: onnxruntime must match PyTorch within
 ``--tolerance`` (1e-4) max abs difference on a real image at two different sizes, or the command fails.
+
+``--int8 --calibration_dir DIR`` also writes an int8 model beside it (``model_int8.onnx``; ``concern.onnx_quantize``:
+onnxruntime static quantization, QDQ, calibrated on ``--calibration_images`` images of DIR read and sized as every
+input is), and reports how far its map is from the float model's. ``--evaluate`` then measures PyTorch, the float
+and the int8 model on the experiment's evaluation data (box and polygon mode, the representer's box_thresh), one
+table, so the F-measure cost of int8 is known before the file is deployed.
 """
 from __future__ import annotations
 
@@ -12,10 +18,12 @@ import argparse
 import os
 import sys
 import warnings
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from concern.onnx_quantize import DEFAULT_CALIBRATION_IMAGES
 
 DEFAULT_OPSET = 17
 
@@ -32,6 +40,27 @@ def build_parser() -> argparse.ArgumentParser:
                         help='image for the parity check (default: the first evaluation image of the '
                              'experiment, else a generated synthetic scene-text image)')
     parser.add_argument('--tolerance', type=float, default=1e-4, help='max abs difference allowed (default 1e-4)')
+    parser.add_argument('--int8', action='store_true',
+                        help='also write an int8 model (onnxruntime static quantization, QDQ) to --int8_output')
+    parser.add_argument('--int8_output', type=str, default=None,
+                        help='path of the int8 model (default: the --output name with _int8, e.g. model_int8.onnx)')
+    parser.add_argument('--calibration_dir', type=str, default=None,
+                        help='--int8: folder of calibration images (e.g. the training images), read and sized as '
+                             'every input (short side --image_short_side)')
+    parser.add_argument('--calibration_images', type=int, default=DEFAULT_CALIBRATION_IMAGES,
+                        help=f'--int8: how many images of --calibration_dir, spread over its sorted list '
+                             f'(default {DEFAULT_CALIBRATION_IMAGES})')
+    parser.add_argument('--int8_float_nodes', nargs='+', default=[], metavar='NAME_PREFIX',
+                        help='--int8: leave the nodes whose names start with these prefixes in float (e.g. '
+                             '/model/model/module/decoder/binarize/ for the probability head)')
+    parser.add_argument('--int8_per_tensor', action='store_true',
+                        help='--int8: one weight scale per tensor instead of per output channel')
+    parser.add_argument('--int8_full_range', action='store_true',
+                        help='--int8: 8-bit weights instead of 7-bit (only for CPUs with VNNI: without it, '
+                             "onnxruntime's uint8 x int8 kernels can saturate)")
+    parser.add_argument('--evaluate', action='store_true',
+                        help="after the export: P/R/F of PyTorch, the ONNX model and (--int8) the int8 model on "
+                             "the experiment's evaluation data, box and polygon mode")
     parser.add_argument('--opt', nargs='+', default=[], metavar='KEY.PATH=VALUE', help='experiment overrides')
     return parser
 
@@ -108,23 +137,106 @@ def verification_image(experiment, path: Optional[str]) -> Tuple[np.ndarray, str
     return image, 'a generated synthetic scene-text image (data.synthetic, seed 0)'
 
 
+def int8_check(float_path: str, int8_path: str, image_bgr: np.ndarray, short_side: int, thresh: float
+               ) -> Tuple[Tuple[int, int], float, float]:
+    """((height, width), max abs difference, fraction of pixels on the other side of ``thresh``) between the int8
+    and the float model's probability maps of ``image_bgr`` at ``short_side``."""
+    from concern.inference import OnnxRunner, prepare_image
+    from data.input_size import DEFAULT_MAX_LONG_SIDE, InputSize
+    size = InputSize('short_side', short_side, DEFAULT_MAX_LONG_SIDE)(*image_bgr.shape[:2])
+    inputs = prepare_image(image_bgr, size)
+    reference, quantized = OnnxRunner(float_path)(inputs), OnnxRunner(int8_path)(inputs)
+    flipped = float(np.mean((reference > thresh) != (quantized > thresh)))
+    return size, float(np.abs(quantized - reference).max()), flipped
+
+
+def evaluate_runners(experiment, runners) -> List[Dict[str, object]]:
+    """P/R/F of each runner (name -> images -> probability maps) on each evaluation loader of ``experiment``, in
+    box and polygon mode at the representer's box_thresh, with the evaluation engine of eval.py
+    (``DetectionEvaluator``): one row per loader, mode and runner. Each batch is read once for all runners."""
+    from data.processes.collect_fn import split_bad_samples
+    from structure.measurers import DetectionEvaluator
+    structure = experiment.structure
+    rows: List[Dict[str, object]] = []
+    for loader_name, loader in experiment.evaluation.data_loaders.items():
+        evaluators = {(name, polygon): DetectionEvaluator(structure.representer, structure.measurer,
+                                                          is_output_polygon=polygon)
+                      for name in runners for polygon in (False, True)}
+        for batch in loader:
+            batch, bad = split_bad_samples(batch)
+            for evaluator in evaluators.values():
+                evaluator.skip(bad)
+            if batch is None:
+                continue
+            images = batch['image'].numpy()
+            for name, runner in runners.items():
+                prob = runner(images)
+                for polygon in (False, True):
+                    evaluator = evaluators[name, polygon]
+                    evaluator.process(batch, evaluator.detect(batch, prob))
+        for (name, polygon), evaluator in evaluators.items():
+            rows.append({'loader': loader_name, 'mode': 'polygon' if polygon else 'box', 'model': name,
+                         **evaluator.evaluate()})
+    return rows
+
+
+def print_evaluation(rows: List[Dict[str, object]]) -> None:
+    print('| loader | mode | model | precision | recall | F-measure | images |')
+    print('|---|---|---|---|---|---|---|')
+    for row in rows:
+        print(f"| {row['loader']} | {row['mode']} | {row['model']} | {row['precision']:.4f} | {row['recall']:.4f} | "
+              f"{row['fmeasure']:.4f} | {row['images']} |")
+    reference = {(row['loader'], row['mode']): row['fmeasure'] for row in rows if row['model'] == 'onnxruntime fp32'}
+    for row in rows:
+        if row['model'] == 'onnxruntime int8':
+            print(f"{row['loader']} {row['mode']}: int8 F-measure change "
+                  f"{row['fmeasure'] - reference[row['loader'], row['mode']]:+.4f}")
+
+
+def check_int8_arguments(args: argparse.Namespace) -> Optional[str]:
+    """The error message of a bad --int8 combination, or None."""
+    int8_flags = [flag for flag, given in (('--int8_output', args.int8_output), ('--calibration_dir',
+                  args.calibration_dir), ('--int8_float_nodes', args.int8_float_nodes),
+                  ('--int8_per_tensor', args.int8_per_tensor), ('--int8_full_range', args.int8_full_range))
+                  if given]
+    if not args.int8:
+        return f'{", ".join(int8_flags)}: only with --int8' if int8_flags else None
+    if not args.calibration_dir:
+        return '--int8 needs --calibration_dir DIR (images like those the model will see, e.g. training images)'
+    if args.calibration_images < 1:
+        return f'--calibration_images {args.calibration_images}: expected at least 1'
+    from concern.onnx_quantize import int8_path
+    output = args.int8_output or int8_path(args.output)
+    if os.path.realpath(output) == os.path.realpath(args.output):
+        return f'--int8_output {output}: the int8 model must not overwrite the float model --output'
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.image_short_side % 32 or args.image_short_side < 64:
         print(f'error: --image_short_side {args.image_short_side}: expected a multiple of 32, at least 64',
               file=sys.stderr)
         return 2
+    problem = check_int8_arguments(args)
+    if problem:
+        print(f'error: {problem}', file=sys.stderr)
+        return 2
     from concern.config import ConfigError, apply_overrides, load_config
     from experiment import Experiment
     try:
         config = load_config(args.exp)
         apply_overrides(config, args.opt or [])
-        parts = ('structure', 'evaluation') if args.verify_image is None else ('structure',)
+        parts = ('structure', 'evaluation') if args.verify_image is None or args.evaluate else ('structure',)
         try:
             experiment = Experiment.build(config, parts)
         except (ConfigError, ValueError, FileNotFoundError):
+            if args.evaluate:
+                raise
             experiment = Experiment.build(config, ('structure',))  # evaluation data absent: verify elsewhere
-    except (ConfigError, ValueError) as error:
+        if args.evaluate and getattr(experiment, 'evaluation', None) is None:
+            raise ValueError(f'--evaluate: {args.exp} has no evaluation (or validation) data loaders')
+    except (ConfigError, ValueError, FileNotFoundError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
     from concern.inference import load_trained_model, prepare_image
@@ -132,6 +244,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         model = load_trained_model(experiment.structure.builder, args.resume, 'cpu')
         image, source = verification_image(experiment, args.verify_image)
+        calibration = None
+        if args.int8:
+            from concern.onnx_quantize import CalibrationImages, calibration_paths
+            calibration = CalibrationImages(calibration_paths(args.calibration_dir, args.calibration_images),
+                                            input_size=InputSize('short_side', args.image_short_side,
+                                                                 DEFAULT_MAX_LONG_SIDE))
     except (FileNotFoundError, ValueError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
@@ -153,6 +271,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               file=sys.stderr)
         return 1
     print(f'{args.output}: {os.path.getsize(args.output) / 2 ** 20:.1f} MiB, verified')
+    if calibration is not None:
+        code = write_int8(args, calibration, image, source, experiment.structure.representer)
+        if code:
+            return code
+    if args.evaluate:
+        from concern.inference import OnnxRunner, TorchRunner
+        from concern.onnx_quantize import int8_path
+        runners = {'PyTorch fp32': TorchRunner(model, 'cpu'), 'onnxruntime fp32': OnnxRunner(args.output)}
+        if args.int8:
+            runners['onnxruntime int8'] = OnnxRunner(args.int8_output or int8_path(args.output))
+        print(f'evaluating {", ".join(runners)} on the evaluation data of {args.exp} '
+              f'(box_thresh {experiment.structure.representer.box_thresh})')
+        print_evaluation(evaluate_runners(experiment, runners))
+    return 0
+
+
+def write_int8(args: argparse.Namespace, calibration, image: np.ndarray, source: str, representer) -> int:
+    """The --int8 step: quantize, then compare the int8 map with the float one on the verification image."""
+    from concern.onnx_quantize import int8_path, nodes_with_prefix, quantize
+    from data.image_io import DataError
+    output = args.int8_output or int8_path(args.output)
+    try:
+        float_nodes = nodes_with_prefix(args.output, args.int8_float_nodes) if args.int8_float_nodes else []
+        print(f'quantizing to int8 ({"per-tensor" if args.int8_per_tensor else "per-channel"} '
+              f'{"8" if args.int8_full_range else "7"}-bit weights, uint8 activations; in float: '
+              f'{", ".join(args.int8_float_nodes) or "nothing"}), calibrating on '
+              f'{len(calibration)} image(s) of {args.calibration_dir} at short side {args.image_short_side}')
+        summary = quantize(args.output, output, calibration, per_channel=not args.int8_per_tensor,
+                           reduce_range=not args.int8_full_range, float_nodes=float_nodes)
+    except (ValueError, DataError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    print(summary.describe())
+    thresh = float(getattr(representer, 'thresh', 0.3))
+    (height, width), difference, flipped = int8_check(args.output, output, image, args.image_short_side, thresh)
+    print(f'  int8 vs float on {source}, input {height}x{width}: max abs difference {difference:.3g}, '
+          f'{100 * flipped:.3f}% of pixels on the other side of thresh {thresh:g}')
+    print(f'{output}: {os.path.getsize(output) / 2 ** 20:.1f} MiB')
     return 0
 
 

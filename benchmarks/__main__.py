@@ -11,9 +11,8 @@ import datetime
 import subprocess
 import sys
 import time
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
-from benchmarks.common import machine
 
 # Written after the header of docs/benchmarks.md: how the GPU rows are made (they need a lent device).
 GPU_CHECK_NOTE = """## GPU check (`tools/gpu_check.sh`)
@@ -47,6 +46,7 @@ BENCHMARKS = (
     ('train_step', 'One training iteration on the CPU'),
     ('nonfinite', 'What the non-finite guard costs per training step'),
     ('inference', 'End-to-end inference: sequential and pipelined, PyTorch and onnxruntime'),
+    ('deploy', 'CPU deployment: our MobileNetV3 DBNet (ONNX, float and int8) against RapidOCR'),
 )
 
 
@@ -81,6 +81,22 @@ def report_body(output: str) -> str:
     return output[max(caption_start, 0):].strip()
 
 
+def existing_sections(path: str) -> Dict[str, str]:
+    """The benchmark sections of an earlier report (``## title`` -> body), so that ``--only`` keeps the rest."""
+    try:
+        with open(path, encoding='utf-8') as stream:
+            text = stream.read()
+    except OSError:
+        return {}
+    titles = {title for _, title in BENCHMARKS}
+    sections: Dict[str, str] = {}
+    for chunk in text.split('\n## ')[1:]:
+        title, _, body = chunk.partition('\n')
+        if title.strip() in titles:
+            sections[title.strip()] = body.strip()
+    return sections
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--only', default=None, help='comma-separated subset: ' + ','.join(n for n, _ in BENCHMARKS))
@@ -90,15 +106,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     unknown = set(chosen) - {name for name, _ in BENCHMARKS}
     if unknown:
         parser.error(f'unknown benchmark(s) {sorted(unknown)}')
-    sections: List[str] = [f'# Benchmarks\n\nWritten by `python -m benchmarks` on {datetime.date.today()}. '
-                           f'Machine: {machine()}.\n', GPU_CHECK_NOTE]
+    header = (f'# Benchmarks\n\nWritten by `python -m benchmarks`; each section says when and on which machine it '
+              f'was run (`--only` reruns some sections and keeps the others).\n')
+    kept = existing_sections(args.output)
+    bodies = {}
     for name, title in BENCHMARKS:
         if name in chosen:
             output = run(name)
-            body = report_body(output)
-            sections.append(f'## {title}\n\n{body}\n')
-            with open(args.output, 'w', encoding='utf-8') as stream:  # after each one: a crash keeps the rest
-                stream.write('\n'.join(sections))
+            bodies[title] = f'Run on {datetime.date.today()}.\n\n{report_body(output)}'
+        elif title in kept:
+            bodies[title] = kept[title]
+        else:
+            continue
+        with open(args.output, 'w', encoding='utf-8') as stream:  # after each one: a crash keeps the rest
+            stream.write('\n'.join([header, GPU_CHECK_NOTE] + [f'## {t}\n\n{b}\n' for t, b in bodies.items()]))
     print(f'[bench] tables written to {args.output}')
     return 0
 

@@ -207,7 +207,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     parser.add_argument('--device', default=None, help='cuda (or cpu): the device table; absent: the CPU table')
     parser.add_argument('--size', default='736x1280', help='device table: input HxW')
     parser.add_argument('--batches', default=None, help='device table: comma-separated batch sizes (cuda: 1,16)')
-    parser.add_argument('--dtypes', default=None, help='device table: some of fp32,fp16,bf16 (with --channels_last)')
+    parser.add_argument('--dtypes', default=None,
+                        help='device table: some of fp32,fp16,bf16 (with --channels_last); CPU table: fp32 and/or bf16')
+    parser.add_argument('--sizes', default=None, help='CPU table: comma-separated HxW (default 736x1280,640x640)')
     parser.add_argument('--channels_last', default='both', choices=('both', 'on', 'off'),
                         help='device table with --dtypes: which memory formats')
     parser.add_argument('--no_graphs', action='store_true', help='device table: no CUDA-graph column')
@@ -236,6 +238,11 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     sizes = [(736, 1280)] if args.quick else [(736, 1280), (640, 640)]
     variants = [('fp32', False), ('fp32', True)] if args.quick else \
         [('fp32', False), ('fp32', True), ('bf16', False), ('bf16', True)]
+    if args.dtypes:
+        wanted = {name.strip() for name in args.dtypes.split(',')}
+        variants = [(dtype, channels_last) for dtype, channels_last in variants if dtype in wanted]
+    if args.sizes:
+        sizes = [parse_size(text) for text in args.sizes.split(',')]
     depths = [int(d) for d in args.depths.split(',')]
     dcn_backend = 'extension' if extension_available() else 'torchvision'
     rows: List[Dict[str, str]] = []
@@ -261,7 +268,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
                 print(row, flush=True)
     print(f'\nModel forward, batch 1, random weights; each configuration\'s contenders timed in interleaved rounds, '
           f'median of {args.repeats} rounds after {args.warmup}. bf16: autocast (the DCN layers in bfloat16 through '
-          f'the extension\'s bf16 path). {machine()}\n')
+          f'the extension\'s bf16 path). {machine()}')
     print('issue 16 target: deformable ResNet-18 DBNet / plain twin <= 1.1x (736x1280 and 640x640; fp32 NCHW, '
           'channels-last, bf16)\n')
     print_table(rows)

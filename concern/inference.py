@@ -287,6 +287,18 @@ def _keep_deformable_in_float32(model: Any, dtype: Any) -> None:
             module.register_forward_hook(cast_output)
 
 
+def _onnx_weight_type(path: str) -> str:
+    """'int8' for a quantized export (QuantizeLinear / DequantizeLinear nodes, convert_to_onnx.py --int8), else
+    'fp32'; 'fp32 or int8' when the onnx package is not there to read the graph."""
+    try:
+        import onnx
+        graph = onnx.load(path, load_external_data=False).graph
+    except Exception:  # onnx missing or an unreadable file (onnxruntime loaded it, so the model itself is fine)
+        return 'fp32 or int8'
+    quantized = any(node.op_type in ('QuantizeLinear', 'DequantizeLinear', 'QLinearConv') for node in graph.node)
+    return 'int8' if quantized else 'fp32'
+
+
 class OnnxRunner:
     """An exported model (convert_to_onnx.py) run by onnxruntime on the CPU; NumPy in, NumPy out, no torch."""
 
@@ -312,9 +324,10 @@ class OnnxRunner:
         self.input_name = inputs[0].name
         self.version = onnxruntime.__version__
         self.threads = threads
+        self.dtype = _onnx_weight_type(path)
 
     def describe(self) -> str:
-        return f'onnxruntime {self.version}, CPU, dtype fp32, {self.threads or "default"} threads'
+        return f'onnxruntime {self.version}, CPU, dtype {self.dtype}, {self.threads or "default"} threads'
 
     def __call__(self, images: Any) -> np.ndarray:
         if not isinstance(images, np.ndarray):

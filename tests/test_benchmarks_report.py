@@ -14,3 +14,15 @@ def test_progress_lines_before_the_caption_are_left_out():
 
 def test_output_without_a_table_is_kept_whole():
     assert report_body('\nno GPU here\n') == 'no GPU here'
+
+
+def test_existing_sections_keeps_known_benchmarks_only(tmp_path):
+    from benchmarks.__main__ import BENCHMARKS, existing_sections
+    title_dcn = dict(BENCHMARKS)['dcn']
+    title_eval = dict(BENCHMARKS)['eval']
+    report = tmp_path / 'benchmarks.md'
+    report.write_text(f'# Benchmarks\n\nheader\n\n## GPU check (`tools/gpu_check.sh`)\n\nnote\n\n'
+                      f'## {title_dcn}\n\nRun on 2026-01-01.\n\n| a |\n|---|\n\n## {title_eval}\n\n| b |\n|---|\n')
+    sections = existing_sections(str(report))
+    assert sections == {title_dcn: 'Run on 2026-01-01.\n\n| a |\n|---|', title_eval: '| b |\n|---|'}
+    assert existing_sections(str(tmp_path / 'missing.md')) == {}

@@ -97,4 +97,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "library of the CPU products: auto (oneDNN for the output and column gradient, BLAS for "
         "the weight gradient), onednn or blas");
   m.def("set_cpu_gemm", &dcn::set_cpu_gemm, "select the CPU products: 'auto', 'onednn' or 'blas'");
+  m.def("set_cpu_tiling", &dcn::set_cpu_tiling,
+        "CPU tuning: column-buffer elements per tile (0: default) and per-thread tiles (-1 auto, 0, 1)");
 }

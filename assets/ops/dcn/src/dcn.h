@@ -27,6 +27,9 @@ std::string cpu_capability();
 // gradient, BLAS for the weight gradient), "onednn" (all three) or "blas" (all three).
 std::string cpu_gemm();
 void set_cpu_gemm(const std::string& name);
+// Tuning (benchmarks): column-buffer elements per tile (0: DCN_TILE_ELEMENTS or 2^23) and whether each
+// thread runs whole tiles single-threaded (-1: when there are >= 2 tiles per thread, 0: never, 1: always).
+void set_cpu_tiling(int64_t tile_elements, int64_t per_thread);
 
 #ifdef WITH_CUDA
 at::Tensor forward_cuda(const at::Tensor& input, const at::Tensor& weight,
