@@ -101,7 +101,9 @@ class TorchRunner:
     float32 where their kernels need it (the compiled CPU kernels take float16 nowhere and bfloat16 for inference
     only; torchvision's op, the fallback, has no bfloat16): their inputs are cast up and their output back. With
     the extension (CUDA kernels in float16/bfloat16 with float32 accumulation; the CPU bfloat16 inference path)
-    they run in the network's dtype.
+    they run in the network's dtype; their offsets then come from the offset convolution in that dtype (bf16
+    offsets are rounded to 8 significant bits: 1/64 pixel at 4 pixels), and only the sampling arithmetic after
+    that is float32.
     channels_last: NHWC memory format.
     cuda_graphs: CUDA only; the forward of each input shape is captured once in a CUDA graph
     (``CudaGraphForward``) and replayed, which removes the per-kernel launch cost of small batches. Each
@@ -232,20 +234,24 @@ class CudaGraphForward:
 
 
 def cpu_bf16_is_native() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX-512 and newer). Without it (an AVX2-only CPU) bf16
-    is emulated: a training step of the synthetic demo took 27 s instead of 3.0 s in fp32 (ResNet-18 DCN, batch 8,
-    256x256, channels-last, AMD EPYC with AVX2, 2 cores)."""
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX). Without them bf16 is emulated: on an AVX2-only
+    CPU a training step of the synthetic demo took 27 s instead of 3.0 s in fp32 (ResNet-18 DCN, batch 8, 256x256,
+    channels-last, AMD EPYC, 2 cores). oneDNN's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) is not
+    used: it also accepts AVX-512 CPUs without AVX512-BF16 (Skylake to Ice Lake Xeons), where bf16 is emulated."""
     import torch
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN
-        return False
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # an older torch without these helpers
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # a build without oneDNN
+            return False
 
 
 def resolve_precision(device: Any) -> Tuple[str, str]:
-    """The inference precision ``'auto'`` stands for on ``device``, and why: on the CPU bf16 where oneDNN runs
-    bf16 natively (AVX-512 with bf16, AMX: about twice fp32's convolution speed), else fp32 (emulated bf16 is
-    several times slower); on CUDA fp16. benchmarks/bench_inference.py times both on the CPU."""
+    """The inference precision ``'auto'`` stands for on ``device``, and why: on the CPU bf16 where the CPU has bf16
+    instructions (AVX512-BF16, AMX; ``cpu_bf16_is_native``), else fp32 (emulated bf16 is several times slower); on
+    CUDA fp16. benchmarks/bench_inference.py times the choice beside fp32 on the CPU."""
     import torch
     device = torch.device(device)
     if device.type == 'cuda':

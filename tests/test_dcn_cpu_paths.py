@@ -155,3 +155,31 @@ def test_bf16_with_gradients_is_refused_with_a_clear_message(extension):
     x.requires_grad_()
     with use_backend('extension'), pytest.raises(TypeError, match='bfloat16 for inference'):
         modulated_deform_conv(x, offset, mask, weight, bias, 1, 1)
+
+
+@pytest.mark.parametrize('per_thread', [0, 1])
+def test_many_small_tiles_match_the_pytorch_formulation(extension, per_thread):
+    """Tiles of 64 pixels (many per image, tile edges inside rows, per-thread tiling or not) against the independent
+    pure-PyTorch formulation in float64, forward and all gradients, with groups and deformable groups."""
+    from assets.ops.dcn import deform_conv2d_pytorch
+    generator = torch.Generator().manual_seed(3)
+    batch, channels, out_channels, height, width = 2, 8, 6, 19, 23
+    x = torch.randn(batch, channels, height, width, generator=generator, dtype=torch.float64)
+    offset = torch.randn(batch, 2 * 2 * 9, height, width, generator=generator, dtype=torch.float64) * 1.5
+    mask = torch.rand(batch, 2 * 9, height, width, generator=generator, dtype=torch.float64)
+    weight = torch.randn(out_channels, channels // 2, 3, 3, generator=generator, dtype=torch.float64) * 0.2
+    bias = torch.randn(out_channels, generator=generator, dtype=torch.float64)
+    leaves = [t.clone().requires_grad_() for t in (x, offset, mask, weight, bias)]
+    want = deform_conv2d_pytorch(*leaves, (1, 1), (1, 1), (1, 1), 2, 2)
+    want_grads = torch.autograd.grad(want.sum() + (want ** 2).sum(), leaves)
+    extension.set_cpu_tiling(64 * 9 * 4, per_thread)  # 64 pixels of 9 taps x 4 channels per group
+    try:
+        got_leaves = [t.clone().requires_grad_() for t in (x, offset, mask, weight, bias)]
+        with use_backend('extension'):
+            got = modulated_deform_conv(*got_leaves, 1, 1, 1, 2, 2)
+        got_grads = torch.autograd.grad(got.sum() + (got ** 2).sum(), got_leaves)
+    finally:
+        extension.set_cpu_tiling(0, -1)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-8)

@@ -30,9 +30,11 @@ def _check_tensor(tensor: torch.Tensor, name: str, reference: torch.Tensor) -> N
         raise ValueError(f'{name} is on {tensor.device} but input is on {reference.device}; '
                          'all tensors must be on the same device')
     if tensor.dtype != reference.dtype and not (
-            name in ('offset', 'mask') and reference.dtype == torch.bfloat16 and tensor.dtype == torch.float32):
+            name in ('offset', 'mask') and reference.device.type == 'cpu' and reference.dtype == torch.bfloat16
+            and tensor.dtype == torch.float32):
         raise TypeError(f'{name} has dtype {tensor.dtype} but input has dtype {reference.dtype}; '
-                        'all tensors must have the same dtype (a bfloat16 input may take float32 offset and mask)')
+                        'all tensors must have the same dtype (on the CPU a bfloat16 input may take float32 offset '
+                        'and mask)')
 
 
 def _validate(input, offset, mask, weight, bias, stride, padding, dilation, groups, deformable_groups):

@@ -23,8 +23,9 @@ std::vector<at::Tensor> backward_cpu(const at::Tensor& grad_output, const at::Te
 
 // The instruction set the CPU row kernels run with ("avx512", "avx2" or "default").
 std::string cpu_capability();
-// Which library computes the CPU kernels' products: "auto" (oneDNN for the output and the column
-// gradient, BLAS for the weight gradient), "onednn" (all three) or "blas" (all three).
+// Which library computes the CPU kernels' float32 products: "auto" (oneDNN for the output and the
+// column gradient, BLAS for the weight gradient), "onednn" (all three) or "blas" (all three; also
+// what runs when oneDNN is missing or disabled). Double always uses BLAS.
 std::string cpu_gemm();
 void set_cpu_gemm(const std::string& name);
 // Tuning (benchmarks): column-buffer elements per tile (0: DCN_TILE_ELEMENTS or 2^23) and whether each

@@ -18,6 +18,7 @@
 // force a lower instruction set for torch and for these kernels alike.
 #include "dcn.h"
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/mkldnn_convolution.h>
 
@@ -227,8 +228,9 @@ const RowKernels<T>& row_kernels() {
 // Which library computes the products: kAuto (oneDNN for the two products shaped like a
 // convolution's forward pass -- the output and the column gradient --, BLAS for the weight
 // gradient, where oneDNN's 1x1 form needs two extra layout copies), kOneDnn (all three through
-// oneDNN) or kBlas (all three through at::mm). DCN_CPU_GEMM or set_cpu_gemm() choose; oneDNN
-// applies to float32 only (double always uses BLAS).
+// oneDNN) or kBlas (all three through at::mm). DCN_CPU_GEMM or set_cpu_gemm() choose; the choice
+// applies to float32, and to bfloat16 on AVX-512 CPUs (elsewhere bfloat16 uses ATen's matmul);
+// double always uses BLAS, and so does everything when torch.backends.mkldnn is disabled.
 enum class Gemm { kAuto = 0, kOneDnn = 1, kBlas = 2 };
 
 Gemm parse_gemm(const std::string& name) {
@@ -248,7 +250,7 @@ Gemm chosen_gemm() {
     choice = static_cast<int>((env && *env) ? parse_gemm(env) : Gemm::kAuto);
     gemm_choice.store(choice);
   }
-  if (!at::hasMKLDNN()) return Gemm::kBlas;
+  if (!at::hasMKLDNN() || !at::globalContext().userEnabledMkldnn()) return Gemm::kBlas;
   return static_cast<Gemm>(choice);
 }
 
@@ -505,9 +507,14 @@ bool per_thread_tiles(int64_t tiles) {
   return tiles >= 2 * at::get_num_threads();
 }
 
-// A (rows, cols) buffer of `options`' dtype, kept per thread and grown as needed: the column buffer
-// is tens of MB, and a fresh allocation would fault its pages in on every call.
-at::Tensor column_workspace(int64_t rows, int64_t cols, const at::TensorOptions& options, int slot) {
+// A (rows, cols) buffer of `options`' dtype for the calling thread, kept between its calls and grown
+// as needed: the column buffer is tens of MB, and a fresh allocation would fault its pages in on
+// every call. Only threads that call the op keep one (two slots: forward, backward), at most
+// 2^23 elements each by default; the worker threads of per-thread tiling allocate per call
+// (`cached` false), so the memory held does not grow with the thread count.
+at::Tensor column_workspace(int64_t rows, int64_t cols, const at::TensorOptions& options, int slot,
+                            bool cached = true) {
+  if (!cached) return at::empty({rows, cols}, options);
   thread_local at::Tensor cache[2];
   at::Tensor& buffer = cache[slot];
   const int64_t needed = rows * cols * static_cast<int64_t>(c10::elementSize(options.dtype().toScalarType()));
@@ -665,7 +672,8 @@ void forward_impl(const Geometry& geo, const at::Tensor& image, const at::Tensor
         // is one parallel region per image instead of several per tile; this matters a lot
         // when the cores are shared with other processes.
         at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
-          auto cols_buffer = column_workspace(tile, geo.taps * group_in, image.options(), 0);
+          auto cols_buffer =
+              column_workspace(tile, geo.taps * group_in, image.options(), 0, /*cached=*/false);
           for (int64_t t = t0; t < t1; ++t) run_tile(t * tile, cols_buffer);
         });
       } else {
