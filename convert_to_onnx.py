@@ -154,20 +154,14 @@ def evaluate_runners(experiment, runners) -> List[Dict[str, object]]:
     """P/R/F of each runner (name -> images -> probability maps) on each evaluation loader of ``experiment``, in
     box and polygon mode at the representer's box_thresh, with the evaluation engine of eval.py
     (``DetectionEvaluator``): one row per loader, mode and runner. Each batch is read once for all runners."""
-    from data.processes.collect_fn import split_bad_samples
-    from structure.measurers import DetectionEvaluator
+    from structure.measurers import DetectionEvaluator, usable_batches
     structure = experiment.structure
     rows: List[Dict[str, object]] = []
     for loader_name, loader in experiment.evaluation.data_loaders.items():
         evaluators = {(name, polygon): DetectionEvaluator(structure.representer, structure.measurer,
                                                           is_output_polygon=polygon)
                       for name in runners for polygon in (False, True)}
-        for batch in loader:
-            batch, bad = split_bad_samples(batch)
-            for evaluator in evaluators.values():
-                evaluator.skip(bad)
-            if batch is None:
-                continue
+        for batch in usable_batches(loader, evaluators.values()):
             images = batch['image'].numpy()
             for name, runner in runners.items():
                 prob = runner(images)

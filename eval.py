@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Dict, Iterator, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from concern.cli import apply_eval_flags, compile_experiment, eval_parser, run_name, select_device
 from concern.config import ConfigError, dump_config
@@ -96,25 +96,14 @@ def _first_line(error: Exception) -> str:
     return str(error)
 
 
-def good_batches(loader: Any, evaluator: Any) -> Iterator[Dict[str, Any]]:
-    """The loader's batches without their bad samples (recorded by the evaluator as skipped); batches left
-    without an image are not yielded."""
-    from data.processes.collect_fn import split_bad_samples
-    for batch in loader:
-        batch, messages = split_bad_samples(batch)
-        if messages:
-            evaluator.skip(messages)
-        if batch is not None:
-            yield batch
-
-
 def evaluate(engine: Any, evaluator: Any, loader: Any, structure: Any, args: Any, workspace: str,
              name: str) -> Dict[str, Any]:
     """One loader through the engine into the evaluator: its ``evaluate()``; --speed and --visualize here."""
     from concern.inference import StageTimer, format_speed, same_detections
+    from structure.measurers import usable_batches
     timer = StageTimer() if args.speed else None
     if args.speed and args.warmup > 0:
-        first = next(good_batches(loader, evaluator), None)
+        first = next(usable_batches(loader, evaluator), None)
         if first is None:
             raise ValueError('no images to time (--speed): the evaluation list is empty or every sample was '
                              'left out')
@@ -123,7 +112,7 @@ def evaluate(engine: Any, evaluator: Any, loader: Any, structure: Any, args: Any
             engine.postprocess(first, engine.runner(first['image']))
     results = []
     visual_dir = os.path.join(workspace, 'visualize', name)
-    for result in engine.run(good_batches(loader, evaluator), pipelined=args.pipelined and not args.speed,
+    for result in engine.run(usable_batches(loader, evaluator), pipelined=args.pipelined and not args.speed,
                              timer=timer):
         kept = evaluator.process(result.batch, (result.boxes, result.scores))
         if args.visualize:
@@ -136,7 +125,7 @@ def evaluate(engine: Any, evaluator: Any, loader: Any, structure: Any, args: Any
                              'left out')
         pipelined_timer = StageTimer()
         pipelined = [_detections_only(result) for result in
-                     engine.run(good_batches(loader, _Discard()), pipelined=True, timer=pipelined_timer)]
+                     engine.run(usable_batches(loader, _Discard()), pipelined=True, timer=pipelined_timer)]
         sizes = sorted({result.input_size for result in results})
         header = {
             'speed': f'{name}, {timer.images} images, {args.warmup} warm-up iteration(s) untimed',

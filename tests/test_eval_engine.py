@@ -426,3 +426,26 @@ def test_main_demo_evaluates_box_and_polygon_mode_from_one_forward_pass(tmp_path
     out = capsys.readouterr().out
     assert 'evaluated 2 held-out test images' in out
     assert 'box     mode: precision' in out and 'polygon mode: precision' in out
+
+
+def test_usable_batches_drop_bad_samples_and_record_them_in_every_evaluator():
+    from data.processes.collect_fn import BAD_SAMPLES
+    from structure.measurers import usable_batches
+
+    class Recorder:
+        def __init__(self):
+            self.skipped = []
+
+        def skip(self, messages):
+            self.skipped.extend(messages)
+
+    good = {'image': 'tensor-a', 'filename': ['a.jpg']}
+    mixed = {'image': 'tensor-b', 'filename': ['b.jpg'], BAD_SAMPLES: ['c.jpg: truncated']}
+    all_bad = {BAD_SAMPLES: ['d.jpg: unreadable', 'e.jpg: bad line 3']}
+    plain = ('not', 'a', 'mapping')
+    first, second = Recorder(), Recorder()
+    batches = list(usable_batches([good, mixed, all_bad, plain], [first, second]))
+    assert batches == [good, {'image': 'tensor-b', 'filename': ['b.jpg']}, plain]
+    assert first.skipped == second.skipped == ['c.jpg: truncated', 'd.jpg: unreadable', 'e.jpg: bad line 3']
+    single = Recorder()
+    assert list(usable_batches([all_bad, good], single)) == [good] and len(single.skipped) == 2

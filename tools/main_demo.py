@@ -96,9 +96,8 @@ def evaluate(checkpoint: str, opts: Sequence[str]) -> Dict[str, Dict[str, float]
     from concern.cli import select_device
     from concern.config import apply_overrides, load_config
     from concern.inference import load_trained_model
-    from data.processes.collect_fn import split_bad_samples
     from experiment import Experiment
-    from structure.measurers import DetectionEvaluator
+    from structure.measurers import DetectionEvaluator, usable_batches
 
     config = load_config(EXPERIMENT)
     apply_overrides(config, opts)
@@ -112,12 +111,7 @@ def evaluate(checkpoint: str, opts: Sequence[str]) -> Dict[str, Dict[str, float]
     images = 0
     start = time.perf_counter()
     for loader in experiment.evaluation.data_loaders.values():
-        for batch in loader:
-            batch, bad = split_bad_samples(batch)
-            for evaluator in evaluators.values():
-                evaluator.skip(bad)
-            if batch is None:
-                continue
+        for batch in usable_batches(loader, evaluators.values()):
             with torch.inference_mode():
                 pred = model(batch['image'].to(device), training=False)
             for evaluator in evaluators.values():

@@ -1,12 +1,12 @@
 """Validation during training: one ``DetectionEvaluator`` per loader, sharded over the ranks, never fatal."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from structure.measurers import DetectionEvaluator, format_sweep
+from structure.measurers import DetectionEvaluator, format_sweep, usable_batches
 from training.batches import bind_loader, move_to_device
 from training.checkpoint import PreservedRNG
 from training.distributed import DistributedContext, unwrap_model
@@ -66,18 +66,13 @@ class Validator:
 
     def _validate_loader(self, name: str, loader: Any, module: nn.Module, evaluator: DetectionEvaluator,
                          visualize: bool, iteration: int) -> Optional[Dict[str, float]]:
-        from data.processes.collect_fn import split_bad_samples
         logger, context = self.logger, self.context
         evaluator.reset()
         error = None
         try:
             shard = bind_loader(loader, context, f'validation.data_loaders.{name}')
             shown = False
-            for batch in shard:
-                batch, bad = split_bad_samples(batch) if isinstance(batch, Mapping) else (batch, [])
-                evaluator.skip(bad)
-                if batch is None:
-                    continue
+            for batch in usable_batches(shard, evaluator):
                 batch = move_to_device(batch, self.device, self.channels_last)
                 pred = module(batch, training=False)
                 if isinstance(pred, torch.Tensor):

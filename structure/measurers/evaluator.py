@@ -17,7 +17,7 @@ It is also the one place where box_thresh is applied for evaluation:
 from __future__ import annotations
 
 import numbers
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .quad_measurer import ground_truth
 from .sweep import DEFAULT_THRESHOLDS, filter_by_score, sweep_box_thresh
@@ -170,6 +170,21 @@ class DetectionEvaluator:
             self._results.extend(state['results'])
             self._skipped.extend(state['skipped'])
             self.outputs.extend(state['outputs'])
+
+
+def usable_batches(loader: Iterable[Any], evaluators: Union[Any, Iterable[Any]]) -> Iterator[Any]:
+    """The loader's batches without their bad samples, each bad sample recorded as skipped by the evaluator, or by
+    every evaluator of an iterable (their ``skip``); a batch left without an image is not yielded. Batches that are not mappings (no ``bad_samples``
+    key possible) pass through unchanged. The one loop of eval.py, validation, the demo and the ONNX check."""
+    from data.processes.collect_fn import split_bad_samples
+    targets = [evaluators] if hasattr(evaluators, 'skip') else list(evaluators)
+    for batch in loader:
+        batch, bad = split_bad_samples(batch) if isinstance(batch, Mapping) else (batch, [])
+        if bad:
+            for evaluator in targets:
+                evaluator.skip(bad)
+        if batch is not None:
+            yield batch
 
 
 def _is_number(value: Any) -> bool:
