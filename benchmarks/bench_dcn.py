@@ -24,6 +24,7 @@ from benchmarks.common import (ISA_ENVIRONMENT, Budget, device_median_ms, error_
                                interleaved_median_ms, machine, release_cuda_memory, resolve_device, tf32)
 from assets.ops.dcn import (extension_available, extension_error, extension_has_cuda, modulated_deform_conv,
                             use_backend)
+from assets.ops.dcn._backend import load_extension
 
 SHAPES: Tuple[Tuple[int, int, int], ...] = ((128, 92, 160), (256, 46, 80), (512, 23, 40))
 
@@ -172,7 +173,7 @@ def cpu_contenders(tensors, channels_last: bool, torchvision: bool, products: Se
     x, offset, mask, weight, bias = [t.detach().clone() for t in tensors]
     x = x.contiguous(memory_format=memory_format)
     leaves = [t.requires_grad_() for t in (x, offset, mask, weight, bias)]
-    ext = extension_module()
+    ext = load_extension()
     with torch.no_grad():
         grad = torch.randn_like(F.conv2d(x, weight, bias, 1, 1)).contiguous(memory_format=memory_format)
     layout = 'channels-last' if channels_last else 'NCHW'
@@ -203,18 +204,13 @@ def cpu_contenders(tensors, channels_last: bool, torchvision: bool, products: Se
     return functions
 
 
-def extension_module():
-    from assets.ops.dcn import _backend
-    return _backend.load_extension()
-
-
 def cpu_main(args: argparse.Namespace) -> List[Dict[str, object]]:
     """The CPU table: every contender of a shape timed in interleaved rounds (common.interleaved_median_ms)."""
     if not extension_available():
         raise SystemExit(f'the dcn extension is not built ({extension_error()}); run `make setup` '
                          '(or `cd assets/ops/dcn && python setup.py build_ext --inplace`) first')
     products = [name.strip() for name in args.products.split(',') if name.strip()]
-    ext = extension_module()
+    ext = load_extension()
     default_product = ext.cpu_gemm()
     rows: List[Dict[str, object]] = []
     for channels, height, width in SHAPES:

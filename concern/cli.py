@@ -310,12 +310,6 @@ def run_name(args: argparse.Namespace) -> str:
     return args.name or os.path.splitext(os.path.basename(args.exp))[0]
 
 
-def cpu_bf16_is_native() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (concern.inference.cpu_bf16_is_native)."""
-    from concern.inference import cpu_bf16_is_native as native
-    return native()
-
-
 def select_device(requested: Optional[str]) -> 'torch.device':
     import torch
     if requested is None:

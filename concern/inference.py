@@ -330,10 +330,12 @@ class OnnxRunner:
         self.input_name = inputs[0].name
         self.version = onnxruntime.__version__
         self.threads = threads
-        self.dtype = _onnx_weight_type(path)
+        self.path = path
 
     def describe(self) -> str:
-        return f'onnxruntime {self.version}, CPU, dtype {self.dtype}, {self.threads or "default"} threads'
+        # the graph is read again only here (its node types say whether it is an int8 export), not at construction
+        return (f'onnxruntime {self.version}, CPU, dtype {_onnx_weight_type(self.path)}, '
+                f'{self.threads or "default"} threads')
 
     def __call__(self, images: Any) -> np.ndarray:
         if not isinstance(images, np.ndarray):

@@ -43,8 +43,8 @@ def ensure_dataset(out: str, train: int, test: int, seed: int, test_seed: int, s
 def precision_flags() -> List[str]:
     """``--amp`` (bf16 autocast) where the CPU runs bf16 natively: there it and channels-last roughly halve a
     training step. On an AVX2-only CPU bf16 is emulated and about 9x slower than fp32, so the demo trains in fp32
-    there (concern.cli.cpu_bf16_is_native)."""
-    from concern.cli import cpu_bf16_is_native
+    there (concern.inference.cpu_bf16_is_native)."""
+    from concern.inference import cpu_bf16_is_native
     if cpu_bf16_is_native():
         return ['--amp']
     import torch

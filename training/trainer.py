@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from concern.cli import cpu_bf16_is_native
+from concern.inference import cpu_bf16_is_native
 from concern.log import Logger
 from training.batches import bind_loader, move_to_device
 from training.checkpoint import Checkpoint, StartState, build_checkpoint, capture_rng_state, config_differences, \

@@ -7,10 +7,10 @@
 // That product is handed to oneDNN as a 1x1 convolution over a channels-last view of the column
 // buffer: on AMD CPUs with AVX-512, MKL's GEMM (at::mm) ran at about half oneDNN's speed (issue
 // 16), and oneDNN is what F.conv2d itself uses, so the two are compared on equal terms. Which
-// library computes which product is selectable (DCN_CPU_GEMM, set_cpu_gemm) for comparison. The backward pass mirrors the
-// forward: one product gives the column gradient, one the weight gradient; offset/mask gradients
-// are four dot products per sampling point; the input gradient is scattered by channel blocks so
-// that no two threads write the same memory.
+// library computes which product is selectable (DCN_CPU_GEMM, set_cpu_gemm) for comparison. The
+// backward pass mirrors the forward: one product gives the column gradient, one the weight
+// gradient; offset/mask gradients are four dot products per sampling point; the input gradient is
+// scattered by channel blocks so that no two threads write the same memory.
 //
 // The row kernels (bilinear blend, axpy, four dot products) are compiled for AVX-512, AVX2 and
 // plain x86-64 and picked once: DCN_CPU_CAPABILITY, else ATEN_CPU_CAPABILITY (the variable torch
@@ -183,45 +183,32 @@ struct RowKernels<c10::BFloat16> {
                 const c10::BFloat16*, float, float, float, float, int64_t);
 };
 
+// The version of a row kernel for the chosen instruction set.
+#if DCN_X86_DISPATCH
+#define DCN_BY_ISA(Type, name)                                           \
+  (chosen_isa() == Isa::kAvx512 ? static_cast<Type>(isa_avx512::name)    \
+   : chosen_isa() == Isa::kAvx2 ? static_cast<Type>(isa_avx2::name)      \
+                                : static_cast<Type>(isa_default::name))
+#else
+#define DCN_BY_ISA(Type, name) static_cast<Type>(isa_default::name)
+#endif
+
 template <typename T>
-const RowKernels<T>& row_kernels();
+const RowKernels<T>& row_kernels() {
+  using Blend = void (*)(T*, const T*, const T*, const T*, const T*, T, T, T, T, int64_t);
+  using Axpy = void (*)(T*, const T*, T, int64_t);
+  using Dot4 = void (*)(const T*, const T*, const T*, const T*, const T*, int64_t, T*);
+  static const RowKernels<T> kernels{DCN_BY_ISA(Blend, blend_row), DCN_BY_ISA(Axpy, axpy_row),
+                                     DCN_BY_ISA(Dot4, dot4_row)};
+  return kernels;
+}
 
 template <>
 const RowKernels<c10::BFloat16>& row_kernels<c10::BFloat16>() {
   using Blend = void (*)(c10::BFloat16*, const c10::BFloat16*, const c10::BFloat16*,
                          const c10::BFloat16*, const c10::BFloat16*, float, float, float, float,
                          int64_t);
-  static const RowKernels<c10::BFloat16> kernels = [] {
-    RowKernels<c10::BFloat16> k{static_cast<Blend>(isa_default::blend_row)};
-#if DCN_X86_DISPATCH
-    if (chosen_isa() == Isa::kAvx512) k.blend = static_cast<Blend>(isa_avx512::blend_row);
-    else if (chosen_isa() == Isa::kAvx2) k.blend = static_cast<Blend>(isa_avx2::blend_row);
-#endif
-    return k;
-  }();
-  return kernels;
-}
-
-template <typename T>
-const RowKernels<T>& row_kernels() {
-  static const RowKernels<T> kernels = [] {
-    using Blend = void (*)(T*, const T*, const T*, const T*, const T*, T, T, T, T, int64_t);
-    using Axpy = void (*)(T*, const T*, T, int64_t);
-    using Dot4 = void (*)(const T*, const T*, const T*, const T*, const T*, int64_t, T*);
-    RowKernels<T> k{static_cast<Blend>(isa_default::blend_row),
-                    static_cast<Axpy>(isa_default::axpy_row),
-                    static_cast<Dot4>(isa_default::dot4_row)};
-#if DCN_X86_DISPATCH
-    if (chosen_isa() == Isa::kAvx512) {
-      k = {static_cast<Blend>(isa_avx512::blend_row), static_cast<Axpy>(isa_avx512::axpy_row),
-           static_cast<Dot4>(isa_avx512::dot4_row)};
-    } else if (chosen_isa() == Isa::kAvx2) {
-      k = {static_cast<Blend>(isa_avx2::blend_row), static_cast<Axpy>(isa_avx2::axpy_row),
-           static_cast<Dot4>(isa_avx2::dot4_row)};
-    }
-#endif
-    return k;
-  }();
+  static const RowKernels<c10::BFloat16> kernels{DCN_BY_ISA(Blend, blend_row)};
   return kernels;
 }
 
@@ -705,9 +692,8 @@ at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   const auto weight_matrix = weight.permute({0, 2, 3, 1}).contiguous().view(
       {groups, out_channels / groups, geo.taps * (geo.channels / groups)});
   if (input.scalar_type() == at::kBFloat16) {
-    // bfloat16 data (the autocast inference path): positions and bilinear weights in float.
-    TORCH_CHECK(offset.scalar_type() == at::kFloat && (!mask.has_value() || mask->scalar_type() == at::kFloat),
-                "dcn: with a bfloat16 input the offset and mask must be float32");
+    // bfloat16 data (the autocast inference path): positions and bilinear weights in float (the
+    // float32 offset and mask are checked with the other inputs, dcn.cpp check_inputs).
     forward_impl<float, c10::BFloat16>(geo, image, weight_matrix, bias, offset, mask, channels_last,
                                        output);
     return output;
