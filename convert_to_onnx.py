@@ -6,7 +6,7 @@ their pure-PyTorch formulation (the DCN backend switches to it while exporting),
 onnxruntime. The export is verified before the command returns: onnxruntime must match PyTorch within
 ``--tolerance`` (1e-4) max abs difference on a real image at two different sizes, or the command fails.
 
-``--int8 --calibration_dir DIR`` also writes an int8 model beside it (``model_int8.onnx``; ``concern.onnx_quantize``:
+``--int8 --calibration_dir DIR`` also writes an int8 model beside it (``model_int8.onnx``; ``inference.onnx_quantize``:
 onnxruntime static quantization, QDQ, calibrated on ``--calibration_images`` images of DIR read and sized as every
 input is), and reports how far its map is from the float model's. ``--evaluate`` then measures PyTorch, the float
 and the int8 model on the experiment's evaluation data (box and polygon mode, the representer's box_thresh), one
@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from concern.onnx_quantize import DEFAULT_CALIBRATION_IMAGES
+from inference.onnx_quantize import DEFAULT_CALIBRATION_IMAGES
 
 DEFAULT_OPSET = 17
 
@@ -95,7 +95,8 @@ def export(model, output: str, example: np.ndarray, opset: int = DEFAULT_OPSET) 
 
 def parity(model, onnx_path: str, image_bgr: np.ndarray, short_sides: Sequence[int]) -> List[Tuple[Tuple[int, int], float]]:
     """((height, width), max abs difference between onnxruntime and PyTorch) for each short side."""
-    from concern.inference import OnnxRunner, TorchRunner, prepare_image
+    from inference.runners import OnnxRunner, TorchRunner
+    from inference.preprocess import prepare_image
     from data.input_size import DEFAULT_MAX_LONG_SIDE, InputSize
     torch_runner, onnx_runner = TorchRunner(model, 'cpu'), OnnxRunner(onnx_path)
     height, width = image_bgr.shape[:2]
@@ -141,7 +142,8 @@ def int8_check(float_path: str, int8_path: str, image_bgr: np.ndarray, short_sid
                ) -> Tuple[Tuple[int, int], float, float]:
     """((height, width), max abs difference, fraction of pixels on the other side of ``thresh``) between the int8
     and the float model's probability maps of ``image_bgr`` at ``short_side``."""
-    from concern.inference import OnnxRunner, prepare_image
+    from inference.runners import OnnxRunner
+    from inference.preprocess import prepare_image
     from data.input_size import DEFAULT_MAX_LONG_SIDE, InputSize
     size = InputSize('short_side', short_side, DEFAULT_MAX_LONG_SIDE)(*image_bgr.shape[:2])
     inputs = prepare_image(image_bgr, size)
@@ -153,24 +155,21 @@ def int8_check(float_path: str, int8_path: str, image_bgr: np.ndarray, short_sid
 def evaluate_runners(experiment, runners) -> List[Dict[str, object]]:
     """P/R/F of each runner (name -> images -> probability maps) on each evaluation loader of ``experiment``, in
     box and polygon mode at the representer's box_thresh, with the evaluation engine of eval.py
-    (``DetectionEvaluator``): one row per loader, mode and runner. Each batch is read once for all runners."""
-    from structure.measurers import DetectionEvaluator, usable_batches
+    (``DetectionEvaluator``) fed by the one evaluation loop (``inference.evaluation.evaluate_on_dataset``): one
+    row per loader, mode and runner. Each runner has its own pass over a loader (box and polygon mode from the
+    same forward pass)."""
+    from inference.evaluation import evaluate_on_dataset
+    from structure.measurers import DetectionEvaluator
     structure = experiment.structure
     rows: List[Dict[str, object]] = []
     for loader_name, loader in experiment.evaluation.data_loaders.items():
-        evaluators = {(name, polygon): DetectionEvaluator(structure.representer, structure.measurer,
-                                                          is_output_polygon=polygon)
-                      for name in runners for polygon in (False, True)}
-        for batch in usable_batches(loader, evaluators.values()):
-            images = batch['image'].numpy()
-            for name, runner in runners.items():
-                prob = runner(images)
-                for polygon in (False, True):
-                    evaluator = evaluators[name, polygon]
-                    evaluator.process(batch, evaluator.detect(batch, prob))
-        for (name, polygon), evaluator in evaluators.items():
-            rows.append({'loader': loader_name, 'mode': 'polygon' if polygon else 'box', 'model': name,
-                         **evaluator.evaluate()})
+        for name, runner in runners.items():
+            evaluators = [DetectionEvaluator(structure.representer, structure.measurer, is_output_polygon=polygon)
+                          for polygon in (False, True)]
+            evaluate_on_dataset(runner, loader, evaluators)
+            for polygon, evaluator in zip((False, True), evaluators):
+                rows.append({'loader': loader_name, 'mode': 'polygon' if polygon else 'box', 'model': name,
+                             **evaluator.evaluate()})
     return rows
 
 
@@ -199,7 +198,7 @@ def check_int8_arguments(args: argparse.Namespace) -> Optional[str]:
         return '--int8 needs --calibration_dir DIR (images like those the model will see, e.g. training images)'
     if args.calibration_images < 1:
         return f'--calibration_images {args.calibration_images}: expected at least 1'
-    from concern.onnx_quantize import int8_path
+    from inference.onnx_quantize import int8_path
     output = args.int8_output or int8_path(args.output)
     if os.path.realpath(output) == os.path.realpath(args.output):
         return f'--int8_output {output}: the int8 model must not overwrite the float model --output'
@@ -233,14 +232,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
-    from concern.inference import load_trained_model, prepare_image
+    from structure.weights import load_trained_model
+    from inference.preprocess import prepare_image
     from data.input_size import DEFAULT_MAX_LONG_SIDE, InputSize
     try:
         model = load_trained_model(experiment.structure.builder, args.resume, 'cpu')
         image, source = verification_image(experiment, args.verify_image)
         calibration = None
         if args.int8:
-            from concern.onnx_quantize import CalibrationImages, calibration_paths
+            from inference.onnx_quantize import CalibrationImages, calibration_paths
             calibration = CalibrationImages(calibration_paths(args.calibration_dir, args.calibration_images),
                                             input_size=InputSize('short_side', args.image_short_side,
                                                                  DEFAULT_MAX_LONG_SIDE))
@@ -270,8 +270,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if code:
             return code
     if args.evaluate:
-        from concern.inference import OnnxRunner, TorchRunner
-        from concern.onnx_quantize import int8_path
+        from inference.runners import OnnxRunner, TorchRunner
+        from inference.onnx_quantize import int8_path
         runners = {'PyTorch fp32': TorchRunner(model, 'cpu'), 'onnxruntime fp32': OnnxRunner(args.output)}
         if args.int8:
             runners['onnxruntime int8'] = OnnxRunner(args.int8_output or int8_path(args.output))
@@ -283,7 +283,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def write_int8(args: argparse.Namespace, calibration, image: np.ndarray, source: str, representer) -> int:
     """The --int8 step: quantize, then compare the int8 map with the float one on the verification image."""
-    from concern.onnx_quantize import int8_path, nodes_with_prefix, quantize
+    from inference.onnx_quantize import int8_path, nodes_with_prefix, quantize
     from data.image_io import DataError
     output = args.int8_output or int8_path(args.output)
     try:

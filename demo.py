@@ -1,6 +1,6 @@
 """Detect text in your own images: ``python demo.py EXP.yaml --resume CKPT --image_path PATH`` (see docs/inference.md).
 
-A command line over the Python API (``concern.detector.TextDetector``): only the model and the post-processing are
+A command line over the Python API (``inference.detector.TextDetector``): only the model and the post-processing are
 built from the experiment, no data set is needed. With ``--onnx model.onnx`` the network runs in onnxruntime
 instead of PyTorch (the experiment still supplies the post-processing settings).
 """
@@ -12,10 +12,9 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from concern.cli import apply_representer_flags, compile_experiment, demo_parser
+from tools.cli import apply_representer_flags, compile_experiment, demo_parser
 from concern.config import ConfigError, dump_config
-
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+from data.image_io import IMAGE_EXTENSIONS
 
 
 def list_images(image_path: str) -> List[str]:
@@ -119,7 +118,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_outputs_distinct(images, names, result_dir, args.visualize, args.heatmap)
         check_no_input_overwritten(images, names, result_dir, args.visualize, args.heatmap)
         prepare_result_dir(args.result_dir, create=False)
-        from concern.detector import TextDetector
+        from inference.detector import TextDetector
         detector = TextDetector(config, args.resume, onnx=args.onnx, device=args.device, precision=args.precision,
                                 channels_last=args.channels_last, image_short_side=args.image_short_side,
                                 max_long_side=args.max_long_side, polygon=args.polygon,

@@ -1,17 +1,19 @@
 """Evaluate a trained DBNet: ``python eval.py EXP.yaml --resume CKPT [flags]`` (see docs/evaluation.md).
 
 Only the model, the post-processing and the evaluation loaders are built: no training data is needed. The
-measuring is ``structure.measurers.DetectionEvaluator``, the same engine as validation during training and
-``make demo``; box_thresh is the representer's (``--box_thresh`` > ``--opt`` > the experiment file).
+measuring is the one evaluation loop (``inference.evaluation.evaluate_on_dataset`` feeding a
+``structure.measurers.DetectionEvaluator``), as in validation during training and ``make demo``; box_thresh is
+the representer's (``--box_thresh`` > ``--opt`` > the experiment file: ``concern.config.set_representer_thresholds``).
 """
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
-from concern.cli import apply_eval_flags, compile_experiment, eval_parser, run_name, select_device
 from concern.config import ConfigError, dump_config
+from concern.device import select_device
+from tools.cli import apply_eval_flags, compile_experiment, eval_parser, run_name
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -38,7 +40,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f'error: {args.exp}: structure.{part} is required for evaluation', file=sys.stderr)
             return 2
 
-    from concern.inference import InferenceEngine, TorchRunner, load_trained_model
+    from inference.runners import TorchRunner
+    from structure.weights import load_trained_model
     from structure.measurers import DetectionEvaluator
     from structure.measurers.result_files import check_unique_result_names
     loaders = experiment.evaluation.data_loaders
@@ -56,9 +59,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     summary: Dict[str, Dict[str, float]] = {}
     for name, loader in loaders.items():
         evaluator = DetectionEvaluator.from_settings(structure, experiment.evaluation, keep_outputs=bool(result_dir))
-        engine = InferenceEngine(runner, postprocess=evaluator.detect)
         try:
-            metrics = evaluate(engine, evaluator, loader, structure, args, workspace, name)
+            metrics = evaluate(runner, evaluator, loader, structure, args, workspace, name)
         except DataError as error:
             print(f'error: {name}: {_first_line(error)}\n(the evaluation stops at a bad sample rather than measure '
                   'another set; --skip_bad_samples leaves such samples out and names them)', file=sys.stderr)
@@ -96,40 +98,48 @@ def _first_line(error: Exception) -> str:
     return str(error)
 
 
-def evaluate(engine: Any, evaluator: Any, loader: Any, structure: Any, args: Any, workspace: str,
+def evaluate(runner: Any, evaluator: Any, loader: Any, structure: Any, args: Any, workspace: str,
              name: str) -> Dict[str, Any]:
-    """One loader through the engine into the evaluator: its ``evaluate()``; --speed and --visualize here."""
-    from concern.inference import StageTimer, format_speed, same_detections
-    from structure.measurers import usable_batches
+    """One loader through the evaluation loop into the evaluator: its ``evaluate()``; --speed and --visualize
+    here."""
+    from inference.engine import StageTimer
+    from inference.evaluation import evaluate_on_dataset, usable_batches
+    from inference.report import format_speed, same_detections
+    from structure.measurers import DetectionEvaluator
     timer = StageTimer() if args.speed else None
     if args.speed and args.warmup > 0:
         first = next(usable_batches(loader, evaluator), None)
         if first is None:
             raise ValueError('no images to time (--speed): the evaluation list is empty or every sample was '
                              'left out')
-        evaluator.reset()
         for _ in range(args.warmup):
-            engine.postprocess(first, engine.runner(first['image']))
-    results = []
+            evaluator.detect(first, runner(first['image']))
+    results: List[_Detections] = []
     visual_dir = os.path.join(workspace, 'visualize', name)
-    for result in engine.run(usable_batches(loader, evaluator), pipelined=args.pipelined and not args.speed,
-                             timer=timer):
-        kept = evaluator.process(result.batch, (result.boxes, result.scores))
+
+    def on_result(result: Any, measured: List[Any]) -> None:
         if args.visualize:
-            write_visualization(structure.visualizer, result.batch, kept, result.prob, visual_dir)
+            write_visualization(structure.visualizer, result.batch, measured[0], result.prob, visual_dir)
         if args.speed:
             results.append(_detections_only(result))
+
+    evaluate_on_dataset(runner, loader, [evaluator], pipelined=args.pipelined and not args.speed, timer=timer,
+                        on_result=on_result)
     if args.speed:
         if not results:
             raise ValueError('no images to time (--speed): the evaluation list is empty or every sample was '
                              'left out')
         pipelined_timer = StageTimer()
-        pipelined = [_detections_only(result) for result in
-                     engine.run(usable_batches(loader, _Discard()), pipelined=True, timer=pipelined_timer)]
+        pipelined: List[_Detections] = []
+        # a second pass, pipelined, into a scratch evaluator: its detections must be those of the first
+        scratch = DetectionEvaluator(evaluator.representer, evaluator.measurer, evaluator.is_output_polygon,
+                                     evaluator.sweep_thresholds)
+        evaluate_on_dataset(runner, loader, [scratch], pipelined=True, timer=pipelined_timer,
+                            on_result=lambda result, measured: pipelined.append(_detections_only(result)))
         sizes = sorted({result.input_size for result in results})
         header = {
             'speed': f'{name}, {timer.images} images, {args.warmup} warm-up iteration(s) untimed',
-            'model': engine.runner.describe(),
+            'model': runner.describe(),
             'input size (H x W)': ', '.join(f'{h}x{w}' for h, w in sizes[:5]) + (' ...' if len(sizes) > 5 else ''),
             'batch size': getattr(loader, 'batch_size', '?'),
             'data loader workers': getattr(loader, 'num_workers', 0),
@@ -152,13 +162,6 @@ def write_visualization(visualizer: Any, batch: Any, detections: tuple, prob: An
             cv2.imwrite(os.path.join(directory, f'{key[:-len("_output")]}.jpg'), image)
 
 
-class _Discard:
-    """Stands in for the evaluator on the second --speed pass (its bad samples were recorded on the first)."""
-
-    def skip(self, messages: Sequence[str]) -> None:
-        pass
-
-
 class _Detections:
     __slots__ = ('boxes', 'scores', 'input_size')
 
@@ -167,7 +170,9 @@ class _Detections:
 
 
 def _detections_only(result: Any) -> _Detections:
-    return _Detections(result.boxes, result.scores, tuple(result.prob.shape[-2:]))
+    """The first evaluator's detections of an evaluation-loop result, and the network input size."""
+    boxes, scores = result.output[0]
+    return _Detections(boxes, scores, tuple(result.prob.shape[-2:]))
 
 
 if __name__ == '__main__':

@@ -5,7 +5,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from concern.cli import apply_train_flags, compile_experiment, run_name, train_parser
+from tools.cli import apply_train_flags, compile_experiment, run_name, train_parser
 from concern.config import ConfigError, dump_config
 
 

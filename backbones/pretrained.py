@@ -13,7 +13,7 @@ from typing import Dict, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from structure.checkpoint_io import harmless_key, load_report, read_weights_file
+from concern.checkpoint_io import harmless_key, load_report, read_weights_file
 
 Pretrained = Union[bool, str, os.PathLike, None]
 
@@ -46,7 +46,7 @@ def resolve_weights_file(pretrained: Pretrained, url: str, allow_download: bool 
 
 def load_weights_file(path: str) -> Dict[str, torch.Tensor]:
     """A state dict from ``path`` (plain, or under a 'state_dict' / 'model' key), read by the project's one
-    reader (``structure.checkpoint_io.read_weights_file``: weights only, no code runs)."""
+    reader (``concern.checkpoint_io.read_weights_file``: weights only, no code runs)."""
     state = read_weights_file(path)
     if isinstance(state, Mapping):
         for key in ('state_dict', 'model'):
@@ -62,7 +62,7 @@ def load_pretrained(module: nn.Module, pretrained: Pretrained, url: str, allow_d
                     ) -> Optional[str]:
     """Copy ImageNet weights into ``module``; returns the load report for the run's log, None if every key fit.
 
-    Keys that ``structure.checkpoint_io.HARMLESS_KEYS`` lets an ImageNet file lack (the zero-initialised DCN
+    Keys that ``concern.checkpoint_io.HARMLESS_KEYS`` lets an ImageNet file lack (the zero-initialised DCN
     offset convolutions) keep their initialisation; keys of the file it lets the module lack (the classifier) are
     dropped. Both are said in the report, which is also kept on the module as ``pretrained_report`` (with the
     file as ``pretrained_file``) so that the trainer logs it (``training.checkpoint.Checkpoint.restore``). Any

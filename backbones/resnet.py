@@ -15,7 +15,7 @@ from assets.ops.dcn import DeformConv, ModulatedDeformConv
 from .pretrained import Pretrained, load_pretrained
 
 # 'auto' (None means the same: no setting): decided by the weights loaded into the model
-# (structure.model.decide_offset_compat); 'corrected': the offset convolution uses the block's stride;
+# (structure.weights.decide_offset_compat); 'corrected': the offset convolution uses the block's stride;
 # 'original': the original code base's reading, for the weights it trained.
 OFFSET_COMPAT_MODES = ('auto', 'corrected', 'original')
 

@@ -99,8 +99,9 @@ def rapidocr_contender(short_side: int, threads: int) -> Optional[Contender]:
 def our_contender(name: str, dtype: str, experiment: str, short_side: int, threads: int, onnx: Optional[str] = None,
                   checkpoint: Optional[str] = None) -> Contender:
     """``TextDetector`` on the path, onnxruntime (``onnx``) or PyTorch fp32 (``checkpoint``) with ``threads``."""
-    from concern.detector import TextDetector
-    from concern.inference import InferenceEngine, OnnxRunner
+    from inference.detector import TextDetector
+    from inference.engine import InferenceEngine
+    from inference.runners import OnnxRunner
     if onnx is not None:
         detector = TextDetector(experiment, onnx=onnx, image_short_side=short_side)
         # TextDetector's runner uses onnxruntime's default thread count: pin it as RapidOCR's
@@ -126,8 +127,9 @@ def prepare_models(args: argparse.Namespace, directory: str) -> Tuple[str, str, 
     if args.onnx and args.int8:
         return args.onnx, args.int8, checkpoint, f'models {args.onnx}, {args.int8}'
     import convert_to_onnx
-    from concern.inference import load_trained_model, prepare_image
-    from concern.onnx_quantize import CalibrationImages, calibration_paths, int8_path, quantize
+    from structure.weights import load_trained_model
+    from inference.preprocess import prepare_image
+    from inference.onnx_quantize import CalibrationImages, calibration_paths, int8_path, quantize
     from data.input_size import DEFAULT_MAX_LONG_SIDE, InputSize
     structure = Experiment.build(load_config(args.experiment), ('structure',)).structure
     if checkpoint:

@@ -33,7 +33,9 @@ import torch
 
 from benchmarks.common import (Budget, error_text, gpu_description, machine, print_table, release_cuda_memory,
                                resolve_device)
-from concern.inference import InferenceEngine, OnnxRunner, StageTimer, TorchRunner, prepare_image
+from inference.engine import InferenceEngine, StageTimer
+from inference.runners import OnnxRunner, TorchRunner
+from inference.preprocess import prepare_image
 from data.image_io import read_image
 from data.input_size import DEFAULT_MAX_LONG_SIDE, InputSize
 from structure.model import SegDetectorModel
@@ -87,7 +89,7 @@ def cpu_model(checkpoint: Optional[str]) -> Tuple[Any, str]:
     the contours of the text, as in use), else random weights (their map is noise: many more contours)."""
     if checkpoint and os.path.isfile(checkpoint):
         from concern.config import load_config
-        from concern.inference import load_trained_model
+        from structure.weights import load_trained_model
         from experiment import Experiment
         structure = Experiment.build(load_config(DEMO_EXPERIMENT), ('structure',)).structure
         model = load_trained_model(structure.builder, checkpoint, torch.device('cpu'))
@@ -101,7 +103,7 @@ def main(images: int = 6, repeats: int = 3, warmup: int = 2, short_side: int = 7
          checkpoint: Optional[str] = DEMO_CHECKPOINT, onnx: bool = True) -> List[Dict[str, str]]:
     """The CPU table: 1280x720 JPEGs end to end (read, resize, normalise, forward, post-process) per backend."""
     import copy
-    from concern.inference import resolve_precision
+    from inference.runners import resolve_precision
     model, weights = cpu_model(checkpoint)
     representer = SegDetectorRepresenter(thresh=0.3, box_thresh=0.7, max_candidates=1000)
     auto_precision, reason = resolve_precision('cpu')
@@ -195,8 +197,8 @@ def compare(first: Sequence[Any], second: Sequence[Any]) -> str:
 
 def device_main(args: argparse.Namespace) -> List[Dict[str, str]]:
     import torch
-    from concern.detector import TextDetector
-    from concern.inference import InferenceEngine
+    from inference.detector import TextDetector
+    from inference.engine import InferenceEngine
     from data.input_size import DEFAULT_MAX_LONG_SIDE as MAX_LONG_SIDE
     from structure.representers.reference import random_probability_map
     device = resolve_device(args.device)

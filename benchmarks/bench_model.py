@@ -5,7 +5,7 @@ Without ``--device``: the CPU table of the README: batch 1 inference at 736x1280
 torchvision's op. With ``--device cuda``: the deformable ResNet-18 DBNet at 736x1280, batches 1 and 16, fp32 /
 fp16 / bf16 (weights and input converted to that dtype, as ``TorchRunner`` does; the DCN extension's CUDA
 kernels run in that dtype too), channels-last on and off, eager and replayed from a CUDA graph of the whole
-forward (``concern.inference.CudaGraphForward``), timed with CUDA events, cudnn.benchmark on; ``--compile``
+forward (``inference.runners.CudaGraphForward``), timed with CUDA events, cudnn.benchmark on; ``--compile``
 adds torch.compile in a child process with a time limit. ``--device cpu`` runs that table's code on the CPU
 (fp32, no graphs; with ``--size`` small, a quick check). Random-init weights (speed does not depend on the
 values). Prints a Markdown table of medians after warm-up and returns the rows.
@@ -58,7 +58,7 @@ def forward_call(model: torch.nn.Module, size: Sequence[int], dtype: str, channe
 def device_runner(deformable: bool, device: torch.device, dtype: str, channels_last: bool, batch: int,
                   size: Tuple[int, int]):
     """(TorchRunner, input tensor on the device in the runner's dtype and layout), seeded random weights."""
-    from concern.inference import TorchRunner
+    from inference.runners import TorchRunner
     torch.manual_seed(0)
     runner = TorchRunner(build(18, deformable), device, dtype, channels_last)
     image = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(1)).to(device).to(runner.dtype)
@@ -117,7 +117,7 @@ def parse_size(text: str) -> Tuple[int, int]:
 
 
 def device_main(args: argparse.Namespace) -> List[Dict[str, str]]:
-    from concern.inference import CudaGraphForward
+    from inference.runners import CudaGraphForward
     device = resolve_device(args.device)
     cuda = device.type == 'cuda'
     quick = args.quick

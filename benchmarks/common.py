@@ -128,12 +128,12 @@ def print_table(rows: List[Dict[str, str]]) -> None:
 
 # ---------------------------------------------------------------------------------------------- devices
 def resolve_device(name: str):
-    """``torch.device(name)``; a clear exit when CUDA is asked for and absent."""
-    import torch
-    device = torch.device(name)
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit(f'--device {name}: no CUDA device is available on this machine')
-    return device
+    """``concern.device.select_device(name)``; a clear exit when the device is not there."""
+    from concern.device import select_device
+    try:
+        return select_device(name)
+    except ValueError as error:
+        raise SystemExit(f'--device: {error}') from None
 
 
 def synchronize(device) -> None:

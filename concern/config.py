@@ -19,13 +19,13 @@ import importlib
 import inspect
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
 # Top-level packages and modules of this project: the only places classes may come from.
 PROJECT_ROOTS = frozenset({
-    'experiment', 'structure', 'training', 'concern', 'data', 'decoders', 'backbones', 'assets',
+    'experiment', 'structure', 'training', 'concern', 'data', 'decoders', 'backbones', 'assets', 'inference',
 })
 
 # Searched, in this order, after an experiment's own ``package:`` list, so that short experiment files
@@ -374,6 +374,61 @@ def set_path(config: CompiledConfig, dotted: str, value: Any) -> None:
         node[last] = value
     else:
         raise ConfigError(f'{where}: cannot set {last!r} inside a {type(node).__name__}')
+
+
+def ensure_component(config: CompiledConfig, dotted: str, defaults: Mapping[str, str]) -> bool:
+    """Whether ``dotted`` exists, adding it first (``{'class': defaults[dotted]}``) when ``defaults`` names a
+    component for it that its owner accepts."""
+    if has_path(config, dotted):
+        return True
+    owner_path, _, owner_key = dotted.rpartition('.')
+    if dotted not in defaults or (owner_path and not has_path(config, owner_path)):
+        return False
+    owner = get_path(config, owner_path) if owner_path else config.tree
+    if not isinstance(owner, dict) or (owner_path and not accepts_argument(owner, owner_key, config.packages, dotted)):
+        return False
+    owner[owner_key] = {'class': defaults[dotted]}
+    return True
+
+
+def set_if_accepted(config: CompiledConfig, dotted: str, value: Any, defaults: Mapping[str, str] = {}) -> bool:
+    """Set ``dotted`` to ``value`` when its parent exists (or is a component ``defaults`` adds: dotted path ->
+    class name) and holds the key or its class accepts it; report whether it did."""
+    parent_path, _, key = dotted.rpartition('.')
+    if parent_path and not ensure_component(config, parent_path, defaults):
+        return False
+    parent = get_path(config, parent_path) if parent_path else config.tree
+    if isinstance(parent, dict) and (key in parent or accepts_argument(parent, key, config.packages, dotted)):
+        set_path(config, dotted, value)
+        return True
+    return False
+
+
+def require_key(done: bool, setting: str, dotted: str, config: CompiledConfig) -> None:
+    """``ConfigError`` naming the file, the define, ``setting`` (a flag or an argument) and the key it needs,
+    unless ``done``."""
+    if not done:
+        raise ConfigError(f"{config.source}: define '{config.define}': {setting} needs key '{dotted}', "
+                          'which this experiment does not have')
+
+
+def set_representer_thresholds(config: CompiledConfig, thresh: Optional[float] = None,
+                               box_thresh: Optional[float] = None, prefix: str = '--') -> None:
+    """Set the representer's ``thresh`` (binarisation threshold of the probability map) and ``box_thresh``
+    (minimum score of a kept detection) in ``config``; None leaves a value as it is.
+
+    Ownership: ``structure.representer.box_thresh`` (and ``thresh``) is the one value of the experiment, held by
+    the one ``SegDetectorRepresenter`` built from it, which alone filters detections by it, in inference,
+    evaluation and validation alike (the evaluator reads it there, the box_thresh sweep varies it from the
+    representer's candidates). Precedence, highest first: a dedicated setting (``--box_thresh`` of train.py /
+    eval.py / demo.py, ``TextDetector(box_thresh=...)``: this function) > ``--opt`` / ``opts`` overrides
+    (``apply_overrides``) > the experiment file. ``prefix`` is how the caller's settings are named in errors
+    ('--' for flags, '' for arguments). ConfigError when the experiment has no representer to take them.
+    """
+    for name, value in (('thresh', thresh), ('box_thresh', box_thresh)):
+        if value is not None:
+            require_key(set_if_accepted(config, f'structure.representer.{name}', value),
+                        f'{prefix}{name}', f'structure.representer.{name}', config)
 
 
 def parse_override(text: str) -> Tuple[str, Any]:

@@ -6,8 +6,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch.utils.data
 
+from .ground_truth import sanitize_lines
 from .image_io import DataError, read_image
-from .polygon_utils import sanitize_lines
 from .readers import GT_FORMATS, LIST_READERS, find_gt_file, parse_paddle_label, synthtext_lines
 
 logger = logging.getLogger(__name__)

@@ -59,6 +59,9 @@ ORIENTATIONS = ('stored', 'displayed')
 # = 178956970 pixels (e.g. 16000x11000 is allowed, 16000x12000 is refused). A constant, not read from
 # PIL.Image.MAX_IMAGE_PIXELS: a process that changed Pillow's global does not change this reader's default.
 DEFAULT_MAX_PIXELS = 178_956_970
+# File name extensions (lower case) of the images the project looks for in a folder (demo.py, the int8
+# calibration set) and strips from ground-truth names (tools.score): the formats this reader decodes with Pillow.
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 
 _EXIF_ORIENTATION = 0x0112
 _T = Image.Transpose

@@ -3,7 +3,7 @@
 Every reader returns a list of lines ``{'poly': [[x, y], ...], 'text': str}`` (px, ``'###'`` = don't care)
 and raises :class:`DataError` naming the file and line for malformed input, a non-finite coordinate
 (``nan``, ``inf``, ``1e999``: any spelling ``float()`` accepts) included. Polygons are returned as
-annotated; repairing degenerate ones is a training step (:mod:`data.polygon_utils`).
+annotated; repairing degenerate ones is a training step (:mod:`data.ground_truth`).
 """
 import json
 import math

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 import train
-from concern.cli import apply_eval_flags, apply_train_flags, compile_experiment, eval_parser, train_parser
+from tools.cli import apply_eval_flags, apply_train_flags, compile_experiment, eval_parser, train_parser
 from concern.config import ConfigError, ObjectBuilder, get_path, load_config
 from experiment import Experiment
 

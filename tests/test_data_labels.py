@@ -207,7 +207,7 @@ def bowtie_of(rect):
 
 
 def test_training_bowtie_is_trained_as_the_whole_quadrilateral():
-    from data.polygon_utils import sanitize_lines
+    from data.ground_truth import sanitize_lines
     # RECT with two corners swapped: make_valid gives two triangles of 200 px^2 each (half of 40 x 20);
     # the repair restores the 800 px^2 rectangle, so the labels equal those of RECT itself.
     lines = sanitize_lines([{'poly': bowtie_of(RECT), 'text': 'x'}])
@@ -219,7 +219,7 @@ def test_training_bowtie_is_trained_as_the_whole_quadrilateral():
 
 
 def test_training_crossing_curve_is_dont_care_over_its_hull():
-    from data.polygon_utils import sanitize_lines
+    from data.ground_truth import sanitize_lines
     # a 5-point outline whose sides cross; hull = the 40 x 20 box at (10, 14) plus the triangle
     # (10, 14), (50, 14), (30, 4) above it
     crossing = [[10, 14], [50, 14], [50, 34], [30, 4], [10, 34]]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from data import ImageDataset
+from data.ground_truth import sanitize_line
 from data.image_io import DataError, read_image
-from data.polygon_utils import sanitize_line
 from data.readers import (read_converted, read_ctw1500, read_icdar2015, read_td500, read_totaltext,
                           parse_paddle_label, synthtext_lines)
 

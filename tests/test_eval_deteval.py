@@ -3,7 +3,7 @@ the current official script (since its April 2019 one-to-one fix) and the pre-20
 import numpy as np
 import pytest
 
-from concern.deteval import VERSIONS, DetEvalEvaluator
+from structure.measurers.protocols.deteval import VERSIONS, DetEvalEvaluator
 
 
 def box(x0, y0, x1, y1):

@@ -41,6 +41,8 @@ GROUND_TRUTH = {'img_1.jpg': [WORD_A, WORD_B], 'img_2.jpg': [WORD_D], 'img_3.jpg
 PREDICTED = {'img_1.jpg': [(WORD_A, 0.9)], 'img_2.jpg': [(WORD_D, 0.9)],
              'img_3.jpg': [(WORD_C, 0.8), (FALSE_ALARM, 0.7)]}
 THIRD = pytest.approx(2 / 3)
+# each image a uniform grey of its own, so that a model given only the image tensor knows which file it sees
+GREY = {'img_1.jpg': 40, 'img_2.jpg': 80, 'img_3.jpg': 120}
 
 
 def grown_rectangle(word, ratio=1.5):
@@ -58,7 +60,7 @@ def make_dataset(root, bad=None):
     for folder in ('test_images', 'test_gts'):
         os.makedirs(os.path.join(root, folder), exist_ok=True)
     for name, words in GROUND_TRUTH.items():
-        cv2.imwrite(os.path.join(root, 'test_images', name), np.zeros((HEIGHT, WIDTH, 3), np.uint8))
+        cv2.imwrite(os.path.join(root, 'test_images', name), np.full((HEIGHT, WIDTH, 3), GREY[name], np.uint8))
         rows = [','.join(f'{value:.2f}' for point in grown_rectangle(word) for value in point) + ',word'
                 for word in words]
         with open(os.path.join(root, 'test_gts', name + '.txt'), 'w') as handle:
@@ -92,8 +94,13 @@ def fake_prediction(batch):
 
 
 class FakeModel(nn.Module):
-    def forward(self, batch, training=None):
-        return fake_prediction(batch)
+    """The PREDICTED maps of each image, told apart by its grey level (the evaluation loop gives the model the
+    image tensor only)."""
+
+    def forward(self, images, training=None):
+        grey = images.reshape(len(images), -1).float().mean(dim=1).tolist()  # loader() does not normalise
+        names = [min(GREY, key=lambda name: abs(GREY[name] - level)) for level in grey]
+        return fake_prediction({'filename': names})
 
 
 def feed(evaluator, batches, split=True):
@@ -242,7 +249,7 @@ def test_the_representer_box_thresh_is_the_one_the_evaluator_uses(tmp_path, sett
     experiment = Experiment.build(config, ('structure', 'evaluation'))
     assert EvaluationSettings is ValidationSettings and isinstance(experiment.evaluation, ValidationSettings)
     evaluator = DetectionEvaluator.from_settings(experiment.structure, experiment.evaluation)
-    assert evaluator.box_thresh == 0.75 and evaluator.detect_thresh == 0.3
+    assert evaluator.box_thresh == 0.75 and evaluator.candidate_floor == 0.3
     assert evaluator.sweep_thresholds == (0.3, 0.6, 0.75, 0.85) and not evaluator.is_output_polygon
     result = run(evaluator, experiment.evaluation.data_loaders['maps'])
     # box_thresh 0.75 drops img_3's false alarm (0.7): 2 of 2 detections right, 2 of 3 words found
@@ -265,13 +272,14 @@ def test_box_thresh_in_the_validation_settings_is_a_clear_error(tmp_path):
         ValidationSettings(data_loaders={'a': 1}, box_thresh=0.4)
 
 
-def test_the_measurer_measures_every_detection_given_unless_told_a_threshold():
+def test_the_measurer_measures_every_detection_given_and_takes_no_threshold_of_its_own():
     box = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], np.int32)
     batch = {'polygons': [[box.astype(np.float32)]], 'ignore_tags': [[False]]}
     output = ([box[None]], [[0.1]])
     measurer = QuadMeasurer()
     assert measurer.gather_measure(measurer.validate_measure(batch, output))['fmeasure'] == 1.0
-    assert measurer.gather_measure(measurer.validate_measure(batch, output, box_thresh=0.6))['fmeasure'] == 0.0
+    with pytest.raises(TypeError):  # box_thresh has one owner, the representer
+        measurer.validate_measure(batch, output, box_thresh=0.6)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -386,36 +394,46 @@ def test_trainer_validation_fails_on_a_bad_sample_by_default_and_skips_it_when_t
 
 
 def test_evaluator_arguments_are_checked():
-    with pytest.raises(ValueError, match='a representer with a numeric box_thresh'):
+    with pytest.raises(ValueError, match='expected one with a numeric box_thresh'):
         DetectionEvaluator(SimpleNamespace(), QuadMeasurer())
     with pytest.raises(ValueError, match='sweep_thresholds: expected a non-empty list of numbers'):
         DetectionEvaluator(representer(), QuadMeasurer(), sweep_thresholds=[])
     with pytest.raises(ValueError, match='the box_thresh sweep needs a measurer with a protocol'):
         DetectionEvaluator(representer(), helpers.BoxMeasurer(), sweep_thresholds=[0.5])
-    assert DetectionEvaluator(SimpleNamespace(), QuadMeasurer(), box_thresh=0.2).box_thresh == 0.2
+    with pytest.raises(TypeError):  # box_thresh has one owner, the representer
+        DetectionEvaluator(representer(), QuadMeasurer(), box_thresh=0.2)
+    with pytest.raises(ValueError, match='a representer with candidates and select'):
+        DetectionEvaluator(helpers.BoxRepresenter(), QuadMeasurer(), sweep_thresholds=[0.5])
+    owner = representer(0.6)
+    evaluator = DetectionEvaluator(owner, QuadMeasurer())
+    owner.box_thresh = 0.45  # read from its owner at each use, never copied
+    assert evaluator.box_thresh == 0.45
     settings = SimpleNamespace(is_output_polygon=True, sweep=True, sweep_thresholds=None)
     evaluator = DetectionEvaluator.from_settings(SimpleNamespace(representer=representer(0.6), measurer=QuadMeasurer()),
                                                  settings)
-    assert evaluator.is_output_polygon and evaluator.box_thresh == 0.6 and evaluator.detect_thresh == 0.3
+    assert evaluator.is_output_polygon and evaluator.box_thresh == 0.6 and evaluator.candidate_floor == 0.3
     assert len(evaluator.sweep_thresholds) == 13
     with pytest.raises(ValueError, match='structure.measurer'):
         DetectionEvaluator.from_settings(SimpleNamespace(representer=representer(), measurer=None), settings)
 
 
 def test_main_demo_evaluates_box_and_polygon_mode_from_one_forward_pass(tmp_path, monkeypatch, capsys):
-    import concern.inference
+    import structure.weights
     from inference_helpers import REPO_ROOT, make_synthetic_set
     from tools import main_demo
     data_dir = make_synthetic_set(str(tmp_path / 'synthetic'), test=2, size=96)
     calls = []
 
-    def fake_model(image, training=None):  # one text-like region per image: a detection in both modes
-        calls.append(tuple(image.shape))
-        maps = torch.zeros(image.shape[0], 1, *image.shape[2:])
-        maps[:, :, 40:80, 60:300] = 0.9
-        return maps
+    class FakeNet(nn.Module):  # one text-like region per image: a detection in both modes
+        def forward(self, image, training=None):
+            calls.append(tuple(image.shape))
+            maps = torch.zeros(image.shape[0], 1, *image.shape[2:])
+            maps[:, :, 40:80, 60:300] = 0.9
+            return maps
 
-    monkeypatch.setattr(concern.inference, 'load_trained_model', lambda builder, checkpoint, device: fake_model)
+    fake_model = FakeNet()
+
+    monkeypatch.setattr(structure.weights, 'load_trained_model', lambda builder, checkpoint, device: fake_model)
     monkeypatch.chdir(REPO_ROOT)
     opts = [f'evaluation.data_loaders.synthetic.dataset.data_dir=[{data_dir}]',
             f'evaluation.data_loaders.synthetic.dataset.data_list=[{data_dir}/test_list.txt]']
@@ -430,7 +448,7 @@ def test_main_demo_evaluates_box_and_polygon_mode_from_one_forward_pass(tmp_path
 
 def test_usable_batches_drop_bad_samples_and_record_them_in_every_evaluator():
     from data.processes.collect_fn import BAD_SAMPLES
-    from structure.measurers import usable_batches
+    from inference.evaluation import usable_batches
 
     class Recorder:
         def __init__(self):

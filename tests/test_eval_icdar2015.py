@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from concern.icdar2015_eval import DetectionIoUEvaluator, contour_area, even_odd_region, to_polygon
+from structure.measurers.protocols.icdar2015_eval import DetectionIoUEvaluator, contour_area, even_odd_region, to_polygon
 from polygon_oracle import polygon_library_areas
 
 
@@ -339,9 +339,10 @@ def test_sweep_with_invalid_detections_equals_measuring_from_scratch(mode):
     measurer = QuadMeasurer(invalid_polygons=mode)
     for row in sweep['rows']:
         output = outputs[0]
+        kept = [index for index, score in enumerate(output['scores']) if score >= row['box_thresh']]
         scratch = measurer.gather_measure(measurer.validate_measure(
             {'polygons': [output['polygons']], 'ignore_tags': [output['ignore_tags']]},
-            ([output['boxes']], [output['scores']]), box_thresh=row['box_thresh']))
+            ([[output['boxes'][index] for index in kept]], [[output['scores'][index] for index in kept]])))
         assert (row['precision'], row['recall']) == (scratch['precision'], scratch['recall'])
     rows = {row['box_thresh']: row for row in sweep['rows']}
     # at 0.3 all four: official 3 matched of 4 detections (the zero-area one unmatched), drop 2 of 2

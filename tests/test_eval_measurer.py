@@ -12,12 +12,14 @@ def box(x0, y0, x1, y1):
     return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float32)
 
 
-def test_box_mode_ignores_low_scores_and_polygon_mode_keeps_all():
+def test_the_representers_selection_at_box_thresh_is_what_gets_measured():
     batch = {'polygons': [[box(0, 0, 10, 10), box(20, 0, 30, 10)]], 'ignore_tags': [np.array([False, False])]}
-    output = ([np.stack([box(0, 0, 10, 10), box(20, 0, 30, 10)]).astype(np.int32)], [[0.9, 0.5]])
+    boxes, scores = np.stack([box(0, 0, 10, 10), box(20, 0, 30, 10)]).astype(np.int32), [0.9, 0.5]
     measurer = QuadMeasurer()
-    results = measurer.validate_measure(batch, output, box_thresh=0.6)
+    kept = SegDetectorRepresenter(box_thresh=0.6).select(boxes, scores)
+    results = measurer.validate_measure(batch, ([kept[0]], [kept[1]]))
     assert (results[0]['matched'], results[0]['det_care']) == (1, 1)
+    output = ([boxes], [scores])
     assert measurer.gather_measure(results) == {'precision': 1.0, 'recall': 0.5, 'fmeasure': pytest.approx(2 / 3)}
     results = measurer.validate_measure(batch, output, is_output_polygon=True)
     assert measurer.gather_measure(results) == {'precision': 1.0, 'recall': 1.0, 'fmeasure': 1.0}
@@ -82,9 +84,12 @@ def test_sweep_equals_measuring_each_threshold_from_scratch(protocol):
     sweep = sweep_box_thresh(outputs, protocol=protocol)
     measurer = QuadMeasurer(protocol=protocol)
     for row in sweep['rows']:
-        results = [measurer.validate_measure({'polygons': [output['polygons']], 'ignore_tags': [output['ignore_tags']]},
-                                             ([output['boxes']], [output['scores']]), box_thresh=row['box_thresh'])[0]
-                   for output in outputs]
+        results = []
+        for output in outputs:
+            kept = [index for index, score in enumerate(output['scores']) if score >= row['box_thresh']]
+            detections = ([[output['boxes'][index] for index in kept]], [[output['scores'][index] for index in kept]])
+            results += measurer.validate_measure({'polygons': [output['polygons']],
+                                                  'ignore_tags': [output['ignore_tags']]}, detections)
         direct = measurer.gather_measure(results)
         assert (row['precision'], row['recall'], row['fmeasure']) == (
             direct['precision'], direct['recall'], direct['fmeasure'])

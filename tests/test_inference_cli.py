@@ -44,7 +44,7 @@ def direct_detections(setup):
         with torch.no_grad():
             pred = model(batch['image'], training=False)
         output = structure.representer.represent(batch, pred)
-        measures += structure.measurer.validate_measure(batch, output, box_thresh=BOX_THRESH)
+        measures += structure.measurer.validate_measure(batch, output)  # at the representer's box_thresh
         per_image[os.path.basename(batch['filename'][0])] = (output[0][0], output[1][0])
     return per_image, structure.measurer.gather_measure(measures)
 
@@ -139,7 +139,8 @@ def test_demo_on_a_folder_writes_expected_files(setup, tmp_path, capsys):
     assert set(os.listdir(out_dir)) == expected
     # the demo's detections are the representer's on the resized image: one line per detection, in image bounds
     import cv2
-    from concern.inference import TorchRunner, prepare_image
+    from inference.runners import TorchRunner
+    from inference.preprocess import prepare_image
     from data.image_io import read_image
     from data.input_size import InputSize
     from structure.representers import SegDetectorRepresenter

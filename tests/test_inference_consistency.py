@@ -101,7 +101,7 @@ def test_eval_and_demo_give_identical_detections_on_the_same_pixels(setup, eval_
 
 
 def test_python_api_gives_the_demo_detections(setup, tmp_path):
-    from concern.detector import TextDetector
+    from inference.detector import TextDetector
     from data.image_io import read_image
     detector = TextDetector(setup['exp'], setup['ckpt'], device='cpu', image_short_side=64, thresh=THRESH,
                             box_thresh=BOX_THRESH)
@@ -139,7 +139,7 @@ def test_demo_keeps_results_of_images_sharing_a_stem_apart(setup, tmp_path):
                       '--image_short_side', '64', '--visualize', '--result_dir', str(out)]) == 0
     assert sorted(os.listdir(out)) == ['other.jpg', 'other.txt', 'photo_jpg.jpg', 'photo_jpg.txt', 'photo_png.jpg',
                                        'photo_png.txt']
-    from concern.detector import TextDetector
+    from inference.detector import TextDetector
     detector = TextDetector(setup['exp'], setup['ckpt'], image_short_side=64)
     assert _lines(out / 'photo_jpg.txt') == detector(str(images / 'photo.jpg')).lines()
     assert _lines(out / 'photo_png.txt') == detector(str(images / 'photo.png')).lines()
@@ -164,10 +164,10 @@ def test_demo_never_overwrites_its_inputs(setup, tmp_path, capsys):
 def test_bad_result_dir_is_an_error_before_any_work(setup, tmp_path, capsys, monkeypatch):
     blocker = tmp_path / 'a_file'
     blocker.write_text('keep me')
-    import concern.inference
+    import structure.weights
     calls = []
-    original = concern.inference.load_trained_model
-    monkeypatch.setattr(concern.inference, 'load_trained_model', lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = structure.weights.load_trained_model
+    monkeypatch.setattr(structure.weights, 'load_trained_model', lambda *a, **k: calls.append(1) or original(*a, **k))
     image = str(setup['data'] / 'test_images' / 'wide.png')
     assert demo.main([setup['exp'], '--resume', setup['ckpt'], '--image_path', image, '--result_dir',
                       str(blocker)]) == 2
@@ -270,7 +270,7 @@ def test_demo_refuses_outputs_that_would_collide_or_overwrite(setup, tmp_path, c
 def test_python_api_takes_path_objects_and_leaves_a_given_config_alone(setup):
     import pathlib
     from concern.config import load_config
-    from concern.detector import TextDetector
+    from inference.detector import TextDetector
     from data.image_io import DataError
     config = load_config(setup['exp'])
     detector = TextDetector(config, setup['ckpt'], image_short_side=64, box_thresh=0.99, thresh=THRESH)

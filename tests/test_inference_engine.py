@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from concern.inference import InferenceEngine, StageTimer, TorchRunner, format_speed, normalize, same_detections
+from data.normalization import normalize
+from inference.report import format_speed, same_detections
+from inference.engine import InferenceEngine, StageTimer
+from inference.runners import TorchRunner
 from inference_helpers import tiny_model
 from structure.representers import SegDetectorRepresenter
 
@@ -80,7 +83,7 @@ def test_cpu_bf16_runs_deformable_convolutions_in_bf16_only_with_the_extension(b
 
 
 def test_auto_precision_follows_native_bf16(monkeypatch):
-    import concern.inference as inference
+    import inference.runners as inference
     monkeypatch.setattr(inference, 'cpu_bf16_is_native', lambda: True)
     assert inference.resolve_precision('cpu')[0] == 'bf16'
     runner = TorchRunner(tiny_model('deformable_resnet18'), precision='auto')
@@ -114,7 +117,7 @@ def _scene(height, width, seed):
 def detector_setup(tmp_path_factory):
     """A TextDetector over a tiny random-init deformable ResNet-18 and a list of images: five of one size, an
     unreadable path among them, one of another size, two more of the first size."""
-    from concern.detector import TextDetector
+    from inference.detector import TextDetector
     from inference_helpers import save_checkpoint, write_experiment
     tmp = tmp_path_factory.mktemp('batched')
     experiment = write_experiment(str(tmp), str(tmp), thresh=0.5, box_thresh=0.4)
@@ -210,7 +213,7 @@ def test_batched_detect_many_stops_cleanly_and_checks_its_arguments(detector_set
 
 
 def test_runner_stacks_on_the_cpu_and_refuses_cuda_graphs_there():
-    from concern.inference import stack_inputs
+    from inference.preprocess import stack_inputs
     runner = TorchRunner(tiny_model('resnet18'))
     one = np.zeros((1, 3, 32, 32), np.float32)
     assert stack_inputs(runner, [one]) is one
@@ -221,7 +224,7 @@ def test_runner_stacks_on_the_cpu_and_refuses_cuda_graphs_there():
 
 
 def test_engine_post_processes_the_images_of_a_batch_in_parallel_with_the_same_results():
-    from concern.inference import image_of_batch
+    from inference.engine import image_of_batch
     engine = InferenceEngine(TorchRunner(tiny_model('resnet18')),
                              SegDetectorRepresenter(thresh=0.5, box_thresh=0.4, max_candidates=1000))
     rng = np.random.default_rng(3)
@@ -272,7 +275,7 @@ def test_cuda_runner_page_locked_batches_and_graphs_give_the_eager_maps(precisio
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')
 def test_cuda_batched_pipelined_detect_many_is_the_sequential_batched_pass(detector_setup, monkeypatch):
-    from concern.detector import TextDetector
+    from inference.detector import TextDetector
     monkeypatch.setattr(torch.backends.cudnn, 'deterministic', True)  # as above
     _, images, bad, experiment, checkpoint = detector_setup
     detector = TextDetector(experiment, checkpoint, device='cuda', precision='fp16', channels_last=True,

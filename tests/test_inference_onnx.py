@@ -52,7 +52,7 @@ def test_onnx_graph_has_dynamic_axes_and_no_custom_ops(exported):
 
 
 def test_onnxruntime_matches_pytorch_on_new_batch_and_size(exported):
-    from concern.inference import OnnxRunner, TorchRunner
+    from inference.runners import OnnxRunner, TorchRunner
     inputs = np.random.default_rng(1).standard_normal((2, 3, 64, 160)).astype(np.float32)
     expected = TorchRunner(tiny_model('deformable_resnet18'))(inputs)
     got = OnnxRunner(exported['onnx'])(inputs)

@@ -46,10 +46,10 @@ def test_training_stamp_follows_the_compiled_experiment(monkeypatch):
 
 def test_the_demo_trains_in_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, capsys):
     # On an AVX2-only CPU bf16 autocast is emulated (27 s against 3.0 s per step, measured): fp32 there.
-    import concern.inference
-    monkeypatch.setattr(concern.inference, 'cpu_bf16_is_native', lambda: True)
+    import concern.device
+    monkeypatch.setattr(concern.device, 'cpu_bf16_is_native', lambda: True)
     assert main_demo.precision_flags() == ['--amp']
-    monkeypatch.setattr(concern.inference, 'cpu_bf16_is_native', lambda: False)
+    monkeypatch.setattr(concern.device, 'cpu_bf16_is_native', lambda: False)
     assert main_demo.precision_flags() == []
     assert 'no native bf16: training in fp32' in capsys.readouterr().out
 

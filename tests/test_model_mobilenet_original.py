@@ -17,7 +17,8 @@ from backbones.mobilenetv3_original import MobileNetV3Large, SqueezeExcite
 from concern.config import get_path, load_config
 from experiment import Experiment
 from structure.builder import Builder
-from structure.model import SegDetectorModel, StateDictMismatch, load_model_state
+from structure.model import SegDetectorModel
+from structure.weights import StateDictMismatch, load_model_state
 from tests.model_helpers import REPO_ROOT, random_state, reference_shapes_named, synthetic_batch
 
 warnings.filterwarnings('ignore', message='assets.ops.dcn', category=RuntimeWarning)

@@ -1,7 +1,7 @@
 """The offset mode of a deformable ResNet-50 is a property of the weights (docs/model.md, "offset_compat").
 
 A hand-made checkpoint whose offset convolutions are not zero makes the two modes compute different maps.
-Loaded through the entry points' own path (``concern.inference.load_trained_model``, demo.py, eval.py,
+Loaded through the entry points' own path (``structure.weights.load_trained_model``, demo.py, eval.py,
 train.py) with the shipped experiment files, which leave the mode to the weights:
 - a plain state dict (the original code base's layout, no project metadata) runs as the original did;
 - this project's full checkpoints run with the mode they record;
@@ -25,7 +25,8 @@ import train
 from concern.config import load_config
 from experiment import Experiment
 from inference_helpers import REPO_ROOT, write_experiment
-from structure.model import OffsetCompatConflict, SegDetectorModel, decide_offset_compat, offset_compat_of
+from structure.model import SegDetectorModel
+from structure.weights import OffsetCompatConflict, decide_offset_compat, offset_compat_of
 from training.checkpoint import Checkpoint, build_checkpoint
 
 warnings.filterwarnings('ignore', message='assets.ops.dcn', category=RuntimeWarning)
@@ -90,7 +91,7 @@ def full_checkpoint(state, recorded, path, config=None):
 
 
 def test_a_plain_state_dict_runs_as_the_original_through_the_shipped_experiment(weights, monkeypatch):
-    from concern.inference import load_trained_model
+    from structure.weights import load_trained_model
     monkeypatch.chdir(REPO_ROOT)
     messages = []
     model = load_trained_model(shipped_builder(IC15_R50), weights['plain'], 'cpu', log=messages.append)
@@ -100,7 +101,7 @@ def test_a_plain_state_dict_runs_as_the_original_through_the_shipped_experiment(
 
 
 def test_full_checkpoints_run_with_the_mode_they_record(weights, monkeypatch):
-    from concern.inference import load_trained_model
+    from structure.weights import load_trained_model
     monkeypatch.chdir(REPO_ROOT)
     for recorded in ('corrected', 'original'):
         path = full_checkpoint(weights['state'], recorded, weights['tmp'] / f'full_{recorded}.pth')
@@ -123,7 +124,7 @@ def test_checkpoints_written_before_the_record_follow_their_config():
 
 
 def test_an_explicit_setting_contradicting_the_checkpoint_is_an_error_naming_both(weights, monkeypatch):
-    from concern.inference import load_trained_model
+    from structure.weights import load_trained_model
     monkeypatch.chdir(REPO_ROOT)
     path = full_checkpoint(weights['state'], 'original', weights['tmp'] / 'full_original_conflict.pth')
     builder = shipped_builder(IC15_R50, 'structure.builder.model_args.backbone_args.offset_compat=corrected')
@@ -135,7 +136,7 @@ def test_an_explicit_setting_contradicting_the_checkpoint_is_an_error_naming_bot
 
 def test_an_explicit_setting_decides_for_a_plain_state_dict(weights, monkeypatch):
     # A plain file records nothing, so the experiment's explicit word is taken (and said).
-    from concern.inference import load_trained_model
+    from structure.weights import load_trained_model
     monkeypatch.chdir(REPO_ROOT)
     builder = shipped_builder(IC15_R50, 'structure.builder.model_args.backbone_args.offset_compat=corrected')
     messages = []
@@ -145,7 +146,7 @@ def test_an_explicit_setting_decides_for_a_plain_state_dict(weights, monkeypatch
 
 
 def test_dbnet_pp_experiment_follows_the_weights_too(monkeypatch, tmp_path):
-    from concern.inference import load_trained_model
+    from structure.weights import load_trained_model
     monkeypatch.chdir(REPO_ROOT)
     builder = shipped_builder(ASF_R50)
     reference = builder.build().eval()
@@ -187,7 +188,7 @@ def test_eval_py_scores_a_plain_checkpoint_with_the_original_mode(weights, tmp_p
                     '--fonts', 'builtin'])
     # Thresholds where the random model's map of the first test image gives a few regions: binarised at its 80th
     # percentile, boxes kept from its median.
-    from concern.inference import prepare_image
+    from inference.preprocess import prepare_image
     model = r50_model('original')
     model.load_state_dict(weights['state'])
     first = cv2.imread(os.path.join(data_dir, 'test_images', 'img_1.jpg'))
@@ -254,7 +255,7 @@ def test_train_py_fine_tunes_in_the_original_mode_and_records_it(weights, tmp_pa
 
 def test_weights_without_offset_convolutions_are_not_presumed_original():
     # A partial load (strict=False) that brings no conv2_offset weights has nothing to read the original way.
-    from structure.model import load_model_state
+    from structure.weights import load_model_state
     model = r50_model()
     decoder_only = {key: value for key, value in model.state_dict().items() if '.decoder.' in key}
     report = load_model_state(model, decoder_only, strict=False)
@@ -264,7 +265,7 @@ def test_weights_without_offset_convolutions_are_not_presumed_original():
 
 
 def test_a_bad_recorded_mode_is_an_error_naming_the_file_before_loading(weights, tmp_path):
-    from structure.model import load_model_file
+    from structure.weights import load_model_file
     path = full_checkpoint(weights['state'], 'bogus', tmp_path / 'bogus.pth')
     model = r50_model()
     before = {key: value.clone() for key, value in model.state_dict().items()}
@@ -284,7 +285,7 @@ def test_null_in_an_experiment_means_no_setting(weights):
 
 def test_train_and_eval_read_a_model_key_without_metadata_alike(weights, tmp_path):
     # {'model': state dict} with no format entry: plain weights for train.py's --resume as for eval.py.
-    from concern.inference import load_trained_model
+    from structure.weights import load_trained_model
     path = str(tmp_path / 'wrapped.pth')
     torch.save({'model': weights['state']}, path)
     model = r50_model()

@@ -4,7 +4,8 @@ import warnings
 import pytest
 import torch
 
-from structure.model import SegDetectorModel, StateDictMismatch, load_model_file, load_model_state
+from structure.model import SegDetectorModel
+from structure.weights import StateDictMismatch, load_model_file, load_model_state
 from tests.model_helpers import random_state, reference_shapes
 
 warnings.filterwarnings('ignore', message='assets.ops.dcn', category=RuntimeWarning)

@@ -1,4 +1,4 @@
-"""The int8 ONNX path: ``convert_to_onnx.py --int8`` (concern.onnx_quantize), and demo.py / TextDetector on its file.
+"""The int8 ONNX path: ``convert_to_onnx.py --int8`` (inference.onnx_quantize), and demo.py / TextDetector on its file.
 
 A tiny MobileNetV3-Large DBNet (decoder width 16, random init, BatchNorm statistics set by a few forward passes
 over synthetic images so that its activations are scaled as a trained network's) is exported and quantized with
@@ -23,7 +23,7 @@ from inference_helpers import REPO_ROOT, make_synthetic_set, write_experiment
 pytest.importorskip('onnxruntime', reason='onnxruntime is an optional dependency (the ONNX path)')
 pytest.importorskip('onnxruntime.quantization', reason='this onnxruntime build has no quantization tools')
 
-from concern.onnx_quantize import (CalibrationImages, calibration_paths, int8_path, is_quantized,  # noqa: E402
+from inference.onnx_quantize import (CalibrationImages, calibration_paths, int8_path, is_quantized,  # noqa: E402
                                    nodes_with_prefix, quantize)
 
 HEAD = '/model/model/module/decoder/binarize/'
@@ -54,7 +54,7 @@ def tiny_mobilenet(images, seed: int = 1) -> torch.nn.Module:
 
 
 def network_input(path: str, short_side: int = 96) -> np.ndarray:
-    from concern.inference import prepare_image
+    from inference.preprocess import prepare_image
     from data.image_io import read_image
     from data.input_size import InputSize
     image = read_image(path, orientation='stored')
@@ -114,7 +114,7 @@ def test_int8_model_is_written_beside_the_float_one_and_is_valid(exported):
 
 
 def test_int8_map_is_close_to_the_float_map(exported):
-    from concern.inference import OnnxRunner
+    from inference.runners import OnnxRunner
     float_runner, int8_runner = OnnxRunner(exported['onnx']), OnnxRunner(exported['int8'])
     assert 'dtype fp32' in float_runner.describe() and 'dtype int8' in int8_runner.describe()
     for path in exported['images'][4:]:  # images the calibration never saw
@@ -128,7 +128,7 @@ def test_int8_map_is_close_to_the_float_map(exported):
 def test_a_calibration_without_the_normalisation_fails_the_tolerance(exported, tmp_path):
     """The tolerances above catch a calibration that does not prepare images as the network's inputs are."""
     import cv2
-    from concern.inference import OnnxRunner
+    from inference.runners import OnnxRunner
 
     class RawPixels(CalibrationImages):
         def inputs(self, path):
@@ -144,7 +144,7 @@ def test_a_calibration_without_the_normalisation_fails_the_tolerance(exported, t
 
 
 def test_calibration_reader_prepares_images_as_every_entry_point(exported):
-    from concern.inference import prepare_image
+    from inference.preprocess import prepare_image
     from data.image_io import read_image
     from data.input_size import InputSize
     size = InputSize('short_side', 96, 2560)
@@ -244,7 +244,7 @@ def test_evaluate_reports_pytorch_float_and_int8_on_the_evaluation_data(exported
 
 def test_demo_and_text_detector_run_the_int8_model(exported, tmp_path):
     import cv2
-    from concern.detector import TextDetector
+    from inference.detector import TextDetector
     from data.synthetic import FontBank, find_fonts, generate_image
     scene, _ = generate_image(np.random.default_rng(7), FontBank(find_fonts('builtin')), 160)
     image = str(tmp_path / 'scene.jpg')

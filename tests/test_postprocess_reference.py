@@ -7,12 +7,13 @@ import pyclipper
 import pytest
 import shapely
 
+from data.geometry import integer_unclip_distances as integer_distances
 from structure.representers import SegDetectorRepresenter
 from structure.representers import reference
 from structure.representers.reference import (ReferenceRepresenter, box_score_fast, get_mini_boxes,
                                               random_probability_map, unclip)
 from structure.representers import seg_detector_representer
-from structure.representers.seg_detector_representer import integer_distances, mean_scores, stacked_groups
+from structure.representers.seg_detector_representer import mean_scores, stacked_groups
 
 
 # ---------------------------------------------------------------------- hand-worked facts of the original

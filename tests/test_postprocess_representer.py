@@ -6,9 +6,9 @@ import shapely
 import torch
 from shapely.geometry import Polygon
 
+from data.geometry import to_image_polygons, valid_rings
 from structure.representers import SegDetectorRepresenter
 from structure.representers.reference import ReferenceRepresenter, random_probability_map
-from structure.representers.seg_detector_representer import to_image_polygons, valid_rings
 
 
 def rect_map(height=100, width=200, rects=(), value=0.9):

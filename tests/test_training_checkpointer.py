@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import training.model_saver as model_saver_module
-from structure.checkpoint_io import HARMLESS_KEYS, load_report, read_weights_file
+from concern.checkpoint_io import HARMLESS_KEYS, load_report, read_weights_file
 from training.checkpoint import (Checkpoint, NonFiniteCheckpointError, build_checkpoint, config_differences,
                                  non_finite_entries)
 from training.model_saver import CheckpointWriteError, ModelSaver
@@ -70,7 +70,7 @@ def test_the_project_has_exactly_one_torch_load_and_it_is_weights_only():
                              if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                              and node.func.attr == 'load' and isinstance(node.func.value, ast.Name)
                              and node.func.value.id == 'torch')
-    assert [path for path, _ in calls] == [os.path.join('structure', 'checkpoint_io.py')]
+    assert [path for path, _ in calls] == [os.path.join('concern', 'checkpoint_io.py')]
     keywords = {keyword.arg: ast.literal_eval(keyword.value) for keyword in calls[0][1].keywords}
     assert keywords == {'map_location': 'cpu', 'weights_only': True}
 
@@ -104,8 +104,8 @@ def test_resume_of_a_file_that_is_not_a_checkpoint_is_one_clear_error(tmp_path, 
 
 def test_every_reader_goes_through_the_one_reader(tmp_path):
     from backbones.pretrained import load_weights_file
-    from concern.inference import load_trained_model
-    from structure.model import load_model_file
+    from structure.weights import load_trained_model
+    from structure.weights import load_model_file
     garbage = unreadable_files(tmp_path)['garbage']
 
     class Builder:

@@ -165,11 +165,10 @@ class BoxRepresenter:
         self.thresh = thresh
         self.box_thresh = box_thresh
 
-    def represent(self, batch: Dict[str, Any], pred: torch.Tensor, is_output_polygon: bool = False,
-                  box_thresh: Optional[float] = None):
-        box_thresh = self.box_thresh if box_thresh is None else box_thresh
+    def represent(self, batch: Dict[str, Any], pred: Any, is_output_polygon: bool = False):
+        box_thresh = self.box_thresh
         boxes_batch, scores_batch = [], []
-        for probability in pred[:, 0]:
+        for probability in torch.as_tensor(pred)[:, 0]:
             ys, xs = torch.nonzero(probability > self.thresh, as_tuple=True)
             if len(xs) == 0 or float(probability[probability > self.thresh].mean()) < box_thresh:
                 boxes_batch.append([])

@@ -233,7 +233,7 @@ def _training_verdict(check: Check, name: str, status: int, need_decrease: bool 
     if status:
         return f'FAILED (exit status {status}; training.log)'
     final = os.path.join(workspace, 'model', 'final')
-    probe = ('import sys, torch; from structure.checkpoint_io import read_weights_file; '
+    probe = ('import sys, torch; from concern.checkpoint_io import read_weights_file; '
              'from training.nonfinite import all_finite; c = read_weights_file(sys.argv[1]); '
              'print("finite" if all_finite(c["model"].values()) else "NON-FINITE")')
     code, output = check.run('training', check.python_command('-c', probe, final), 60)
@@ -279,7 +279,7 @@ def compare_devices(checkpoint: str) -> int:
     sys.path.insert(0, ROOT)
     import torch
     from concern.config import load_config
-    from concern.inference import load_trained_model
+    from structure.weights import load_trained_model
     from experiment import Experiment
     builder = Experiment.build(load_config(EXPERIMENT), ('structure',)).structure.builder
     image = torch.rand(1, 3, 256, 320, generator=torch.Generator().manual_seed(0)) - 0.5

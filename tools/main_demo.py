@@ -43,8 +43,8 @@ def ensure_dataset(out: str, train: int, test: int, seed: int, test_seed: int, s
 def precision_flags() -> List[str]:
     """``--amp`` (bf16 autocast) where the CPU runs bf16 natively: there it and channels-last roughly halve a
     training step. On an AVX2-only CPU bf16 is emulated and about 9x slower than fp32, so the demo trains in fp32
-    there (concern.inference.cpu_bf16_is_native)."""
-    from concern.inference import cpu_bf16_is_native
+    there (concern.device.cpu_bf16_is_native)."""
+    from concern.device import cpu_bf16_is_native
     if cpu_bf16_is_native():
         return ['--amp']
     import torch
@@ -56,7 +56,7 @@ def precision_flags() -> List[str]:
 def training_stamp(train_args: Sequence[str]) -> Dict[str, object]:
     """What a trained model depends on: the arguments and the compiled experiment (imports, flags and
     --opt applied), so that editing the experiment file retrains instead of reusing a stale model."""
-    from concern.cli import apply_train_flags, compile_experiment, train_parser
+    from tools.cli import apply_train_flags, compile_experiment, train_parser
     from concern.config import dump_config
     config = compile_experiment(train_parser().parse_args(list(train_args)), apply_train_flags)
     return {'train_args': list(train_args),
@@ -92,12 +92,13 @@ def ensure_model(name: str, train_args: List[str]) -> str:
 
 def evaluate(checkpoint: str, opts: Sequence[str]) -> Dict[str, Dict[str, float]]:
     """P/R/F on the held-out test split in box and polygon mode, running the network once per image."""
-    import torch
-    from concern.cli import select_device
     from concern.config import apply_overrides, load_config
-    from concern.inference import load_trained_model
+    from concern.device import select_device
     from experiment import Experiment
-    from structure.measurers import DetectionEvaluator, usable_batches
+    from inference.evaluation import evaluate_on_dataset
+    from inference.runners import TorchRunner
+    from structure.measurers import DetectionEvaluator
+    from structure.weights import load_trained_model
 
     config = load_config(EXPERIMENT)
     apply_overrides(config, opts)
@@ -108,15 +109,11 @@ def evaluate(checkpoint: str, opts: Sequence[str]) -> Dict[str, Dict[str, float]
     # one evaluator per mode, both at the representer's box_thresh, fed from the same forward pass
     evaluators = {mode: DetectionEvaluator(representer, measurer, is_output_polygon=polygon)
                   for mode, polygon in (('box', False), ('polygon', True))}
+    runner = TorchRunner(model, device)
     images = 0
     start = time.perf_counter()
     for loader in experiment.evaluation.data_loaders.values():
-        for batch in usable_batches(loader, evaluators.values()):
-            with torch.inference_mode():
-                pred = model(batch['image'].to(device), training=False)
-            for evaluator in evaluators.values():
-                evaluator.process_prediction(batch, pred)
-            images += batch['image'].shape[0]
+        images += evaluate_on_dataset(runner, loader, list(evaluators.values()), reset=images == 0).images
     reports = {mode: evaluator.evaluate() for mode, evaluator in evaluators.items()}
     results = {mode: {key: report[key] for key in ('precision', 'recall', 'fmeasure')}
                for mode, report in reports.items()}

@@ -42,8 +42,9 @@ import tempfile
 import zipfile
 from typing import Any, Dict, List, Optional, Sequence
 
+from data.image_io import IMAGE_EXTENSIONS
+
 PROTOCOLS = {'icdar2015': 'iou', 'deteval': 'deteval'}
-IMAGE_EXTENSIONS = ('jpg', 'jpeg', 'png', 'bmp', 'gif', 'tif', 'tiff', 'webp')
 RESULT_NAME = re.compile(r'^res_(?P<stem>.+)\.txt$')
 
 
@@ -94,7 +95,7 @@ def image_stem(file_name: str, gt_format: str) -> Optional[str]:
             continue
         if '{name}' in pattern:
             stem, extension = os.path.splitext(match.group('name'))
-            if extension[1:].lower() in IMAGE_EXTENSIONS and stem:
+            if extension.lower() in IMAGE_EXTENSIONS and stem:
                 return stem
         else:
             return match.group('stem')

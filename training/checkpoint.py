@@ -6,7 +6,7 @@ states, the counters (``epoch`` in progress, ``epoch_iteration`` completed in it
 overall), the RNG states of every rank, the seed of the data order, the best validation F-measure so far, the compiled config
 and the offset mode of a ResNet backbone (``offset_compat``: how the weights were trained; docs/model.md).
 Everything is stored as tensors and plain Python values, so ``torch.load(weights_only=True)`` reads it
-(``structure.checkpoint_io.read_weights_file``, the project's one reader). A checkpoint holding a non-finite
+(``concern.checkpoint_io.read_weights_file``, the project's one reader). A checkpoint holding a non-finite
 tensor is never built (``NonFiniteCheckpointError``).
 
 A run starts (``Checkpoint.restore``) in one of two ways, and says which in ``StartState.how``: ``resume`` continues
@@ -23,10 +23,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from structure.checkpoint_io import read_weights_file
-
-CHECKPOINT_FORMAT = 'dbnet-checkpoint'
-CHECKPOINT_VERSION = 1
+from concern.checkpoint_io import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, is_full_checkpoint, read_weights_file
+from structure.weights import decide_offset_compat, load_model_state, offset_compat_note
 
 
 # ----------------------------------------------------------------------------------------------
@@ -108,7 +106,7 @@ def build_checkpoint(model_state: Dict[str, torch.Tensor], optimizer: Optional[t
                      rng_states: List[Dict[str, Any]], best_fmeasure: Optional[float],
                      config: Optional[Dict[str, Any]], data_seed: int,
                      offset_compat: Optional[str] = None) -> Dict[str, Any]:
-    """``offset_compat``: the offset mode the model ran with (``structure.model.offset_compat_of``), recorded so
+    """``offset_compat``: the offset mode the model ran with (``structure.weights.offset_compat_of``), recorded so
     that evaluation, fine-tuning and resume run the weights the way they were trained.
 
     Raises ``NonFiniteCheckpointError`` naming the first entries when the model, optimizer or grad-scaler state
@@ -140,13 +138,9 @@ def build_checkpoint(model_state: Dict[str, torch.Tensor], optimizer: Optional[t
     }
 
 
-def is_full_checkpoint(content: Any) -> bool:
-    return isinstance(content, dict) and content.get('format') == CHECKPOINT_FORMAT
-
-
 def read_checkpoint_file(path: str) -> Dict[str, Any]:
     """A full checkpoint or a state dict (plain, or ``{'model': state dict}``), read by the project's one reader
-    (``structure.checkpoint_io.read_weights_file``: FileNotFoundError / ValueError naming the file), its shape
+    (``concern.checkpoint_io.read_weights_file``: FileNotFoundError / ValueError naming the file), its shape
     checked."""
     content = read_weights_file(path)
     if is_full_checkpoint(content):
@@ -168,10 +162,9 @@ def read_checkpoint_file(path: str) -> Dict[str, Any]:
 def load_model_weights(model: torch.nn.Module, content: Dict[str, Any], source: Optional[str] = None
                        ) -> Tuple[Optional[str], Optional[str]]:
     """Strict key-by-key load of a full checkpoint or a plain state dict through
-    ``structure.model.load_model_state`` (which also gives a ResNet backbone the offset mode of the weights).
+    ``structure.weights.load_model_state`` (which also gives a ResNet backbone the offset mode of the weights).
     Returns the line saying which offset mode applies and why (when it changes the computation), and the load
     report when keys were left out as harmless (else None)."""
-    from structure.model import load_model_state, offset_compat_note
     report = load_model_state(model, content, strict=True, source=source)
     return offset_compat_note(report.offset_compat), report.text
 
@@ -234,7 +227,6 @@ class Checkpoint:
         """Load ``resume`` or ``weights`` (if any) into ``model`` (unwrapped), ``optimizer`` and ``scaler``."""
         counting = f'counting from epoch {self.start_epoch} iteration {self.start_iter}'
         if not self.resume and not self.weights:
-            from structure.model import decide_offset_compat, offset_compat_note
             note = offset_compat_note(decide_offset_compat(model, None))
             files, reports = _pretrained_reports(model)
             initial = f'ImageNet weights from {", ".join(files)} for the backbone' if files else 'random weights'

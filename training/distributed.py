@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from concern.device import select_device
+
 ENV_KEYS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 
 
@@ -62,12 +64,10 @@ class DistributedContext:
 
 
 def resolve_device(requested: Optional[str], distributed: bool, local_rank: int) -> torch.device:
-    if requested is None:
-        requested = 'cuda' if torch.cuda.is_available() else 'cpu'
-    device = torch.device(requested)
+    """``concern.device.select_device(requested)``; on CUDA the rank's GPU (``local_rank`` under ``distributed``,
+    else the given or current index), made the current device."""
+    device = select_device(requested)
     if device.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise RuntimeError(f'device {requested!r} asked for, but CUDA is not available here; use --device cpu')
         if distributed:
             device = torch.device('cuda', local_rank)
         elif device.index is None:

@@ -19,7 +19,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-LAST_CHECKPOINT = 'last_checkpoint'
+from concern.checkpoint_io import LAST_CHECKPOINT
+
 # The temporary files of atomic_torch_save (.<name>.<mkstemp letters>.tmp) and atomic_link (.<name>.<pid>.link.tmp).
 TEMPORARY_FILE = re.compile(r'^\..+\.[A-Za-z0-9_]+(\.link)?\.tmp$')
 STEP_FILE = re.compile(r'^model_epoch_(\d+)_minibatch_(\d+)$')

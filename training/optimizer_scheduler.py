@@ -3,7 +3,7 @@
 The original code base kept two learning rates: ``optimizer_args.lr`` and the schedule's own ``lr``
 (``DecayLearningRate`` defaults to 0.007); only the schedule's was ever used. Here the schedule still
 wins (it sets the rate before every step), and a mismatch between the two is reported with a warning.
-``--lr`` sets both (see concern/cli.py).
+``--lr`` sets both (see tools/cli.py).
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from concern.inference import cpu_bf16_is_native
+from concern.device import cpu_bf16_is_native
 from concern.log import Logger
 from training.batches import bind_loader, move_to_device
 from training.checkpoint import Checkpoint, StartState, build_checkpoint, capture_rng_state, config_differences, \
@@ -28,7 +28,7 @@ from training.nonfinite import NonFiniteGuard, non_finite_inputs
 from training.optimizer_scheduler import OptimizerScheduler
 from training.run_options import RunOptions
 from training.validation import Validator
-from structure.model import offset_compat_of
+from structure.weights import offset_compat_of
 
 
 class TrainingStartError(ValueError):

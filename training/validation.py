@@ -6,8 +6,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from structure.measurers import DetectionEvaluator, format_sweep, usable_batches
-from training.batches import bind_loader, move_to_device
+from inference.evaluation import evaluate_on_dataset
+from inference.runners import TorchRunner
+from structure.measurers import DetectionEvaluator, format_sweep
+from training.batches import bind_loader
 from training.checkpoint import PreservedRNG
 from training.distributed import DistributedContext, unwrap_model
 from training.visualization import training_images
@@ -71,16 +73,16 @@ class Validator:
         error = None
         try:
             shard = bind_loader(loader, context, f'validation.data_loaders.{name}')
-            shown = False
-            for batch in usable_batches(shard, evaluator):
-                batch = move_to_device(batch, self.device, self.channels_last)
-                pred = module(batch, training=False)
-                if isinstance(pred, torch.Tensor):
-                    pred = pred.float()
-                evaluator.process_prediction(batch, pred)
+            shown: List[bool] = []
+
+            def show_first(result: Any, measured: List[Any]) -> None:
                 if visualize and not shown and context.is_main:
-                    logger.images(iteration, training_images(batch, pred), prefix=f'validation/{name}/')
-                    shown = True
+                    logger.images(iteration, training_images(result.batch, torch.from_numpy(result.prob)),
+                                  prefix=f'validation/{name}/')
+                    shown.append(True)
+
+            runner = TorchRunner(module, self.device, 'fp32', self.channels_last)
+            evaluate_on_dataset(runner, shard, [evaluator], on_result=show_first)
         except Exception as exception:
             logger.exception(f'validation on {name!r} failed at iteration {iteration}; training goes on')
             error = f'{type(exception).__name__}: {exception}'

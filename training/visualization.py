@@ -6,7 +6,7 @@ from typing import Any, Dict, Mapping
 import numpy as np
 import torch
 
-from concern.normalization import denormalize as denormalize_bgr
+from data.normalization import denormalize as denormalize_bgr
 
 # NormalizeImage subtracts this BGR mean and divides by 255 (docs/ARCHITECTURE.md).
 

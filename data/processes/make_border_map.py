@@ -4,8 +4,8 @@ from typing import Any, Dict
 
 import numpy as np
 
+from ..geometry import fill_fixed_point, offset_fixed_point, shrink_distance
 from .data_process import DataProcess
-from .geometry import fill_paths, offset_paths, shrink_distance
 from .pending_warp import image_hw
 
 
@@ -68,10 +68,10 @@ class MakeBorderMap(DataProcess):
         distance = shrink_distance(polygon, self.shrink_ratio)
         if len(polygon) < 3 or distance <= 0:
             return
-        dilated = offset_paths(polygon, distance)
+        dilated = offset_fixed_point(polygon, distance)
         if not dilated:
             return
-        fill_paths(mask, dilated, 1.0)  # outer path and holes: a hole is farther than D from the text
+        fill_fixed_point(mask, dilated, 1.0)  # outer path and holes: a hole is farther than D from the text
         draw_distance(polygon, distance, canvas)
 
     def process(self, data: Dict[str, Any]) -> Dict[str, Any]:

@@ -4,8 +4,8 @@ from typing import Any, Dict
 import cv2
 import numpy as np
 
+from ..geometry import area_and_perimeter, fill_fixed_point, offset_fixed_point, shrink_distance
 from .data_process import DataProcess
-from .geometry import area_and_perimeter, fill_paths, offset_paths, shrink_distance
 from .pending_warp import image_hw
 
 
@@ -55,14 +55,14 @@ class MakeSegDetectionData(DataProcess):
                 fill_mask(mask, polygon, 0)
                 ignore_tags[i] = True
                 continue
-            pieces = offset_paths(polygon, -shrink_distance(polygon, self.shrink_ratio))
+            pieces = offset_fixed_point(polygon, -shrink_distance(polygon, self.shrink_ratio))
             if not pieces:
                 fill_mask(mask, polygon, 0)
                 ignore_tags[i] = True
                 continue
             # Every piece: a word whose letters join through necks thinner than 2 D shrinks to several
             # pieces, and leaving any out would train text as background (mask 1, gt 0).
-            fill_paths(gt[0], pieces, 1)
+            fill_fixed_point(gt[0], pieces, 1)
         data.update(gt=gt, mask=mask)
         if data.get('is_training', False):
             data['ignore_tags'] = ignore_tags

@@ -4,7 +4,7 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-from concern.normalization import denormalize, normalize
+from data.normalization import denormalize, normalize
 
 from .data_process import DataProcess
 from .pending_warp import materialize

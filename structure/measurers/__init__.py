@@ -1,9 +1,10 @@
-"""Measurers (QuadMeasurer, DetEvalMeasurer), the evaluation engine (DetectionEvaluator), the box_thresh sweep and
-the result-file writer."""
-from .evaluator import DetectionEvaluator, usable_batches
+"""Measurers (QuadMeasurer, DetEvalMeasurer), the evaluator (DetectionEvaluator), the box_thresh sweep, the
+result-file writer and the protocols (``protocols``). The loop that feeds an evaluator is
+``inference.evaluation.evaluate_on_dataset``."""
+from .evaluator import DetectionEvaluator
 from .quad_measurer import DetEvalMeasurer, QuadMeasurer
 from .result_files import result_lines, write_result_file, write_result_files
-from .sweep import DEFAULT_THRESHOLDS, filter_by_score, format_sweep, sweep_box_thresh
+from .sweep import DEFAULT_THRESHOLDS, format_sweep, sweep_box_thresh
 
-__all__ = ['QuadMeasurer', 'DetEvalMeasurer', 'DetectionEvaluator', 'usable_batches', 'sweep_box_thresh', 'format_sweep',
-           'filter_by_score', 'DEFAULT_THRESHOLDS', 'result_lines', 'write_result_file', 'write_result_files']
+__all__ = ['QuadMeasurer', 'DetEvalMeasurer', 'DetectionEvaluator', 'sweep_box_thresh', 'format_sweep',
+           'DEFAULT_THRESHOLDS', 'result_lines', 'write_result_file', 'write_result_files']

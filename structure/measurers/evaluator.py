@@ -1,26 +1,29 @@
-"""``DetectionEvaluator``: the one evaluation engine of eval.py, validation during training and the demo.
+"""``DetectionEvaluator``: what eval.py, validation during training, the demo and the ONNX check measure with.
 
-Modelled on detectron2's ``DatasetEvaluator``: ``reset()``, then ``process()`` per batch, then ``evaluate()``.
-It is also the one place where box_thresh is applied for evaluation:
+Modelled on detectron2's ``DatasetEvaluator``: ``reset()``, then ``process()`` per batch, then ``evaluate()``;
+the one loop that feeds it is ``inference.evaluation.evaluate_on_dataset``.
 
-- ``detect(batch, pred)`` runs the representer once per batch at ``detect_thresh`` (box_thresh, or the lowest
-  swept threshold when that is lower), passing the threshold to the call: the representer is never changed, so
-  ``detect`` may run in a post-processing thread while ``process`` runs in another;
-- ``process(batch, detections)`` keeps each image's detections scoring at least box_thresh (``filter_by_score``:
-  exactly what the representer returns at box_thresh, since every score is computed before, and independently of,
-  its filter) and measures them, the measurer filtering nothing more; so the main P/R/F is the same with or
-  without a sweep;
-- ``evaluate()`` gives P/R/F over the images measured, the box_thresh sweep (``sweep_box_thresh``) from the same
-  detections, and the samples that were skipped as unreadable or malformed (``batch['bad_samples']`` or
+box_thresh belongs to the representer (``structure.representer.box_thresh``; ``SegDetectorRepresenter`` says
+how it is set and in which precedence): the evaluator holds no copy and hands no threshold to it.
+
+- ``detect(batch, pred)``: the representer's detections (``represent``, kept at its box_thresh); while sweeping,
+  its scored candidates down to the lowest swept threshold (``candidates``). It changes nothing, so it may run in
+  a post-processing thread while ``process`` runs in another;
+- ``process(batch, detections)``: measures each image's detections at box_thresh (while sweeping, the
+  representer's ``select`` keeps them from the candidates: exactly what ``represent`` returns, every score being
+  computed before and independently of the filter), the measurer filtering nothing; so the main P/R/F is the
+  same with or without a sweep;
+- ``evaluate()``: P/R/F over the images measured, the box_thresh sweep (``sweep_box_thresh``) from the same
+  candidates, and the samples that were skipped as unreadable or malformed (``batch['bad_samples']`` or
   ``skip()``), which count nowhere else.
 """
 from __future__ import annotations
 
 import numbers
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .quad_measurer import ground_truth
-from .sweep import DEFAULT_THRESHOLDS, filter_by_score, sweep_box_thresh
+from .sweep import DEFAULT_THRESHOLDS, sweep_box_thresh
 
 Detections = Tuple[List[Any], List[List[float]]]
 
@@ -28,26 +31,20 @@ Detections = Tuple[List[Any], List[List[float]]]
 class DetectionEvaluator:
     """reset / detect / process / evaluate (detectron2 ``DatasetEvaluator`` style) over one data set.
 
-    representer: turns the network's output into detections (``represent(batch, pred, is_output_polygon=...,
-    box_thresh=...)``, as ``SegDetectorRepresenter``). measurer: scores them against the ground truth
-    (``validate_measure`` / ``gather_measure``; ``protocol_options`` when sweeping, as ``QuadMeasurer``).
-    box_thresh: the minimum score of a kept detection; None: the representer's ``box_thresh``.
-    is_output_polygon: polygons (curved text) instead of boxes. sweep_thresholds: also report P/R/F at each of
+    representer: turns the network's output into detections and owns box_thresh (``represent``, ``box_thresh``;
+    for a sweep also ``candidates`` and ``select``: ``SegDetectorRepresenter``). measurer: scores them against
+    the ground truth (``validate_measure`` / ``gather_measure``; ``protocol_options`` when sweeping, as
+    ``QuadMeasurer``). is_output_polygon: polygons (curved text) instead of boxes. sweep_thresholds: also report P/R/F at each of
     these box_thresh values (None: no sweep). keep_outputs: keep every image's detections in ``outputs`` (for
     result files; always kept while sweeping).
     """
 
-    def __init__(self, representer: Any, measurer: Any, box_thresh: Optional[float] = None,
-                 is_output_polygon: bool = False, sweep_thresholds: Optional[Sequence[float]] = None,
-                 keep_outputs: bool = False):
-        if box_thresh is None:
-            box_thresh = getattr(representer, 'box_thresh', None)
-            if not _is_number(box_thresh):
-                raise ValueError('box_thresh: expected a number, or a representer with a numeric box_thresh (such as '
-                                 f'SegDetectorRepresenter), got {type(representer).__name__} with box_thresh '
-                                 f'{box_thresh!r}')
-        elif not _is_number(box_thresh):
-            raise ValueError(f'box_thresh: expected a number, got {box_thresh!r}')
+    def __init__(self, representer: Any, measurer: Any, is_output_polygon: bool = False,
+                 sweep_thresholds: Optional[Sequence[float]] = None, keep_outputs: bool = False):
+        if not _is_number(getattr(representer, 'box_thresh', None)):
+            raise ValueError('representer: expected one with a numeric box_thresh (such as SegDetectorRepresenter), '
+                             f'got {type(representer).__name__} with box_thresh '
+                             f'{getattr(representer, "box_thresh", None)!r}')
         if sweep_thresholds is not None:
             if isinstance(sweep_thresholds, (str, bytes)) or not all(_is_number(value) for value in sweep_thresholds) \
                     or not len(sweep_thresholds):
@@ -55,9 +52,12 @@ class DetectionEvaluator:
             if not isinstance(getattr(measurer, 'protocol_options', None), Mapping):
                 raise ValueError('the box_thresh sweep needs a measurer with a protocol (QuadMeasurer, '
                                  f'DetEvalMeasurer), got {type(measurer).__name__}')
+            missing = [name for name in ('candidates', 'select') if not callable(getattr(representer, name, None))]
+            if missing:
+                raise ValueError(f'the box_thresh sweep needs a representer with {" and ".join(missing)} (such as '
+                                 f'SegDetectorRepresenter), got {type(representer).__name__}')
         self.representer = representer
         self.measurer = measurer
-        self.box_thresh = float(box_thresh)
         self.is_output_polygon = bool(is_output_polygon)
         self.sweep_thresholds: Optional[Tuple[float, ...]] = (
             None if sweep_thresholds is None else tuple(float(value) for value in sweep_thresholds))
@@ -84,11 +84,15 @@ class DetectionEvaluator:
         return self.sweep_thresholds is not None
 
     @property
-    def detect_thresh(self) -> float:
-        """The representer's threshold in ``detect``: box_thresh, or the lowest swept value when lower."""
-        if self.sweeping:
-            return min(self.box_thresh, min(self.sweep_thresholds))
-        return self.box_thresh
+    def box_thresh(self) -> float:
+        """The representer's box_thresh (read there at each use: the evaluator keeps no copy)."""
+        return float(self.representer.box_thresh)
+
+    @property
+    def candidate_floor(self) -> float:
+        """While sweeping, the lowest score of a candidate ``detect`` keeps: the lowest swept threshold, or
+        box_thresh when that is lower."""
+        return min((self.box_thresh,) + tuple(self.sweep_thresholds or ()))
 
     # -- the DatasetEvaluator cycle ------------------------------------------------------------
     def reset(self) -> None:
@@ -98,21 +102,27 @@ class DetectionEvaluator:
         self.outputs: List[Dict[str, Any]] = []
 
     def detect(self, batch: Mapping[str, Any], pred: Any) -> Detections:
-        """The representer's (boxes_batch, scores_batch) of ``pred`` at ``detect_thresh``; changes nothing."""
-        return self.representer.represent(batch, pred, is_output_polygon=self.is_output_polygon,
-                                          box_thresh=self.detect_thresh)
+        """The representer's (boxes_batch, scores_batch) of ``pred``: its detections at box_thresh, or while
+        sweeping its candidates scoring at least ``candidate_floor``; changes nothing."""
+        if self.sweeping:
+            return self.representer.candidates(batch, pred, is_output_polygon=self.is_output_polygon,
+                                               min_score=self.candidate_floor)
+        return self.representer.represent(batch, pred, is_output_polygon=self.is_output_polygon)
 
     def process(self, batch: Mapping[str, Any], detections: Detections) -> Detections:
-        """Measure one batch: ``detections`` (``detect``'s output) are filtered to box_thresh, measured and
-        returned as (boxes_batch, scores_batch). ``batch['bad_samples']`` (messages of skipped samples, see
+        """Measure one batch: ``detections`` (``detect``'s output; while sweeping, kept at box_thresh by the
+        representer's ``select``) are measured and returned as (boxes_batch, scores_batch). ``batch['bad_samples']`` (messages of skipped samples, see
         ``ICDARCollectFN``) is recorded; a batch of bad samples only has no detections to measure."""
         self.skip(batch.get('bad_samples', ()))
         boxes_batch, scores_batch = _unpack(detections)
         if not boxes_batch and 'polygons' not in batch:
             return [], []
-        kept = [filter_by_score(boxes, scores, self.box_thresh) for boxes, scores in zip(boxes_batch, scores_batch)]
-        kept_boxes, kept_scores = [boxes for boxes, _ in kept], [scores for _, scores in kept]
-        # the measurer measures every detection given: the filtering above is the only one
+        if self.sweeping:
+            kept = [self.representer.select(boxes, scores) for boxes, scores in zip(boxes_batch, scores_batch)]
+            kept_boxes, kept_scores = [boxes for boxes, _ in kept], [list(scores) for _, scores in kept]
+        else:
+            kept_boxes, kept_scores = boxes_batch, scores_batch
+        # the measurer measures every detection given: box_thresh was applied by the representer alone
         results = self.measurer.validate_measure(batch, (kept_boxes, kept_scores),
                                                  is_output_polygon=self.is_output_polygon)
         if len(results) != len(kept_boxes):
@@ -170,21 +180,6 @@ class DetectionEvaluator:
             self._results.extend(state['results'])
             self._skipped.extend(state['skipped'])
             self.outputs.extend(state['outputs'])
-
-
-def usable_batches(loader: Iterable[Any], evaluators: Union[Any, Iterable[Any]]) -> Iterator[Any]:
-    """The loader's batches without their bad samples, each bad sample recorded as skipped by the evaluator, or by
-    every evaluator of an iterable (their ``skip``); a batch left without an image is not yielded. Batches that are not mappings (no ``bad_samples``
-    key possible) pass through unchanged. The one loop of eval.py, validation, the demo and the ONNX check."""
-    from data.processes.collect_fn import split_bad_samples
-    targets = [evaluators] if hasattr(evaluators, 'skip') else list(evaluators)
-    for batch in loader:
-        batch, bad = split_bad_samples(batch) if isinstance(batch, Mapping) else (batch, [])
-        if bad:
-            for evaluator in targets:
-                evaluator.skip(bad)
-        if batch is not None:
-            yield batch
 
 
 def _is_number(value: Any) -> bool:

@@ -1,12 +1,12 @@
 """Measurers: detections of a validation batch against its ground truth, per image and over a data set."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from concern.deteval import VERSIONS, DetEvalEvaluator
-from concern.icdar2015_eval import INVALID_POLYGONS, DetectionIoUEvaluator
+from structure.measurers.protocols.deteval import VERSIONS, DetEvalEvaluator
+from structure.measurers.protocols.icdar2015_eval import INVALID_POLYGONS, DetectionIoUEvaluator
 
 PROTOCOLS = {'iou': DetectionIoUEvaluator, 'deteval': DetEvalEvaluator}
 
@@ -52,12 +52,11 @@ class QuadMeasurer:
                 'deteval_version': self.deteval_version}
 
     def validate_measure(self, batch: Mapping[str, Any], output: Tuple[Sequence, Sequence],
-                         is_output_polygon: bool = False, box_thresh: Optional[float] = None
-                         ) -> List[Dict[str, Any]]:
+                         is_output_polygon: bool = False) -> List[Dict[str, Any]]:
         """One result per image. ``output`` is the representer's (boxes_batch, scores_batch). Every detection
-        given is measured: ``DetectionEvaluator`` (structure/measurers/evaluator.py) has already kept those
-        scoring at least the representer's box_thresh. An explicit ``box_thresh`` still ignores, in box mode
-        only, the detections scoring below it (polygon mode uses all)."""
+        given is measured: box_thresh is the representer's alone, applied there (the original's measurer took
+        a ``box_thresh`` of its own and filtered box mode a second time; that argument is gone).
+        ``is_output_polygon`` is accepted for the original's call signature and changes nothing."""
         gt_batch = ground_truth(batch)
         boxes_batch, scores_batch = _unpack_output(output, len(gt_batch))
         results = []
@@ -65,15 +64,14 @@ class QuadMeasurer:
             if len(boxes) != len(scores):
                 raise ValueError(f'output: expected one score per detection, got {len(boxes)} detections '
                                  f'and {len(scores)} scores')
-            pred = [{'points': box} for box, score in zip(boxes, scores)
-                    if box_thresh is None or is_output_polygon or score >= box_thresh]
+            pred = [{'points': box} for box in boxes]
             results.append(self.evaluator.evaluate_image(gt, pred))
         return results
 
     def evaluate_measure(self, batch: Mapping[str, Any], output: Tuple[Sequence, Sequence],
-                         is_output_polygon: bool = False, box_thresh: Optional[float] = None
-                         ) -> List[Dict[str, Any]]:
-        return self.validate_measure(batch, output, is_output_polygon, box_thresh)
+                         is_output_polygon: bool = False) -> List[Dict[str, Any]]:
+        """The original's name for ``validate_measure``."""
+        return self.validate_measure(batch, output, is_output_polygon)
 
     def gather_measure(self, results: Sequence[Any]) -> Dict[str, float]:
         """{'precision', 'recall', 'fmeasure'} over all images; ``results`` is the per-image list, or a

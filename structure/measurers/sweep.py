@@ -6,7 +6,7 @@ exactly what evaluating the filtered detections from scratch would.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -48,16 +48,6 @@ def sweep_box_thresh(outputs: Sequence[Mapping[str, Any]], thresholds: Optional[
                      'fmeasure': combined['hmean']})
     best = max(rows, key=lambda row: (row['fmeasure'], -row['box_thresh']))
     return {'rows': rows, 'best': best}
-
-
-def filter_by_score(boxes: Any, scores: Sequence[float], box_thresh: float) -> Tuple[Any, List[float]]:
-    """One image's detections scoring at least ``box_thresh``: what the representer returns at that
-    threshold, since it computes every score before (and independently of) its own filter."""
-    keep = [index for index, score in enumerate(scores) if score >= box_thresh]
-    if len(keep) == len(scores):
-        return boxes, list(scores)
-    kept_boxes = boxes[keep] if isinstance(boxes, np.ndarray) else [boxes[index] for index in keep]
-    return kept_boxes, [scores[index] for index in keep]
 
 
 def format_sweep(sweep: Mapping[str, Any]) -> str:

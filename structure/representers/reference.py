@@ -41,14 +41,14 @@ the cheapest way that keeps the original's code path:
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Tuple
 
 import cv2
 import numpy as np
 import pyclipper
 from shapely.geometry import Polygon
 
-from .seg_detector_representer import to_image_polygons
+from data.geometry import to_image_polygons
 
 
 class ReferenceRepresenter:
@@ -207,15 +207,3 @@ def random_probability_map(height: int = 736, width: int = 1280, num_regions: in
     canvas += rng.normal(0.0, 0.03, canvas.shape).astype(np.float32)
     canvas = cv2.GaussianBlur(canvas, (7, 7), 2.0)
     return np.clip(canvas, 0.0, 1.0).astype(np.float32)
-
-
-def reference_represent(probs: Sequence[np.ndarray], shapes: Sequence[Tuple[int, int]],
-                        is_output_polygon: bool = False, **options) -> Tuple[list, list]:
-    """Batch form of `ReferenceRepresenter`: per image lists of boxes and scores."""
-    representer = ReferenceRepresenter(**options)
-    boxes_batch, scores_batch = [], []
-    for prob, (dest_height, dest_width) in zip(probs, shapes):
-        boxes, scores = representer.represent_map(prob, int(dest_height), int(dest_width), is_output_polygon)
-        boxes_batch.append(boxes)
-        scores_batch.append(scores)
-    return boxes_batch, scores_batch

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import torch
 
-from concern.normalization import denormalize
+from data.normalization import denormalize
 from data.image_io import DataError, read_image
 
 from .drawing import DETECTION_COLOUR, DONT_CARE_COLOUR, GT_COLOUR, draw_polygons

@@ -6,7 +6,10 @@ files, torchvision ImageNet weights) goes through ``read_weights_file``: the pro
 not load (missing, unexpected, shape mismatches, and those left out because ``HARMLESS_KEYS`` says they may be),
 which strict loads raise with and non-strict loads return for the run's log.
 
-This module imports only torch, so that ``backbones`` (imported by ``structure.model``) can use it.
+It also holds the checkpoint format's names (``CHECKPOINT_FORMAT``, ``is_full_checkpoint``, the
+``LAST_CHECKPOINT`` pointer file), which the weight loading (``structure.weights``), the training checkpoints
+(``training.checkpoint``, ``training.model_saver``) and this reader share. It imports only torch: it is on the
+ground floor (docs/ARCHITECTURE.md).
 """
 from __future__ import annotations
 
@@ -19,6 +22,19 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 
 PathLike = Union[str, 'os.PathLike[str]']
+
+# The checkpoint format (training.checkpoint.build_checkpoint writes it).
+CHECKPOINT_FORMAT = 'dbnet-checkpoint'
+CHECKPOINT_VERSION = 1
+# The file in a run's model/ folder that names the newest checkpoint written (as detectron2's and fvcore's
+# Checkpointer): written by training.model_saver.ModelSaver, read there and in read_weights_file's hint.
+LAST_CHECKPOINT = 'last_checkpoint'
+
+
+def is_full_checkpoint(content: Any) -> bool:
+    """Whether ``content`` (a file read by ``read_weights_file``) is a full training checkpoint of this project
+    (``format: 'dbnet-checkpoint'``), as opposed to a plain state dict."""
+    return isinstance(content, dict) and content.get('format') == CHECKPOINT_FORMAT
 
 
 # ----------------------------------------------------------------------------------------------
@@ -37,7 +53,7 @@ def read_weights_file(path: PathLike) -> Any:
     if not os.path.exists(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
     if os.path.isdir(path):
-        pointer = os.path.join(path, 'last_checkpoint')  # training.model_saver.LAST_CHECKPOINT
+        pointer = os.path.join(path, LAST_CHECKPOINT)
         hint = ''
         if os.path.isfile(pointer):
             with open(pointer, encoding='utf-8') as stream:

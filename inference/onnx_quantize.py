@@ -17,10 +17,10 @@ AVX-VNNI) run the integer products in one instruction, which is where int8 pays.
 
 Calibration images go the project's one way: ``data.image_io.read_image`` (stored orientation, as every data set
 is read), the one size rule (``data.input_size.InputSize('short_side', ...)``, the export's size rule) and the
-one normalisation (``concern.inference.prepare_image``), so the ranges are those of the inputs the deployed model
+one normalisation (``inference.preprocess.prepare_image``), so the ranges are those of the inputs the deployed model
 sees. The int8 model is written to its own file (``model.onnx`` -> ``model_int8.onnx``), never over the float
 model, and keeps the float signature (``image`` float32 in, ``probability`` float32 out), so ``demo.py --onnx``,
-``TextDetector(onnx=...)`` and ``concern.inference.OnnxRunner`` run it unchanged.
+``TextDetector(onnx=...)`` and ``inference.runners.OnnxRunner`` run it unchanged.
 
 ``onnxruntime.quantization`` (part of the onnxruntime wheel) is imported only here, when quantizing.
 """
@@ -35,10 +35,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from data.image_io import IMAGE_EXTENSIONS
 from data.input_size import DEFAULT_MAX_LONG_SIDE, DEFAULT_SHORT_SIDE, InputSize
 
 DEFAULT_CALIBRATION_IMAGES = 64
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')  # demo.py's list
 QUANTIZED_OPS = ('QuantizeLinear', 'DequantizeLinear')
 
 
@@ -87,7 +87,7 @@ class CalibrationImages:
 
     def inputs(self, path: str) -> np.ndarray:
         """(1, 3, H, W) float32: the image as every entry point prepares it (DataError if unreadable)."""
-        from concern.inference import prepare_image
+        from inference.preprocess import prepare_image
         from data.image_io import read_image
         image = read_image(path, orientation='stored')
         return prepare_image(image, self.input_size(*image.shape[:2]))

@@ -1,4 +1,4 @@
-"""Making degenerate ground-truth polygons safe for the training label makers (training only).
+"""Ground-truth sanitizers: degenerate polygons made safe for the training label makers (training only).
 
 Evaluation must not use this: the official ICDAR 2015 script and Total-Text's DetEval score every
 ground-truth polygon as annotated, so :class:`data.ImageDataset` sanitizes only when ``is_training``.
@@ -9,6 +9,7 @@ import numpy as np
 from shapely.geometry import Polygon
 from shapely.validation import make_valid
 
+from .geometry import polygon_parts
 from .image_io import DataError
 from .readers import DONT_CARE
 
@@ -19,13 +20,6 @@ _QUAD_ORDERS = ((0, 2, 1, 3), (0, 1, 3, 2))
 
 def _dont_care(points: np.ndarray) -> Dict[str, object]:
     return {'poly': points.tolist(), 'text': DONT_CARE}
-
-
-def _areal_parts(geometry) -> List[Polygon]:
-    """The polygons of a make_valid result (points and lines, which have no area, dropped)."""
-    if isinstance(geometry, Polygon):
-        return [geometry] if geometry.area > 0 else []
-    return [part for child in getattr(geometry, 'geoms', []) for part in _areal_parts(child)]
 
 
 def sanitize_line(line: Dict[str, object], where: str = 'ground truth') -> Dict[str, object]:
@@ -55,7 +49,7 @@ def sanitize_line(line: Dict[str, object], where: str = 'ground truth') -> Dict[
     polygon = Polygon(points)
     if polygon.is_valid:
         return {'poly': points.tolist(), 'text': text} if polygon.area > 0 else _dont_care(points)
-    parts = _areal_parts(make_valid(polygon))
+    parts = polygon_parts(make_valid(polygon))
     if not parts:
         return _dont_care(points)
     if len(points) == 4 and len(parts) > 1:

@@ -1,4 +1,5 @@
-"""Command-line flags of train.py, eval.py and demo.py, and how each one changes the compiled experiment.
+"""Command-line flags of train.py, eval.py, demo.py and convert_to_onnx.py (the entry floor; the Python API never
+imports this module), and how each one changes the compiled experiment.
 
 Every flag acts on the compiled configuration tree before anything is built, so what a flag sets is
 exactly what the built objects hold, is printed by ``--print-config-only`` and is saved with the run.
@@ -7,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import TYPE_CHECKING, Any, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
-from concern.config import (CompiledConfig, ConfigError, accepts_argument, apply_overrides, get_path,
-                            has_path, load_config, set_path)
+from concern.config import (CompiledConfig, ConfigError, ensure_component, accepts_argument, apply_overrides,
+                            get_path, has_path, load_config, require_key, set_if_accepted, set_representer_thresholds)
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,31 +145,9 @@ DEFAULT_COMPONENTS = {
 }
 
 
-def _ensure_component(config: CompiledConfig, dotted: str) -> bool:
-    """Whether ``dotted`` exists, adding it first when it is a default component its owner accepts."""
-    if has_path(config, dotted):
-        return True
-    owner_path, _, owner_key = dotted.rpartition('.')
-    if dotted not in DEFAULT_COMPONENTS or (owner_path and not has_path(config, owner_path)):
-        return False
-    owner = get_path(config, owner_path) if owner_path else config.tree
-    if not isinstance(owner, dict) or (owner_path and not accepts_argument(owner, owner_key, config.packages, dotted)):
-        return False
-    owner[owner_key] = {'class': DEFAULT_COMPONENTS[dotted]}
-    return True
-
-
 def _set_if_present(config: CompiledConfig, dotted: str, value: Any) -> bool:
-    """Set ``dotted`` when its parent exists (or is a default component) and holds or accepts the key;
-    report whether it did."""
-    parent_path, _, key = dotted.rpartition('.')
-    if parent_path and not _ensure_component(config, parent_path):
-        return False
-    parent = get_path(config, parent_path) if parent_path else config.tree
-    if isinstance(parent, dict) and (key in parent or accepts_argument(parent, key, config.packages, dotted)):
-        set_path(config, dotted, value)
-        return True
-    return False
+    """``set_if_accepted`` with the trainer's default components (``DEFAULT_COMPONENTS``)."""
+    return set_if_accepted(config, dotted, value, DEFAULT_COMPONENTS)
 
 
 def _loader_paths(config: CompiledConfig, section: str) -> List[str]:
@@ -203,17 +182,12 @@ def _set_schedule_argument(config: CompiledConfig, key: str, value: Any) -> int:
 
 
 def _require(done: bool, flag: str, dotted: str, config: CompiledConfig) -> None:
-    if not done:
-        raise ConfigError(f"{config.source}: define '{config.define}': {flag} needs key '{dotted}', "
-                          'which this experiment does not have')
+    require_key(done, flag, dotted, config)
 
 
 def apply_representer_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
-    for flag in ('thresh', 'box_thresh'):
-        value = getattr(args, flag, None)
-        if value is not None:
-            _require(_set_if_present(config, f'structure.representer.{flag}', value),
-                     f'--{flag}', f'structure.representer.{flag}', config)
+    """--thresh / --box_thresh (``concern.config.set_representer_thresholds``: their owner and precedence)."""
+    set_representer_thresholds(config, getattr(args, 'thresh', None), getattr(args, 'box_thresh', None))
 
 
 def apply_train_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
@@ -233,7 +207,7 @@ def apply_train_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
         _require(_set_if_present(config, 'train.epochs', args.epochs), '--epochs', 'train.epochs', config)
         _set_schedule_argument(config, 'epochs', args.epochs)
     if args.lr is not None:
-        if _ensure_component(config, 'train.scheduler'):
+        if ensure_component(config, 'train.scheduler', DEFAULT_COMPONENTS):
             scheduler = get_path(config, 'train.scheduler')
             if isinstance(scheduler, dict) and 'optimizer_args' not in scheduler:
                 # spell out the defaults, so that only the rate changes
@@ -308,14 +282,3 @@ def compile_experiment(args: argparse.Namespace, apply_flags: Callable[[Compiled
 
 def run_name(args: argparse.Namespace) -> str:
     return args.name or os.path.splitext(os.path.basename(args.exp))[0]
-
-
-def select_device(requested: Optional[str]) -> 'torch.device':
-    import torch
-    if requested is None:
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    device = torch.device(requested)
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit(f'--device {requested}: no CUDA device is available on this machine')
-    return device
-
