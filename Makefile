@@ -9,7 +9,7 @@ export CUDA_HOME
 
 DEPS_STAMP := $(VENV)/.deps-installed
 
-.PHONY: setup setup-demo demo test test-all bench op clean-op gpu-wheels gpu-check
+.PHONY: setup setup-demo demo lint test test-all bench op clean-op gpu-wheels gpu-check
 
 # Tests compile the CUDA kernels too wherever nvcc exists; the demo needs them only with a GPU.
 setup: $(DEPS_STAMP)
@@ -39,7 +39,12 @@ clean-op:
 demo: setup-demo
 	$(PY) -m tools.main_demo
 
-test: setup
+# The checks a maintainer relies on, before the tests: lint (ruff.toml) and types (mypy.ini).
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+test: setup lint
 	$(PY) -m pytest -q
 
 test-all: setup

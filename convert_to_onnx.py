@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -93,7 +93,8 @@ def export(model, output: str, example: np.ndarray, opset: int = DEFAULT_OPSET) 
                               opset_version=opset, do_constant_folding=True, dynamo=False)
 
 
-def parity(model, onnx_path: str, image_bgr: np.ndarray, short_sides: Sequence[int]) -> List[Tuple[Tuple[int, int], float]]:
+def parity(model, onnx_path: str, image_bgr: np.ndarray,
+           short_sides: Sequence[int]) -> List[Tuple[Tuple[int, int], float]]:
     """((height, width), max abs difference between onnxruntime and PyTorch) for each short side."""
     from inference.runners import OnnxRunner, TorchRunner
     from inference.preprocess import prepare_image
@@ -152,7 +153,7 @@ def int8_check(float_path: str, int8_path: str, image_bgr: np.ndarray, short_sid
     return size, float(np.abs(quantized - reference).max()), flipped
 
 
-def evaluate_runners(experiment, runners) -> List[Dict[str, object]]:
+def evaluate_runners(experiment, runners) -> List[Dict[str, Any]]:
     """P/R/F of each runner (name -> images -> probability maps) on each evaluation loader of ``experiment``, in
     box and polygon mode at the representer's box_thresh, with the evaluation engine of eval.py
     (``DetectionEvaluator``) fed by the one evaluation loop (``inference.evaluation.evaluate_on_dataset``): one
@@ -161,7 +162,7 @@ def evaluate_runners(experiment, runners) -> List[Dict[str, object]]:
     from inference.evaluation import evaluate_on_dataset
     from structure.measurers import DetectionEvaluator
     structure = experiment.structure
-    rows: List[Dict[str, object]] = []
+    rows: List[Dict[str, Any]] = []  # the names, and the figures of DetectionEvaluator.evaluate()
     for loader_name, loader in experiment.evaluation.data_loaders.items():
         for name, runner in runners.items():
             evaluators = [DetectionEvaluator(structure.representer, structure.measurer, is_output_polygon=polygon)
@@ -173,7 +174,7 @@ def evaluate_runners(experiment, runners) -> List[Dict[str, object]]:
     return rows
 
 
-def print_evaluation(rows: List[Dict[str, object]]) -> None:
+def print_evaluation(rows: List[Dict[str, Any]]) -> None:
     print('| loader | mode | model | precision | recall | F-measure | images |')
     print('|---|---|---|---|---|---|---|')
     for row in rows:
@@ -227,6 +228,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if args.evaluate:
                 raise
             experiment = Experiment.build(config, ('structure',))  # evaluation data absent: verify elsewhere
+        assert experiment.structure is not None  # built: 'structure' is among the parts
         if args.evaluate and getattr(experiment, 'evaluation', None) is None:
             raise ValueError(f'--evaluate: {args.exp} has no evaluation (or validation) data loaders')
     except (ConfigError, ValueError, FileNotFoundError) as error:

@@ -146,6 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            f'is capped at {args.max_long_side} (--max_long_side), network input '
                            f'{result.input_size[1]}x{result.input_size[0]}')
             paths = output_paths(names[result.source], result_dir, args.visualize, args.heatmap)
+            assert result.image is not None and result.probability is not None  # detect_many keeps both
             with open(paths[0], 'w', encoding='utf-8') as stream:
                 stream.write(''.join(line + '\n' for line in result.lines()))
             if args.visualize:

@@ -35,6 +35,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'error: {args.exp}: the experiment has no evaluation (or validation) data loaders', file=sys.stderr)
         return 2
     structure = experiment.structure
+    assert structure is not None  # built: 'structure' is among the parts
     for part in ('representer', 'measurer'):
         if getattr(structure, part) is None:
             print(f'error: {args.exp}: structure.{part} is required for evaluation', file=sys.stderr)
@@ -126,6 +127,7 @@ def evaluate(runner: Any, evaluator: Any, loader: Any, structure: Any, args: Any
     evaluate_on_dataset(runner, loader, [evaluator], pipelined=args.pipelined and not args.speed, timer=timer,
                         on_result=on_result)
     if args.speed:
+        assert timer is not None  # made for args.speed
         if not results:
             raise ValueError('no images to time (--speed): the evaluation list is empty or every sample was '
                              'left out')

@@ -75,9 +75,9 @@ MOVED_SETTINGS = {'box_thresh': 'structure.representer.box_thresh'}
 
 
 class Experiment:
-    def __init__(self, structure: Structure, train: Optional[TrainSettings] = None,
+    def __init__(self, structure: Optional[Structure], train: Optional[TrainSettings] = None,
                  validation: Any = None, evaluation: Any = None, logger: Any = None):
-        self.structure = structure
+        self.structure = structure  # None only when built without the 'structure' part
         self.train = train
         self.validation = validation
         # The original's files alias evaluation to validation (``evaluation: *validate``).
@@ -102,7 +102,7 @@ class Experiment:
         if unknown_keys:
             raise ConfigError(f"{where}, key '{sorted(unknown_keys)[0]}': unknown argument for class Experiment "
                               f'(accepted: {", ".join(EXPERIMENT_PARTS)})')
-        if 'structure' not in tree:
+        if tree.get('structure') is None:  # absent or empty: an experiment always has a structure
             raise ConfigError(f"{where}: class Experiment needs argument 'structure'")
         # validation is built for evaluation too when there is no evaluation section
         checked = [part for part in ('validation', 'evaluation') if part in parts]

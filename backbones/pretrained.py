@@ -8,12 +8,12 @@ random initialisation.
 from __future__ import annotations
 
 import os
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
-from concern.checkpoint_io import harmless_key, load_report, read_weights_file
+from concern.checkpoint_io import HarmlessKey, harmless_key, load_report, read_weights_file
 
 Pretrained = Union[bool, str, os.PathLike, None]
 
@@ -73,7 +73,9 @@ def load_pretrained(module: nn.Module, pretrained: Pretrained, url: str, allow_d
     path = resolve_weights_file(pretrained, url, allow_download)
     weights = load_weights_file(path)
     own = module.state_dict()
-    missing, unexpected, harmless = [], [], []
+    missing: List[str] = []
+    unexpected: List[str] = []
+    harmless: List[Tuple[str, HarmlessKey]] = []
     for keys, kind, other in ((own, 'missing', weights), (weights, 'unexpected', own)):
         for key in keys:
             if key in other:
@@ -94,6 +96,7 @@ def load_pretrained(module: nn.Module, pretrained: Pretrained, url: str, allow_d
         loaded = sum(1 for key in own if key in weights)
         report = load_report(f'ImageNet initialisation {path} -> {type(module).__name__}: loaded {loaded} of '
                              f'{len(own)} tensors', harmless=harmless)
-    module.pretrained_file = path
-    module.pretrained_report = report
+    # torch types module attributes as Tensor | Module; plain values are allowed (kept in the instance's __dict__)
+    module.pretrained_file = path  # type: ignore[assignment]
+    module.pretrained_report = report  # type: ignore[assignment]
     return report

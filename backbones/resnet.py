@@ -5,7 +5,7 @@ original DB code base (``conv2_offset`` beside the deformable ``conv2``), so its
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
 from torch import nn
@@ -53,7 +53,21 @@ def reinterpret_as_original(tensor: torch.Tensor, out_hw: Tuple[int, int]) -> to
     return flat[:, :channels * out_h * out_w].reshape(batch, channels, out_h, out_w)
 
 
-def _make_conv2(block: nn.Module, planes: int, stride: int, dcn: Optional[dict]) -> None:
+class _Block(nn.Module):
+    """What BasicBlock and Bottleneck share: their 3x3 ``conv2``, deformable or not, which ``_make_conv2`` sets."""
+    expansion: int
+    conv2_stride: int
+    with_dcn: bool
+    conv2: nn.Module
+    # deformable blocks only
+    modulated: bool
+    offset_compat: str
+    offset_channels: int
+    mask_channels: int
+    conv2_offset: nn.Conv2d
+
+
+def _make_conv2(block: _Block, planes: int, stride: int, dcn: Optional[dict]) -> None:
     """Attach ``conv2`` (3x3) and, for DCN, ``conv2_offset`` to ``block``."""
     block.with_dcn = dcn is not None
     if dcn is None:
@@ -74,14 +88,14 @@ def _make_conv2(block: nn.Module, planes: int, stride: int, dcn: Optional[dict])
                              deformable_groups=groups, bias=False)
 
 
-def set_block_offset_compat(block: nn.Module, mode: str) -> None:
+def set_block_offset_compat(block: _Block, mode: str) -> None:
     """Switch a deformable block between 'corrected' and 'original' offsets (parameters unchanged)."""
     block.offset_compat = mode
     offset_stride = 1 if mode == 'original' else block.conv2_stride
     block.conv2_offset.stride = (offset_stride, offset_stride)
 
 
-def _run_conv2(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _run_conv2(block: _Block, x: torch.Tensor) -> torch.Tensor:
     if not block.with_dcn:
         return block.conv2(x)
     offset_mask = block.conv2_offset(x)
@@ -97,7 +111,7 @@ def _run_conv2(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return block.conv2(x, offset)
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(_Block):
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
@@ -118,7 +132,7 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
@@ -142,7 +156,7 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-BLOCKS = {'BasicBlock': BasicBlock, 'Bottleneck': Bottleneck}
+BLOCKS: Dict[str, Type[_Block]] = {'BasicBlock': BasicBlock, 'Bottleneck': Bottleneck}
 
 
 class ResNet(nn.Module):
@@ -210,10 +224,11 @@ class ResNet(nn.Module):
                 nn.init.zeros_(module.bias)
         for module in self.modules():
             if isinstance(module, (BasicBlock, Bottleneck)) and module.with_dcn:
+                assert module.conv2_offset.bias is not None  # built with a bias (_make_conv2)
                 nn.init.zeros_(module.conv2_offset.weight)
                 nn.init.zeros_(module.conv2_offset.bias)
 
-    def deformable_blocks(self) -> List[nn.Module]:
+    def deformable_blocks(self) -> List[_Block]:
         return [m for m in self.modules() if isinstance(m, (BasicBlock, Bottleneck)) and m.with_dcn]
 
     @property

@@ -3,9 +3,9 @@
 Shapes: the three DCN stages of ResNet18 on a 736x1280 input, 3x3, stride 1, padding 1. Without
 ``--device``: the CPU table of the README (batch 1, fp32, default thread count): the extension (with each choice of
 library for its products: ``auto``, ``onednn``, ``blas``), F.conv2d and torchvision's op, NCHW and channels-last,
-timed in interleaved rounds; ``--isa avx2`` caps every library at AVX2 (to show an AVX-512 machine's AVX2 figures). With ``--device cuda``:
-the extension's CUDA kernels vs torchvision's CUDA op vs cuDNN (F.conv2d, cudnn.benchmark on), batches
-1 and 16, fp32 (TF32 off for both cuBLAS and cuDNN), tf32 (on for both), fp16 and bf16, timed with CUDA
+timed in interleaved rounds; ``--isa avx2`` caps every library at AVX2 (to show an AVX-512 machine's AVX2 figures).
+With ``--device cuda``: the extension's CUDA kernels vs torchvision's CUDA op vs cuDNN (F.conv2d, cudnn.benchmark
+on), batches 1 and 16, fp32 (TF32 off for both cuBLAS and cuDNN), tf32 (on for both), fp16 and bf16, timed with CUDA
 events; ``--device cpu`` runs that table's code on the CPU (fp32, batch 1; with ``--shrink`` a quick check).
 Prints a Markdown table of medians (after warm-up) and returns the rows.
 Run: ``python -m benchmarks.bench_dcn [--isa avx2|avx512] [--device cuda [--quick]]`` (needs the built extension).
@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import sys
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,8 @@ def device_times(backend: Optional[str], tensors, measure: Callable[[Callable[[]
                  ) -> Tuple[float, float]:
     """(forward ms, backward ms) of the extension / torchvision (``backend``) or F.conv2d (None)."""
     x, offset, mask, weight, bias = [t.detach().clone().requires_grad_() for t in tensors]
+    inputs: Tuple[torch.Tensor, ...]
+    selection: Callable[[], ContextManager[Any]]
     if backend is None:
         def op():
             return F.conv2d(x, weight, bias, 1, 1)
@@ -55,9 +58,7 @@ def device_times(backend: Optional[str], tensors, measure: Callable[[Callable[[]
         def op():
             return modulated_deform_conv(x, offset, mask, weight, bias, 1, 1, 1, 1, 1)
         inputs = (x, offset, mask, weight, bias)
-
-        def selection():
-            return use_backend(backend)
+        selection = functools.partial(use_backend, backend)
 
     def forward():
         with torch.no_grad(), selection():
@@ -102,7 +103,7 @@ def device_main(args: argparse.Namespace) -> List[Dict[str, object]]:
     def measure(function):
         return device_median_ms(function, device, repeats, warmup)
 
-    rows: List[Dict[str, object]] = []
+    rows: List[Dict[str, Any]] = []  # figures (float ms), labels and sizes, read back by key for the table
     skipped = []
     for dtype_name in dtypes:
         for batch in batches:
@@ -114,8 +115,8 @@ def device_main(args: argparse.Namespace) -> List[Dict[str, object]]:
                     continue
                 tensors = [t.to(device, DTYPES[dtype_name])
                            for t in make_case(channels, height, width, batch=batch)]
-                row: Dict[str, object] = {'dtype': dtype_name, 'batch': batch, 'channels': channels,
-                                          'height': height, 'width': width}
+                row: Dict[str, Any] = {'dtype': dtype_name, 'batch': batch, 'channels': channels,
+                                       'height': height, 'width': width}
                 with tf32({'fp32': False, 'tf32': True}.get(dtype_name) if cuda else None):
                     for key, backend in (('ext', 'extension'), ('tv', 'torchvision'), ('conv', None)):
                         if key == 'ext' and not has_extension:
@@ -212,7 +213,7 @@ def cpu_main(args: argparse.Namespace) -> List[Dict[str, object]]:
     products = [name.strip() for name in args.products.split(',') if name.strip()]
     ext = load_extension()
     default_product = ext.cpu_gemm()
-    rows: List[Dict[str, object]] = []
+    rows: List[Dict[str, Any]] = []  # figures (float ms), labels and sizes, read back by key for the table
     for channels, height, width in SHAPES:
         tensors = make_case(channels, height, width)
         functions: Dict[str, Callable[[], object]] = {}

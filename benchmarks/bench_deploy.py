@@ -132,6 +132,7 @@ def prepare_models(args: argparse.Namespace, directory: str) -> Tuple[str, str, 
     from inference.onnx_quantize import CalibrationImages, calibration_paths, int8_path, quantize
     from data.input_size import DEFAULT_MAX_LONG_SIDE, InputSize
     structure = Experiment.build(load_config(args.experiment), ('structure',)).structure
+    assert structure is not None  # built: 'structure' is among the parts
     if checkpoint:
         model = load_trained_model(structure.builder, checkpoint, 'cpu', log=lambda message: None)
         note = f'trained weights {os.path.relpath(checkpoint, REPO_ROOT)}'

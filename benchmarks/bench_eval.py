@@ -40,8 +40,12 @@ def main(repeats: int = 10, warmup: int = 2, count: int = 20) -> List[Dict[str, 
 
         def measure(threshold: float = 0.6) -> None:
             for image in images:
+                # the measurer takes no threshold: the detections at box_thresh are the representer's selection
+                kept = [index for index, score in enumerate(image['scores']) if score >= threshold]
+                boxes = [image['boxes'][index] for index in kept]
+                scores = [image['scores'][index] for index in kept]
                 measurer.validate_measure({'polygons': [image['polygons']], 'ignore_tags': [image['ignore_tags']]},
-                                          ([image['boxes']], [image['scores']]), box_thresh=threshold)
+                                          ([boxes], [scores]))
 
         def separate() -> None:
             for threshold in DEFAULT_THRESHOLDS:

@@ -92,6 +92,7 @@ def cpu_model(checkpoint: Optional[str]) -> Tuple[Any, str]:
         from structure.weights import load_trained_model
         from experiment import Experiment
         structure = Experiment.build(load_config(DEMO_EXPERIMENT), ('structure',)).structure
+        assert structure is not None  # built: 'structure' is among the parts
         model = load_trained_model(structure.builder, checkpoint, torch.device('cpu'))
         return model, f'trained weights {os.path.relpath(checkpoint)}'
     torch.manual_seed(0)
@@ -301,7 +302,8 @@ def device_main(args: argparse.Namespace) -> List[Dict[str, str]]:
                     detector = detector_for(precision, True)
                     warm_up(detector)
                     timer, results = timed_pass(detector)
-                    add_row(precision, 'sequential, CUDA graphs', 1, 0, timer, False, 'eager: ' + compare(single, results))
+                    add_row(precision, 'sequential, CUDA graphs', 1, 0, timer, False,
+                            'eager: ' + compare(single, results))
                     timer, results = median_pipelined(detector)
                     add_row(precision, 'pipelined, CUDA graphs', batch, workers, timer, True,
                             'eager: ' + compare(batched, results))
@@ -341,7 +343,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=2, help='CPU table: warm-up iterations')
     parser.add_argument('--short_side', type=int, default=736)
     parser.add_argument('--device', default=None,
-                        help='cuda (or cpu): detect_many with batches and workers on that device; absent: the CPU table')
+                        help='cuda (or cpu): detect_many with batches and workers on that device; '
+                             'absent: the CPU table')
     parser.add_argument('--quick', action='store_true',
                         help='device mode: one pipelined pass, fp16 and fp32 only (CUDA), a 45 s budget on CUDA')
     parser.add_argument('--batch', type=int, default=16, help='device mode: batch size')

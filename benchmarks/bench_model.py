@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import subprocess
 import sys
@@ -163,7 +164,8 @@ def device_main(args: argparse.Namespace) -> List[Dict[str, str]]:
                     with torch.inference_mode():
                         reference = runner.forward(image).clone()
                     graph = CudaGraphForward(runner.forward, image)
-                    graph_ms = device_median_ms(lambda: graph(image), device, repeats, warmup)
+                    # partial, not a lambda: the call must not close over names the finally clause deletes
+                    graph_ms = device_median_ms(functools.partial(graph, image), device, repeats, warmup)
                     same = torch.equal(graph(image), reference)
                     row['CUDA graph ms'] = f'{graph_ms:.2f}'
                     row['graph speed-up'] = f'{eager_ms / graph_ms:.2f}x'
@@ -216,7 +218,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     parser.add_argument('--no_twin', action='store_true', help='device table: no plain-twin column')
     parser.add_argument('--no_cudnn_benchmark', action='store_true', help='device table: cudnn.benchmark off')
     parser.add_argument('--compile', action='store_true',
-                        help='device table: add torch.compile (a child process per configuration, see --compile_timeout)')
+                        help='device table: add torch.compile '
+                             '(a child process per configuration, see --compile_timeout)')
     parser.add_argument('--compile_timeout', type=float, default=90.0)
     parser.add_argument('--time_budget', type=float, default=None,
                         help='device table: seconds after which the remaining configurations are skipped')

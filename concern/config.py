@@ -19,7 +19,7 @@ import importlib
 import inspect
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeGuard
 
 import yaml
 
@@ -230,7 +230,7 @@ def _import_project_module(module_name: str, where: str) -> Any:
         raise
 
 
-def _is_project_class(obj: Any) -> bool:
+def _is_project_class(obj: Any) -> TypeGuard[type]:
     return inspect.isclass(obj) and obj.__module__.split('.')[0] in PROJECT_ROOTS
 
 

@@ -1,5 +1,5 @@
 """DataLoader: the experiment's loader, the one path that trains and validates (order, sharding, seeds, bad samples)."""
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -10,6 +10,14 @@ from .rng import reseed
 from .sampler import EpochBatchSampler, SampleKey
 
 BadSample = Tuple[str, str]  # (file, message)
+
+
+class SizedDataset(Protocol):
+    """What the loader needs of a data set (a map-style torch Dataset with a length): its length and samples."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
 
 
 def _take_bad_samples(dataset: Any) -> List[BadSample]:
@@ -27,7 +35,7 @@ class _SeededSamples(torch.utils.data.Dataset):
     the batch, so no queue or shared memory is needed between the workers and the main process.
     """
 
-    def __init__(self, dataset: torch.utils.data.Dataset):
+    def __init__(self, dataset: SizedDataset):
         self.dataset = dataset
 
     def __len__(self) -> int:
@@ -35,7 +43,7 @@ class _SeededSamples(torch.utils.data.Dataset):
 
     def __getitem__(self, key: SampleKey) -> Tuple[Any, List[BadSample]]:
         reseed(key.seed, stream=(key.epoch, key.position))
-        sample = self.dataset[key.index]
+        sample = self.dataset[key.sample_index]
         return sample, _take_bad_samples(self.dataset)
 
 
@@ -77,7 +85,7 @@ class DataLoader:
     process draws the batches, the workers only load them), so persistent workers survive rebinding.
     """
 
-    def __init__(self, dataset: torch.utils.data.Dataset, batch_size: int = 256, num_workers: int = 10,
+    def __init__(self, dataset: SizedDataset, batch_size: int = 256, num_workers: int = 10,
                  collect_fn: Optional[Callable] = None, is_training: bool = True, shuffle: Optional[bool] = None,
                  drop_last: Optional[bool] = None, distributed: bool = False, seed: int = 0,
                  pin_memory: Optional[bool] = None, prefetch_factor: Optional[int] = None,
@@ -101,7 +109,7 @@ class DataLoader:
         # when the workers start (they persist afterwards); the augmentation stream is seeded per sample instead
         self._generator = torch.Generator()
         self._generator.manual_seed(self.seed)
-        extra = {}
+        extra: Dict[str, Any] = {}
         if self.num_workers > 0:
             extra = {'persistent_workers': True, 'multiprocessing_context': multiprocessing_context}
             if prefetch_factor is not None:
@@ -180,8 +188,8 @@ class DataLoader:
         return len(self.sampler)
 
     # -- bad samples ----------------------------------------------------------------------
-    def _record(self, reports: Sequence[BadSample]) -> None:
-        self._bad_samples.extend(tuple(report) for report in reports)
+    def _record(self, reports: Iterable[BadSample]) -> None:
+        self._bad_samples.extend(reports)  # already tuples: _take_bad_samples makes them
 
     def take_bad_samples(self) -> List[BadSample]:
         """(file, message) of every bad sample met since the last call, by the workers and by this process, in

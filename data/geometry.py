@@ -90,16 +90,16 @@ def integer_unclip_distances(points: np.ndarray, counts: Sequence[int], unclip_r
     closing one last): the same correctly rounded square roots of exact integers, added in the same order
     (np.bincount adds each ring's weights one after the other)."""
     points = points.astype(np.int64)
-    counts = np.asarray(counts)
-    ring = np.repeat(np.arange(len(counts)), counts)
-    ends = np.cumsum(counts)
+    sizes = np.asarray(counts)
+    ring = np.repeat(np.arange(len(sizes)), sizes)
+    ends = np.cumsum(sizes)
     following = np.arange(1, len(points) + 1)
-    following[ends - 1] = ends - counts
+    following[ends - 1] = ends - sizes
     x, y = points[:, 0], points[:, 1]
     cross = x * y[following] - x[following] * y
-    twice_area = np.add.reduceat(cross, ends - counts)
+    twice_area = np.add.reduceat(cross, ends - sizes)
     dx, dy = (x[following] - x).astype(np.float64), (y[following] - y).astype(np.float64)
-    perimeter = np.bincount(ring, weights=np.sqrt(dx * dx + dy * dy), minlength=len(counts))
+    perimeter = np.bincount(ring, weights=np.sqrt(dx * dx + dy * dy), minlength=len(sizes))
     return np.abs(twice_area) / 2.0 * unclip_ratio / perimeter
 
 
@@ -332,10 +332,11 @@ def to_image_polygons(polygons: Union[np.ndarray, Sequence[np.ndarray]], map_siz
                 outputs[index] = polygon
         failing = failing[~fixed]
     scaled_rows = split_rows(scaled, counts)
+    results: List[Optional[np.ndarray]] = list(outputs)  # None where no valid polygon can be made
     for index in failing.tolist():
-        outputs[index] = repair_polygon(outputs[index], scaled_rows[index], dest_height, dest_width, quadrilaterals)
-    kept = [index for index, output in enumerate(outputs) if output is not None]
-    return [outputs[index] for index in kept], kept
+        results[index] = repair_polygon(outputs[index], scaled_rows[index], dest_height, dest_width, quadrilaterals)
+    kept = [index for index, output in enumerate(results) if output is not None]
+    return [output for output in results if output is not None], kept
 
 
 def repair_polygon(rounded: np.ndarray, scaled: np.ndarray, dest_height: int, dest_width: int,

@@ -8,7 +8,7 @@ import torch.utils.data
 
 from .ground_truth import sanitize_lines
 from .image_io import DataError, read_image
-from .readers import GT_FORMATS, LIST_READERS, find_gt_file, parse_paddle_label, synthtext_lines
+from .readers import GT_FORMATS, LIST_READERS, Line, find_gt_file, parse_paddle_label, synthtext_lines
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +37,11 @@ class _SynthTextSource:
         except (OSError, ValueError, KeyError) as error:
             raise DataError(f'{mat_path}: cannot read imnames ({error})') from None
         self.image_names = _cell_strings(names)
-        self._word_boxes = None
-        self._texts = None
+        self._word_boxes: Optional[np.ndarray] = None
+        self._texts: Optional[np.ndarray] = None
 
-    def lines(self, index: int) -> List[Dict[str, Any]]:
-        if self._word_boxes is None:
+    def lines(self, index: int) -> List[Line]:
+        if self._word_boxes is None or self._texts is None:  # both are loaded together
             import scipy.io
             mat = scipy.io.loadmat(self.mat_path, variable_names=['wordBB', 'txt'])
             self._word_boxes = np.ravel(mat['wordBB'])
@@ -84,8 +84,8 @@ class ImageDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, data_dir: Sequence[str] = (), data_list: Sequence[str] = (), processes: Sequence[Any] = (),
-                 gt_format: Union[None, str, Sequence[Optional[str]]] = None, on_bad_sample: Optional[str] = None,
-                 is_training: Optional[bool] = None, max_skip_attempts: int = 100):
+                 gt_format: Union[None, str, List[Optional[str]], Tuple[Optional[str], ...]] = None,
+                 on_bad_sample: Optional[str] = None, is_training: Optional[bool] = None, max_skip_attempts: int = 100):
         data_dir = [data_dir] if isinstance(data_dir, str) else list(data_dir)
         data_list = [data_list] if isinstance(data_list, str) else list(data_list)
         if len(data_dir) != len(data_list) or not data_dir:
@@ -105,7 +105,8 @@ class ImageDataset(torch.utils.data.Dataset):
                             if is_training is None else bool(is_training))
         self.on_bad_sample = on_bad_sample or ('substitute' if self.is_training else 'raise')
         self.max_skip_attempts = max_skip_attempts
-        self.gt_formats = [f or infer_gt_format(d, l) for f, d, l in zip(formats, data_dir, data_list)]
+        self.gt_formats = [fmt or infer_gt_format(directory, list_path)
+                           for fmt, directory, list_path in zip(formats, data_dir, data_list)]
         for fmt in self.gt_formats:
             if fmt not in GT_FORMATS:
                 raise ValueError(f'ImageDataset: unknown gt_format {fmt!r}, expected one of {GT_FORMATS}')

@@ -47,11 +47,14 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from PIL import TiffImagePlugin
 
 ORIENTATIONS = ('stored', 'displayed')
 
@@ -142,7 +145,7 @@ def read_image(path: str, *, orientation: str, max_pixels: Optional[int] = DEFAU
                         else f'{path}: cannot read image file ({error})') from None
     try:
         with _pillow_limit_lifted():  # Image.open reads the header only
-            image = Image.open(path)
+            image: Image.Image = Image.open(path)
     except UnidentifiedImageError as error:
         known = _pillow_format_by_signature(path)
         if known:  # Pillow knows the format but not this file: corrupt, never OpenCV's lenient second try
@@ -162,9 +165,10 @@ def read_image(path: str, *, orientation: str, max_pixels: Optional[int] = DEFAU
         with _pillow_limit_lifted() if above_pillow else contextlib.nullcontext():
             try:
                 # Pillow applies a TIFF's own orientation tag while decoding (and drops the tag)
-                tiff_orientation = image.tag_v2.get(_EXIF_ORIENTATION) if image.format == 'TIFF' else None
+                tiff = _as_tiff(image)
+                tiff_orientation = tiff.tag_v2.get(_EXIF_ORIENTATION) if tiff is not None else None
                 image.load()  # decode now: a truncated or corrupt file raises here, not later
-                if tiff_orientation in _UNDO_ORIENTATION and _EXIF_ORIENTATION not in image.tag_v2:
+                if tiff is not None and tiff_orientation in _UNDO_ORIENTATION and _EXIF_ORIENTATION not in tiff.tag_v2:
                     if orientation == 'stored':
                         image = image.transpose(_UNDO_ORIENTATION[tiff_orientation])
                 elif orientation == 'displayed':
@@ -181,6 +185,15 @@ def _check_size(path: str, width: int, height: int, max_pixels: Optional[int]) -
         raise DataError(f'{path}: image of {width}x{height} = {width * height} pixels exceeds the limit of '
                         f'{max_pixels} pixels (decompression-bomb guard); to read it raise the limit (demo.py '
                         '--max_image_pixels, read_image / TextDetector max_pixels=; 0 / None: no limit)')
+
+
+def _as_tiff(image: Image.Image) -> Optional[TiffImagePlugin.TiffImageFile]:
+    """``image`` when Pillow opened it as a TIFF (its tags in ``tag_v2``), else None."""
+    if image.format != 'TIFF':
+        return None
+    from PIL import TiffImagePlugin  # imported by Pillow already: it opened the file
+    assert isinstance(image, TiffImagePlugin.TiffImageFile)  # the one plugin of format 'TIFF'
+    return image
 
 
 def _exif_transposed(image: Image.Image) -> Image.Image:

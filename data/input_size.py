@@ -45,7 +45,8 @@ class InputSize:
                  max_long_side: Optional[int] = None):
         if mode not in MODES:
             raise ValueError(f'input size mode: expected one of {MODES}, got {mode!r}')
-        values = [size] if isinstance(size, numbers.Real) else list(size)
+        # int named too for the type checker, which does not count int as a numbers.Real
+        values = [size] if isinstance(size, (int, numbers.Real)) else list(size)
         if len(values) != (2 if mode == 'fixed' else 1):
             raise ValueError(f"input size: mode {mode!r} expects {'(height, width)' if mode == 'fixed' else 'one side'}"
                              f', got {size!r}')

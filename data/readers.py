@@ -9,14 +9,19 @@ import json
 import math
 import os
 import re
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypedDict, Union
 
 import numpy as np
 
 from .image_io import DataError
 
 DONT_CARE = '###'
-Line = Dict[str, object]
+
+
+class Line(TypedDict):
+    """One ground-truth line: the polygon's points (px) and its transcription (``'###'`` = don't care)."""
+    poly: List[List[float]]
+    text: str
 
 
 def _read_text(path: str) -> str:
@@ -31,7 +36,7 @@ def _read_text(path: str) -> str:
     return text.replace('\ufeff', '')
 
 
-def _is_number(token: object) -> bool:
+def _is_number(token: Any) -> bool:
     """Whether ``float()`` reads the token, non-finite spellings ('nan', 'inf', '1e999') included, so that
     a non-finite coordinate is reported as one rather than read as the start of a label."""
     try:
@@ -41,7 +46,7 @@ def _is_number(token: object) -> bool:
     return True
 
 
-def _finite(values: Sequence[object], where: str) -> List[float]:
+def _finite(values: Sequence[Union[str, float]], where: str) -> List[float]:
     """``values`` as floats; :class:`DataError` naming ``where`` and the value if one is not finite."""
     numbers = [float(v) for v in values]
     for position, number in enumerate(numbers):
@@ -51,7 +56,7 @@ def _finite(values: Sequence[object], where: str) -> List[float]:
     return numbers
 
 
-def _pairs(values: Sequence[object], where: str) -> List[List[float]]:
+def _pairs(values: Sequence[Union[str, float]], where: str) -> List[List[float]]:
     if len(values) < 6 or len(values) % 2:
         raise DataError(f'{where}: expected an even number (>= 6) of coordinates, got {len(values)}')
     numbers = _finite(values, where)
@@ -74,7 +79,7 @@ def unquote_transcription(text: str) -> str:
 def read_icdar2015(path: str) -> List[Line]:
     """``x1,y1,...,x4,y4,transcription`` (transcription may hold commas; ``###`` = don't care; a quoted
     transcription is unquoted as the official script does, :func:`unquote_transcription`)."""
-    lines = []
+    lines: List[Line] = []
     for number, row in enumerate(_read_text(path).splitlines(), 1):
         if not row.strip():
             continue
@@ -94,7 +99,7 @@ def read_converted(path: str, difficult_label: Optional[str] = None) -> List[Lin
     ``nan`` / ``inf`` count as numeric, so a non-finite coordinate is an error and not a label start.
     ``difficult_label`` (``'1'`` for MSRA-TD500) is a label value meaning don't care.
     """
-    lines = []
+    lines: List[Line] = []
     for number, row in enumerate(_read_text(path).splitlines(), 1):
         if not row.strip():
             continue
@@ -121,7 +126,7 @@ _TOTALTEXT_RECORD = re.compile(
 def read_totaltext(path: str) -> List[Line]:
     """Total-Text official ``poly_gt_imgN.txt`` records (a record may wrap over several lines)."""
     content = _read_text(path)
-    lines = []
+    lines: List[Line] = []
     starts = [m.start() for m in re.finditer(r'x:\s*\[\[', content)]
     for index, start in enumerate(starts):
         end = starts[index + 1] if index + 1 < len(starts) else len(content)
@@ -153,7 +158,7 @@ def read_totaltext(path: str) -> List[Line]:
 
 def read_td500(path: str) -> List[Line]:
     """MSRA-TD500 / TR400 ``.gt``: ``index difficult x y w h theta`` (rectangle rotated about its centre)."""
-    lines = []
+    lines: List[Line] = []
     for number, row in enumerate(_read_text(path).splitlines(), 1):
         if not row.strip():
             continue
@@ -180,7 +185,7 @@ def read_ctw1500(path: str) -> List[Line]:
     """
     if path.endswith('.xml'):
         return _read_ctw1500_xml(path)
-    lines = []
+    lines: List[Line] = []
     for number, row in enumerate(_read_text(path).splitlines(), 1):
         row = row.strip()
         if not row:
@@ -208,17 +213,19 @@ def _read_ctw1500_xml(path: str) -> List[Line]:
     line of the ``<segs>`` (or of the ``<box>`` when it has none). Parsed with expat for line numbers."""
     from xml.parsers import expat
     parser = expat.ParserCreate()
-    boxes: List[Dict[str, object]] = []   # every box, in document order
-    open_boxes: List[Dict[str, object]] = []
+    # A box: 'line' and 'depth' (int), 'label' and 'segs' (their text chunks, None until read), 'reading'.
+    boxes: List[Dict[str, Any]] = []   # every box, in document order
+    open_boxes: List[Dict[str, Any]] = []
     elements: List[str] = []
-    field: List[Optional[Dict[str, object]]] = [None]  # the box whose <label>/<segs> text is being read
+    field: List[Optional[Dict[str, Any]]] = [None]  # the box whose <label>/<segs> text is being read
 
     def start(name: str, _attributes: Dict[str, str]) -> None:
         parent = elements[-1] if elements else None
         elements.append(name)
         field[0] = None
         if name == 'box':
-            box = {'line': parser.CurrentLineNumber, 'depth': len(elements), 'label': None, 'segs': None}
+            box: Dict[str, Any] = {'line': parser.CurrentLineNumber, 'depth': len(elements),
+                                   'label': None, 'segs': None}
             boxes.append(box)
             open_boxes.append(box)
         elif parent == 'box' and name in ('label', 'segs') and open_boxes[-1][name] is None:
@@ -243,7 +250,7 @@ def _read_ctw1500_xml(path: str) -> List[Line]:
         parser.Parse(_read_text(path), True)
     except expat.ExpatError as error:
         raise DataError(f'{path}:{error.lineno}: malformed XML ({expat.ErrorString(error.code)})') from None
-    lines = []
+    lines: List[Line] = []
     for index, box in enumerate(boxes):
         where = f'{path}:{box["line"]} (box {index})'
         segs = None if box['segs'] is None else ''.join(box['segs'])
@@ -254,7 +261,7 @@ def _read_ctw1500_xml(path: str) -> List[Line]:
     return lines
 
 
-def parse_paddle_label(row: str, where: str) -> (str, List[Line]):
+def parse_paddle_label(row: str, where: str) -> Tuple[str, List[Line]]:
     """One PaddleOCR detection label line: ``image_path\\t[{"transcription": ..., "points": [[x, y], ...]}]``."""
     if '\t' not in row:
         raise DataError(f'{where}: expected "image_path<TAB>json", got {row[:80]!r}')
@@ -263,7 +270,7 @@ def parse_paddle_label(row: str, where: str) -> (str, List[Line]):
         items = json.loads(payload)
     except json.JSONDecodeError as error:
         raise DataError(f'{where}: invalid JSON ({error.msg} at column {error.colno})') from None
-    lines = []
+    lines: List[Line] = []
     for item in items:
         points = item.get('points') if isinstance(item, dict) else None
         if not isinstance(points, list) or len(points) < 3 or not all(

@@ -12,8 +12,9 @@ from torch.utils.data import Sampler
 
 
 class SampleKey(NamedTuple):
-    """What the loader asks its data set for: sample ``index``, augmented from the stream (seed, epoch, position)."""
-    index: int
+    """What the loader asks its data set for: sample ``sample_index``, augmented from the stream (seed, epoch,
+    position). (Not ``index``: a field of that name would hide ``tuple.index``.)"""
+    sample_index: int
     seed: int
     epoch: int
     position: int  # in the epoch's whole order (all ranks): unique per epoch, so ranks never share a stream

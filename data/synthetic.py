@@ -14,7 +14,7 @@ import os
 import string
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -24,6 +24,8 @@ ALPHABET = string.ascii_letters + string.digits
 SYSTEM_FONT_GLOBS = ('/usr/share/fonts/**/*.ttf', '/usr/share/fonts/**/*.otf', '/usr/local/share/fonts/**/*.ttf')
 PAD = 2.0  # pixels of margin between rendered text and its polygon
 SPLIT_STREAM = {'train': 0, 'test': 1}
+# what ImageFont.load_default(size) gives: the scalable bundled font, or a bitmap font where Pillow lacks FreeType
+Font = Union[ImageFont.FreeTypeFont, ImageFont.ImageFont]
 
 
 def find_fonts(which: str = 'all') -> List[Optional[str]]:
@@ -40,9 +42,9 @@ def find_fonts(which: str = 'all') -> List[Optional[str]]:
 class FontBank:
     def __init__(self, fonts: Sequence[Optional[str]]):
         self.fonts = list(fonts)
-        self._cache: Dict[Tuple[Optional[str], int], ImageFont.FreeTypeFont] = {}
+        self._cache: Dict[Tuple[Optional[str], int], Font] = {}
 
-    def get(self, index: int, size: int) -> ImageFont.FreeTypeFont:
+    def get(self, index: int, size: int) -> Font:
         key = (self.fonts[index], size)
         if key not in self._cache:
             path = self.fonts[index]
@@ -58,12 +60,13 @@ class Word:
     origin: Tuple[int, int]  # (x, y) of the patch's top-left corner in the image
 
 
-def render_word_mask(text: str, font: ImageFont.FreeTypeFont, stroke: int) -> Tuple[np.ndarray, Tuple[int, int, int, int]]:
+def render_word_mask(text: str, font: Font, stroke: int) -> Tuple[np.ndarray, Tuple[int, int, int, int]]:
     """uint8 mask of ``text`` with a margin, and the tight ink box (x0, y0, x1, y1) inside it."""
     left, top, right, bottom = font.getbbox(text, stroke_width=stroke)
     margin = 4
     width, height = right - left + 2 * margin, bottom - top + 2 * margin
-    canvas = Image.new('L', (max(width, 1), max(height, 1)), 0)
+    # Pillow types FreeTypeFont.getbbox as floats; it returns whole pixels (ints)
+    canvas = Image.new('L', (max(width, 1), max(height, 1)), 0)  # type: ignore[arg-type]
     ImageDraw.Draw(canvas).text((margin - left, margin - top), text, font=font, fill=255, stroke_width=stroke,
                                 stroke_fill=255)
     mask = np.asarray(canvas)
@@ -117,7 +120,8 @@ def _clutter(rng: np.random.Generator, image: np.ndarray) -> None:
             cv2.circle(image, center, int(rng.uniform(3, 25)), color, -1, cv2.LINE_AA)
 
 
-def _perspective_word(rng, mask, ink_box, angle_deg, jitter, position) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int]]:
+def _perspective_word(rng, mask, ink_box, angle_deg, jitter,
+                      position) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int]]:
     """Rotate + mildly perspective-warp a word mask; returns (patch alpha, polygon, patch origin)."""
     height, width = mask.shape
     src = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], dtype=np.float32)

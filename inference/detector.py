@@ -72,11 +72,12 @@ class TextDetector:
     and the post-processing settings. checkpoint: weights of that model (``load_trained_model``: every key must
     fit, never random weights), or ``onnx``: an exported model run by onnxruntime (no checkpoint needed).
     device / precision ('fp32', 'fp16', 'bf16', or 'auto': bf16 on a CPU running it natively, else fp32; fp16 on
-    CUDA; the choice and its reason are in ``runner.describe()``) / channels_last: PyTorch only. image_short_side / max_long_side:
-    the input size (``InputSize('short_side', ...)``). polygon: polygons instead of boxes. thresh / box_thresh:
-    the representer's thresholds; precedence: these arguments > ``opts`` (``'key.path=value'`` overrides) > the
-    file. orientation: 'displayed' (EXIF orientation applied, default) or 'stored' for paths. max_pixels: images
-    larger than this are refused (``read_image``). log: where one-off notes go (default standard error).
+    CUDA; the choice and its reason are in ``runner.describe()``) / channels_last: PyTorch only.
+    image_short_side / max_long_side: the input size (``InputSize('short_side', ...)``). polygon: polygons instead
+    of boxes. thresh / box_thresh: the representer's thresholds; precedence: these arguments > ``opts``
+    (``'key.path=value'`` overrides) > the file. orientation: 'displayed' (EXIF orientation applied, default) or
+    'stored' for paths. max_pixels: images larger than this are refused (``read_image``). log: where one-off notes
+    go (default standard error).
     cuda_graphs: PyTorch on CUDA only: each input shape's forward is captured once in a CUDA graph and replayed
     (``inference.runners.TorchRunner``), which saves the kernel launch time of small batches.
 
@@ -106,6 +107,7 @@ class TextDetector:
         set_representer_thresholds(config, thresh, box_thresh, prefix='')
         self.config = config
         structure = Experiment.build(config, ('structure',)).structure
+        assert structure is not None  # built: 'structure' is among the parts
         if structure.representer is None:
             raise ValueError(f'{config.source}: structure.representer is required to detect text')
         self.representer = structure.representer
@@ -113,6 +115,7 @@ class TextDetector:
         self.polygon = bool(polygon)
         self.orientation = orientation
         self.max_pixels = max_pixels
+        self.runner: Union[OnnxRunner, TorchRunner]
         if onnx is not None:
             if cuda_graphs:
                 raise ValueError('cuda_graphs: CUDA graphs are for PyTorch on a CUDA device, not for onnx')

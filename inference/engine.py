@@ -2,12 +2,13 @@
 (``StageTimer``) for ``--speed`` reports (``inference.report``)."""
 from __future__ import annotations
 
+import enum
 import inspect
 import queue
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Final, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -51,7 +52,11 @@ class InferenceResult:
         return self.output[1]
 
 
-_END = object()
+class _Marker(enum.Enum):
+    END = enum.auto()
+
+
+_END: Final = _Marker.END  # the end of the batches (an enum member, so that ``is _END`` narrows the type)
 
 
 def image_of_batch(batch: Mapping[str, Any], index: int, count: int) -> Dict[str, Any]:

@@ -1,11 +1,21 @@
 """The ``--speed`` report of eval.py and demo.py, and the check that two runs gave the same detections."""
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
-from inference.engine import InferenceResult, StageTimer
+from inference.engine import StageTimer
+
+
+class DetectionRecord(Protocol):
+    """What ``same_detections`` compares: per image boxes and scores (an ``InferenceResult``, eval.py's record)."""
+
+    @property
+    def boxes(self) -> Sequence[Any]: ...
+
+    @property
+    def scores(self) -> Sequence[Any]: ...
 
 
 def stage_rows(timer: StageTimer) -> List[Tuple[str, float, float]]:
@@ -31,7 +41,7 @@ def format_speed(sequential: StageTimer, pipelined: Optional[StageTimer], header
     return '\n'.join(lines)
 
 
-def same_detections(first: Sequence[InferenceResult], second: Sequence[InferenceResult]) -> bool:
+def same_detections(first: Sequence[DetectionRecord], second: Sequence[DetectionRecord]) -> bool:
     """Whether two runs gave the same boxes (exact integer coordinates) and scores (exact floats) per image."""
     if len(first) != len(second):
         return False

@@ -43,9 +43,9 @@ class Detector(nn.Module):
 
 
 class ModuleHolder(nn.Module):
-    """Holds a module as ``module`` (the attribute name DataParallel uses), for checkpoint keys."""
+    """Holds the detector as ``module`` (the attribute name DataParallel uses), for checkpoint keys."""
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: Detector):
         super().__init__()
         self.module = module
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol, Tuple, TypeGuard, Union
 
 import torch
 from torch import nn
@@ -54,9 +54,20 @@ class LoadReport(NamedTuple):
     text: Optional[str] = None
 
 
-def _offset_compat_backbones(model: nn.Module) -> List[nn.Module]:
-    return [module for module in model.modules() if hasattr(module, 'set_offset_compat')
-            and hasattr(module, 'requested_offset_compat')]
+class OffsetCompatBackbone(Protocol):
+    """What the offset mode needs of a backbone (``backbones.resnet.ResNet``)."""
+    offset_compat: str
+    requested_offset_compat: str
+
+    def set_offset_compat(self, mode: str) -> None: ...
+
+
+def _is_offset_compat_backbone(module: nn.Module) -> TypeGuard[OffsetCompatBackbone]:
+    return hasattr(module, 'set_offset_compat') and hasattr(module, 'requested_offset_compat')
+
+
+def _offset_compat_backbones(model: nn.Module) -> List[OffsetCompatBackbone]:
+    return [module for module in model.modules() if _is_offset_compat_backbone(module)]
 
 
 def offset_compat_of(model: nn.Module) -> Optional[str]:
@@ -67,7 +78,7 @@ def offset_compat_of(model: nn.Module) -> Optional[str]:
     return modes.pop() if modes else None
 
 
-def _recorded_offset_compat(checkpoint: Mapping[str, Any]) -> Optional[str]:
+def _recorded_offset_compat(checkpoint: Mapping[str, Any]) -> str:
     """The mode a full checkpoint of this project records: its ``offset_compat`` entry, else (checkpoints
     written before that entry existed) an explicit ``offset_compat`` in its config, else 'corrected' (this
     project's only mode before 'auto')."""
@@ -127,9 +138,10 @@ def decide_offset_compat(model: nn.Module, content: Optional[Mapping[str, Any]],
         if mode not in ('corrected', 'original'):
             raise ValueError(f"{where}: entry 'offset_compat' is {mode!r}, expected 'corrected' or 'original'")
         if requested_mode not in ('auto', mode):
-            raise OffsetCompatConflict(f'the experiment sets backbone_args.offset_compat: {requested_mode}, but {where} '
-                             f'records that its weights were trained with offset_compat: {mode}; remove the '
-                             f'setting (the checkpoint decides) or use weights trained with {requested_mode}')
+            raise OffsetCompatConflict(f'the experiment sets backbone_args.offset_compat: {requested_mode}, '
+                                       f'but {where} records that its weights were trained with offset_compat: '
+                                       f'{mode}; remove the setting (the checkpoint decides) or use weights trained '
+                                       f'with {requested_mode}')
         reason = f'recorded in {where}'
     elif requested_mode == 'auto' and not _holds_offset_weights(content):
         mode = 'corrected'

@@ -213,7 +213,8 @@ def test_import_cycle(tmp_path, monkeypatch):
 def test_packages_outside_the_project_are_refused(tmp_path, monkeypatch, package):
     monkeypatch.chdir(tmp_path)
     write(tmp_path, 'exp.yaml', f'package: [{package}]\ndefine: []\n')
-    with pytest.raises(ConfigError, match=rf"exp.yaml: key 'package': package '{package}' is not a module of this project"):
+    with pytest.raises(ConfigError,
+                       match=rf"exp.yaml: key 'package': package '{package}' is not a module of this project"):
         load_experiment_file('exp.yaml')
 
 

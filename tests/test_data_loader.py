@@ -73,7 +73,8 @@ def make_dataset(root, count=6, bad=(2,)):
             handle.write('20,20,120,25,118,60,22,55,word\n150,100,300,100,300,140,150,140,###\n')
     with open(root / 'train_list.txt', 'w') as handle:
         handle.write('\n'.join(names) + '\n')
-    processes = [AugmentDetectionData([['Fliplr', 0.5], {'cls': 'Affine', 'rotate': [-10, 10]}, ['Resize', [0.5, 3.0]]]),
+    processes = [AugmentDetectionData([['Fliplr', 0.5], {'cls': 'Affine', 'rotate': [-10, 10]},
+                                       ['Resize', [0.5, 3.0]]]),
                  RandomCropData(size=[64, 64], max_tries=10), MakeICDARData(), MakeSegDetectionData(),
                  MakeBorderMap(), NormalizeImage(),
                  FilterKeys(superfluous=['polygons', 'filename', 'shape', 'ignore_tags', 'is_training'])]

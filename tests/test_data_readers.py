@@ -26,7 +26,7 @@ def test_icdar2015_bom_commas_and_dont_care(tmp_path):
                  '374,155,409,155,409,170,374,170,###\n'
                  '10,10,20,10,20,20,10,20,a,b\n', encoding='utf-8-sig')
     lines = read_icdar2015(path)
-    assert [l['text'] for l in lines] == ['Genaxis Theatre', '[06]', '###', 'a,b']
+    assert [line['text'] for line in lines] == ['Genaxis Theatre', '[06]', '###', 'a,b']
     assert lines[0]['poly'] == [[377, 117], [463, 117], [465, 130], [378, 130]]
 
 
@@ -53,7 +53,7 @@ def test_converted_polygon_label_with_comma_and_td500_difficult(tmp_path):
     assert lines[1]['text'] == '1' and len(lines[1]['poly']) == 4
     assert lines[2]['text'] == '1,000' and len(lines[2]['poly']) == 4  # numeric label after 8 coordinates
     td = read_converted(path, difficult_label='1')
-    assert [l['text'] for l in td] == ['hello', '###', '1,000']
+    assert [line['text'] for line in td] == ['hello', '###', '1,000']
 
 
 def test_totaltext_official_wrapped_records(tmp_path):
@@ -118,7 +118,8 @@ def test_synthtext_single_and_multiple_words():
     one = synthtext_lines(np.array([[0, 10, 10, 0], [0, 0, 5, 5]]), ['Hello'], 'gt.mat')
     assert one == [{'poly': [[0, 0], [10, 0], [10, 5], [0, 5]], 'text': 'Hello'}]
     boxes = np.zeros((2, 4, 3))
-    assert [l['text'] for l in synthtext_lines(boxes, ['two words\n', 'three'], 'gt.mat')] == ['two', 'words', 'three']
+    assert [line['text'] for line in synthtext_lines(boxes, ['two words\n', 'three'], 'gt.mat')] == \
+        ['two', 'words', 'three']
     with pytest.raises(DataError, match='3 word boxes but 2 words'):
         synthtext_lines(boxes, ['a b'], 'gt.mat')
 
@@ -191,7 +192,7 @@ def test_non_finite_coordinates_name_file_and_line(tmp_path, bad):
          f"x: [[1 9\n 9]], y: [[1 1\n {bad}]], ornt: [u'c'],\n transcriptions: [u'b']\n", 4),
         (read_td500, 'IMG_1.gt', f'0 0 1 2 30 20 0\n1 0 1 2 30 20 {bad}\n', 2),
         (read_ctw1500, '0001.txt', ','.join(['1'] * 32) + '\n' + ','.join(['1'] * 31 + [bad]) + '\n', 2),
-        (read_ctw1500, '1001.txt', ','.join(['1'] * 28) + f',####a\n' + ','.join(['1'] * 27 + [bad]) + ',####b\n', 2),
+        (read_ctw1500, '1001.txt', ','.join(['1'] * 28) + ',####a\n' + ','.join(['1'] * 27 + [bad]) + ',####b\n', 2),
         (read_ctw1500, '0002.xml', '<Annotations>\n<image>\n<box><label>a</label><segs>0,0,9,0,9,9</segs></box>\n'
          f'<box><label>b</label>\n<segs>0,0,9,0,9,{bad}</segs></box>\n</image>\n</Annotations>\n', 5),
     ]
@@ -280,7 +281,7 @@ def test_synthtext_mat_and_paddle_datasets(tmp_path):
     dataset = ImageDataset(data_dir=[str(tmp_path / 'synth')], data_list=[mat], processes=[], is_training=True)
     assert dataset.gt_formats == ['synthtext'] and len(dataset) == 2
     assert dataset[0]['lines'] == [{'poly': [[1, 2], [9, 2], [9, 6], [1, 6]], 'text': 'Hi'}]
-    assert [l['text'] for l in dataset[1]['lines']] == ['###', '###']  # zero-area boxes become don't care
+    assert [line['text'] for line in dataset[1]['lines']] == ['###', '###']  # zero-area boxes become don't care
     label_file = write(tmp_path / 'synth' / 'Label.txt',
                        '8/x_0.jpg\t[{"transcription": "Yo", "points": [[0, 0], [8, 0], [8, 4], [0, 4]]}]\n')
     paddle = ImageDataset(data_dir=[str(tmp_path / 'synth')], data_list=[label_file], processes=[], gt_format='paddle')

@@ -23,7 +23,8 @@ def test_polygons_enclose_rendered_text():
             covered = (text_pixels & inside.astype(bool)).sum() / max(text_pixels.sum(), 1)
             assert covered >= 0.97, (index, word.text, covered)
             x, y = word.origin
-            assert 0 <= x and 0 <= y and x + word.mask.shape[1] <= image.shape[1] and y + word.mask.shape[0] <= image.shape[0]
+            assert 0 <= x and 0 <= y
+            assert x + word.mask.shape[1] <= image.shape[1] and y + word.mask.shape[0] <= image.shape[0]
             curved += len(word.polygon) >= 10
             dont_care += word.text == '###'
     assert curved > 0 and dont_care > 0

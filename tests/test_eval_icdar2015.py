@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from structure.measurers.protocols.icdar2015_eval import DetectionIoUEvaluator, contour_area, even_odd_region, to_polygon
+from structure.measurers.protocols.icdar2015_eval import (DetectionIoUEvaluator, contour_area, even_odd_region,
+                                                          to_polygon)
 from polygon_oracle import polygon_library_areas
 
 
@@ -164,7 +165,8 @@ def test_contour_area_and_even_odd_region_by_hand():
     assert contour_area(frame) == pytest.approx(1000.0)
     assert even_odd_region(frame).area == pytest.approx(800.0)
     # degenerate: collinear points, fewer than 3 points
-    assert contour_area(flat('10,10,20,10,30,10,15,10')) == 0.0 and even_odd_region(flat('10,10,20,10,30,10,15,10')).is_empty
+    collinear = flat('10,10,20,10,30,10,15,10')
+    assert contour_area(collinear) == 0.0 and even_odd_region(collinear).is_empty
     assert contour_area([[0, 0], [5, 5]]) == 0.0 and even_odd_region([[0, 0], [5, 5]]).is_empty
 
 
@@ -214,10 +216,12 @@ def test_non_finite_and_bad_switch_are_errors():
 def test_valid_polygons_give_the_same_tables_with_both_switches():
     rng = np.random.default_rng(1)
     gts = [{'points': cv2.boxPoints(((float(x), float(y)), (float(w), float(h)), float(a))).round(), 'ignore': i < 2}
-           for i, (x, y, w, h, a) in enumerate(zip(*rng.uniform([0, 0, 20, 8, -40], [200, 200, 80, 30, 40], (12, 5)).T))]
+           for i, (x, y, w, h, a) in enumerate(zip(*rng.uniform([0, 0, 20, 8, -40], [200, 200, 80, 30, 40],
+                                                                (12, 5)).T))]
     dets = [{'points': item['points'] + rng.integers(-3, 4, (4, 2))} for item in gts[:10]]
     dets = [item for item in dets if to_polygon(item['points']) is not None]
-    official, dropped = (DetectionIoUEvaluator(invalid_polygons=mode).prepare(gts, dets) for mode in ('official', 'drop'))
+    official, dropped = (DetectionIoUEvaluator(invalid_polygons=mode).prepare(gts, dets)
+                         for mode in ('official', 'drop'))
     assert np.allclose(official.iou, dropped.iou, rtol=0, atol=1e-12)
     assert (official.det_dont_care == dropped.det_dont_care).all()
 

@@ -99,7 +99,8 @@ def test_sweep_equals_measuring_each_threshold_from_scratch(protocol):
 def test_result_files(tmp_path):
     outputs = [{'filename': '/data/test_images/img_7.jpg', 'boxes': np.array([[[1, 2], [3, 2], [3, 4], [1, 4]]]),
                 'scores': [0.87654321]},
-               {'filename': 'img_8.png', 'boxes': [np.array([[0, 0], [5, 0], [6, 3], [2, 5], [0, 4]])], 'scores': [0.5]},
+               {'filename': 'img_8.png', 'boxes': [np.array([[0, 0], [5, 0], [6, 3], [2, 5], [0, 4]])],
+                'scores': [0.5]},
                {'filename': 'img_9.jpg', 'boxes': [], 'scores': []}]
     paths = write_result_files(str(tmp_path / 'res'), outputs)
     assert [p.split('/')[-1] for p in paths] == ['res_img_7.txt', 'res_img_8.txt', 'res_img_9.txt']

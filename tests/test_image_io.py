@@ -15,7 +15,6 @@ import pytest
 import torch
 from PIL import Image, ImageOps, TiffImagePlugin
 
-import data.image_io as image_io
 from data.image_io import DEFAULT_MAX_PIXELS, ORIENTATIONS, DataError, read_image, to_bgr_uint8
 
 ORIENTATION_TAG = 0x0112

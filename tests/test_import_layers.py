@@ -168,7 +168,8 @@ def test_architecture_lists_every_module():
     files = {os.path.relpath(path, REPO_ROOT).replace(os.sep, '/') for path in modules.values() if path}
     listed = set(re.findall(r'[\w/]+\.py\b', text))
     missing = sorted(path for path in files if path not in listed and not path.endswith('__init__.py'))
-    stale = sorted(path for path in listed if path.endswith('.py') and not os.path.exists(os.path.join(REPO_ROOT, path)))
+    stale = sorted(path for path in listed
+                   if path.endswith('.py') and not os.path.exists(os.path.join(REPO_ROOT, path)))
     assert missing == [] and stale == []
 
 
@@ -178,3 +179,9 @@ def test_compatibility_reexports_are_imported_by_nothing_in_the_project(shim, ta
     users = [module for module, targets in graph.items() if any(name == shim for name, _ in targets)]
     assert users == []
     assert (target, 1) in [(name, 1) for name, _ in graph[shim]]
+
+
+def test_the_readme_import_of_the_api_still_works():
+    from concern.detector import TextDetector as earlier
+    from inference.detector import TextDetector
+    assert earlier is TextDetector

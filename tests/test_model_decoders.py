@@ -62,7 +62,10 @@ def test_fpn_is_top_down_nearest_addition_with_upsampled_concat():
             conv.weight.zero_()
             conv.weight[:, :, 1, 1] = torch.eye(4, 16)  # keep channels 0..3
     c2, c3, c4, c5 = features(batch=1, channels=(4, 4, 4, 4), size=(32, 64))
-    up = lambda t, s: t.repeat_interleave(s, 2).repeat_interleave(s, 3)  # nearest upsampling
+
+    def up(tensor, scale):  # nearest upsampling
+        return tensor.repeat_interleave(scale, 2).repeat_interleave(scale, 3)
+
     out4 = up(c5, 2) + c4
     out3 = up(out4, 2) + c3
     out2 = up(out3, 2) + c2

@@ -81,7 +81,8 @@ def test_the_official_final_line_is_printed_exactly(tmp_path, capsys):
 
 def test_a_quoted_dont_care_ground_truth_is_dont_care(tmp_path):
     # The official script unquotes transcriptions: "###" is don't care, so a detection on it is not counted.
-    gt = write_folder(tmp_path / 'gt', {'gt_img_1.txt': '0,0,100,0,100,20,0,20,hello\n200,0,240,0,240,10,200,10,"###"\n'})
+    gt = write_folder(tmp_path / 'gt',
+                      {'gt_img_1.txt': '0,0,100,0,100,20,0,20,hello\n200,0,240,0,240,10,200,10,"###"\n'})
     res = write_folder(tmp_path / 'res', {'res_img_1.txt': '0,0,100,0,100,20,0,20\n200,0,240,0,240,10,200,10\n'})
     assert score(gt, res)['method']['precision'] == 1.0
 

@@ -202,7 +202,8 @@ def test_weights_of_a_full_checkpoint_load_only_the_weights(tmp_path):
     plain = tmp_path / 'plain'
     torch.save(model.state_dict(), plain)
     start = Checkpoint(start_iter=3, weights=str(plain)).restore(Tiny())
-    assert start.how == f'weights: {plain} is a plain state dict: fine-tuning from its weights, counting from epoch 0 iteration 3'
+    assert start.how == (f'weights: {plain} is a plain state dict: fine-tuning from its weights, '
+                         'counting from epoch 0 iteration 3')
 
 
 def test_resume_and_weights_together_are_an_error():

@@ -17,7 +17,7 @@ def test_ranks_share_out_each_global_batch():
     length, world = 10, 2
 
     def batches(sampler):
-        return [[key.index for key in batch] for batch in sampler]
+        return [[key.sample_index for key in batch] for batch in sampler]
 
     single = batches(EpochBatchSampler(length, 4, shuffle=True, seed=5))
     ranks = [batches(EpochBatchSampler(length, 2, shuffle=True, seed=5, rank=rank, world_size=world))

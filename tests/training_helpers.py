@@ -100,7 +100,8 @@ class TinyTrainSet(Dataset):
                  hooks: Optional[Dict[int, Callable[[], None]]] = None, huge_files: tuple = (),
                  bad_files: tuple = ()):
         self.length = length
-        self.bad_files = set(bad_files)  # unreadable stand-ins: replaced by the next sample and reported, as ImageDataset
+        # unreadable stand-ins: replaced by the next sample and reported, as ImageDataset
+        self.bad_files = set(bad_files)
         self.reports: List[tuple] = []
         self.noise = noise
         self.nan_files = set(nan_files)

@@ -56,7 +56,8 @@ class Check:
     def left(self) -> float:
         return self.budget - (time.perf_counter() - self.start)
 
-    def run(self, stage: str, command: Sequence[str], timeout: float, env: Optional[Dict[str, str]] = None) -> Tuple[int, str]:
+    def run(self, stage: str, command: Sequence[str], timeout: float,
+            env: Optional[Dict[str, str]] = None) -> Tuple[int, str]:
         """Run ``command`` from the repository root, its output appended to ``<out>/<stage>.log``; (status, output).
         A command past ``timeout`` (or the budget left) is killed and gives status 124."""
         timeout = max(5.0, min(timeout, self.left()))
@@ -89,7 +90,8 @@ class Check:
                  f'{len(self.rows)} stage(s), {total:.0f} s in all (budget {self.budget:.0f} s).', '']
         lines += [f'- {key}: {value}' for key, value in self.facts.items()]
         lines += ['', '| stage | result | seconds | summary |', '|---|---|---|---|']
-        lines += [f'| {stage} | {status} | {seconds:.1f} | {summary} |' for stage, status, seconds, summary in self.rows]
+        lines += [f'| {stage} | {status} | {seconds:.1f} | {summary} |'
+                  for stage, status, seconds, summary in self.rows]
         lines += ['', *self.details]
         with open(os.path.join(self.out, 'report.md'), 'w', encoding='utf-8') as stream:
             stream.write('\n'.join(lines) + '\n')
@@ -185,7 +187,8 @@ def stage_training(check: Check) -> Tuple[str, str]:
             '--fonts', 'builtin'), 120)
         if status:
             return 'FAILED', 'the synthetic data set was not generated'
-    opts = [f'train.data_loader.dataset.data_dir=[{data}]', f'train.data_loader.dataset.data_list=[{data}/train_list.txt]',
+    opts = [f'train.data_loader.dataset.data_dir=[{data}]',
+            f'train.data_loader.dataset.data_list=[{data}/train_list.txt]',
             f'evaluation.data_loaders.synthetic.dataset.data_dir=[{data}]',
             f'evaluation.data_loaders.synthetic.dataset.data_list=[{data}/test_list.txt]',
             f'logger.log_interval={1 if check.cpu else 10}']
@@ -195,7 +198,8 @@ def stage_training(check: Check) -> Tuple[str, str]:
         skipped = ['fp16 AMP, bf16, --num_gpus 1 and the GPU-to-CPU checkpoint need a GPU']
     else:
         opts += ['train.data_loader.num_workers=4']
-        runs = [('fp16', ['--amp', 'fp16', '--epochs', '10'], 'cuda'), ('bf16', ['--amp', 'bf16', '--epochs', '10'], 'cuda'),
+        runs = [('fp16', ['--amp', 'fp16', '--epochs', '10'], 'cuda'),
+                ('bf16', ['--amp', 'bf16', '--epochs', '10'], 'cuda'),
                 ('dataparallel', ['--num_gpus', '1', '--epochs', '2'], 'cuda')]
         skipped = []
     results, failed = [], False
@@ -220,7 +224,8 @@ def stage_training(check: Check) -> Tuple[str, str]:
     results.append(f"torchrun -d ({'Gloo' if check.cpu else 'NCCL'}): {verdict}")
     if not check.cpu:
         status, output = check.run('training', check.python_command(
-            'tools/gpu_check.py', '--compare-devices', os.path.join('workspace', 'gpu_check_fp16', 'model', 'final')), 120)
+            'tools/gpu_check.py', '--compare-devices', os.path.join('workspace', 'gpu_check_fp16', 'model', 'final')),
+            120)
         line = (output.strip().splitlines() or ['no output'])[-1]
         failed = failed or status != 0
         results.append(f'GPU checkpoint on the CPU: {line}')
@@ -281,7 +286,9 @@ def compare_devices(checkpoint: str) -> int:
     from concern.config import load_config
     from structure.weights import load_trained_model
     from experiment import Experiment
-    builder = Experiment.build(load_config(EXPERIMENT), ('structure',)).structure.builder
+    structure = Experiment.build(load_config(EXPERIMENT), ('structure',)).structure
+    assert structure is not None  # built: 'structure' is among the parts
+    builder = structure.builder
     image = torch.rand(1, 3, 256, 320, generator=torch.Generator().manual_seed(0)) - 0.5
     maps = {}
     for device in ('cpu', 'cuda'):

@@ -103,6 +103,7 @@ def evaluate(checkpoint: str, opts: Sequence[str]) -> Dict[str, Dict[str, float]
     config = load_config(EXPERIMENT)
     apply_overrides(config, opts)
     experiment = Experiment.build(config, ('structure', 'evaluation'))
+    assert experiment.structure is not None  # built: 'structure' is among the parts
     device = select_device(None)
     model = load_trained_model(experiment.structure.builder, checkpoint, device)
     representer, measurer = experiment.structure.representer, experiment.structure.measurer
@@ -145,14 +146,14 @@ def draw(checkpoint: str, data_dir: str, result_dir: str, count: int, opts: Sequ
         raise SystemExit('[demo] demo.py failed')
     first = os.path.join(result_dir, os.path.splitext(names[0])[0] + '.jpg')
     from data.image_io import read_image
-    picture = read_image(first, orientation='stored') if readme_picture else None
-    if picture is not None:
+    if readme_picture:
+        picture = read_image(first, orientation='stored')
         scale = 480 / max(picture.shape[:2])
         small = cv2.resize(picture, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         os.makedirs(os.path.dirname(readme_picture), exist_ok=True)
         cv2.imwrite(readme_picture, small, [cv2.IMWRITE_JPEG_QUALITY, 85])
     _say(f'detections drawn on {len(names)} test images: {os.path.abspath(result_dir)}/*.jpg'
-         + (f' (README picture: {readme_picture})' if picture is not None else ''))
+         + (f' (README picture: {readme_picture})' if readme_picture else ''))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -3,8 +3,9 @@
 A full checkpoint is a dict (``format: 'dbnet-checkpoint'``) with the model state dict under ``model``
 (keys ``model.module.backbone.*``, loadable alone as a plain state dict), the optimizer and grad-scaler
 states, the counters (``epoch`` in progress, ``epoch_iteration`` completed in it, ``iteration`` completed
-overall), the RNG states of every rank, the seed of the data order, the best validation F-measure so far, the compiled config
-and the offset mode of a ResNet backbone (``offset_compat``: how the weights were trained; docs/model.md).
+overall), the RNG states of every rank, the seed of the data order, the best validation F-measure so far, the
+compiled config and the offset mode of a ResNet backbone (``offset_compat``: how the weights were trained;
+docs/model.md).
 Everything is stored as tensors and plain Python values, so ``torch.load(weights_only=True)`` reads it
 (``concern.checkpoint_io.read_weights_file``, the project's one reader). A checkpoint holding a non-finite
 tensor is never built (``NonFiniteCheckpointError``).
@@ -33,7 +34,9 @@ from structure.weights import decide_offset_compat, load_model_state, offset_com
 
 def capture_rng_state() -> Dict[str, Any]:
     """Python, NumPy, torch (and CUDA) generator states as tensors and plain values."""
-    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    numpy_state = np.random.get_state(legacy=True)
+    assert isinstance(numpy_state, tuple)  # the legacy form: NumPy's global RandomState is an MT19937
+    kind, keys, position, has_gauss, cached_gaussian = numpy_state
     state = {
         'python': random.getstate(),
         'numpy': {'kind': kind, 'keys': torch.from_numpy(keys.astype(np.int64)), 'position': int(position),
@@ -235,6 +238,7 @@ class Checkpoint:
                                   f'{counting}',
                               report='\n'.join(reports) or None)
         path = self.resume or self.weights
+        assert path is not None  # one of them is set: returned above otherwise
         content = read_checkpoint_file(path)
         full = is_full_checkpoint(content)
         note, report = load_model_weights(model, content, path)
@@ -281,12 +285,15 @@ class Checkpoint:
 def _pretrained_reports(model: torch.nn.Module) -> Tuple[List[str], List[str]]:
     """The ImageNet files the model's backbone(s) were initialised from and their load reports
     (``backbones.pretrained.load_pretrained`` keeps them on the module)."""
-    files, reports = [], []
+    files: List[str] = []
+    reports: List[str] = []
     for module in model.modules():
-        if getattr(module, 'pretrained_file', None):
-            files.append(module.pretrained_file)
-            if getattr(module, 'pretrained_report', None):
-                reports.append(module.pretrained_report)
+        file = getattr(module, 'pretrained_file', None)
+        if file:
+            files.append(file)
+            report = getattr(module, 'pretrained_report', None)
+            if report:
+                reports.append(report)
     return files, reports
 
 

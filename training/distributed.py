@@ -91,7 +91,7 @@ def setup_distributed(distributed: bool, requested_device: Optional[str], local_
     backend = 'nccl' if device.type == 'cuda' else 'gloo'
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, init_method='env://', rank=rank, world_size=world_size,
-                                **({'device_id': device} if device.type == 'cuda' else {}))
+                                device_id=device if device.type == 'cuda' else None)
     return DistributedContext(True, rank, world_size, local_rank, backend, device)
 
 

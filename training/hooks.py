@@ -71,10 +71,12 @@ class StopConditions(HookBase):
         self.bad_streak = self.bad_streak + 1 if step.bad else 0
         if self.bad_streak >= self.max_bad_steps:
             raise FloatingPointError(
-                f'{self.bad_streak} consecutive steps skipped for a non-finite input, loss, BatchNorm statistic, gradient or '
-                f'weight (last at iteration {trainer.iteration - 1}: {skip_reason(trainer)}); stopping before the weights are damaged (the last checkpoint holds finite weights). Check '
+                f'{self.bad_streak} consecutive steps skipped for a non-finite input, loss, BatchNorm statistic, '
+                f'gradient or weight (last at iteration {trainer.iteration - 1}: {skip_reason(trainer)}); stopping '
+                'before the weights are damaged (the last checkpoint holds finite weights). Check '
                 'those samples, lower --lr or set --grad_clip.')
         signal_file = trainer.context.is_main and trainer.saver.signal_requested()
+        assert self.stop is not None  # set in before_train, which the trainer calls first
         stop, save = trainer.context.any_flags([self.stop.requested, signal_file])
         trainer.save_requested = save
         if stop:

@@ -59,11 +59,12 @@ def _os_error_in(error: BaseException) -> Optional[OSError]:
     """The OSError that caused ``error``: itself, or one in its chain (torch.save reports a failed write as a
     RuntimeError from inline_container.cc, chained from the stream's OSError)."""
     seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError):
-            return error
-        error = error.__cause__ or error.__context__
+    current: Optional[BaseException] = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError):
+            return current
+        current = current.__cause__ or current.__context__
     return None
 
 
@@ -71,6 +72,7 @@ def _write_error(error: BaseException, path: str, directory: str) -> Optional[Ch
     """``error`` raised while writing ``path`` as a ``CheckpointWriteError``, None when it is not about the file
     system (then it propagates as it is)."""
     cause = _os_error_in(error)
+    code: Optional[int]
     if cause is None:
         text = str(error)
         if not ('inline_container' in text or 'PytorchStreamWriter' in text or 'unexpected pos' in text):
@@ -118,7 +120,7 @@ def _replace_atomically(path: str, write: Callable[[str], None], temporary: Opti
 
 def _synced(write: Callable[[Any], None], mode: str) -> Callable[[str], None]:
     def run(temporary: str) -> None:
-        with open(temporary, mode, **({} if 'b' in mode else {'encoding': 'utf-8'})) as stream:
+        with open(temporary, mode, encoding=None if 'b' in mode else 'utf-8') as stream:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())

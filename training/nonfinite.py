@@ -81,7 +81,7 @@ class NonFiniteGuard:
     def snapshot(self) -> None:
         """Copy the buffers, the parameters and the optimizer state (into storage allocated once)."""
         with torch.no_grad():
-            if self._buffer_copies is None:
+            if self._buffer_copies is None or self._parameter_copies is None:  # the first snapshot sets both
                 self._buffer_copies = [buffer.detach().clone() for buffer in self._buffers]
                 self._parameter_copies = [parameter.detach().clone() for parameter in self._parameters]
             else:
@@ -107,11 +107,15 @@ class NonFiniteGuard:
                         saved[key] = value
 
     def restore_buffers(self) -> None:
+        if self._buffer_copies is None:
+            raise RuntimeError('NonFiniteGuard.restore_buffers: no snapshot taken yet')
         with torch.no_grad():
             _copy_all(self._buffers, self._buffer_copies)
 
     def restore_all(self) -> None:
         """Buffers, parameters and optimizer state as at the last snapshot."""
+        if self._parameter_copies is None:
+            raise RuntimeError('NonFiniteGuard.restore_all: no snapshot taken yet')
         with torch.no_grad():
             self.restore_buffers()
             _copy_all(self._parameters, self._parameter_copies)

@@ -19,7 +19,8 @@ from training.learning_rate import base_learning_rate
 
 def optimizer_names() -> list:
     return sorted(name for name, obj in vars(torch.optim).items()
-                  if inspect.isclass(obj) and issubclass(obj, torch.optim.Optimizer) and obj is not torch.optim.Optimizer)
+                  if inspect.isclass(obj) and issubclass(obj, torch.optim.Optimizer)
+                  and obj is not torch.optim.Optimizer)
 
 
 def default_optimizer_args(optimizer: str) -> Dict[str, Any]:

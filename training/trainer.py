@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import random
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -122,8 +122,16 @@ class Trainer:
             self.validator = Validator(self.structure, self.experiment.validation, self.logger, self.options.visualize)
         self.validator.context, self.validator.device = self.context, self.device
         self.validator.channels_last = self.options.channels_last
-        return self.validator.validate(model if model is not None else self.model,
-                                       self.iteration if iteration is None else iteration)
+        model = model if model is not None else self.model
+        if model is None:
+            raise RuntimeError('Trainer.validate: no model given and none trained yet (train() builds it)')
+        return self.validator.validate(model, self.iteration if iteration is None else iteration)
+
+    def _step_parts(self) -> Tuple[nn.Module, torch.optim.Optimizer, NonFiniteGuard]:
+        """The model, optimizer and guard that ``train`` sets up; RuntimeError before that."""
+        if self.model is None or self.optimizer is None or self.guard is None:
+            raise RuntimeError('Trainer: the model, optimizer and guard are set up by train() first')
+        return self.model, self.optimizer, self.guard
 
     # -- the step ---------------------------------------------------------------------------
     def run_step(self, batch: Any) -> StepResult:
@@ -134,10 +142,10 @@ class Trainer:
         if self.context.any_flags([bool(bad_inputs)])[0]:
             return StepResult(batch, skipped='non-finite input: ' + ('; '.join(bad_inputs) or 'on another rank'),
                               bad=True, names_files=bool(bad_inputs))
-        guard, optimizer, scaler = self.guard, self.optimizer, self.scaler
+        (model, optimizer, guard), scaler = self._step_parts(), self.scaler
         guard.snapshot()
         with self._autocast():
-            loss, pred, metrics = self.model(batch, training=True)
+            loss, pred, metrics = model(batch, training=True)
         loss = loss.float().mean()
         if not guard.forward_ok(loss):
             guard.restore_buffers()
@@ -147,7 +155,7 @@ class Trainer:
         scaler.scale(loss).backward()
         if self.options.grad_clip is not None:
             scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.options.grad_clip)
+            nn.utils.clip_grad_norm_(model.parameters(), self.options.grad_clip)
         if not scaler.is_enabled() and not guard.gradients_ok():  # a GradScaler skips such a step itself
             optimizer.zero_grad(set_to_none=True)
             guard.restore_buffers()
@@ -221,6 +229,7 @@ class Trainer:
                 torch.backends.cudnn.deterministic = True
         if options.seed is not None:
             seed_everything(options.seed)
+        assert options.workspace is not None  # RunOptions.__post_init__ fills it in
         logger.open(options.workspace, None, rank=context.rank, debug=options.debug)
         model = self._build_model()
         self.model = model
@@ -336,10 +345,11 @@ class Trainer:
             self.saver.mark_best(self._last_saved[1])
             self.logger.info(f'checkpoint {self._last_saved[1]} is the best so far')
             return
-        content = build_checkpoint(unwrap_model(self.model).state_dict(), self.optimizer, self.scaler,
+        model, optimizer, _ = self._step_parts()
+        content = build_checkpoint(unwrap_model(model).state_dict(), optimizer, self.scaler,
                                    self.epoch, self.epoch_iteration, self.iteration, rng_states,
                                    self.best_fmeasure, self.config, self.data_seed,
-                                   offset_compat_of(unwrap_model(self.model)))
+                                   offset_compat_of(unwrap_model(model)))
         if step:
             path = self.saver.save_step(content, self.epoch, self.iteration)
         if final:

@@ -101,6 +101,7 @@ class Validator:
         metrics = context.broadcast_object(
             None if result is None else {key: result[key] for key in ('precision', 'recall', 'fmeasure')})
         if metrics is not None and context.is_main:
+            assert result is not None  # rank 0 broadcast metrics made of its result
             skipped = result['skipped']
             logger.info(f'validation {name} iteration {iteration}: ' +
                         ' '.join(f'{key}={value:.4f}' for key, value in metrics.items()) +

@@ -157,8 +157,13 @@ class AugmentDetectionData(DataProcess):
                 raise ValueError("AugmentDetectionData: only_resize expects augmenter_args "
                                  f"[['Resize', {{'width': W, 'height': H}}]], got {self.augmenter_args!r}")
             height, width = first.size.get('height'), first.size.get('width')
-            self.input_size = (InputSize('height', height, max_long_side) if keep_ratio
-                               else InputSize('fixed', (height, width)))
+            if height is None or (width is None and not keep_ratio):
+                raise ValueError("AugmentDetectionData: only_resize expects a Resize with a 'height' (and a 'width' "
+                                 f"unless keep_ratio), got {self.augmenter_args!r}")
+            if keep_ratio or width is None:  # width is None only with keep_ratio (checked above)
+                self.input_size = InputSize('height', height, max_long_side)
+            else:
+                self.input_size = InputSize('fixed', (height, width))
 
     def resize_shape(self, height: int, width: int) -> Tuple[int, int]:
         """(height, width) of the network input for an image of ``height`` x ``width`` (only_resize)."""

@@ -1,5 +1,5 @@
 """ICDARCollectFN: validation batches (image stacked, annotations kept per image), bad samples set aside."""
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ class ICDARCollectFN:
         batch = [sample for sample in batch if BAD_SAMPLE not in sample]
         if not batch:
             return {BAD_SAMPLES: bad}
-        collected: Dict[str, list] = {}
+        collected: Dict[str, Any] = {}  # lists of the samples' values; the images stacked in one tensor
         for sample in batch:
             for key, value in sample.items():
                 if isinstance(value, np.ndarray) and key != 'polygons':
@@ -40,7 +40,7 @@ class ICDARCollectFN:
         return collected
 
 
-def split_bad_samples(batch: Dict[str, Any]) -> Tuple[Optional[Dict[str, Any]], List[str]]:
+def split_bad_samples(batch: Mapping[str, Any]) -> Tuple[Optional[Mapping[str, Any]], List[str]]:
     """``(batch without 'bad_samples', their messages)`` of an ``ICDARCollectFN`` batch; the batch is None when
     no image is left (every sample was bad). Call it before the forward pass, and report the messages."""
     if BAD_SAMPLES not in batch:

@@ -19,8 +19,8 @@ class MakeICDARData(DataProcess):
             data['ignore_tags'] = np.asarray(data.get('ignore_tags', [False] * len(data['polygons'])), dtype=bool)
         else:
             lines = data.pop('lines')
-            data['polygons'] = [np.asarray(l['poly'], dtype=np.float32).reshape(-1, 2) for l in lines]
-            data['ignore_tags'] = np.array([l['text'] == '###' for l in lines], dtype=bool)
+            data['polygons'] = [np.asarray(line['poly'], dtype=np.float32).reshape(-1, 2) for line in lines]
+            data['ignore_tags'] = np.array([line['text'] == '###' for line in lines], dtype=bool)
         data.pop('data_id', None)
         if 'shape' not in data:
             data['shape'] = list(image_hw(data))

@@ -13,7 +13,7 @@ A process that needs the size calls :func:`image_hw`; one that needs pixels call
 :func:`materialize`, which warps once and removes the key. ``ImageDataset`` materializes whatever
 is still pending after the last process, so consumers of a sample never see this key.
 """
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -31,7 +31,7 @@ def image_hw(data: Dict[str, Any]) -> Tuple[int, int]:
 
 
 def push_affine(data: Dict[str, Any], matrix: np.ndarray, size: Tuple[int, int],
-                valid: Tuple[int, int] = None) -> None:
+                valid: Optional[Tuple[int, int]] = None) -> None:
     """Compose ``matrix`` (3x3, current output coordinates -> new ones) after the pending warp."""
     pending = data.get(KEY)
     if pending is None:
@@ -81,8 +81,8 @@ def transform_polygons(data: Dict[str, Any], matrix: np.ndarray) -> None:
 def sample_polygons(data: Dict[str, Any]):
     """(list of (N, 2) arrays, ignore flags) from ``lines`` or ``polygons``/``ignore_tags``."""
     if 'lines' in data:
-        return ([np.asarray(l['poly'], dtype=np.float64).reshape(-1, 2) for l in data['lines']],
-                [l['text'] == '###' for l in data['lines']])
+        return ([np.asarray(line['poly'], dtype=np.float64).reshape(-1, 2) for line in data['lines']],
+                [line['text'] == '###' for line in data['lines']])
     return ([np.asarray(p, dtype=np.float64) for p in data.get('polygons', [])],
             [bool(t) for t in data.get('ignore_tags', [])])
 

@@ -34,9 +34,9 @@ class DetectionEvaluator:
     representer: turns the network's output into detections and owns box_thresh (``represent``, ``box_thresh``;
     for a sweep also ``candidates`` and ``select``: ``SegDetectorRepresenter``). measurer: scores them against
     the ground truth (``validate_measure`` / ``gather_measure``; ``protocol_options`` when sweeping, as
-    ``QuadMeasurer``). is_output_polygon: polygons (curved text) instead of boxes. sweep_thresholds: also report P/R/F at each of
-    these box_thresh values (None: no sweep). keep_outputs: keep every image's detections in ``outputs`` (for
-    result files; always kept while sweeping).
+    ``QuadMeasurer``). is_output_polygon: polygons (curved text) instead of boxes. sweep_thresholds: also report
+    P/R/F at each of these box_thresh values (None: no sweep). keep_outputs: keep every image's detections in
+    ``outputs`` (for result files; always kept while sweeping).
     """
 
     def __init__(self, representer: Any, measurer: Any, is_output_polygon: bool = False,
@@ -111,8 +111,9 @@ class DetectionEvaluator:
 
     def process(self, batch: Mapping[str, Any], detections: Detections) -> Detections:
         """Measure one batch: ``detections`` (``detect``'s output; while sweeping, kept at box_thresh by the
-        representer's ``select``) are measured and returned as (boxes_batch, scores_batch). ``batch['bad_samples']`` (messages of skipped samples, see
-        ``ICDARCollectFN``) is recorded; a batch of bad samples only has no detections to measure."""
+        representer's ``select``) are measured and returned as (boxes_batch, scores_batch).
+        ``batch['bad_samples']`` (messages of skipped samples, see ``ICDARCollectFN``) is recorded; a batch of bad
+        samples only has no detections to measure."""
         self.skip(batch.get('bad_samples', ()))
         boxes_batch, scores_batch = _unpack(detections)
         if not boxes_batch and 'polygons' not in batch:

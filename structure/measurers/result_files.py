@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
 
 def result_lines(boxes: Sequence[Any], scores: Sequence[float], with_score: bool = True) -> List[str]:
@@ -50,7 +50,7 @@ def result_file_name(image_path: str) -> str:
 def check_unique_result_names(image_paths: Sequence[str]) -> None:
     """ValueError naming both images when two of them would write the same result file (names compared
     case-insensitively, as on macOS and Windows file systems)."""
-    seen = {}
+    seen: Dict[str, str] = {}  # lower-case result file name -> image path
     for path in image_paths:
         name = result_file_name(path)
         if name.lower() in seen:

@@ -90,10 +90,10 @@ class ReferenceRepresenter:
         boxes, scores = [], []
         for index in range(min(len(contours), self.max_candidates)):
             contour = contours[index]
-            corners, short_side = get_mini_boxes(contour)
+            box_corners, short_side = get_mini_boxes(contour)
             if short_side < self.min_size:
                 continue
-            corners = np.array(corners)
+            corners = np.array(box_corners)
             scored = corners.reshape(-1, 2) if self.score_mode == 'fast' else contour.reshape(-1, 2)
             score = box_score_fast(prob, scored)
             if not score >= self.box_thresh:
@@ -160,7 +160,8 @@ def box_score_fast(prob: np.ndarray, points: np.ndarray) -> float:
     mask = np.zeros((ymax - ymin + 1, xmax - xmin + 1), dtype=np.uint8)
     shifted[:, 0] = shifted[:, 0] - xmin
     shifted[:, 1] = shifted[:, 1] - ymin
-    cv2.fillPoly(mask, shifted.reshape(1, -1, 2).astype(np.int32), 1)
+    # OpenCV's stubs want a sequence of contours; OpenCV reads a (1, N, 2) int32 array as one contour
+    cv2.fillPoly(mask, shifted.reshape(1, -1, 2).astype(np.int32), 1)  # type: ignore[call-overload]
     return cv2.mean(prob[ymin:ymax + 1, xmin:xmax + 1], mask)[0]
 
 
@@ -181,7 +182,7 @@ def random_probability_map(height: int = 736, width: int = 1280, num_regions: in
     varying confidence (about one in five below the default box_thresh), plus small noise blobs; the
     pixel noise is blurred with the regions, so that contours are as smooth as a network's."""
     rng = np.random.default_rng(seed)
-    canvas = np.zeros((height, width), dtype=np.float32)
+    canvas: np.ndarray = np.zeros((height, width), dtype=np.float32)
     columns = max(1, int(round(np.sqrt(num_regions * width / height))))
     rows = int(np.ceil(num_regions / columns))
     cell_width, cell_height = width / columns, height / rows

@@ -82,8 +82,10 @@ class SegDetectorRepresenter:
         ``box_thresh``."""
         probs = self.probability_maps(pred)
         shapes = original_shapes(batch, len(probs))
-        boxes_batch, scores_batch = [], []
+        boxes_batch: List[Any] = []
+        scores_batch: List[List[float]] = []
         for prob, (dest_height, dest_width) in zip(probs, shapes):
+            boxes: Union[np.ndarray, List[np.ndarray]]  # (N, 4, 2) boxes or a list of polygons
             if is_output_polygon:
                 boxes, scores = self.polygons_from_map(prob, dest_height, dest_width, min_score)
             else:
@@ -150,10 +152,11 @@ class SegDetectorRepresenter:
         if not big_enough:
             return empty, []
         boxes = order_corners(np.array([cv2.boxPoints(final_rects[index]) for index in big_enough]))
-        boxes, kept = to_image_polygons(boxes, (height, width), (dest_height, dest_width), quadrilaterals=True)
+        quadrilaterals, kept = to_image_polygons(boxes, (height, width), (dest_height, dest_width),
+                                                 quadrilaterals=True)
         if not kept:
             return empty, []
-        return np.stack(boxes), [scores[passed[big_enough[index]]] for index in kept]
+        return np.stack(quadrilaterals), [scores[passed[big_enough[index]]] for index in kept]
 
     def polygons_from_map(self, prob: np.ndarray, dest_height: int, dest_width: int,
                           min_score: Optional[float] = None) -> Tuple[List[np.ndarray], List[float]]:
@@ -260,7 +263,7 @@ def mean_scores(prob: np.ndarray, polygons: Union[np.ndarray, Sequence[np.ndarra
     stacked = split_rows(integer + np.repeat(shifts, counts, axis=0), counts)
     unshifted = split_rows(integer, counts) if not all(inside) else []
     windows = list(zip(low.tolist(), high.tolist(), tops.tolist()))
-    scores = []
+    scores: List[float] = []
     for start, end in groups:
         masks = np.zeros((int(heights[start:end].sum()), int(widths[start:end].max())), dtype=np.uint8)
         together = [stacked[index] for index in range(start, end) if inside[index]]

@@ -270,8 +270,8 @@ def _official_geometry(point_arrays: List[np.ndarray], side: str) -> Tuple[np.nd
         areas = np.array([contour_area(points) for points in point_arrays], dtype=np.float64)
     simple = shapely.is_valid(polygons) & (areas > 0)
     regions[:] = polygons
-    for index in np.flatnonzero(~simple):
-        regions[index] = even_odd_region(point_arrays[index])
+    for invalid in np.flatnonzero(~simple):
+        regions[invalid] = even_odd_region(point_arrays[invalid])
     return regions, areas
 
 
