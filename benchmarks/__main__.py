@@ -40,6 +40,7 @@ giving the same map; and `bench_dcn`, `bench_model`, `bench_inference --batch 16
 BENCHMARKS = (
     ('dcn', 'Deformable convolution: project kernel vs torchvision vs F.conv2d'),
     ('model', 'Model forward: deformable DBNets vs their plain twins'),
+    ('compile', 'torch.compile of the deformable model (CPU)'),
     ('postprocess', 'Post-processing per image'),
     ('data', 'Training data pipeline and label generation per sample'),
     ('eval', 'Evaluator per image'),
@@ -61,6 +62,7 @@ def run(name: str) -> str:
     command = [sys.executable, '-m', f'benchmarks.bench_{name}']
     lines: List[str] = []
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as child:
+        assert child.stdout is not None  # stdout=PIPE
         for line in child.stdout:
             sys.stdout.write(line)
             sys.stdout.flush()
@@ -106,8 +108,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     unknown = set(chosen) - {name for name, _ in BENCHMARKS}
     if unknown:
         parser.error(f'unknown benchmark(s) {sorted(unknown)}')
-    header = (f'# Benchmarks\n\nWritten by `python -m benchmarks`; each section says when and on which machine it '
-              f'was run (`--only` reruns some sections and keeps the others).\n')
+    header = ('# Benchmarks\n\nWritten by `python -m benchmarks`; each section says when and on which machine it '
+              'was run (`--only` reruns some sections and keeps the others).\n')
     kept = existing_sections(args.output)
     bodies = {}
     for name, title in BENCHMARKS:

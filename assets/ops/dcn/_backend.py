@@ -1,9 +1,14 @@
 """Backend selection for deformable convolution.
 
-Order for ``'auto'``: the compiled extension (``_dcn_ext``), then torchvision's
-``deform_conv2d``, then the pure-PyTorch formulation.  While tracing (ONNX export,
-``torch.jit.trace``) ``'auto'`` always uses the pure-PyTorch formulation, because neither
-the extension nor torchvision's op can be exported.
+Order for ``'auto'``: the compiled extension (``_dcn_ext``, reached through the dispatcher operator
+``torch.ops.dbnet.modulated_deform_conv``), then torchvision's ``deform_conv2d``, then the pure-PyTorch
+formulation.  While tracing with ``torch.jit.trace`` or exporting to ONNX (either exporter) ``'auto'`` uses the
+pure-PyTorch formulation, the one that ONNX can express.  ``torch.compile`` and ``torch.export`` keep the
+extension's operator (it has a fake kernel and an autograd formula).
+
+What the functions here read inside a ``torch.compile``d region are plain Python values (the extension is probed
+when the package is imported and its capabilities kept as booleans), so that Dynamo traces them without a graph
+break.
 """
 from __future__ import annotations
 
@@ -23,17 +28,21 @@ _requested = 'auto'
 _extension = None
 _extension_error: Optional[str] = None
 _extension_probed = False
+_extension_cuda = False  # the extension has CUDA kernels
+_extension_cpu_bf16 = False  # the extension has the CPU bfloat16 inference path
 _fallback_reported = False
 
 
 def load_extension():
     """Return the compiled module, or None (the import error is kept in ``extension_error()``)."""
-    global _extension, _extension_error, _extension_probed
+    global _extension, _extension_error, _extension_probed, _extension_cuda, _extension_cpu_bf16
     if not _extension_probed:
         _extension_probed = True
         try:
-            from . import _dcn_ext  # type: ignore[attr-defined]
+            from . import _dcn_ext
             _extension = _dcn_ext
+            _extension_cuda = bool(_dcn_ext.has_cuda())
+            _extension_cpu_bf16 = hasattr(_dcn_ext, 'cpu_capability')
         except Exception as error:  # ImportError, or an ABI mismatch surfacing as OSError
             _extension_error = f'{type(error).__name__}: {error}'
     return _extension
@@ -49,14 +58,12 @@ def extension_available() -> bool:
 
 
 def extension_has_cuda() -> bool:
-    ext = load_extension()
-    return ext is not None and bool(ext.has_cuda())
+    return load_extension() is not None and _extension_cuda
 
 
 def extension_has_cpu_bf16() -> bool:
     """Whether the extension has the CPU bfloat16 inference path (built from this version's sources)."""
-    ext = load_extension()
-    return ext is not None and hasattr(ext, 'cpu_capability')
+    return load_extension() is not None and _extension_cpu_bf16
 
 
 def torchvision_available() -> bool:
@@ -95,21 +102,18 @@ def use_backend(name: str) -> Iterator[None]:
 
 
 def _is_tracing() -> bool:
+    """Whether the call is being recorded for ONNX: ``torch.jit.trace`` (which the TorchScript ONNX exporter
+    uses) or either ONNX exporter. ``torch.compile`` and ``torch.export`` are not tracing in this sense: they keep
+    the extension's dispatcher operator."""
     if torch.jit.is_tracing():
         return True
-    onnx = getattr(torch, 'onnx', None)
-    is_exporting = getattr(onnx, 'is_in_onnx_export', None)
-    if is_exporting is not None and is_exporting():
-        return True
-    compiler = getattr(torch, 'compiler', None)
-    is_compiling = getattr(compiler, 'is_compiling', None)
-    return bool(is_compiling is not None and is_compiling())
+    return bool(torch.onnx.is_in_onnx_export())
 
 
 def _report_fallback(chosen: str) -> None:
     global _fallback_reported
-    if _fallback_reported:
-        return
+    if _fallback_reported or torch.compiler.is_compiling():
+        return  # while compiling: the eager calls report it (warnings would break the graph)
     _fallback_reported = True
     if _extension is None:
         reason = f'compiled extension not available ({_extension_error})'
@@ -127,8 +131,7 @@ def resolve_backend(device: torch.device) -> str:
         return _requested
     if _is_tracing():
         return 'pytorch'
-    ext = load_extension()
-    if ext is not None and (device.type == 'cpu' or (device.type == 'cuda' and ext.has_cuda())):
+    if load_extension() is not None and (device.type == 'cpu' or (device.type == 'cuda' and _extension_cuda)):
         return 'extension'
     chosen = 'torchvision' if torchvision_available() else 'pytorch'
     _report_fallback(chosen)
@@ -138,3 +141,8 @@ def resolve_backend(device: torch.device) -> str:
 def active_backend(device: torch.device | str = 'cpu') -> str:
     """Name of the backend used for tensors on ``device`` under the current selection."""
     return resolve_backend(torch.device(device))
+
+
+# Probed when the package is imported rather than at the first call: that call may be inside a torch.compile'd
+# region, where the import and the pybind calls of the probe would break the graph.
+load_extension()

@@ -1,13 +1,16 @@
-"""Functional deformable convolution: input checks, backend dispatch, autograd for the extension."""
+"""Functional deformable convolution: input checks, autocast, backend dispatch.
+
+The extension's kernels are reached through the dispatcher operator ``torch.ops.dbnet.modulated_deform_conv``
+(custom_ops.py: fake kernel and autograd formula), so ``torch.compile`` and ``torch.export`` see one operator
+per deformable convolution.
+"""
 from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
-from torch.autograd import Function
-from torch.autograd.function import once_differentiable
 
-from . import _backend
+from . import _backend, custom_ops
 from .pytorch_impl import deform_conv2d_pytorch
 
 IntPair = Union[int, Sequence[int]]
@@ -15,12 +18,11 @@ IntPair = Union[int, Sequence[int]]
 
 def _pair(value: IntPair, name: str) -> Tuple[int, int]:
     if isinstance(value, int):
-        pair = (value, value)
-    else:
-        pair = tuple(int(v) for v in value)
-        if len(pair) != 2:
-            raise ValueError(f'{name} must be an int or a pair of ints, got {value!r}')
-    return pair  # type: ignore[return-value]
+        return (value, value)
+    items = [int(v) for v in value]
+    if len(items) != 2:
+        raise ValueError(f'{name} must be an int or a pair of ints, got {value!r}')
+    return (items[0], items[1])
 
 
 def _check_tensor(tensor: torch.Tensor, name: str, reference: torch.Tensor) -> None:
@@ -85,31 +87,6 @@ def _validate(input, offset, mask, weight, bias, stride, padding, dilation, grou
     return out_h, out_w
 
 
-class _ExtensionDeformConv(Function):
-    """Autograd wrapper around the compiled kernels (gradients for all five tensors)."""
-
-    @staticmethod
-    def forward(ctx, input, offset, mask, weight, bias, stride, padding, dilation, groups,
-                deformable_groups):
-        ext = _backend.load_extension()
-        ctx.conv_args = (stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-                         groups, deformable_groups)
-        ctx.has_mask = mask is not None
-        ctx.has_bias = bias is not None
-        ctx.save_for_backward(input, offset, mask, weight)
-        return ext.forward(input, weight, bias, offset, mask, *ctx.conv_args)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        ext = _backend.load_extension()
-        input, offset, mask, weight = ctx.saved_tensors
-        grad_input, grad_offset, grad_mask, grad_weight, grad_bias = ext.backward(
-            _dense(grad_output), input, weight, offset, mask, ctx.has_bias, *ctx.conv_args)
-        return (grad_input, grad_offset, grad_mask if ctx.has_mask else None, grad_weight,
-                grad_bias if ctx.has_bias else None, None, None, None, None, None)
-
-
 def _needs_grad(tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -122,15 +99,6 @@ def _bf16_cpu_inference(tensors) -> bool:
             or _needs_grad(tensors) or torch.jit.is_tracing()):
         return False
     return _backend.extension_has_cpu_bf16() and _backend.resolve_backend(input.device) == 'extension'
-
-
-def _dense(tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor`` as the extension takes it: a CPU tensor dense in channels-last order stays so (the CPU kernels
-    read channels-last data directly and answer in that format); anything else is made contiguous."""
-    if (tensor.device.type == 'cpu' and tensor.dim() == 4
-            and tensor.is_contiguous(memory_format=torch.channels_last)):
-        return tensor
-    return tensor.contiguous()
 
 
 def _empty_output(input, offset, mask, weight, bias, out_shape):
@@ -151,8 +119,9 @@ def _deform_conv_impl(input, offset, mask, weight, bias, stride, padding, dilati
             if _bf16_cpu_inference(tensors):
                 # The extension's bfloat16 CPU path: image, columns, weight and output in bfloat16 like the
                 # convolutions around it, sampling positions and bilinear weights in float32.
-                return _deform_conv_impl(input.to(torch.bfloat16), offset.float(), None if mask is None else mask.float(),
-                                         weight.to(torch.bfloat16), None if bias is None else bias.to(torch.bfloat16),
+                return _deform_conv_impl(input.to(torch.bfloat16), offset.float(),
+                                         None if mask is None else mask.float(), weight.to(torch.bfloat16),
+                                         None if bias is None else bias.to(torch.bfloat16),
                                          stride, padding, dilation, groups, deformable_groups)
             # As torchvision does for its op: otherwise run in float32 (sampling positions and the bilinear
             # weights need the precision).
@@ -168,7 +137,7 @@ def _deform_conv_impl(input, offset, mask, weight, bias, stride, padding, dilati
     if input.shape[0] == 0:
         return _empty_output(input, offset, mask, weight, bias,
                              (0, weight.shape[0], out_h, out_w))
-    input = _dense(input)
+    input = custom_ops.dense(input)
     offset = offset.contiguous()
     weight = weight.contiguous()
     mask = mask.contiguous() if mask is not None else None
@@ -176,10 +145,9 @@ def _deform_conv_impl(input, offset, mask, weight, bias, stride, padding, dilati
 
     backend = _backend.resolve_backend(input.device)
     if backend == 'extension':
-        ext = _backend.load_extension()
-        if ext is None:
+        if not _backend.extension_available():
             raise RuntimeError(f'the dcn extension is not available; {_backend.BUILD_HINT}')
-        if input.device.type == 'cuda' and not ext.has_cuda():
+        if input.device.type == 'cuda' and not _backend.extension_has_cuda():
             raise RuntimeError('the dcn extension was built without CUDA kernels; rebuild it with '
                                'CUDA_HOME set, or select the torchvision backend')
         if input.device.type not in ('cpu', 'cuda'):
@@ -190,8 +158,10 @@ def _deform_conv_impl(input, offset, mask, weight, bias, stride, padding, dilati
                                 f'inference (no gradient), got {input.dtype}')
             offset = offset.float()
             mask = None if mask is None else mask.float()
-        return _ExtensionDeformConv.apply(input, offset, mask, weight, bias, stride, padding,
-                                          dilation, groups, deformable_groups)
+        # One dispatcher operator for both devices (the extension picks its CPU or CUDA kernels); its fake kernel
+        # and autograd formula are in custom_ops.py.
+        return torch.ops.dbnet.modulated_deform_conv.default(input, offset, mask, weight, bias, stride, padding,
+                                                             dilation, groups, deformable_groups)
     if backend == 'torchvision':
         from torchvision.ops import deform_conv2d
         return deform_conv2d(input, offset, weight, bias, stride=stride, padding=padding,

@@ -89,6 +89,7 @@ class DeformConvPack(DeformConv):
                                      stride=self.stride, padding=self.padding,
                                      dilation=self.dilation, bias=True)
         nn.init.zeros_(self.conv_offset.weight)
+        assert self.conv_offset.bias is not None  # built with bias=True just above
         nn.init.zeros_(self.conv_offset.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
@@ -108,6 +109,7 @@ class ModulatedDeformConvPack(ModulatedDeformConv):
                                           self.kernel_size, stride=self.stride,
                                           padding=self.padding, dilation=self.dilation, bias=True)
         nn.init.zeros_(self.conv_offset_mask.weight)
+        assert self.conv_offset_mask.bias is not None  # built with bias=True just above
         nn.init.zeros_(self.conv_offset_mask.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]

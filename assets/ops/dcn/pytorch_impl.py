@@ -48,7 +48,7 @@ def deform_conv2d_pytorch(input: torch.Tensor, offset: torch.Tensor, mask: Optio
     frac_y = y - y_low
     frac_x = x - x_low
     flat = input.reshape(batch, deformable_groups, dg_channels, height * width)
-    sampled = None
+    sampled: Optional[torch.Tensor] = None
     corners = ((0, 0, (1 - frac_y) * (1 - frac_x)), (0, 1, (1 - frac_y) * frac_x),
                (1, 0, frac_y * (1 - frac_x)), (1, 1, frac_y * frac_x))
     for dy, dx, corner_weight in corners:
@@ -61,6 +61,7 @@ def deform_conv2d_pytorch(input: torch.Tensor, offset: torch.Tensor, mask: Optio
         term = values * (corner_weight * inside).to(input.dtype).reshape(
             batch, deformable_groups, 1, points)
         sampled = term if sampled is None else sampled + term
+    assert sampled is not None  # four bilinear corners were added
     if mask is not None:
         sampled = sampled * mask.to(sampled.dtype).reshape(batch, deformable_groups, 1, points)
     columns = sampled.reshape(batch, groups, group_channels * taps, out_h * out_w)
