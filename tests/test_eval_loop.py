@@ -88,7 +88,7 @@ def test_the_four_evaluations_go_through_the_one_loop(path):
     assert _calls(path, 'evaluate_on_dataset')
     # no loop of their own: nobody else feeds an evaluator batch by batch
     assert not _calls(path, 'usable_batches') or path == 'eval.py'  # eval.py: only the --speed warm-up batch
-    assert not _calls(path, 'process') and not _calls(path, 'process_prediction')
+    assert not _calls(path, 'process')
 
 
 # ----------------------------------------------------------------------------------------------

@@ -181,10 +181,6 @@ def _set_schedule_argument(config: CompiledConfig, key: str, value: Any) -> int:
     return len(changed)
 
 
-def _require(done: bool, flag: str, dotted: str, config: CompiledConfig) -> None:
-    require_key(done, flag, dotted, config)
-
-
 def apply_representer_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
     """--thresh / --box_thresh (``concern.config.set_representer_thresholds``: their owner and precedence)."""
     set_representer_thresholds(config, getattr(args, 'thresh', None), getattr(args, 'box_thresh', None))
@@ -193,7 +189,7 @@ def apply_representer_flags(config: CompiledConfig, args: argparse.Namespace) ->
 def apply_train_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
     apply_representer_flags(config, args)
     if args.batch_size is not None:
-        _require(_set_if_present(config, 'train.data_loader.batch_size', args.batch_size),
+        require_key(_set_if_present(config, 'train.data_loader.batch_size', args.batch_size),
                  '--batch_size', 'train.data_loader.batch_size', config)
     if args.num_workers is not None:
         for path in ['train.data_loader'] + _loader_paths(config, 'validation') + _loader_paths(config, 'evaluation'):
@@ -201,10 +197,10 @@ def apply_train_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
     for flag in ('resume', 'weights', 'start_epoch', 'start_iter'):
         value = getattr(args, flag)
         if value is not None:
-            _require(_set_if_present(config, f'train.checkpoint.{flag}', value),
+            require_key(_set_if_present(config, f'train.checkpoint.{flag}', value),
                      f'--{flag}', f'train.checkpoint.{flag}', config)
     if args.epochs is not None:
-        _require(_set_if_present(config, 'train.epochs', args.epochs), '--epochs', 'train.epochs', config)
+        require_key(_set_if_present(config, 'train.epochs', args.epochs), '--epochs', 'train.epochs', config)
         _set_schedule_argument(config, 'epochs', args.epochs)
     if args.lr is not None:
         if ensure_component(config, 'train.scheduler', DEFAULT_COMPONENTS):
@@ -215,13 +211,13 @@ def apply_train_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
                 scheduler['optimizer_args'] = default_optimizer_args(scheduler.get('optimizer', 'SGD'))
         touched = _set_if_present(config, 'train.scheduler.optimizer_args.lr', args.lr)
         touched = _set_schedule_argument(config, 'lr', args.lr) > 0 or touched
-        _require(touched, '--lr', 'train.scheduler.optimizer_args.lr', config)
+        require_key(touched, '--lr', 'train.scheduler.optimizer_args.lr', config)
     if args.visualize and has_path(config, 'validation'):
         _set_if_present(config, 'validation.visualize', True)
     if args.sweep:
         if not args.validate:
             raise ConfigError('--sweep reports the box_thresh sweep of validation during training: it needs --validate')
-        _require(_set_if_present(config, 'validation.sweep', True), '--sweep', 'validation.sweep', config)
+        require_key(_set_if_present(config, 'validation.sweep', True), '--sweep', 'validation.sweep', config)
     if args.verbose:
         _set_if_present(config, 'logger.verbose', True)
 
@@ -230,10 +226,10 @@ def apply_eval_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
     apply_representer_flags(config, args)
     section = 'evaluation' if has_path(config, 'evaluation') else 'validation'
     if args.polygon:
-        _require(_set_if_present(config, f'{section}.is_output_polygon', True), '--polygon',
+        require_key(_set_if_present(config, f'{section}.is_output_polygon', True), '--polygon',
                  f'{section}.is_output_polygon', config)
     if args.sweep:
-        _require(_set_if_present(config, f'{section}.sweep', True), '--sweep', f'{section}.sweep', config)
+        require_key(_set_if_present(config, f'{section}.sweep', True), '--sweep', f'{section}.sweep', config)
     for path in _loader_paths(config, section):
         if args.batch_size is not None:
             _set_if_present(config, f'{path}.batch_size', args.batch_size)
@@ -242,7 +238,7 @@ def apply_eval_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
         if args.image_short_side is not None:
             _set_short_side(config, f'{path}.dataset.processes', args.image_short_side, args.max_long_side)
         if args.skip_bad_samples:
-            _require(_set_if_present(config, f'{path}.dataset.on_bad_sample', 'skip'), '--skip_bad_samples',
+            require_key(_set_if_present(config, f'{path}.dataset.on_bad_sample', 'skip'), '--skip_bad_samples',
                      f'{path}.dataset.on_bad_sample', config)
     if args.verbose:
         _set_if_present(config, 'logger.verbose', True)

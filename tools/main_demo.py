@@ -113,8 +113,10 @@ def evaluate(checkpoint: str, opts: Sequence[str]) -> Dict[str, Dict[str, float]
     runner = TorchRunner(model, device)
     images = 0
     start = time.perf_counter()
+    for evaluator in evaluators.values():  # once: the loaders' images all count
+        evaluator.reset()
     for loader in experiment.evaluation.data_loaders.values():
-        images += evaluate_on_dataset(runner, loader, list(evaluators.values()), reset=images == 0).images
+        images += evaluate_on_dataset(runner, loader, list(evaluators.values()), reset=False).images
     reports = {mode: evaluator.evaluate() for mode, evaluator in evaluators.items()}
     results = {mode: {key: report[key] for key in ('precision', 'recall', 'fmeasure')}
                for mode, report in reports.items()}

@@ -139,10 +139,6 @@ class DetectionEvaluator:
                     'polygons': [item['points'] for item in gt], 'ignore_tags': [item['ignore'] for item in gt]})
         return kept_boxes, kept_scores
 
-    def process_prediction(self, batch: Mapping[str, Any], pred: Any) -> Detections:
-        """``detect`` and ``process`` in one call, for loops without a separate post-processing stage."""
-        return self.process(batch, self.detect(batch, pred))
-
     def skip(self, messages: Sequence[str]) -> None:
         """Record samples left out as unreadable or malformed (one message each, naming the file)."""
         if isinstance(messages, str):
