@@ -10,7 +10,7 @@ import argparse
 import glob
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from tools.cli import apply_representer_flags, compile_experiment, demo_parser
 from concern.config import ConfigError, dump_config
@@ -98,6 +98,24 @@ def check_flags(args: argparse.Namespace) -> None:
                          'for no limit')
 
 
+def size_note(result: Any, args: argparse.Namespace) -> str:
+    """The one-line note for an image whose input the long-side cap shrank or that ran in tiles ('' otherwise):
+    the image and input sizes, the scale, and what to change."""
+    image = f'{result.source} is {result.image_size[1]}x{result.image_size[0]}'
+    network = f'network input {result.input_size[1]}x{result.input_size[0]} (scale {result.scale:.2f}x)'
+    if result.tiles > 1:
+        limited = ', scaled down to the tiled-input pixel limit' if result.capped else ''
+        return (f'note: {image}: {network} in {result.tiles} tiles of {args.tile_size} px (--tile {args.tile})'
+                + limited)
+    if not result.capped:
+        return ''
+    if args.tile == 'off':
+        return (f'note: {image}: the long side is capped at {args.max_long_side} (--max_long_side): {network}; small '
+                'text may be lost: --tile auto runs it at full scale in tiles')
+    return (f'note: {image}: {network}, scaled down to the tiled-input pixel limit; small text may be lost: lower '
+            '--image_short_side / --image_scale or cut the image')
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = demo_parser().parse_args(argv)
     if not args.onnx and not args.resume:
@@ -122,7 +140,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         detector = TextDetector(config, args.resume, onnx=args.onnx, device=args.device, precision=args.precision,
                                 channels_last=args.channels_last, image_short_side=args.image_short_side,
                                 max_long_side=args.max_long_side, polygon=args.polygon,
-                                orientation=args.orientation, max_pixels=args.max_image_pixels or None)
+                                orientation=args.orientation, max_pixels=args.max_image_pixels or None,
+                                image_scale=args.image_scale, tiling=args.tile, tile_size=args.tile_size,
+                                tile_overlap=args.tile_overlap, resize_dtype=args.resize_dtype)
         prepare_result_dir(args.result_dir)
         print(f'model: {detector.runner.describe()}', flush=True)
     except (ConfigError, ValueError, FileNotFoundError, ImportError) as error:
@@ -141,10 +161,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     written = 0
     with tqdm(total=len(images), desc='demo', unit='image') as progress:
         for result in detector.detect_many(images, pipelined=args.pipelined, on_error=report):
-            if result.capped:
-                tqdm.write(f'note: {result.source} is {result.image_size[1]}x{result.image_size[0]}; the long side '
-                           f'is capped at {args.max_long_side} (--max_long_side), network input '
-                           f'{result.input_size[1]}x{result.input_size[0]}')
+            note = size_note(result, args)
+            if note:
+                tqdm.write(note)
             paths = output_paths(names[result.source], result_dir, args.visualize, args.heatmap)
             assert result.image is not None and result.probability is not None  # detect_many keeps both
             with open(paths[0], 'w', encoding='utf-8') as stream:

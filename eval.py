@@ -55,7 +55,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
-    runner = TorchRunner(model, device, args.precision, args.channels_last)
+    runner: Any = TorchRunner(model, device, args.precision, args.channels_last)
+    if args.tile != 'off':
+        from inference.tiling import TiledRunner
+        try:
+            runner = TiledRunner(runner, args.tile_size, args.tile_overlap,
+                                 whole_up_to=None if args.tile == 'on' else args.max_long_side)
+        except ValueError as error:
+            print(f'error: --tile_size / --tile_overlap: {error}', file=sys.stderr)
+            return 2
     workspace = os.path.join('workspace', run_name(args))
     summary: Dict[str, Dict[str, float]] = {}
     for name, loader in loaders.items():

@@ -7,7 +7,7 @@ import torch.utils.data
 from torch.utils.data import default_collate
 
 from .rng import reseed
-from .sampler import EpochBatchSampler, SampleKey
+from .sampler import EpochBatchSampler, EpochSpan, SampleKey
 
 BadSample = Tuple[str, str]  # (file, message)
 
@@ -70,8 +70,11 @@ class DataLoader:
     :meth:`bind` gives this process's rank and world size: a training loader's ``batch_size`` is the global batch,
     each rank loads ``batch_size // world_size`` of it from the epoch's order padded to a multiple of the world
     size; a validation loader gives each rank its share of the samples, each sample exactly once over all ranks.
-    :meth:`start_epoch` names the epoch of the next pass and the batches to skip (exact resume); a training loader's
-    pass that no ``start_epoch`` announced is the epoch after the previous one, a validation loader's repeats it.
+    :meth:`start_epoch` names the epoch of the next pass and where in its order it starts: after ``skip_batches``
+    batches of the current global batch, or after ``skip_samples`` samples of the order whatever batch and world
+    size consumed them (resume with another batch or world size; :meth:`span` says where such a pass ends); a
+    training loader's pass that no ``start_epoch`` announced is the epoch after the previous one, a validation
+    loader's repeats it.
 
     Augmentation: every sample is augmented from its own stream (seed, epoch, position), so the same (seed,
     epoch) gives bit-identical batches with any number of workers, and a resumed epoch gives exactly the batches
@@ -141,10 +144,17 @@ class DataLoader:
         self._generator.manual_seed(seed + 1_000_003 * self.rank)  # the workers' torch / random / NumPy seeds
         self._bound = True
 
-    def start_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        """The next pass gives epoch ``epoch`` (order and augmentation), from its batch ``skip_batches``."""
-        self.sampler.set_epoch(epoch, skip_batches)
+    def start_epoch(self, epoch: int, skip_batches: int = 0, skip_samples: int = 0) -> None:
+        """The next pass gives epoch ``epoch`` (order and augmentation) from position ``skip_samples + skip_batches *
+        global batch`` of its order: its batch ``skip_batches``, or the sample after the ``skip_samples`` (all ranks
+        together) a run with another batch or world size consumed."""
+        self.sampler.set_epoch(epoch, skip_batches, skip_samples)
         self._announced = True
+
+    def span(self) -> EpochSpan:
+        """Where the next pass starts and ends in its epoch's order (positions over all ranks) and its steps; for
+        the pass :meth:`start_epoch` announced (else the whole epoch of the sampler's current setting)."""
+        return self.sampler.span()
 
     @property
     def batch_size(self) -> int:

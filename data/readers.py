@@ -3,8 +3,10 @@
 Every reader returns a list of lines ``{'poly': [[x, y], ...], 'text': str}`` (px, ``'###'`` = don't care)
 and raises :class:`DataError` naming the file and line for malformed input, a non-finite coordinate
 (``nan``, ``inf``, ``1e999``: any spelling ``float()`` accepts) included. Polygons are returned as
-annotated; repairing degenerate ones is a training step (:mod:`data.ground_truth`).
+annotated; repairing degenerate ones is a training step (:mod:`data.ground_truth`). Files are decoded by
+:func:`decode_text` (UTF-8; UTF-16 / UTF-32 with a byte-order mark; NUL bytes without one refused).
 """
+import codecs
 import json
 import math
 import os
@@ -24,16 +26,53 @@ class Line(TypedDict):
     text: str
 
 
+# Byte-order marks and the codec that reads (and drops) them; UTF-32 LE's mark starts with UTF-16 LE's, so first.
+_BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, 'UTF-32', 'utf-32'), (codecs.BOM_UTF32_BE, 'UTF-32', 'utf-32'),
+                     (codecs.BOM_UTF8, 'UTF-8', 'utf-8-sig'), (codecs.BOM_UTF16_LE, 'UTF-16', 'utf-16'),
+                     (codecs.BOM_UTF16_BE, 'UTF-16', 'utf-16'))
+
+
+def decode_text(raw: bytes, where: str) -> str:
+    """The text of a ground-truth (or result) file's bytes; ``where`` names the file in errors.
+
+    * a byte-order mark names the encoding, and the file is read in it: UTF-8, UTF-16 (what Windows Notepad
+      calls "Unicode") or UTF-32, little- or big-endian; bytes not valid in it, or a NUL character, are a
+      DataError;
+    * without one, the file is UTF-8; one that is not valid UTF-8 is read as Latin-1 (legacy 8-bit files:
+      every byte is a character, so coordinates and ``###`` read the same whatever the 8-bit code page was);
+    * a NUL byte without a byte-order mark is a DataError naming its line: that is UTF-16 or UTF-32 text
+      without its mark (or no text at all), which read as UTF-8 or Latin-1 would turn every line into a
+      malformed one. Nothing guesses the byte order.
+    A ``U+FEFF`` anywhere is dropped (a mark left at the start of a line by concatenated files)."""
+    for mark, name, codec in _BYTE_ORDER_MARKS:
+        if not raw.startswith(mark):
+            continue
+        try:
+            text = raw.decode(codec)
+        except UnicodeDecodeError as error:
+            raise DataError(f'{where}: starts with a {name} byte-order mark but is not valid {name} '
+                            f'(byte offset {error.start}); save the file as UTF-8') from None
+        if '\x00' in text:
+            line = text.count('\n', 0, text.index('\x00')) + 1
+            raise DataError(f'{where}:{line}: NUL character in {name} text; save the file as UTF-8 text without it')
+        return text.replace('\ufeff', '')
+    nul = raw.find(b'\x00')
+    if nul >= 0:
+        line = raw.count(b'\n', 0, nul) + 1
+        raise DataError(f'{where}:{line}: not UTF-8 text: NUL byte at byte offset {nul}, as in UTF-16 (or UTF-32) '
+                        f'without a byte-order mark; save the file as UTF-8')
+    try:
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError:
+        text = raw.decode('latin-1')
+    return text.replace('\ufeff', '')
+
+
 def _read_text(path: str) -> str:
     if not os.path.isfile(path):
         raise DataError(f'{path}: ground-truth file not found')
     with open(path, 'rb') as handle:
-        raw = handle.read()
-    try:
-        text = raw.decode('utf-8-sig')
-    except UnicodeDecodeError:
-        text = raw.decode('latin-1')
-    return text.replace('\ufeff', '')
+        return decode_text(handle.read(), path)
 
 
 def _is_number(token: Any) -> bool:
@@ -76,18 +115,56 @@ def unquote_transcription(text: str) -> str:
     return match.group(1).replace('\\\\', '\\').replace('\\"', '"')
 
 
+def _coordinate_count(parts: Sequence[str]) -> int:
+    """How many leading values of a comma-split ground-truth line are coordinates, the one rule of the line
+    forms that put a polygon of any size before a transcription or label (:func:`read_icdar2015`,
+    :func:`read_converted`): the longest even run of leading numbers (``float()`` reads them, ``nan`` and
+    ``inf`` included, so that a non-finite coordinate is reported and not read as text) that leaves at least
+    the last value for the transcription. The callers check the count and the ambiguous cases."""
+    numeric = 0
+    while numeric < len(parts) - 1 and _is_number(parts[numeric]):
+        numeric += 1
+    return numeric - numeric % 2
+
+
+OFFICIAL_COORDINATES = 8  # the official ICDAR 2015 script (rrc_evaluation_funcs.py) reads exactly 8 per line
+
+
 def read_icdar2015(path: str) -> List[Line]:
-    """``x1,y1,...,x4,y4,transcription`` (transcription may hold commas; ``###`` = don't care; a quoted
-    transcription is unquoted as the official script does, :func:`unquote_transcription`)."""
+    """The ICDAR 2015 line form ``x1,y1,...,xn,yn,transcription`` with n >= 4 points (the official script
+    reads exactly 4: ``x1,y1,...,x4,y4,transcription``; MLT, ArT, ReCTS and annotation tools write more).
+
+    The coordinates are :func:`_coordinate_count`'s: the longest even run of leading numbers that leaves
+    a transcription, so a 14-point curve then ``word`` is 28 coordinates, ``###`` included. Exactly 8
+    coordinates is the official reading, whatever follows: ``...,y4,2015``, ``...,y4,1,000`` and
+    ``...,y4,1,000m`` have the transcriptions ``2015``, ``1,000`` and ``1,000m``. Beyond 8, a transcription
+    that would begin with a number makes the line ambiguous (``...,y7,5,###``: 7 points and ``5,###``, or 8
+    with a coordinate missing? ``...,y14,2015``: 14 points and ``2015``, or 15 with a coordinate missing?)
+    and it is a DataError naming the file and line: write such a transcription in double quotes
+    (``"5,###"``, ``"2015"``). docs/data.md, "Ground-truth line rule", gives the rule. The transcription may
+    hold commas; a quoted one is unquoted as the official script does (:func:`unquote_transcription`);
+    ``###`` = don't care. Fewer than 8 coordinates, or no transcription, is a DataError."""
     lines: List[Line] = []
     for number, row in enumerate(_read_text(path).splitlines(), 1):
         if not row.strip():
             continue
         parts = row.strip().split(',')
         where = f'{path}:{number}'
-        if len(parts) < 9 or not all(_is_number(p) for p in parts[:8]):
-            raise DataError(f'{where}: expected 8 coordinates then a transcription, got {row!r}')
-        lines.append({'poly': _pairs(parts[:8], where), 'text': unquote_transcription(','.join(parts[8:]))})
+        count = _coordinate_count(parts)
+        if count < OFFICIAL_COORDINATES:
+            raise DataError(f'{where}: expected at least {OFFICIAL_COORDINATES} coordinates then a transcription, '
+                            f'got {row!r}')
+        if count > OFFICIAL_COORDINATES and _is_number(parts[count]):
+            leading = count
+            while leading < len(parts) and _is_number(parts[leading]):
+                leading += 1
+            described = (f'all {leading} values are numbers' if leading == len(parts)
+                         else f'{leading} numbers, then {",".join(parts[leading:])!r}')
+            raise DataError(f'{where}: cannot tell where the coordinates end and the transcription begins '
+                            f'({described}): a coordinate may be missing, or the transcription may begin with '
+                            f'a number; after more than {OFFICIAL_COORDINATES} coordinates write such a '
+                            f'transcription in double quotes ("{",".join(parts[count:]).strip()}")')
+        lines.append({'poly': _pairs(parts[:count], where), 'text': unquote_transcription(','.join(parts[count:]))})
     return lines
 
 
@@ -95,9 +172,11 @@ def read_converted(path: str, difficult_label: Optional[str] = None) -> List[Lin
     """The original code base's converted format: an even number of coordinates, then a label.
 
     The coordinates are the longest even run of leading numeric tokens that leaves the last token as the
-    label (labels may hold commas, and may start with a number: ``...,8,1,000`` has the label ``1,000``).
-    ``nan`` / ``inf`` count as numeric, so a non-finite coordinate is an error and not a label start.
-    ``difficult_label`` (``'1'`` for MSRA-TD500) is a label value meaning don't care.
+    label (:func:`_coordinate_count`, the rule of :func:`read_icdar2015` too; labels may hold commas, and may
+    start with a number: ``...,8,1,000`` has the label ``1,000``), at least 6. Unlike the ICDAR 2015 form, a
+    numeric label after more than 8 coordinates is read, not refused: numeric labels (MSRA-TD500's ``1``)
+    are this format's own. ``nan`` / ``inf`` count as numeric, so a non-finite coordinate is an error and not
+    a label start. ``difficult_label`` (``'1'`` for MSRA-TD500) is a label value meaning don't care.
     """
     lines: List[Line] = []
     for number, row in enumerate(_read_text(path).splitlines(), 1):
@@ -105,10 +184,7 @@ def read_converted(path: str, difficult_label: Optional[str] = None) -> List[Lin
             continue
         parts = [p.strip() for p in row.strip().split(',')]
         where = f'{path}:{number}'
-        numeric = 0
-        while numeric < len(parts) - 1 and _is_number(parts[numeric]):
-            numeric += 1
-        count = numeric - numeric % 2
+        count = _coordinate_count(parts)
         if count < 6:
             raise DataError(f'{where}: expected an even number (>= 6) of coordinates then a label, got {row!r}')
         label = ','.join(parts[count:])

@@ -23,11 +23,13 @@ import numpy as np
 from concern.config import CompiledConfig, apply_overrides, load_config, set_representer_thresholds
 from concern.device import select_device
 from data.image_io import DEFAULT_MAX_PIXELS, DataError, read_image, to_bgr_uint8
-from data.input_size import DEFAULT_MAX_LONG_SIDE, DEFAULT_SHORT_SIDE, InputSize
+from data.input_size import DEFAULT_MAX_LONG_SIDE, DEFAULT_MAX_TILED_PIXELS, DEFAULT_SHORT_SIDE, InputSize
 from experiment import Experiment
 from inference.engine import InferenceEngine, StageTimer
+from data.normalization import check_resize_dtype
 from inference.preprocess import prepare_image, stack_inputs
 from inference.runners import OnnxRunner, TorchRunner
+from inference.tiling import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, TILE_MODES, TiledRunner, check_tiling
 from structure.measurers import result_lines
 
 Source = Union[str, 'os.PathLike[str]', bytes, np.ndarray]
@@ -40,7 +42,8 @@ class Detections:
     polygons: per detection an int32 (N, 2) array of (x, y) points in pixels of the image as read (box mode:
     4 corners, top-left first, clockwise on screen; polygon mode: N >= 4 points), within [0, W] x [0, H].
     scores: per detection the mean probability inside it, in [0, 1]. image_size / input_size: (height, width)
-    of the image as read and of the network input. capped: the long-side cap reduced the input size.
+    of the image as read and of the network input. capped: the long-side cap (or, tiled, the pixel limit)
+    reduced the input size. tiles: how many tiles the network ran on (1: the input went through whole).
     image: the (H, W, 3) uint8 BGR image as read; probability: the (input H, input W) float32 probability map.
     """
     source: str
@@ -49,11 +52,17 @@ class Detections:
     image_size: Tuple[int, int]
     input_size: Tuple[int, int]
     capped: bool = False
+    tiles: int = 1
     image: Optional[np.ndarray] = field(default=None, repr=False)
     probability: Optional[np.ndarray] = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.polygons)
+
+    @property
+    def scale(self) -> float:
+        """Network input size over image size (the long sides' ratio)."""
+        return max(self.input_size) / max(self.image_size)
 
     def lines(self, with_score: bool = True) -> List[str]:
         """``x1,y1,...,xn,yn[,score]`` per detection (the result-file format of demo.py and eval.py)."""
@@ -73,11 +82,19 @@ class TextDetector:
     fit, never random weights), or ``onnx``: an exported model run by onnxruntime (no checkpoint needed).
     device / precision ('fp32', 'fp16', 'bf16', or 'auto': bf16 on a CPU running it natively, else fp32; fp16 on
     CUDA; the choice and its reason are in ``runner.describe()``) / channels_last: PyTorch only.
-    image_short_side / max_long_side: the input size (``InputSize('short_side', ...)``). polygon: polygons instead
-    of boxes. thresh / box_thresh: the representer's thresholds; precedence: these arguments > ``opts``
-    (``'key.path=value'`` overrides) > the file. orientation: 'displayed' (EXIF orientation applied, default) or
-    'stored' for paths. max_pixels: images larger than this are refused (``read_image``). log: where one-off notes
-    go (default standard error).
+    image_short_side / max_long_side: the input size (``InputSize('short_side', ...)``); image_scale: a factor
+    instead (``InputSize('scale', ...)``, 1.0: the image's own pixels, for scanned pages whose text the short-side
+    rule would shrink). tiling (``inference.tiling``): 'auto' (default) runs an input that the long-side cap would
+    shrink at its uncapped size in overlapping tiles of ``tile_size`` px (``tile_overlap`` shared), so that long
+    receipts and large pages keep their text and memory stays bounded; 'on' tiles every input larger than a
+    tile, uncapped; 'off' applies the cap (the original's demo.py behaviour). Tiled inputs are limited to
+    ``max_input_pixels`` (scaled down beyond it, ``capped``); ``tile_batch`` tiles go through the network at once.
+    resize_dtype: 'float32' (the original's
+    preprocessing, default) or 'uint8' (faster resize of large photos, other inputs; ``data.normalization``).
+    polygon: polygons instead of boxes. thresh / box_thresh: the representer's thresholds; precedence: these
+    arguments > ``opts`` (``'key.path=value'`` overrides) > the file. orientation: 'displayed' (EXIF orientation
+    applied, default) or 'stored' for paths. max_pixels: images larger than this are refused (``read_image``).
+    log: where one-off notes go (default standard error).
     cuda_graphs: PyTorch on CUDA only: each input shape's forward is captured once in a CUDA graph and replayed
     (``inference.runners.TorchRunner``), which saves the kernel launch time of small batches.
 
@@ -91,7 +108,11 @@ class TextDetector:
                  max_long_side: Optional[int] = DEFAULT_MAX_LONG_SIDE, polygon: bool = False,
                  thresh: Optional[float] = None, box_thresh: Optional[float] = None, orientation: str = 'displayed',
                  opts: Sequence[str] = (), max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
-                 log: Optional[Callable[[str], None]] = None, cuda_graphs: bool = False):
+                 log: Optional[Callable[[str], None]] = None, cuda_graphs: bool = False,
+                 image_scale: Optional[float] = None, tiling: str = 'auto', tile_size: int = DEFAULT_TILE_SIZE,
+                 tile_overlap: int = DEFAULT_TILE_OVERLAP, max_input_pixels: int = DEFAULT_MAX_TILED_PIXELS,
+                 tile_batch: int = 4,
+                 resize_dtype: str = 'float32'):
         from structure.weights import load_trained_model  # torch: not needed by the ONNX path
         if (checkpoint is None) == (onnx is None):
             raise ValueError('TextDetector: give exactly one of checkpoint (PyTorch weights) and onnx (an exported '
@@ -111,7 +132,15 @@ class TextDetector:
         if structure.representer is None:
             raise ValueError(f'{config.source}: structure.representer is required to detect text')
         self.representer = structure.representer
-        self.input_size = InputSize('short_side', image_short_side, max_long_side)
+        if tiling not in TILE_MODES:
+            raise ValueError(f'tiling: expected one of {TILE_MODES}, got {tiling!r}')
+        check_tiling(tile_size, tile_overlap)
+        mode, size = ('scale', image_scale) if image_scale is not None else ('short_side', image_short_side)
+        self.input_size = InputSize(mode, size, max_long_side)
+        # the size of a tiled input: the same rule, uncapped, within the pixel limit
+        self.tiled_size = InputSize(mode, size, None, max_pixels=max_input_pixels)
+        self.tiling, self.tile_size, self.tile_overlap = tiling, int(tile_size), int(tile_overlap)
+        self.resize_dtype = check_resize_dtype(resize_dtype)
         self.polygon = bool(polygon)
         self.orientation = orientation
         self.max_pixels = max_pixels
@@ -126,7 +155,11 @@ class TextDetector:
                 raise ValueError(f'cuda_graphs: CUDA graphs need a CUDA device, got device {self.device}')
             model = load_trained_model(structure.builder, checkpoint, self.device, log)
             self.runner = TorchRunner(model, self.device, precision, channels_last, cuda_graphs=cuda_graphs)
-        self.engine = InferenceEngine(self.runner, self.representer, is_output_polygon=self.polygon)
+        self.tiled: Optional[TiledRunner] = None
+        if tiling == 'on' or (tiling == 'auto' and max_long_side is not None):  # auto: what the cap would shrink
+            self.tiled = TiledRunner(self.runner, tile_size, tile_overlap, batch_size=tile_batch,
+                                     whole_up_to=None if tiling == 'on' else max_long_side)
+        self.engine = InferenceEngine(self.tiled or self.runner, self.representer, is_output_polygon=self.polygon)
 
     # ------------------------------------------------------------------ calls
     def __call__(self, images: Union[Source, Sequence[Source]]) -> Union[Detections, List[Detections]]:
@@ -171,7 +204,20 @@ class TextDetector:
                 yield Detections(source=name, polygons=list(result.boxes[index]),
                                  scores=list(result.scores[index]), image_size=tuple(batch['shape'][index]),
                                  input_size=tuple(result.prob.shape[-2:]), capped=batch['capped'][index],
-                                 image=batch['original'][index], probability=result.prob[index, 0])
+                                 tiles=self.tiles(*result.prob.shape[-2:]), image=batch['original'][index],
+                                 probability=result.prob[index, 0])
+
+    def tiles(self, height: int, width: int) -> int:
+        """How many tiles a (height, width) network input runs in (1: whole)."""
+        return 1 if self.tiled is None else self.tiled.count(height, width)
+
+    def network_size(self, height: int, width: int) -> Tuple[int, int, bool]:
+        """(input height, input width, capped) of a (height, width) image: the size rule; with tiling the long-side
+        cap is lifted ('on': always; 'auto': where it bound) and the input limited to ``max_input_pixels``."""
+        new_height, new_width, capped = self.input_size.resolve(height, width)
+        if self.tiled is None or (self.tiling == 'auto' and not capped):
+            return new_height, new_width, capped
+        return self.tiled_size.resolve(height, width)
 
     def read(self, image: Source, index: int = 0) -> Tuple[str, np.ndarray]:
         """(name, (H, W, 3) uint8 BGR image) as this detector sees it: a path through the one reader, an array
@@ -195,18 +241,18 @@ class TextDetector:
         group: List[Tuple[str, np.ndarray, np.ndarray, bool]] = []
         for item in self._prepared(images, on_error, _count('workers', workers, 0), batch_size):
             if group and group[0][2].shape != item[2].shape:
-                yield self._batch(group, stack_inputs)
+                yield self._batch(group)
                 group = []
             group.append(item)
             if len(group) == batch_size:
-                yield self._batch(group, stack_inputs)
+                yield self._batch(group)
                 group = []
         if group:
-            yield self._batch(group, stack_inputs)
+            yield self._batch(group)
 
-    def _batch(self, group: List[Tuple[str, np.ndarray, np.ndarray, bool]], stack: Callable[..., Any]
-               ) -> Dict[str, Any]:
-        return {'image': stack(self.runner, [item[2] for item in group]),
+    def _batch(self, group: List[Tuple[str, np.ndarray, np.ndarray, bool]]) -> Dict[str, Any]:
+        # stacked by the runner the engine calls: a tiled input is not copied whole into page-locked memory
+        return {'image': stack_inputs(self.engine.runner, [item[2] for item in group]),
                 'shape': [item[1].shape[:2] for item in group], 'filename': [item[0] for item in group],
                 'original': [item[1] for item in group], 'capped': [item[3] for item in group]}
 
@@ -214,8 +260,8 @@ class TextDetector:
         """(name, image as read, (1, 3, h, w) float32 network input, long side capped) of one image."""
         name, bgr = self.read(image, index)
         height, width = bgr.shape[:2]
-        new_height, new_width, capped = self.input_size.resolve(height, width)
-        return name, bgr, prepare_image(bgr, (new_height, new_width)), capped
+        new_height, new_width, capped = self.network_size(height, width)
+        return name, bgr, prepare_image(bgr, (new_height, new_width), self.resize_dtype), capped
 
     def _prepared(self, images: Iterable[Source], on_error: Optional[Callable[[str, Exception], None]],
                   workers: int, batch_size: int) -> Iterator[Tuple[str, np.ndarray, np.ndarray, bool]]:

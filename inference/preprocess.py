@@ -1,8 +1,6 @@
-"""Preprocessing of an image for the network, NumPy / OpenCV only (no torch): resizing to the input size (the size
-comes from ``data.input_size.InputSize``, the one rule) and the one normalisation (``data.normalization``).
-
-The original (its demo.py and its ImageDataset) resized the uint8 image; so does this module (OpenCV's 8-bit
-linear interpolation).
+"""Preprocessing of an image for the network, NumPy / OpenCV only (no torch): the resize to the input size (the
+size comes from ``data.input_size.InputSize``, the one rule) and the normalisation, both from
+``data.normalization`` (the original's arithmetic: float32, then resize, then ``(image - mean) / 255``).
 """
 from __future__ import annotations
 
@@ -10,16 +8,15 @@ from typing import Any, Sequence, Tuple
 
 import numpy as np
 
-from data.normalization import normalize
+from data.normalization import normalize, resize_image
 
 
-def prepare_image(image_bgr: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """Resize to ``size`` (height, width) and normalise: float32 (1, 3, H, W)."""
-    import cv2
+def prepare_image(image_bgr: np.ndarray, size: Tuple[int, int], resize_dtype: str = 'float32') -> np.ndarray:
+    """Resize to ``size`` (height, width) and normalise: float32 (1, 3, H, W). resize_dtype: 'float32' (the
+    original's preprocessing) or 'uint8' (``data.normalization.resize_image``)."""
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         raise ValueError(f'image: expected (H, W, 3) BGR, got shape {image_bgr.shape}')
-    resized = cv2.resize(image_bgr, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
-    return normalize(resized)[None]
+    return normalize(resize_image(image_bgr, size, resize_dtype))[None]
 
 
 def stack_inputs(runner: Any, arrays: Sequence[np.ndarray]) -> Any:

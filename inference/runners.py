@@ -157,6 +157,19 @@ class CudaGraphForward:
         return self.static_output
 
 
+def check_network_input(shape: Sequence[int]) -> None:
+    """ValueError naming the size unless ``shape`` is (B, 3, H, W) with H and W positive multiples of 32: the FPN
+    adds feature maps of strides 4 to 32, which only line up then (``data.input_size.InputSize`` gives such sizes;
+    a raw call with another size would fail inside the decoder, or in onnxruntime with a broadcast error)."""
+    if len(shape) != 4 or int(shape[1]) != 3:
+        raise ValueError(f'network input: expected (batch, 3, height, width), got shape {tuple(shape)}')
+    height, width = int(shape[2]), int(shape[3])
+    if height < 32 or width < 32 or height % 32 or width % 32:
+        raise ValueError(f'network input: height and width must be positive multiples of 32, got {height}x{width}; '
+                         f'resize to e.g. {max(32, -(-height // 32) * 32)}x{max(32, -(-width // 32) * 32)} '
+                         '(data.input_size.InputSize) or pad')
+
+
 def resolve_precision(device: Any) -> Tuple[str, str]:
     """The inference precision ``'auto'`` stands for on ``device``, and why: on the CPU bf16 where the CPU has bf16
     instructions (AVX512-BF16, AMX; ``cpu_bf16_is_native``), else fp32 (emulated bf16 is several times slower); on
@@ -245,6 +258,7 @@ class OnnxRunner:
                 f'{self.threads or "default"} threads')
 
     def __call__(self, images: Any) -> np.ndarray:
+        check_network_input(images.shape)
         if not isinstance(images, np.ndarray):
             images = images.detach().cpu().numpy()  # a torch tensor from an evaluation loader
         prob = self.session.run(None, {self.input_name: np.ascontiguousarray(images, dtype=np.float32)})[0]

@@ -304,3 +304,15 @@ def test_flags_win_over_opt_which_wins_over_the_file(setup, entry, capsys):
         tree = printed('--polygon', '--opt', 'evaluation.is_output_polygon=false')
         assert tree['evaluation']['is_output_polygon'] is True
         assert printed('--opt', 'evaluation.is_output_polygon=true')['evaluation']['is_output_polygon'] is True
+
+
+def test_tiled_eval_and_demo_agree_and_tile(setup, eval_results, tmp_path):
+    tiles = ['--tile', 'on', '--tile_size', '64', '--tile_overlap', '32']
+    result_dir = tmp_path / 'eval_tiled'
+    assert eval_script.main([setup['exp'], '--resume', setup['ckpt'], '--device', 'cpu', '--image_short_side', '64',
+                             '--result_dir', str(result_dir), *tiles]) == 0
+    tiled = {name: _lines(result_dir / f'res_{os.path.splitext(name)[0]}.txt') for name in setup['names']}
+    demo_tiled = _demo(setup, tmp_path / 'demo_tiled', '--orientation', 'stored', *tiles)
+    assert tiled == demo_tiled  # one tiled path: eval.py and demo.py wire the same tiles
+    # 64-px tiles change the network's context: the tiled detections are not the whole-image ones
+    assert any(tiled[name] != eval_results[name] for name in setup['names'])

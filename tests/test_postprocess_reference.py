@@ -181,7 +181,8 @@ def assert_identical(prob, shape=None, polygon=False, **options):
     """Fast and baseline outputs for one map: same boxes / polygons, int32, and bit-identical scores."""
     shape = shape or prob.shape
     fast = SegDetectorRepresenter(**options)
-    expected, expected_scores = ReferenceRepresenter(**options).represent_map(prob, *shape, polygon)
+    reference = ReferenceRepresenter(**{k: v for k, v in options.items() if k != 'cap_before_filtering'})
+    expected, expected_scores = reference.represent_map(prob, *shape, polygon)
     found, scores = (fast.polygons_from_map if polygon else fast.boxes_from_map)(prob, *shape)
     assert scores == expected_scores
     assert len(found) == len(expected)
@@ -258,10 +259,11 @@ def test_identical_on_edge_cases(polygon, score_mode):
     found += assert_identical(concave_map(), None, polygon, **options)
     found += assert_identical(concave_map(), (100, 640), polygon, **options)
     assert found > 40
-    # max_candidates cuts the contour list before anything else: both look at the same first ones
+    # cap_before_filtering: max_candidates cuts the contour list before anything else, as the original did: both
+    # look at the same first ones
     prob = random_probability_map(184, 320, 30, seed=3)
     for max_candidates in (0, 1, 5, 17):
-        assert_identical(prob, None, polygon, max_candidates=max_candidates, **options)
+        assert_identical(prob, None, polygon, max_candidates=max_candidates, cap_before_filtering=True, **options)
     # a NaN inside a region: a one-pixel hole in the bitmap, and a NaN score for the region's box or polygon,
     # which both versions drop (the original kept it)
     prob = np.zeros((64, 96), dtype=np.float32)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -263,6 +263,24 @@ def model_state(workspace: str, name: str = 'final') -> Dict[str, torch.Tensor]:
     return torch.load(os.path.join(workspace, 'model', name), map_location='cpu', weights_only=True)['model']
 
 
+def record_steps(trainer: Any, stop_after: Optional[int] = None) -> List[Tuple[int, List[int]]]:
+    """Wraps ``trainer.run_step``: the returned list gets (epoch, sample indices of the batch) of every step the
+    trainer takes, in order (TinyTrainSet's files ``img_<index>.jpg``). With ``stop_after`` the run stops after that
+    many steps as a signal stops it: the step finishes and a checkpoint (``latest``) is written."""
+    steps: List[Tuple[int, List[int]]] = []
+    run_step = trainer.run_step
+
+    def recorded(batch: Any) -> Any:
+        steps.append((trainer.epoch, [int(name[len('img_'):-len('.jpg')]) for name in batch['filename']]))
+        result = run_step(batch)
+        if stop_after is not None and len(steps) >= stop_after:
+            trainer.stop_reason = 'stopped by the test'
+        return result
+
+    trainer.run_step = recorded
+    return steps
+
+
 # ----------------------------------------------------------------------------------------------
 # DDP worker (run under torchrun by tests/test_training_distributed.py)
 
@@ -282,7 +300,8 @@ def _ddp_main(out_dir: str) -> None:
     trainer = Trainer(ddp_experiment(os.path.join(out_dir, 'workspace')),
                       options(os.path.join(out_dir, 'workspace'), distributed=True, validate=True))
     summary = trainer.train()
-    state = {key: value.detach().clone() for key, value in trainer.model.module.state_dict().items()}
+    # train() hands back the model without its DistributedDataParallel wrapper
+    state = {key: value.detach().clone() for key, value in trainer.model.state_dict().items()}
     torch.save({'state': state, 'summary': summary, 'world_size': summary['world_size'],
                 'per_process_batch': trainer.loader.batch_size},
                os.path.join(out_dir, f'rank{rank}.pt'))

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 from concern.config import (CompiledConfig, ConfigError, ensure_component, accepts_argument, apply_overrides,
                             get_path, has_path, load_config, require_key, set_if_accepted, set_representer_thresholds)
+from data.input_size import DEFAULT_MAX_TILED_PIXELS
+from data.normalization import RESIZE_DTYPES
+from inference.tiling import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, TILE_MODES
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +47,15 @@ def train_parser() -> argparse.ArgumentParser:
                              "original's released models, is fine-tuned from instead, and the log says so)")
     parser.add_argument('--weights', type=str, default=None,
                         help='fine-tune from the weights of this file (a full checkpoint or a state dict): no '
-                             'optimizer state or counters are restored')
+                             'optimizer state or counters are restored; every tensor must fit unless '
+                             '--weights_non_strict')
+    parser.add_argument('--weights_non_strict', action='store_true',
+                        help='with --weights: load only the tensors whose names and shapes fit (fine-tuning another '
+                             'head, e.g. DBNet++ from a DBNet checkpoint); the others keep their initialisation and '
+                             "the load report in the run's log names them")
+    parser.add_argument('--accept_skipped_samples', action='store_true',
+                        help='with --resume: continue even where the new --batch_size or world size would leave '
+                             'samples of the interrupted epoch untrained (refused by default, naming them)')
     parser.add_argument('--epochs', type=int, default=None, help='training length and decay schedule length')
     parser.add_argument('--start_epoch', type=int, default=None)
     parser.add_argument('--start_iter', type=int, default=None)
@@ -78,6 +89,14 @@ def _inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--pipelined', action='store_true',
                         help='overlap data preparation, model and post-processing in three threads')
     parser.add_argument('--warmup', type=int, default=3, help='untimed warm-up iterations before --speed timing')
+    parser.add_argument('--resize_dtype', choices=RESIZE_DTYPES, default='float32',
+                        help="float32 (default): the original's preprocessing, the image converted to float32 and "
+                             'then resized, so that released checkpoints give its detections; uint8: the 8-bit image '
+                             'resized (faster on large photos, inputs up to 0.8/255 away: other detections)')
+    parser.add_argument('--tile_size', type=int, default=DEFAULT_TILE_SIZE,
+                        help='with --tile: side of a tile in px of the network input (multiple of 32)')
+    parser.add_argument('--tile_overlap', type=int, default=DEFAULT_TILE_OVERLAP,
+                        help='with --tile: px shared by neighbouring tiles (multiple of 32, at most half a tile)')
 
 
 def eval_parser() -> argparse.ArgumentParser:
@@ -102,6 +121,10 @@ def eval_parser() -> argparse.ArgumentParser:
                              '(multiple of 32), the long side following the aspect ratio up to --max_long_side')
     parser.add_argument('--max_long_side', type=int, default=2560,
                         help='with --image_short_side: cap on the long side of the network input')
+    parser.add_argument('--tile', choices=TILE_MODES, default='off',
+                        help="off (default): the experiment's input sizes, long side capped; auto: inputs the cap "
+                             'would shrink run uncapped in overlapping tiles; on: every input uncapped, in tiles '
+                             'when larger than --tile_size (see docs/inference.md)')
     _inference_arguments(parser)
     return parser
 
@@ -121,7 +144,15 @@ def demo_parser() -> argparse.ArgumentParser:
     parser.add_argument('--visualize', action='store_true', help='write <image>.jpg with the detections drawn')
     parser.add_argument('--heatmap', action='store_true', help='also write the probability map as a heat map')
     parser.add_argument('--max_long_side', type=int, default=2560,
-                        help='cap on the long side of the network input (memory bound for huge photos)')
+                        help='cap on the long side of the network input (memory bound for huge photos); with --tile '
+                             'auto an image the cap would shrink runs at its uncapped size in tiles instead')
+    parser.add_argument('--image_scale', type=float, default=None,
+                        help='network input = the image times this factor (1: its own pixels, for scanned pages and '
+                             'screenshots whose text the short-side rule would shrink) instead of --image_short_side')
+    parser.add_argument('--tile', choices=TILE_MODES, default='auto',
+                        help='auto (default): an image the --max_long_side cap would shrink runs at its uncapped size '
+                             'in overlapping tiles; on: every image uncapped, tiled when larger than --tile_size; '
+                             "off: the cap applies (the original's behaviour)")
     parser.add_argument('--orientation', choices=('displayed', 'stored'), default='displayed',
                         help="EXIF orientation: 'displayed' applies it (the photo as a viewer shows it), 'stored' "
                              'uses the pixels as stored (as eval.py does: ground truth is annotated on them)')
@@ -194,11 +225,21 @@ def apply_train_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
     if args.num_workers is not None:
         for path in ['train.data_loader'] + _loader_paths(config, 'validation') + _loader_paths(config, 'evaluation'):
             _set_if_present(config, f'{path}.num_workers', args.num_workers)
+    if args.resume is not None and args.weights is not None:
+        raise ConfigError(f'--resume {args.resume} and --weights {args.weights}: --resume continues a run from a full '
+                          'checkpoint, --weights starts a new run (epoch 0, fresh optimizer) from the weights of a '
+                          'file: give one')
     for flag in ('resume', 'weights', 'start_epoch', 'start_iter'):
         value = getattr(args, flag)
         if value is not None:
             require_key(_set_if_present(config, f'train.checkpoint.{flag}', value),
                      f'--{flag}', f'train.checkpoint.{flag}', config)
+    if args.weights_non_strict:
+        require_key(_set_if_present(config, 'train.checkpoint.weights_strict', False), '--weights_non_strict',
+                    'train.checkpoint.weights_strict', config)
+    if args.accept_skipped_samples:
+        require_key(_set_if_present(config, 'train.checkpoint.accept_skipped_samples', True),
+                    '--accept_skipped_samples', 'train.checkpoint.accept_skipped_samples', config)
     if args.epochs is not None:
         require_key(_set_if_present(config, 'train.epochs', args.epochs), '--epochs', 'train.epochs', config)
         _set_schedule_argument(config, 'epochs', args.epochs)
@@ -235,8 +276,17 @@ def apply_eval_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
             _set_if_present(config, f'{path}.batch_size', args.batch_size)
         if args.num_workers is not None:
             _set_if_present(config, f'{path}.num_workers', args.num_workers)
+        processes = f'{path}.dataset.processes'
         if args.image_short_side is not None:
-            _set_short_side(config, f'{path}.dataset.processes', args.image_short_side, args.max_long_side)
+            if args.image_short_side < 32 or args.image_short_side % 32:
+                raise ConfigError(f'--image_short_side {args.image_short_side}: must be a positive multiple of 32')
+            _set_on_resize_processes(config, processes, '--image_short_side',
+                                     short_side=args.image_short_side, max_long_side=args.max_long_side)
+        if args.tile != 'off':  # the cap is lifted; tiles bound the network's memory instead (eval.py)
+            _set_on_resize_processes(config, processes, '--tile', max_long_side=None,
+                                     max_pixels=DEFAULT_MAX_TILED_PIXELS)
+        if args.resize_dtype != 'float32':
+            _set_on_resize_processes(config, processes, '--resize_dtype', resize_dtype=args.resize_dtype)
         if args.skip_bad_samples:
             require_key(_set_if_present(config, f'{path}.dataset.on_bad_sample', 'skip'), '--skip_bad_samples',
                      f'{path}.dataset.on_bad_sample', config)
@@ -244,20 +294,17 @@ def apply_eval_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
         _set_if_present(config, 'logger.verbose', True)
 
 
-def _set_short_side(config: CompiledConfig, processes_path: str, short_side: int, max_long_side: int) -> None:
-    """The evaluation input size by demo.py's rule (``InputSize('short_side', ...)``): ``short_side`` and
-    ``max_long_side`` on each only_resize AugmentDetectionData of the pipeline."""
-    if short_side < 32 or short_side % 32:
-        raise ConfigError(f'--image_short_side {short_side}: must be a positive multiple of 32')
+def _set_on_resize_processes(config: CompiledConfig, processes_path: str, flag: str, **values: Any) -> None:
+    """``values`` (``short_side`` / ``max_long_side`` for demo.py's size rule, ``resize_dtype``) on each only_resize
+    AugmentDetectionData of the pipeline: the evaluation input; ConfigError naming ``flag`` when there is none."""
     changed = 0
     for process in (get_path(config, processes_path) if has_path(config, processes_path) else None) or []:
         if isinstance(process, dict) and str(process.get('class', '')).endswith('AugmentDetectionData') \
                 and process.get('only_resize'):
-            process['short_side'] = short_side
-            process['max_long_side'] = max_long_side
+            process.update(values)
             changed += 1
     if not changed:
-        raise ConfigError(f"{config.source}: define '{config.define}': --image_short_side found no only_resize "
+        raise ConfigError(f"{config.source}: define '{config.define}': {flag} found no only_resize "
                           f'AugmentDetectionData in {processes_path}')
 
 

@@ -28,6 +28,16 @@ points, decimal coordinates and either orientation are accepted; a file the offi
 the same numbers here (areas are computed with GEOS instead of GPC: they agree to about 1e-12 relative, which
 could only tell when an IoU or a don't-care share lies that close to 0.5).
 
+Ground truth: ``--gt_format icdar2015`` reads ``x1,y1,...,xn,yn,transcription`` lines with n >= 4 points
+(data/readers.py ``read_icdar2015``: the coordinates are the longest even run of leading numbers that leaves a
+transcription; past 8, a transcription beginning with a number must be quoted, else an error naming the file
+and line). The official script reads exactly 8 coordinates and the rest as the transcription; here a line of
+more is the polygon it outlines, scored with the same arithmetic as a quadrilateral. A line reads as the
+official script reads it unless its transcription has three or more comma-separated parts of which the first
+two are numbers (``12,34,abc``: read as a fifth point; ``1,000,000``: an error): quote such a transcription.
+Ground-truth and result files are UTF-8 (a UTF-16 or UTF-32 file with its byte-order mark is read as such; one
+without it that holds NUL bytes is an error naming the file and the encoding): data/readers.py ``decode_text``.
+
 Exit status 0 on success, 2 on an error (printed on stderr as ``error: ...``).
 """
 from __future__ import annotations
@@ -173,10 +183,11 @@ def score(gt: str, submission: str, protocol: str = 'icdar2015', gt_format: str 
     prints them; ``'per_image'``: ``{image stem: the evaluator's per-image result}`` in natural order;
     ``'images'``: how many were scored; ``'with_result'`` / ``'without_result'``: how many had / lacked a
     result file; ``'ignored_gt'``: names of files in ``gt`` not named as ``gt_format`` ground truth.
-    Raises ScoreError (or data.DataError from the ground-truth reader; both ValueError) naming the file
-    and line of what cannot be scored, and ValueError for an unknown protocol, format or switch value."""
+    Raises ScoreError (or data.DataError from the ground-truth reader or a file's decoding; both ValueError)
+    naming the file and line of what cannot be scored, and ValueError for an unknown protocol, format or switch
+    value."""
     from data.image_io import DataError
-    from data.readers import DONT_CARE, GT_NAME_PATTERNS, LIST_READERS
+    from data.readers import DONT_CARE, GT_NAME_PATTERNS, LIST_READERS, decode_text
     from structure.measurers.quad_measurer import make_evaluator
     if protocol not in PROTOCOLS:
         raise ScoreError(f'protocol: expected one of {sorted(PROTOCOLS)}, got {protocol!r}')
@@ -224,7 +235,7 @@ def score(gt: str, submission: str, protocol: str = 'icdar2015', gt_format: str 
             detections = []
             if stem in results:
                 raw = results[stem]
-                text = result_files.read_bytes(raw).decode('utf-8-sig', errors='replace')
+                text = decode_text(result_files.read_bytes(raw), result_files.display(raw))
                 detections = parse_result_text(text, result_files.display(raw))
             per_image[stem] = evaluator.evaluate_image(ground_truth, [{'points': item['points']}
                                                                       for item in detections])

@@ -5,14 +5,18 @@ A full checkpoint is a dict (``format: 'dbnet-checkpoint'``) with the model stat
 states, the counters (``epoch`` in progress, ``epoch_iteration`` completed in it, ``iteration`` completed
 overall), the RNG states of every rank, the seed of the data order, the best validation F-measure so far, the
 compiled config and the offset mode of a ResNet backbone (``offset_compat``: how the weights were trained;
-docs/model.md).
+docs/model.md), and ``data_position``: where the run was in its epoch's order (``epoch_samples``, the positions
+of the order consumed over all ranks; ``epoch_end``, where the pass would have ended; the ``global_batch``,
+``world_size`` and ``dataset_length`` that read them), so that a resume with another batch or world size
+continues at the next sample (``plan_resume``).
 Everything is stored as tensors and plain Python values, so ``torch.load(weights_only=True)`` reads it
 (``concern.checkpoint_io.read_weights_file``, the project's one reader). A checkpoint holding a non-finite
 tensor is never built (``NonFiniteCheckpointError``).
 
 A run starts (``Checkpoint.restore``) in one of two ways, and says which in ``StartState.how``: ``resume`` continues
 a run from a full checkpoint (everything restored), or fine-tunes from a file that only holds weights; ``weights``
-loads only the weights of any file, even of a full checkpoint.
+loads only the weights of any file, even of a full checkpoint: every tensor must fit (``weights_strict``), or only
+those whose names and shapes fit are loaded and the rest named in the load report (fine-tuning another head).
 """
 from __future__ import annotations
 
@@ -25,7 +29,9 @@ import numpy as np
 import torch
 
 from concern.checkpoint_io import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, is_full_checkpoint, read_weights_file
-from structure.weights import decide_offset_compat, load_model_state, offset_compat_note
+from data.sampler import epoch_span
+from structure.weights import LoadReport, StateDictMismatch, decide_offset_compat, load_model_state, \
+    offset_compat_note
 
 
 # ----------------------------------------------------------------------------------------------
@@ -108,9 +114,11 @@ def build_checkpoint(model_state: Dict[str, torch.Tensor], optimizer: Optional[t
                      scaler: Any, epoch: int, epoch_iteration: int, iteration: int,
                      rng_states: List[Dict[str, Any]], best_fmeasure: Optional[float],
                      config: Optional[Dict[str, Any]], data_seed: int,
-                     offset_compat: Optional[str] = None) -> Dict[str, Any]:
+                     offset_compat: Optional[str] = None,
+                     data_position: Optional[Mapping[str, int]] = None) -> Dict[str, Any]:
     """``offset_compat``: the offset mode the model ran with (``structure.weights.offset_compat_of``), recorded so
-    that evaluation, fine-tuning and resume run the weights the way they were trained.
+    that evaluation, fine-tuning and resume run the weights the way they were trained. ``data_position``: where
+    the run is in its epoch's order (``DATA_POSITION_KEYS``; None: not recorded).
 
     Raises ``NonFiniteCheckpointError`` naming the first entries when the model, optimizer or grad-scaler state
     holds NaN or infinity: such a file would poison every run resumed or fine-tuned from it."""
@@ -138,6 +146,8 @@ def build_checkpoint(model_state: Dict[str, torch.Tensor], optimizer: Optional[t
         'data_seed': int(data_seed),
         'config': config,
         'offset_compat': offset_compat,
+        'data_position': None if data_position is None else {key: int(data_position[key])
+                                                             for key in DATA_POSITION_KEYS},
     }
 
 
@@ -162,14 +172,15 @@ def read_checkpoint_file(path: str) -> Dict[str, Any]:
                      f'of tensors, got a {kind} with keys {keys}')
 
 
-def load_model_weights(model: torch.nn.Module, content: Dict[str, Any], source: Optional[str] = None
-                       ) -> Tuple[Optional[str], Optional[str]]:
-    """Strict key-by-key load of a full checkpoint or a plain state dict through
-    ``structure.weights.load_model_state`` (which also gives a ResNet backbone the offset mode of the weights).
+def load_model_weights(model: torch.nn.Module, content: Dict[str, Any], source: Optional[str] = None,
+                       strict: bool = True) -> Tuple[Optional[str], LoadReport]:
+    """Key-by-key load of a full checkpoint or a plain state dict through ``structure.weights.load_model_state``
+    (which also gives a ResNet backbone the offset mode of the weights): ``strict``, every tensor must fit
+    (``StateDictMismatch`` with the load report otherwise); else the tensors whose names and shapes fit are loaded.
     Returns the line saying which offset mode applies and why (when it changes the computation), and the load
-    report when keys were left out as harmless (else None)."""
-    report = load_model_state(model, content, strict=True, source=source)
-    return offset_compat_note(report.offset_compat), report.text
+    report (its ``text`` None when every key of the file and of the model loaded)."""
+    report = load_model_state(model, content, strict=strict, source=source)
+    return offset_compat_note(report.offset_compat), report
 
 
 # ----------------------------------------------------------------------------------------------
@@ -183,7 +194,9 @@ class StartState:
     ``how``: one line for the run's log saying which path was taken (start, resume, weights) and why.
     ``report``: the load report when something was not loaded key for key (keys left out as harmless, ImageNet
     initialisation), else None. ``config``: the compiled config saved in the checkpoint (resume of a full
-    checkpoint only; compare with ``config_differences``)."""
+    checkpoint only; compare with ``config_differences``). ``data_position``: where the checkpoint's run was in its
+    epoch's order (``DATA_POSITION_KEYS``; None for a checkpoint written before it was recorded, and for a start
+    that is not a resume)."""
     epoch: int = 0
     epoch_iteration: int = 0
     iteration: Optional[int] = None
@@ -195,6 +208,7 @@ class StartState:
     offset_compat_note: Optional[str] = None
     how: str = ''
     report: Optional[str] = None
+    data_position: Optional[Dict[str, int]] = None
 
 
 class Checkpoint:
@@ -208,13 +222,19 @@ class Checkpoint:
       files, ``{'model': state dict}``) loads them and fine-tunes, counting from ``start_epoch``/``start_iter``,
       as the original's users use ``--resume``;
     - ``weights``: only the weights of any file, even of a full checkpoint (fine-tuning from a SynthText
-      pre-training run), counting from ``start_epoch``/``start_iter``.
+      pre-training run), counting from ``start_epoch``/``start_iter``. ``weights_strict`` (default): every tensor
+      of the model and of the file must fit by name and shape, else an error naming the misfits; false: the
+      tensors that fit are loaded, the others keep their initialisation, and the load report (``StartState.report``)
+      names them (fine-tuning DBNet++ from a DBNet checkpoint: another head).
+
+    ``accept_skipped_samples``: a resume with another global batch or world size that cannot train every sample
+    of the interrupted epoch not yet trained (``plan_resume``) is refused unless this is set.
 
     Whichever path is taken, ``StartState.how`` says it, and why, in one line for the run's log.
     """
 
     def __init__(self, start_epoch: int = 0, start_iter: int = 0, resume: Optional[str] = None,
-                 weights: Optional[str] = None):
+                 weights: Optional[str] = None, weights_strict: bool = True, accept_skipped_samples: bool = False):
         self.start_epoch = int(start_epoch)
         self.start_iter = int(start_iter)
         if self.start_epoch < 0 or self.start_iter < 0:
@@ -222,8 +242,15 @@ class Checkpoint:
         if resume and weights:
             raise ValueError(f'train.checkpoint: resume ({resume}) and weights ({weights}) both set; resume continues '
                              'a run from a full checkpoint, weights fine-tunes from the weights of a file: give one')
+        if not weights_strict and not weights:
+            raise ValueError('train.checkpoint.weights_strict: false (--weights_non_strict) loads the tensors that '
+                             'fit from train.checkpoint.weights (--weights FILE), which is not set'
+                             + (f'; resume ({resume}) restores a run of this model and loads every tensor'
+                                if resume else ''))
         self.resume = resume or None
         self.weights = weights or None
+        self.weights_strict = bool(weights_strict)
+        self.accept_skipped_samples = bool(accept_skipped_samples)
 
     def restore(self, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
                 scaler: Any = None) -> StartState:
@@ -241,14 +268,33 @@ class Checkpoint:
         assert path is not None  # one of them is set: returned above otherwise
         content = read_checkpoint_file(path)
         full = is_full_checkpoint(content)
-        note, report = load_model_weights(model, content, path)
+        strict = self.weights_strict or not self.weights
+        try:
+            note, loaded = load_model_weights(model, content, path, strict=strict)
+        except StateDictMismatch as error:
+            hint = ('\nto fine-tune from the tensors that fit (another head, say), pass --weights_non_strict '
+                    '(train.checkpoint.weights_strict: false)' if self.weights else '')
+            raise StateDictMismatch(f'{path}: {error}{hint}') from error
+        report = loaded.text
         if self.weights:
+            which = 'the model weights'
+            if not strict:
+                total = len(model.state_dict())
+                fitted = total - len(loaded.missing) - len(loaded.mismatched)
+                if fitted == 0:
+                    raise StateDictMismatch(f'{path}: no tensor fits {type(model).__name__} by name and shape, even '
+                                            f'with train.checkpoint.weights_strict: false\n{report}')
+                which = (f'the {fitted} of the model\'s {total} tensors that fit by name and shape '
+                         '(train.checkpoint.weights_strict: false; the load report names the others, which keep '
+                         'their initialisation)')
             if full:
                 how = (f'weights: {path} is a full checkpoint (iteration {content["iteration"]}, epoch '
-                       f'{content["epoch"]}) of which only the model weights are loaded (train.checkpoint.weights); '
+                       f'{content["epoch"]}) of which only {which} are loaded (train.checkpoint.weights); '
                        f'optimizer, grad scaler, counters and RNG start afresh: fine-tuning, {counting}')
-            else:
+            elif strict:
                 how = f'weights: {path} is a plain state dict: fine-tuning from its weights, {counting}'
+            else:
+                how = f'weights: {path} is a plain state dict: fine-tuning from {which}, {counting}'
             return StartState(epoch=self.start_epoch, epoch_iteration=self.start_iter, offset_compat_note=note,
                               how=how, report=report)
         if not full:
@@ -275,11 +321,13 @@ class Checkpoint:
         return StartState(epoch=content['epoch'], epoch_iteration=content['epoch_iteration'],
                           iteration=content['iteration'], full=True, rng_states=list(content.get('rng') or []),
                           best_fmeasure=content.get('best_fmeasure'), config=content.get('config'),
-                          data_seed=content.get('data_seed'), offset_compat_note=note, how=how, report=report)
+                          data_seed=content.get('data_seed'), offset_compat_note=note, how=how, report=report,
+                          data_position=_data_position(content.get('data_position'), path))
 
     def __repr__(self) -> str:
         return (f'Checkpoint(start_epoch={self.start_epoch}, start_iter={self.start_iter}, resume={self.resume!r}, '
-                f'weights={self.weights!r})')
+                f'weights={self.weights!r}, weights_strict={self.weights_strict}, '
+                f'accept_skipped_samples={self.accept_skipped_samples})')
 
 
 def _pretrained_reports(model: torch.nn.Module) -> Tuple[List[str], List[str]]:
@@ -298,7 +346,7 @@ def _pretrained_reports(model: torch.nn.Module) -> Tuple[List[str], List[str]]:
 
 
 # Entries of ``train.checkpoint`` that say where a run starts: they differ between a run and its resume.
-RESUME_KEYS = ('resume', 'weights', 'start_epoch', 'start_iter')
+RESUME_KEYS = ('resume', 'weights', 'start_epoch', 'start_iter', 'weights_strict', 'accept_skipped_samples')
 
 
 def config_differences(saved: Optional[Dict[str, Any]], current: Optional[Dict[str, Any]]) -> List[str]:
@@ -328,3 +376,152 @@ def _compare(saved: Any, current: Any, path: Tuple[str, ...], out: List[str]) ->
             _compare(left, right, path + (str(index),), out)
     elif type(saved) is not type(current) or saved != current:
         out.append('.'.join(path) or '<root>')
+
+
+# ----------------------------------------------------------------------------------------------
+# Where a resumed run continues in its epoch
+
+# ``data_position`` of a checkpoint: ``epoch_samples``, the positions of the epoch's order consumed (all ranks
+# together: steps times the global batch); ``epoch_end``, where the pass that consumed them would have ended
+# (``data.sampler.epoch_span``); the ``global_batch``, ``world_size`` and ``dataset_length`` it ran with.
+DATA_POSITION_KEYS = ('epoch_samples', 'epoch_end', 'global_batch', 'world_size', 'dataset_length')
+
+
+def _data_position(value: Any, path: str) -> Optional[Dict[str, int]]:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or any(not isinstance(value.get(key), int) for key in DATA_POSITION_KEYS):
+        raise ValueError(f'{path}: entry data_position is {value!r}, expected integers {list(DATA_POSITION_KEYS)}')
+    return {key: int(value[key]) for key in DATA_POSITION_KEYS}
+
+
+class ResumeWouldSkipError(ValueError):
+    """A resume would leave samples of the interrupted epoch untrained, or cannot tell which: refused unless
+    ``train.checkpoint.accept_skipped_samples`` (``--accept_skipped_samples``) is set."""
+
+
+@dataclass
+class ResumePlan:
+    """Where a resumed run continues: epoch ``epoch`` from position ``epoch_samples`` of its order (the next
+    epoch from its beginning when the interrupted one was complete), and the line for the run's log."""
+    epoch: int
+    epoch_samples: int
+    line: str
+
+
+ACCEPT = '--accept_skipped_samples (train.checkpoint.accept_skipped_samples: true)'
+
+
+def recorded_global_batch(config: Optional[Mapping[str, Any]]) -> Optional[int]:
+    """``train.data_loader.batch_size`` (the global batch) of a compiled config saved in a checkpoint
+    (``{define: tree}``), None when it names none."""
+    for tree in (config or {}).values():
+        value: Any = tree
+        for key in ('train', 'data_loader', 'batch_size'):
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def plan_resume(start: StartState, length: int, global_batch: int, world_size: int, drop_last: bool = True,
+                pad: bool = True, accept: bool = False, source: str = 'the checkpoint',
+                order: Optional[List[int]] = None) -> ResumePlan:
+    """Where a run resumed from the full checkpoint ``start`` continues, now with ``global_batch`` over
+    ``world_size`` ranks on a training set of ``length`` samples (``drop_last``, ``pad``: the loader's).
+
+    The epoch's order depends on (seed, epoch, length) only, so the run continues at the position of the order
+    after the ``epoch_samples`` the checkpoint's run consumed, whatever batch and world size consumed them: with
+    the same ones, the batches a straight run would have drawn; with others, every sample of the epoch not yet
+    trained once (``data.sampler.epoch_span``). ``iteration`` keeps counting steps (of whichever size) and
+    ``epoch_iteration`` the steps of the epoch; the learning rate follows them as in any run.
+
+    Refused with ``ResumeWouldSkipError`` naming what would be skipped, unless ``accept``:
+    - the new global batch leaves an incomplete last step before the end the interrupted pass would have reached,
+      which ``drop_last`` drops (``order``, the epoch's order, lets the message name those samples);
+    - the training set's length changed in the middle of an epoch (its order is another permutation);
+    - a checkpoint written before ``data_position`` was recorded, in the middle of an epoch, whose config names no
+      global batch (``train.data_loader.batch_size``): which samples its steps read cannot be told (accepted: as
+      many steps of the new global batch are taken as done).
+    """
+    epoch, done = start.epoch, start.epoch_iteration
+    now = f'global batch {global_batch}, world size {world_size}'
+    position = start.data_position
+    note = ''
+    if position is None:  # written before checkpoints recorded their place in the epoch
+        saved_batch, saved_world = recorded_global_batch(start.config), max(len(start.rng_states), 1)
+        if saved_batch is None and done:
+            if not accept:
+                raise ResumeWouldSkipError(
+                    f'{source}: epoch {epoch}: {done} step(s) done, of a global batch the checkpoint does not record '
+                    f'(it predates the sample count, and its config names no train.data_loader.batch_size): which of '
+                    f'the {length} samples of the epoch are not yet trained cannot be told; resume with the global '
+                    f'batch it was trained with and pass {ACCEPT} to continue after {done} step(s) of '
+                    f'{global_batch} samples ({done * global_batch} samples)')
+            note = f'; the checkpoint records no batch: {done} step(s) of {global_batch} assumed, as accepted'
+        saved_batch = saved_batch or global_batch
+        if saved_batch % saved_world:
+            saved_world = 1
+        old = epoch_span(length, 0, saved_batch // saved_world, saved_world, drop_last, pad)
+        position = {'epoch_samples': min(done * saved_batch, old.total), 'epoch_end': old.end,
+                    'global_batch': saved_batch, 'world_size': saved_world, 'dataset_length': length}
+        if done and not note:
+            note = (f"; position from its config's global batch {saved_batch} (the checkpoint predates the sample "
+                    'count)')
+    consumed, planned_end = position['epoch_samples'], position['epoch_end']
+    saved = f'global batch {position["global_batch"]}, world size {position["world_size"]}'
+    changed = f' (saved with {saved})' if saved != now else ''
+    if consumed == 0:
+        return ResumePlan(epoch, 0, f'resume: epoch {epoch} starts at its first sample with {now}{changed}{note}')
+    if consumed >= planned_end:
+        return ResumePlan(epoch + 1, 0, f'resume: epoch {epoch} was complete ({consumed} samples of its order read '
+                                        f'with {saved}); epoch {epoch + 1} starts at its first sample with {now}')
+    if position['dataset_length'] != length:
+        if not accept:
+            raise ResumeWouldSkipError(
+                f'{source}: epoch {epoch}: the training set had {position["dataset_length"]} samples when the '
+                f'checkpoint was written and has {length} now: the epoch\'s order is another permutation, so which '
+                f'of its samples are not yet trained cannot be told ({consumed} of the old order were); resume with '
+                f'the training set it was written with, or pass {ACCEPT} to continue after {consumed} samples of '
+                'the new order (some then trained twice in this epoch, others not at all)')
+        note += (f'; the training set had {position["dataset_length"]} samples, has {length}: continuing after '
+                 f'{consumed} samples of the new order, as accepted')
+        planned_end = 0  # nothing to compare with: another order
+    span = epoch_span(length, consumed, global_batch // world_size, world_size, drop_last, pad)
+    wanted_end = min(planned_end, length)
+    if span.end < wanted_end:
+        skipped = range(max(span.end, consumed), wanted_end)
+        left = wanted_end - consumed
+        if not accept:
+            names = ''
+            if order is not None:
+                shown = [str(order[p]) for p in skipped[:8]]
+                names = f'sample(s) {", ".join(shown)}{" ..." if len(skipped) > 8 else ""} at '
+            fits = _batches_that_fit(length, consumed, wanted_end, position['global_batch'], global_batch,
+                                     world_size, drop_last, pad)
+            raise ResumeWouldSkipError(
+                f'{source}: epoch {epoch}: {len(skipped)} of the {left} samples not yet trained would be skipped '
+                f'({names}positions {skipped[0]}..{skipped[-1]} of its order): with {now} the {left} left make '
+                f'{span.steps} full step(s) and drop_last drops the rest; resume with --batch_size '
+                f'{" or ".join(str(size) for size in fits)} (train.data_loader.batch_size), or pass {ACCEPT} to '
+                'skip them')
+        note += f'; {len(skipped)} of the {left} samples not yet trained skipped (drop_last), as accepted'
+    if span.steps == 0:
+        return ResumePlan(epoch + 1, 0, f'resume: epoch {epoch} has no full step left after sample {consumed} with '
+                                        f'{now}{changed}{note}; epoch {epoch + 1} starts at its first sample')
+    return ResumePlan(epoch, consumed,
+                      f'resume: epoch {epoch} continues at sample {consumed} of {length} of its order ({consumed} '
+                      f'trained) with {now}{changed}: {span.steps} step(s) left in the epoch{note}')
+
+
+def _batches_that_fit(length: int, consumed: int, wanted_end: int, saved_batch: int, requested: int,
+                      world_size: int, drop_last: bool, pad: bool, limit: int = 4) -> List[int]:
+    """Up to ``limit`` global batches (multiples of the world size; the saved one first when it fits) with which
+    a pass from ``consumed`` reaches ``wanted_end``, the others nearest to ``requested``."""
+    def fits(size: int) -> bool:
+        return (size % world_size == 0
+                and epoch_span(length, consumed, size // world_size, world_size, drop_last, pad).end >= wanted_end)
+    first = [saved_batch] if fits(saved_batch) else []
+    others = sorted((size for size in range(world_size, max(wanted_end - consumed, world_size) + 1, world_size)
+                     if size != saved_batch and fits(size)), key=lambda size: (abs(size - requested), size))
+    return first + others[:limit - len(first)]

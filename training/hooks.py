@@ -139,7 +139,7 @@ class Writers(HookBase):
         self.seconds_per_step: Optional[float] = None
 
     def before_epoch(self, trainer: Any) -> None:
-        self.bar = trainer.logger.progress(trainer.steps_per_epoch, trainer.epoch_iteration,
+        self.bar = trainer.logger.progress(trainer.epoch_steps, trainer.epoch_iteration,
                                            f'epoch {trainer.epoch + 1}/{trainer.epochs}')
         self.tick = time.perf_counter()
 

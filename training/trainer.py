@@ -7,6 +7,7 @@ run (learning-rate schedule, checkpoints, validation, logging, signals, bad samp
 from __future__ import annotations
 
 import contextlib
+import gc
 import random
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -19,7 +20,7 @@ from concern.device import cpu_bf16_is_native
 from concern.log import Logger
 from training.batches import bind_loader, move_to_device
 from training.checkpoint import Checkpoint, StartState, build_checkpoint, capture_rng_state, config_differences, \
-    restore_rng_state
+    plan_resume, restore_rng_state
 from training.distributed import (DistributedContext, setup_distributed, teardown_distributed, unwrap_model,
                                   wrap_model)
 from training.hooks import HookBase, default_hooks
@@ -100,6 +101,8 @@ class Trainer:
         self.data_seed = 0
         self.last_validation: Dict[str, Dict[str, float]] = {}
         self.epoch = self.epoch_iteration = self.iteration = 0
+        # positions of the epoch's order consumed (all ranks), where the current pass ends, the epoch's steps
+        self.epoch_samples = self.epoch_end = self.epoch_steps = 0
         self.epochs = int(self.settings.epochs)
         self.steps_per_epoch = self.total_steps = self.global_batch = 0
         self.lr = 0.0
@@ -178,10 +181,20 @@ class Trainer:
         anomaly = torch.is_anomaly_enabled()
         try:
             torch.autograd.set_detect_anomaly(options.debug)
-            return self._train()
+            summary = self._train()
+            # every rank leaves the loop before any destroys the group: a rank that tore its Gloo pairs down while
+            # another still finished its last step (rank 0 writes the checkpoints) aborted at exit in CI
+            self.context.barrier()
+            return summary
         finally:
             torch.autograd.set_detect_anomaly(anomaly)
             self.logger.close()
+            if self.model is not None and self.context.enabled:
+                self.step = None  # its prediction tensors hold the wrapped model's graph
+                # DistributedDataParallel's reducer holds the process group: dropped before the group is destroyed,
+                # so that no Gloo thread outlives it into interpreter shutdown; later calls use the model itself
+                self.model = unwrap_model(self.model)
+                gc.collect()
             teardown_distributed(self.context)
             self.context = DistributedContext(device=self.device)  # later calls (validate) run single-process
 
@@ -191,7 +204,10 @@ class Trainer:
         self._call('before_train')
         try:
             while self.epoch < self.epochs and not self.stop_reason:
-                self.loader.start_epoch(self.epoch, self.epoch_iteration)
+                # from the sample after those already consumed (a resume, maybe with another batch or world size)
+                self.loader.start_epoch(self.epoch, skip_samples=self.epoch_samples)
+                span = self.loader.span()
+                self.epoch_end, self.epoch_steps = span.end, self.epoch_iteration + span.steps
                 self._call('before_epoch')
                 for batch in self.loader:
                     self._call('before_step')
@@ -200,19 +216,20 @@ class Trainer:
                         self.last_loss = self.step.loss
                     self.iteration += 1
                     self.epoch_iteration += 1
+                    self.epoch_samples = min(self.epoch_samples + self.global_batch, self.epoch_end)
                     self._call('after_step')
                     if self.stop_reason:
                         break
                 self._call('after_epoch')
                 if not self.stop_reason:
-                    self.epoch, self.epoch_iteration = self.epoch + 1, 0
+                    self.epoch, self.epoch_iteration, self.epoch_samples = self.epoch + 1, 0, 0
             if not self.stop_reason:
                 self._call('after_train')
                 self.logger.info(f'training done at iteration {self.iteration}')
         finally:
             self._call('close')
         return {'epoch': self.epoch, 'epoch_iteration': self.epoch_iteration, 'iteration': self.iteration,
-                'interrupted': bool(self.stop_reason), 'last_loss': self.last_loss,
+                'epoch_samples': self.epoch_samples, 'interrupted': bool(self.stop_reason), 'last_loss': self.last_loss,
                 'best_fmeasure': self.best_fmeasure, 'validation': self.last_validation,
                 'world_size': self.context.world_size, 'resumed': start.full}
 
@@ -239,6 +256,14 @@ class Trainer:
             start = self.checkpoint.restore(unwrap_model(model), self.optimizer, self.scaler)
         except (FileNotFoundError, ValueError) as error:
             raise TrainingStartError(str(error)) from error
+        self.best_fmeasure = start.best_fmeasure
+        self.data_seed = self._choose_data_seed(start)
+        bind_loader(self.loader, context, 'train.data_loader', self.data_seed)
+        self.steps_per_epoch = steps = self.loader.steps_per_epoch
+        if steps < 1:
+            raise ValueError(f'train.data_loader: {len(self.loader.dataset)} samples give no full batch per process')
+        self.global_batch = self.loader.batch_size * context.world_size
+        resumed = self._start_position(start)  # may refuse (TrainingStartError) a resume that would skip samples
         # the run has really started: only now its config and checkpoint folder are written
         if self.config is not None and context.is_main:
             logger.save_config(self.config)
@@ -255,22 +280,12 @@ class Trainer:
             if changed:
                 logger.warning(f'{self.checkpoint.resume}: saved with another config; continuing with this one '
                                f'(changed: {", ".join(changed[:8])}{" ..." if len(changed) > 8 else ""})')
+        for level, line in resumed:
+            getattr(logger, level)(line)
         self.guard = NonFiniteGuard(unwrap_model(model), self.optimizer, lambda flag: context.any_flags([flag])[0])
-        self.best_fmeasure = start.best_fmeasure
-        self.data_seed = self._choose_data_seed(start)
-        bind_loader(self.loader, context, 'train.data_loader', self.data_seed)
-        self.steps_per_epoch = steps = self.loader.steps_per_epoch
-        if steps < 1:
-            raise ValueError(f'train.data_loader: {len(self.loader.dataset)} samples give no full batch per process')
-        self.epoch, self.epoch_iteration = start.epoch, start.epoch_iteration
-        self.iteration = start.iteration if start.iteration is not None else self.epoch * steps + self.epoch_iteration
-        if self.epoch_iteration >= steps:
-            if self.epoch_iteration > steps:
-                logger.warning(f'resume at iteration {self.epoch_iteration} of epoch {self.epoch}, but an epoch has '
-                               f'{steps} steps now; continuing with the next epoch')
-            self.epoch, self.epoch_iteration = self.epoch + 1, 0
-        self.total_steps = self.epochs * steps
-        self.global_batch = self.loader.batch_size * context.world_size
+        # ETA: the steps left in this epoch from its position, then whole epochs
+        left = self.loader.sampler.span(self.epoch_samples).steps if self.epoch < self.epochs else 0
+        self.total_steps = self.iteration + left + max(self.epochs - self.epoch - 1, 0) * steps
         logger.info(f'training {type(unwrap_model(model)).__name__} on {self.device} '
                     f'(world size {context.world_size}, global batch {self.global_batch}, {steps} steps/epoch, '
                     f'epochs {self.epoch}..{self.epochs - 1}, from iteration {self.iteration})')
@@ -280,6 +295,41 @@ class Trainer:
         self._restore_rng(start)
         model.train()
         return start
+
+    def _start_position(self, start: StartState) -> List[Tuple[str, str]]:
+        """Epoch, steps and samples of the epoch where training starts (``epoch``, ``epoch_iteration``,
+        ``epoch_samples``, ``iteration``), and the lines to log about it.
+
+        A resumed full checkpoint continues at the sample of its epoch's order after those it consumed, whatever
+        the global batch and world size now (``training.checkpoint.plan_resume``); a resume that would skip samples
+        of that epoch, or cannot tell which, is refused (``TrainingStartError`` naming them) unless
+        ``train.checkpoint.accept_skipped_samples``. Another start counts ``start_iter`` steps of this run's batch.
+        ``iteration`` counts steps over the whole run and ``epoch_iteration`` the steps of the epoch, of whichever
+        size they were; ``epoch_samples`` the positions of the epoch's order consumed over all ranks. The lines
+        come as (logger method, text)."""
+        steps = self.steps_per_epoch
+        self.epoch, self.epoch_iteration = start.epoch, start.epoch_iteration
+        self.iteration = start.iteration if start.iteration is not None else self.epoch * steps + self.epoch_iteration
+        if start.full:
+            sampler = self.loader.sampler
+            try:
+                plan = plan_resume(start, len(self.loader.dataset), self.global_batch, self.context.world_size,
+                                   sampler.drop_last, sampler.pad, self.checkpoint.accept_skipped_samples,
+                                   self.checkpoint.resume or 'the checkpoint', order=sampler.epoch_order(start.epoch))
+            except ValueError as error:
+                raise TrainingStartError(str(error)) from error
+            if plan.epoch != self.epoch:
+                self.epoch_iteration = 0
+            self.epoch, self.epoch_samples = plan.epoch, plan.epoch_samples
+            return [('info', plan.line)]
+        lines: List[Tuple[str, str]] = []
+        if self.epoch_iteration >= steps:
+            if self.epoch_iteration > steps:
+                lines.append(('warning', f'start at iteration {self.epoch_iteration} of epoch {self.epoch}, but an '
+                                         f'epoch has {steps} steps now; continuing with the next epoch'))
+            self.epoch, self.epoch_iteration = self.epoch + 1, 0
+        self.epoch_samples = self.epoch_iteration * self.global_batch
+        return lines
 
     def _setup_precision(self) -> None:
         """fp32; or autocast in bf16 (no scaler needed) or fp16 (with a GradScaler): ``--amp`` alone picks bf16
@@ -346,10 +396,13 @@ class Trainer:
             self.logger.info(f'checkpoint {self._last_saved[1]} is the best so far')
             return
         model, optimizer, _ = self._step_parts()
+        position = {'epoch_samples': self.epoch_samples, 'epoch_end': self.epoch_end,
+                    'global_batch': self.global_batch, 'world_size': self.context.world_size,
+                    'dataset_length': len(self.loader.dataset)}
         content = build_checkpoint(unwrap_model(model).state_dict(), optimizer, self.scaler,
                                    self.epoch, self.epoch_iteration, self.iteration, rng_states,
                                    self.best_fmeasure, self.config, self.data_seed,
-                                   offset_compat_of(unwrap_model(model)))
+                                   offset_compat_of(unwrap_model(model)), position)
         if step:
             path = self.saver.save_step(content, self.epoch, self.iteration)
         if final:

@@ -2,10 +2,10 @@
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 
 from ..input_size import InputSize
+from ..normalization import check_resize_dtype, resize_image
 from ..rng import get_rng
 from .data_process import DataProcess
 from .pending_warp import image_hw, push_affine, transform_polygons
@@ -137,11 +137,15 @@ class AugmentDetectionData(DataProcess):
     a fixed size, or with ``keep_ratio`` a fixed height and the width following the aspect ratio, rounded up to
     a multiple of 32 (the original's validation); with ``short_side`` (``eval.py --image_short_side``) the short
     side at that value as demo.py does, the long side capped at ``max_long_side``. Polygons then stay in
-    original image coordinates.
+    original image coordinates. resize_dtype: how ``only_resize`` resizes, ``data.normalization.resize_image``:
+    'float32' (the original's evaluation input: float32, then resize) or 'uint8' (faster, other inputs).
+    max_pixels: ``InputSize``'s pixel limit (``eval.py --tile`` sets it with the long-side cap lifted).
     """
 
     def __init__(self, augmenter_args: Sequence[Any] = (), keep_ratio: bool = False, only_resize: bool = False,
-                 short_side: Optional[int] = None, max_long_side: Optional[int] = None):
+                 short_side: Optional[int] = None, max_long_side: Optional[int] = None,
+                 resize_dtype: str = 'float32', max_pixels: Optional[int] = None):
+        self.resize_dtype = check_resize_dtype(resize_dtype)
         self.augmenter_args = list(augmenter_args or [])
         self.keep_ratio, self.only_resize = keep_ratio, only_resize
         self.augmenters: List[Any] = [build_augmenter(spec) for spec in self.augmenter_args]
@@ -150,7 +154,7 @@ class AugmentDetectionData(DataProcess):
             if not only_resize:
                 raise ValueError('AugmentDetectionData: short_side sets the evaluation input size; it needs '
                                  'only_resize: true')
-            self.input_size = InputSize('short_side', short_side, max_long_side)
+            self.input_size = InputSize('short_side', short_side, max_long_side, max_pixels)
         elif only_resize:
             first = self.augmenters[0] if self.augmenters else None
             if not isinstance(first, _Resize) or not isinstance(first.size, dict):
@@ -161,7 +165,7 @@ class AugmentDetectionData(DataProcess):
                 raise ValueError("AugmentDetectionData: only_resize expects a Resize with a 'height' (and a 'width' "
                                  f"unless keep_ratio), got {self.augmenter_args!r}")
             if keep_ratio or width is None:  # width is None only with keep_ratio (checked above)
-                self.input_size = InputSize('height', height, max_long_side)
+                self.input_size = InputSize('height', height, max_long_side, max_pixels)
             else:
                 self.input_size = InputSize('fixed', (height, width))
 
@@ -178,7 +182,7 @@ class AugmentDetectionData(DataProcess):
             from .pending_warp import materialize
             materialize(data)
             new_h, new_w = self.resize_shape(height, width)
-            data['image'] = cv2.resize(data['image'], (new_w, new_h))
+            data['image'] = resize_image(data['image'], (new_h, new_w), self.resize_dtype)
             return data
         rng = get_rng()
         total = np.eye(3)

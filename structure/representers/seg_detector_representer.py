@@ -16,6 +16,7 @@ keeps what reads the probability map: contours, candidate selection and scores.
 """
 from __future__ import annotations
 
+import warnings
 from itertools import accumulate
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -29,6 +30,10 @@ from data.geometry import (integer_unclip_distances, order_corners, packed_point
 SCORE_MODES = ('fast', 'slow')
 
 
+class CandidateCapWarning(UserWarning):
+    """More candidates passed the filters than ``max_candidates`` keeps (one per map that hits the cap)."""
+
+
 class SegDetectorRepresenter:
     """Turns the probability map of `SegDetectorModel` into detections.
 
@@ -38,8 +43,14 @@ class SegDetectorRepresenter:
     box_thresh sweep). Its value is ``structure.representer.box_thresh`` of the experiment; the precedence of
     the settings that change it (a dedicated flag or argument > ``--opt`` > the file) is
     ``concern.config.set_representer_thresholds``'.
-    max_candidates: contours looked at per map (in findContours order). unclip_ratio /
-    polygon_unclip_ratio: how far boxes / polygons grow back (D = area * ratio / perimeter).
+    max_candidates: detections kept per map at most. Candidates are filtered first (min_size, the score at
+    least box_thresh, the size after growing) and capped after: when more pass, the ``max_candidates``
+    highest-scoring are kept (in findContours order) and a ``CandidateCapWarning`` names the image (or map), the
+    number dropped and the setting. The
+    original capped the raw contour list before any filter, so that on a dense page small specks or low-score
+    contours took the places of words, with no message; ``cap_before_filtering: true`` restores that order
+    (``structure.representers.reference`` follows it), for reproducing the original on such inputs.
+    unclip_ratio / polygon_unclip_ratio: how far boxes / polygons grow back (D = area * ratio / perimeter).
     min_size: minimum short side of a candidate's minimum-area rectangle (min_size + 2 after growing).
     score_mode: 'fast' scores the mean probability inside the box (box mode) or the simplified polygon
     (polygon mode); 'slow' inside the contour itself. dest: key of the map when `pred` is a dict.
@@ -47,11 +58,20 @@ class SegDetectorRepresenter:
 
     def __init__(self, thresh: float = 0.3, box_thresh: float = 0.7, max_candidates: int = 100,
                  unclip_ratio: float = 1.5, polygon_unclip_ratio: float = 2.0, min_size: int = 3,
-                 score_mode: str = 'fast', dest: str = 'binary'):
+                 score_mode: str = 'fast', dest: str = 'binary', cap_before_filtering: bool = False):
         if score_mode not in SCORE_MODES:
             raise ValueError(f'score_mode: expected one of {SCORE_MODES}, got {score_mode!r}')
         if max_candidates < 0:
             raise ValueError(f'max_candidates: expected >= 0, got {max_candidates}')
+        if not 0.0 <= float(thresh) < 1.0:
+            raise ValueError(f'thresh: expected a probability in [0, 1) (pixels above it form the binary map), '
+                             f'got {thresh}')
+        if not 0.0 <= float(box_thresh) <= 1.0:
+            raise ValueError(f'box_thresh: expected a mean probability in [0, 1], got {box_thresh}')
+        for name, ratio in (('unclip_ratio', unclip_ratio), ('polygon_unclip_ratio', polygon_unclip_ratio)):
+            if not float(ratio) > 0.0 or not np.isfinite(float(ratio)):
+                raise ValueError(f'{name}: expected a positive finite ratio (D = area * ratio / perimeter), '
+                                 f'got {ratio}')
         self.thresh = float(thresh)
         self.box_thresh = float(box_thresh)
         self.max_candidates = int(max_candidates)
@@ -62,6 +82,7 @@ class SegDetectorRepresenter:
         self.min_size = min_size
         self.score_mode = score_mode
         self.dest = dest
+        self.cap_before_filtering = bool(cap_before_filtering)
 
     # ------------------------------------------------------------------ batch interface
     def represent(self, batch: Mapping[str, Any], pred: Any, is_output_polygon: bool = False
@@ -79,17 +100,20 @@ class SegDetectorRepresenter:
         """As ``represent``, with every candidate scoring at least ``min_score`` instead of ``box_thresh``: what a
         box_thresh sweep varies the threshold over. A candidate's geometry and score do not depend on the
         threshold, so ``select`` of these gives exactly ``represent``'s detections when ``min_score`` <=
-        ``box_thresh``."""
+        ``box_thresh``: the cap keeps the highest-scoring detections, so capping at the floor and then keeping
+        those at ``box_thresh`` keeps the same ones as keeping those at ``box_thresh`` and then capping."""
         probs = self.probability_maps(pred)
         shapes = original_shapes(batch, len(probs))
+        names = batch.get('filename')
         boxes_batch: List[Any] = []
         scores_batch: List[List[float]] = []
-        for prob, (dest_height, dest_width) in zip(probs, shapes):
+        for index, (prob, (dest_height, dest_width)) in enumerate(zip(probs, shapes)):
             boxes: Union[np.ndarray, List[np.ndarray]]  # (N, 4, 2) boxes or a list of polygons
+            name = str(names[index]) if names is not None and len(names) == len(probs) else None
             if is_output_polygon:
-                boxes, scores = self.polygons_from_map(prob, dest_height, dest_width, min_score)
+                boxes, scores = self.polygons_from_map(prob, dest_height, dest_width, min_score, name)
             else:
-                boxes, scores = self.boxes_from_map(prob, dest_height, dest_width, min_score)
+                boxes, scores = self.boxes_from_map(prob, dest_height, dest_width, min_score, name)
             boxes_batch.append(boxes)
             scores_batch.append(scores)
         return boxes_batch, scores_batch
@@ -125,9 +149,11 @@ class SegDetectorRepresenter:
 
     # ------------------------------------------------------------------ one map
     def boxes_from_map(self, prob: np.ndarray, dest_height: int, dest_width: int,
-                       min_score: Optional[float] = None) -> Tuple[np.ndarray, List[float]]:
+                       min_score: Optional[float] = None, name: Optional[str] = None
+                       ) -> Tuple[np.ndarray, List[float]]:
         """Box mode on one (H, W) float32 map: (N, 4, 2) int32 boxes in the (dest_height, dest_width) image
-        and N float scores, each at least ``min_score`` (None: ``box_thresh``)."""
+        and N float scores, each at least ``min_score`` (None: ``box_thresh``). name: the image, for the
+        ``CandidateCapWarning``."""
         min_score = self.box_thresh if min_score is None else float(min_score)
         height, width = prob.shape
         empty = np.zeros((0, 4, 2), dtype=np.int32)
@@ -156,10 +182,15 @@ class SegDetectorRepresenter:
                                                  quadrilaterals=True)
         if not kept:
             return empty, []
-        return np.stack(quadrilaterals), [scores[passed[big_enough[index]]] for index in kept]
+        final_scores = [scores[passed[big_enough[index]]] for index in kept]
+        chosen = self._capped(final_scores, prob.shape, name)
+        if not chosen:  # max_candidates 0
+            return empty, []
+        return np.stack([quadrilaterals[index] for index in chosen]), [final_scores[index] for index in chosen]
 
     def polygons_from_map(self, prob: np.ndarray, dest_height: int, dest_width: int,
-                          min_score: Optional[float] = None) -> Tuple[List[np.ndarray], List[float]]:
+                          min_score: Optional[float] = None, name: Optional[str] = None
+                          ) -> Tuple[List[np.ndarray], List[float]]:
         """Polygon mode on one (H, W) float32 map: a list of (Ni, 2) int32 polygons in the (dest_height,
         dest_width) image and their scores, each at least ``min_score`` (None: ``box_thresh``)."""
         min_score = self.box_thresh if min_score is None else float(min_score)
@@ -191,14 +222,33 @@ class SegDetectorRepresenter:
                 if min(cv2.minAreaRect(polygon)[1]) >= self.min_size + 2]
         polygons, indices = to_image_polygons([grown[position] for position in kept], (height, width),
                                               (dest_height, dest_width))
-        return polygons, [scores[passed[single[kept[index]]]] for index in indices]
+        final_scores = [scores[passed[single[kept[index]]]] for index in indices]
+        chosen = self._capped(final_scores, prob.shape, name)
+        return [polygons[index] for index in chosen], [final_scores[index] for index in chosen]
 
     def _contours(self, prob: np.ndarray) -> Sequence[np.ndarray]:
         if prob.ndim != 2:
             raise ValueError(f'probability map: expected shape (H, W), got {prob.shape}')
         bitmap = np.greater(prob, self.thresh).view(np.uint8)
         contours, _ = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-        return contours[:self.max_candidates]
+        return contours[:self.max_candidates] if self.cap_before_filtering else contours
+
+    def _capped(self, scores: Sequence[float], shape: Tuple[int, ...], name: Optional[str]) -> List[int]:
+        """Positions of the detections kept of those that passed every filter (``scores`` in findContours order):
+        all, or the ``max_candidates`` highest-scoring (order kept). A ``CandidateCapWarning`` when the cap drops
+        a detection scoring at least ``box_thresh`` (a sweep's lower floor alone does not warn)."""
+        if len(scores) <= self.max_candidates or self.cap_before_filtering:
+            return list(range(len(scores)))
+        ranked = sorted(range(len(scores)), key=lambda index: -scores[index])  # stable: ties keep the order
+        counted = sum(score >= self.box_thresh for score in scores)
+        if counted > self.max_candidates:
+            where = name if name is not None else f'a {shape[0]}x{shape[1]} probability map'
+            warnings.warn(f'{where}: {counted} detections passed the filters (min_size, box_thresh); max_candidates '
+                          f'{self.max_candidates} kept the highest-scoring and dropped '
+                          f'{counted - self.max_candidates} (raise structure.representer.max_candidates, e.g. '
+                          f'--opt structure.representer.max_candidates={2 * counted})', CandidateCapWarning,
+                          stacklevel=3)
+        return sorted(ranked[:self.max_candidates])
 
 
 # ---------------------------------------------------------------------- the batch and the scores
