@@ -5,7 +5,7 @@
 import os
 import tempfile
 import time
-from typing import Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import cv2
 import numpy as np
@@ -15,7 +15,7 @@ import torch
 from data.image_io import read_image
 from data.processes import (AugmentDetectionData, FilterKeys, MakeBorderMap, MakeICDARData, MakeSegDetectionData,
                             NormalizeImage, RandomCropData)
-from benchmarks.common import machine, median_ms
+from benchmarks.common import interleaved_median_ms, machine, median_ms
 from data.rng import reseed
 from data.synthetic import FontBank, find_fonts, generate_image, image_rng
 
@@ -172,6 +172,21 @@ def main() -> List[Dict[str, str]]:
     rows.append(('border map, naive per-edge whole-box NumPy with the exact segment distance', naive_ms))
     rows.append((f'border map, fast MakeBorderMap (mask + map; max abs diff vs exact naive {difference:.1e})',
                  fast_ms))
+    # the network input of one image: the original's float32-then-resize (default) against the 8-bit resize,
+    # interleaved (docs/inference.md, "The preprocessing")
+    from data.input_size import InputSize
+    from inference.preprocess import prepare_image
+    rule = InputSize('short_side', 736, 2560)
+    for height, width in ((720, 1280), (3000, 4000), (10000, 300)):
+        photo = cv2.resize(background, (width, height), interpolation=cv2.INTER_LINEAR)
+        size = rule(height, width)
+        def prepare(dtype: str, photo: np.ndarray = photo, size: Tuple[int, int] = size) -> Callable[[], object]:
+            return lambda: prepare_image(photo, size, dtype)
+
+        times = interleaved_median_ms({dtype: prepare(dtype) for dtype in ('uint8', 'float32')}, 15)
+        for dtype in ('uint8', 'float32'):
+            how = 'float32, then resize (default)' if dtype == 'float32' else 'uint8 resize (--resize_dtype uint8)'
+            rows.append((f'network input {width}x{height} -> {size[1]}x{size[0]}: {how} + normalise', times[dtype]))
     fonts = FontBank(find_fonts('all'))
     for index in range(10):
         generate_image(image_rng(1, 'train', index), fonts)

@@ -2,13 +2,14 @@
 tiled run, for native-size inference (the whole image at the same scale, where it fits in memory) and for the
 capped input a user got before tiling; time and peak memory of each, each run in its own process.
 
-    python -m benchmarks.bench_tiling EXP.yaml --resume CKPT [--pages strip page poster] [--threads 1]
+    python -m benchmarks.bench_tiling EXP.yaml --resume CKPT [--pages strip sheet page poster] [--threads 1]
 
-Pages: ``strip`` a receipt strip 300 px wide and 10000 px tall (one or two words a line), ``page`` a 6000x8000
-page, ``poster`` a 10000x10000 page; lines of random words (22-36 px fonts, dark on light paper with noise), every
-word's box known. A detection matches a word at IoU > 0.5 (the ICDAR 2015 rule, greedy, one detection a word);
-``twice`` counts words that two or more detections match (a word cut by a tile border and found in pieces or
-twice would show here or as a lost match).
+Pages: ``strip`` a receipt strip 300 px wide and 10000 px tall (one or two words a line), ``sheet`` a 2000x2500
+page (small enough for native-size inference here), ``page`` a 6000x8000 page, ``poster`` a 10000x10000 page;
+lines of random words (22-36 px fonts, dark on light paper with noise), every word's box known. A detection
+matches a word at IoU > 0.5 (the ICDAR 2015 rule, greedy, one detection a word); ``twice`` counts words that two
+or more detections match (a word cut by a tile border and found in pieces or twice would show here or as a lost
+match).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-PAGES = {'strip': (10000, 300), 'page': (8000, 6000), 'poster': (10000, 10000)}  # (height, width)
+PAGES = {'strip': (10000, 300), 'sheet': (2500, 2000), 'page': (8000, 6000), 'poster': (10000, 10000)}  # (h, w)
 
 
 def generate_page(kind: str, seed: int = 0) -> Tuple[np.ndarray, List[np.ndarray]]:

@@ -182,8 +182,9 @@ class Trainer:
         try:
             torch.autograd.set_detect_anomaly(options.debug)
             summary = self._train()
-            # every rank leaves the loop before any destroys the group: a rank that tore its Gloo pairs down while
-            # another still finished its last step (rank 0 writes the checkpoints) aborted at exit in CI
+            # every rank leaves the loop before any destroys the group (rank 0 still writes the last checkpoint when
+            # the others are done): once in CI a two-rank Gloo run's rank 1 aborted at its end ('terminate called
+            # without an active exception') while tearing down before rank 0
             self.context.barrier()
             return summary
         finally:
