@@ -18,14 +18,14 @@ from torch import nn
 
 from concern.device import cpu_bf16_is_native
 from concern.log import Logger
-from training.batches import bind_loader, move_to_device
-from training.checkpoint import Checkpoint, StartState, build_checkpoint, capture_rng_state, config_differences, \
-    plan_resume, restore_rng_state
+from training.batches import bind_loader, describe_batch, move_to_device
+from training.checkpoint import Checkpoint, NonFiniteCheckpointError, PreservedRNG, StartState, build_checkpoint, \
+    capture_rng_state, config_differences, plan_resume, restore_rng_state
 from training.distributed import (DistributedContext, setup_distributed, teardown_distributed, unwrap_model,
                                   wrap_model)
 from training.hooks import HookBase, default_hooks
 from training.model_saver import ModelSaver
-from training.nonfinite import NonFiniteGuard, non_finite_inputs
+from training.nonfinite import NonFiniteGuard, all_finite, non_finite_inputs
 from training.optimizer_scheduler import OptimizerScheduler
 from training.run_options import RunOptions
 from training.validation import Validator
@@ -66,6 +66,7 @@ class StepResult:
     skipped: Optional[str] = None
     bad: bool = False
     names_files: bool = False
+    rolled_back_previous: bool = False  # the previous step was undone too (the commit rule): two steps lost
 
 
 class Trainer:
@@ -111,6 +112,10 @@ class Trainer:
         self.save_requested = False
         self.stop_reason: Optional[str] = None
         self._last_saved: Optional[tuple] = None
+        # the commit rule: the last batch with finite inputs, and which state of the weights a save verified
+        self._check_batch: Any = None
+        self._weights_version = 0
+        self._verified_version = 0
 
     @property
     def last_sweep(self) -> Dict[str, Dict[str, Any]]:
@@ -139,21 +144,37 @@ class Trainer:
     # -- the step ---------------------------------------------------------------------------
     def run_step(self, batch: Any) -> StepResult:
         """One batch: forward, named losses summed, backward (AMP-scaled), optional clipping, optimizer step;
-        skipped, with nothing changed, when an input, the loss, a statistic, a gradient or a weight is not finite."""
+        skipped, with nothing changed, when an input, the loss, a statistic, a gradient or a weight is not finite.
+
+        The commit rule (docs/training.md): a committed step is kept only if the model it leaves gives a finite
+        forward. This step's forward verifies the previous step: when it is not finite (or the loss fails on
+        non-finite values), the batch runs again with the weights from before the previous step; finite there,
+        the previous step is rolled back (its weights were huge but finite, say after a huge learning rate), else
+        the batch is to blame and only this step is skipped."""
         batch = move_to_device(batch, self.device, self.options.channels_last)
         bad_inputs = non_finite_inputs(batch)
         if self.context.any_flags([bool(bad_inputs)])[0]:
-            return StepResult(batch, skipped='non-finite input: ' + ('; '.join(bad_inputs) or 'on another rank'),
-                              bad=True, names_files=bool(bad_inputs))
+            return StepResult(batch, skipped='non-finite input: ' + self._bad_inputs_of_every_rank(bad_inputs),
+                              bad=True, names_files=True)
+        self._check_batch = batch
         (model, optimizer, guard), scaler = self._step_parts(), self.scaler
         guard.snapshot()
-        with self._autocast():
-            loss, pred, metrics = model(batch, training=True)
-        loss = loss.float().mean()
+        loss, pred, metrics, failure = self._training_forward(model, batch)
         if not guard.forward_ok(loss):
             guard.restore_buffers()
-            return StepResult(batch, skipped=f'non-finite loss ({float(loss.detach())}) or BatchNorm statistic',
-                              bad=True)
+            what = failure or (f'non-finite loss ({float(loss.detach())}) or BatchNorm statistic'
+                               if loss is not None else 'non-finite loss or BatchNorm statistic on another rank')
+            if guard.can_undo_previous_step():  # the same on every rank: commits are decided together
+                guard.undo_previous_step()
+                if not self.context.any_flags([not self._loss_is_finite(batch)])[0]:
+                    self._weights_version += 1
+                    return StepResult(batch, skipped=f'{what}; the same batch is finite with the weights from before '
+                                                     f'the previous step, so that step (iteration '
+                                                     f'{self.iteration - 1}) is rolled back: its weights give a '
+                                                     'non-finite forward', bad=True, rolled_back_previous=True)
+                guard.redo_previous_step()
+            return StepResult(batch, skipped=what, bad=True)
+        assert loss is not None
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if self.options.grad_clip is not None:
@@ -169,7 +190,87 @@ class Trainer:
         if not guard.state_ok():
             guard.restore_all()
             return StepResult(batch, skipped='non-finite weight or optimizer state after the step', bad=True)
+        guard.commit()
+        self._weights_version += 1
         return StepResult(batch, loss=float(loss.detach()), metrics=metrics, pred=pred)
+
+    def _bad_inputs_of_every_rank(self, bad_inputs: List[str]) -> str:
+        """The files with a non-finite input, from the rank that read them (under DDP every rank takes this branch
+        together: the flag is OR-ed, so every rank joins the gather)."""
+        if not self.context.enabled or self.context.world_size == 1:
+            return '; '.join(bad_inputs)
+        gathered = self.context.gather_objects(list(bad_inputs))
+        return '; '.join(f'rank {rank}: {"; ".join(names)}' for rank, names in enumerate(gathered) if names)
+
+    def _training_forward(self, model: nn.Module, batch: Any) -> Tuple[Optional[torch.Tensor], Any, Any,
+                                                                        Optional[str]]:
+        """The step's forward: (loss, pred, metrics, None); (None, None, None, why) when it raised because of
+        non-finite values (``F.binary_cross_entropy`` on a NaN probability map: the model's own prediction on
+        this batch is non-finite). Any other error propagates (a bug)."""
+        try:
+            with self._autocast():
+                loss, pred, metrics = model(batch, training=True)
+        except RuntimeError as error:
+            assert self.guard is not None
+            self.guard.restore_buffers()
+            if self._prediction_is_finite(batch, training_mode=True):
+                raise
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            return None, None, None, f'the loss failed on a non-finite probability map ({first})'
+        return loss.float().mean(), pred, metrics, None
+
+    def _loss_is_finite(self, batch: Any) -> bool:
+        """Whether the model as it is gives a finite loss and BatchNorm statistics on ``batch`` (this rank), without
+        changing anything: no gradient, buffers restored, random streams preserved."""
+        model, _, guard = self._step_parts()
+        try:
+            with torch.no_grad(), PreservedRNG(), self._autocast():
+                loss = unwrap_model(model)(batch, training=True)[0]
+                finite = bool(torch.isfinite(loss.float()).all()) and all_finite(list(unwrap_model(model).buffers()))
+        except RuntimeError:  # the loss refused a non-finite probability map
+            finite = False
+        guard.restore_buffers()
+        return finite
+
+    def _prediction_is_finite(self, batch: Any, training_mode: bool = False) -> bool:
+        """Whether the probability map of the model as it is on ``batch`` (this rank) is finite: in eval mode (how
+        a checkpoint is used) or in training mode (BatchNorm on the batch; buffers restored afterwards)."""
+        model, _, guard = self._step_parts()
+        model = unwrap_model(model)
+        was_training = model.training
+        try:
+            with torch.no_grad(), PreservedRNG():
+                model.train(training_mode)
+                with self._autocast() if training_mode else contextlib.nullcontext():
+                    prediction = model(batch, training=False)
+                return bool(torch.isfinite(prediction.float()).all())
+        finally:
+            model.train(was_training)
+            if training_mode:
+                guard.restore_buffers()
+
+    def _verify_before_save(self) -> None:
+        """The commit rule at a save (every rank): the state about to be written must give a finite probability map
+        on the last batch with finite inputs. When it does not, the step just taken is undone (logged) and the state
+        before it checked; when that fails too, or no step can be undone, ``NonFiniteCheckpointError``."""
+        batch = self._check_batch
+        if batch is None or self._verified_version == self._weights_version:
+            return
+        model, _, guard = self._step_parts()
+        files = describe_batch(batch, self.epoch, self.epoch_iteration - 1)
+        failed = self.context.any_flags([not self._prediction_is_finite(batch)])[0]
+        if failed and guard.can_undo_step():
+            guard.undo_step()
+            self._weights_version += 1
+            self.logger.warning(f'step of iteration {self.iteration - 1} rolled back before the checkpoint: its '
+                                f'weights give a non-finite probability map ({files}); lower --lr or set --grad_clip')
+            failed = self.context.any_flags([not self._prediction_is_finite(batch)])[0]
+        if failed:
+            raise NonFiniteCheckpointError(
+                f'checkpoint at iteration {self.iteration} (epoch {self.epoch}) not written: the model gives a '
+                f'non-finite probability map ({files}); the previous checkpoints are kept (resume from latest with a '
+                'lower --lr or --grad_clip)')
+        self._verified_version = self._weights_version
 
     # -- the loop ---------------------------------------------------------------------------
     def train(self) -> Dict[str, Any]:
@@ -276,6 +377,8 @@ class Trainer:
             logger.info(start.report)
         if start.offset_compat_note:
             logger.info(start.offset_compat_note)
+        if start.integrity:
+            logger.info(start.integrity)
         if start.full:
             changed = config_differences(start.config, self.config)
             if changed:
@@ -388,6 +491,7 @@ class Trainer:
     def save(self, step: bool = False, best: bool = False, final: bool = False) -> None:
         """Write the current full state (rank 0; every rank contributes its RNG state): the periodic file
         (``step``), ``final``, or ``best`` (a link to this iteration's file when one was written, else a file)."""
+        self._verify_before_save()
         rng_states = self.context.gather_objects(capture_rng_state())
         if not self.context.is_main:
             return

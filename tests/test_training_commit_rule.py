@@ -1,0 +1,122 @@
+"""No checkpoint that cannot predict (issue 25): a step is kept only if the model it leaves gives a finite
+forward, a save never writes a state whose probability map is non-finite, and a run with a huge learning rate ends
+with one clear error, leaving only usable checkpoints."""
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import training_helpers as helpers
+from concern.checkpoint_io import read_weights_file
+from training.hooks import NonFiniteStop
+from training.trainer import Trainer
+
+
+def probe_batch():
+    return torch.utils.data.default_collate([helpers.TinyTrainSet(4)[i] for i in range(4)])
+
+
+def every_checkpoint_predicts(workspace, builder):
+    """Each checkpoint file of the run, loaded through the project's reader into a fresh model: its probability
+    map on a few training images is finite. Returns the names checked."""
+    folder = os.path.join(str(workspace), 'model')
+    names = sorted(name for name in os.listdir(folder) if name.startswith('model_epoch_')
+                   or name in ('latest', 'final', 'best'))
+    for name in names:
+        model = builder.build()
+        model.load_state_dict(read_weights_file(os.path.join(folder, name))['model'])
+        with torch.no_grad():
+            assert torch.isfinite(model.eval()(probe_batch(), training=False)).all(), name
+    return names
+
+
+class BCEDetector(helpers.TinyDetector):
+    """The real loss's habit: ``F.binary_cross_entropy`` on the probability map raises on NaN instead of giving
+    a NaN loss (issue 25: training died there with a raw traceback)."""
+
+    def forward(self, batch, training=None):
+        result = super().forward(batch, training)
+        if not (self.training if training is None else training):
+            return result
+        loss, pred, metrics = result
+        return loss + F.binary_cross_entropy(pred['binary'][:, 0], batch['gt'][:, 0]), pred, metrics
+
+
+class BCEBuilder(helpers.TinyBuilder):
+    def build(self):
+        return BCEDetector()
+
+
+@pytest.mark.parametrize('lr, batch_norm, bce', [(1e30, False, False), (1e30, True, False), (1e6, False, False),
+                                                 (1e6, True, False), (1e30, False, True), (1e6, False, True)])
+def test_a_huge_learning_rate_ends_clearly_and_leaves_only_usable_checkpoints(tmp_path, lr, batch_norm, bce):
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(16), epochs=4, lr=lr, batch_norm=batch_norm,
+                                         save_interval=1, momentum=0.0)
+    if bce:
+        experiment.structure.builder = BCEBuilder()
+    with pytest.raises(NonFiniteStop) as raised:  # FloatingPointError, never the loss's RuntimeError
+        Trainer(experiment, helpers.options(str(tmp_path))).train()
+    message = str(raised.value)
+    assert message.startswith('training stopped: ') and 'consecutive steps skipped or rolled back' in message
+    assert f'resume from {tmp_path / "model" / "latest"}' in message and 'lower --lr' in message
+    names = every_checkpoint_predicts(tmp_path, experiment.structure.builder)
+    assert any(name.startswith('model_epoch_') for name in names)
+    log = (tmp_path / 'output.log').read_text()
+    assert 'is rolled back: its weights give a non-finite forward' in log
+
+
+def test_the_previous_step_is_rolled_back_when_its_weights_fail_the_next_forward(tmp_path):
+    # one step of a huge learning rate among normal ones: its weights are undone, training goes on and finishes
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(16), epochs=2, lr=0.05, batch_norm=True,
+                                         save_interval=1000, momentum=0.0)
+    trainer = Trainer(experiment, helpers.options(str(tmp_path)))
+    run_step = trainer.run_step
+
+    def spiking(batch):
+        base = trainer.lr
+        if trainer.iteration == 2:
+            for group in trainer.optimizer.param_groups:
+                group['lr'] = 1e30
+        result = run_step(batch)
+        for group in trainer.optimizer.param_groups:
+            group['lr'] = base
+        return result
+    trainer.run_step = spiking
+    summary = trainer.train()
+    assert summary['iteration'] == 8 and not summary['interrupted']
+    log = (tmp_path / 'output.log').read_text()
+    rolled = [line for line in log.splitlines() if 'rolled back' in line]
+    assert len(rolled) == 1 and 'step skipped at iteration 3' in rolled[0]
+    assert '(iteration 2) is rolled back' in rolled[0]
+    every_checkpoint_predicts(tmp_path, experiment.structure.builder)
+    with torch.no_grad():
+        assert torch.isfinite(trainer.model.eval()(probe_batch(), training=False)).all()
+
+
+def test_a_save_never_writes_weights_whose_probability_map_is_not_finite(tmp_path):
+    # the weights of step 3 are finite but give NaN (inf - inf in the decoder): the save undoes that step
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(8), epochs=2, save_interval=1)
+    trainer = Trainer(experiment, helpers.options(str(tmp_path)))
+    run_step = trainer.run_step
+    poisoned = []
+
+    def poisoning(batch):
+        result = run_step(batch)
+        if trainer.iteration == 2 and result.skipped is None:
+            with torch.no_grad():
+                trainer.model.model.module.backbone.weight.fill_(3e38)
+                decoder = trainer.model.model.module.decoder.weight
+                decoder.copy_(torch.where(torch.arange(decoder.numel()).reshape(decoder.shape) % 2 == 0, 1.0, -1.0))
+                trainer.model.eval()
+                poisoned.append(bool(torch.isfinite(trainer.model(result.batch, training=False)).all()))
+                trainer.model.train()
+        return result
+    trainer.run_step = poisoning
+    trainer.train()
+    assert poisoned == [False]  # the weights really gave a NaN map, and were committed by the step
+    log = (tmp_path / 'output.log').read_text()
+    assert 'step of iteration 2 rolled back before the checkpoint: its weights give a non-finite probability map' \
+        in log
+    names = every_checkpoint_predicts(tmp_path, experiment.structure.builder)
+    assert 'model_epoch_1_minibatch_3' in names
