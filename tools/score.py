@@ -38,6 +38,13 @@ two are numbers (``12,34,abc``: read as a fifth point; ``1,000,000``: an error):
 Ground-truth and result files are UTF-8 (a UTF-16 or UTF-32 file with its byte-order mark is read as such; one
 without it that holds NUL bytes is an error naming the file and the encoding): data/readers.py ``decode_text``.
 
+Untrusted input (``Limits``; each has an option to raise it): a file's decompressed size (``--max_file_bytes``,
+default 64 MiB), the decompressed size of all files of one side (``--max_total_bytes``, 1 GiB), the number of
+files or zip entries (``--max_files``, 100,000) and the lines of one file (``--max_lines``, 1,000,000). A zip
+member is read as a stream: its declared size (the zip header) is checked before any byte is inflated, and the
+bytes and lines are counted while reading, since a header can lie; a limit reached is a ScoreError naming the
+file, the limit and the option. An ICDAR 2015 submission is 500 files of at most a few hundred lines.
+
 Exit status 0 on success, 2 on an error (printed on stderr as ``error: ...``).
 """
 from __future__ import annotations
@@ -50,7 +57,11 @@ import re
 import sys
 import tempfile
 import zipfile
-from typing import Any, Dict, List, Optional, Sequence
+import zlib
+from dataclasses import dataclass
+from typing import IO, Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
 
 from data.image_io import IMAGE_EXTENSIONS
 
@@ -60,6 +71,59 @@ RESULT_NAME = re.compile(r'^res_(?P<stem>.+)\.txt$')
 
 class ScoreError(ValueError):
     """A submission or ground truth that cannot be scored; the message names the file (and line)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the scorer reads of one side (the ground truth, or the submission), far above real data (an ICDAR
+    2015 submission: 500 files of at most a few hundred lines, a few kB each). The cost at these defaults is
+    in docs/evaluation.md."""
+    max_file_bytes: int = 64 << 20  # decompressed bytes of one file (zip member or file of a folder)
+    max_total_bytes: int = 1 << 30  # decompressed bytes of all files read from one side
+    max_files: int = 100_000  # files of a folder, entries of a zip file
+    max_lines: int = 1_000_000  # lines (newline characters) of one file
+
+    def __post_init__(self) -> None:
+        for name in ('max_file_bytes', 'max_total_bytes', 'max_files', 'max_lines'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ScoreError(f'{name}: expected a positive integer, got {value!r}')
+
+
+DEFAULT_LIMITS = Limits()
+CHUNK_BYTES = 1 << 20
+
+
+def read_limited(stream: IO[bytes], display: str, limits: Limits, declared: Optional[int] = None,
+                 budget: Optional[List[int]] = None) -> bytes:
+    """The bytes of ``stream`` (a zip member or a file), read in chunks and counted: ScoreError naming
+    ``display`` and the limit as soon as the file passes ``limits.max_file_bytes`` or ``limits.max_lines``, or
+    the bytes read so far from its side (``budget``: a one-item list, updated) pass ``limits.max_total_bytes``.
+    ``declared``: the size the zip header or the file system gives, refused before reading when over the
+    limit; the count while reading does not trust it."""
+    if declared is not None and declared > limits.max_file_bytes:
+        raise ScoreError(f'{display}: {declared} bytes decompressed, more than the limit of '
+                         f'{limits.max_file_bytes} bytes per file (--max_file_bytes)')
+    chunks: List[bytes] = []
+    size = lines = 0
+    while True:
+        chunk = stream.read(CHUNK_BYTES)
+        if not chunk:
+            break
+        size += len(chunk)
+        lines += chunk.count(b'\n')
+        if size > limits.max_file_bytes:
+            raise ScoreError(f'{display}: more than the limit of {limits.max_file_bytes} bytes per file '
+                             f'(--max_file_bytes) when decompressed')
+        if lines > limits.max_lines:
+            raise ScoreError(f'{display}: more than the limit of {limits.max_lines} lines per file (--max_lines)')
+        if budget is not None:
+            budget[0] += len(chunk)
+            if budget[0] > limits.max_total_bytes:
+                raise ScoreError(f'{display}: the files read so far hold more than the limit of '
+                                 f'{limits.max_total_bytes} bytes in total (--max_total_bytes)')
+        chunks.append(chunk)
+    return b''.join(chunks)
 
 
 def parse_result_text(text: str, where: str) -> List[Dict[str, Any]]:
@@ -92,6 +156,41 @@ def parse_result_text(text: str, where: str) -> List[Dict[str, Any]]:
     return detections
 
 
+def parse_result_points(text: str, where: str) -> Union[np.ndarray, List[np.ndarray]]:
+    """The points of one result file's detections, each a (N, 2) float64 array, in file order: what
+    ``parse_result_text`` reads, with the same errors. A file whose lines all hold the same count of values
+    (the usual case: quadrilaterals, with or without a score) is parsed in one vectorised call and returned as
+    one (D, N, 2) array; any other file, and any file with an error, line by line."""
+    uniform = _parse_uniform(text)
+    if uniform is not None:
+        return uniform
+    return [np.asarray(item['points'], dtype=np.float64) for item in parse_result_text(text, where)]
+
+
+def _parse_uniform(text: str) -> Optional[np.ndarray]:
+    """(D, N, 2) points of ``text`` when every non-blank line holds the same count of finite numbers that
+    ``parse_result_text`` accepts, else None (that function then reads it and names the offending line).
+    numpy reads the numbers with the same correctly rounded conversion as ``float``; what it does not take
+    (underscores, non-ASCII digits, ...) falls back to the line-by-line reading."""
+    lines = [line for line in text.replace('\r', '').split('\n') if line.strip()]
+    if not lines:
+        return np.zeros((0, 3, 2), dtype=np.float64)
+    try:
+        values = np.loadtxt(lines, delimiter=',', dtype=np.float64, comments=None, ndmin=2)
+    except ValueError:
+        return None
+    if values.shape[0] != len(lines) or not np.isfinite(values).all():
+        return None
+    count = values.shape[1]
+    if count % 2:
+        if not ((values[:, -1] >= 0.0) & (values[:, -1] <= 1.0)).all():
+            return None
+        values, count = values[:, :-1], count - 1
+    if count < 6:
+        return None
+    return np.ascontiguousarray(values).reshape(len(lines), count // 2, 2)
+
+
 def image_stem(file_name: str, gt_format: str) -> Optional[str]:
     """The image stem whose ground-truth file ``file_name`` is under ``gt_format``'s naming
     (data/readers.py GT_NAME_PATTERNS), or None. Patterns holding the image's full name are tried first
@@ -113,49 +212,84 @@ def image_stem(file_name: str, gt_format: str) -> Optional[str]:
 
 
 class _Files:
-    """The plain files of a folder (not its subfolders) or of a zip file (by their base names), extracted
-    on demand into a temporary folder so that path-based readers can read them."""
+    """The plain files of a folder (not its subfolders) or of a zip file (by their base names), read within
+    ``limits`` (``read_limited``) and extracted on demand into a temporary folder for path-based readers."""
 
-    def __init__(self, location: str, what: str):
+    def __init__(self, location: str, what: str, limits: Limits = DEFAULT_LIMITS):
         self.location = location
+        self.what = what
+        self.limits = limits
         self.names: Dict[str, str] = {}  # base name -> folder path or zip member
+        self.declared: Dict[str, int] = {}  # base name -> size the zip header or the file system gives
         self.is_zip = os.path.isfile(location)
+        self.archive: Optional[zipfile.ZipFile] = None
+        self._budget = [0]  # decompressed bytes read so far from this side
+        self._temporary: Optional[tempfile.TemporaryDirectory] = None
         if os.path.isdir(location):
-            for name in sorted(os.listdir(location)):
-                if os.path.isfile(os.path.join(location, name)):
-                    self.names[name] = os.path.join(location, name)
+            entries = sorted(os.listdir(location))
+            self._check_count(len(entries))
+            for name in entries:
+                path = os.path.join(location, name)
+                if os.path.isfile(path):
+                    self.names[name] = path
+                    self.declared[name] = os.path.getsize(path)
         elif self.is_zip:
             try:
-                archive = zipfile.ZipFile(location)
-            except zipfile.BadZipFile:
+                self.archive = zipfile.ZipFile(location)
+            except (zipfile.BadZipFile, zlib.error, EOFError, ValueError):
                 raise ScoreError(f'{what} {location}: neither a folder nor a zip file') from None
-            with archive:
-                for member in archive.infolist():
-                    if member.is_dir():
-                        continue
-                    name = os.path.basename(member.filename)
-                    if name in self.names:
-                        raise ScoreError(f'{what} {location}: two entries named {name} '
-                                         f'({self.names[name]}, {member.filename})')
-                    self.names[name] = member.filename
+            members = self.archive.infolist()
+            try:
+                self._check_count(len(members))
+            except ScoreError:
+                self.close()
+                raise
+            for member in members:
+                if member.is_dir():
+                    continue
+                name = os.path.basename(member.filename)
+                if name in self.names:
+                    self.close()
+                    raise ScoreError(f'{what} {location}: two entries named {name} '
+                                     f'({self.names[name]}, {member.filename})')
+                self.names[name] = member.filename
+                self.declared[name] = member.file_size
         else:
             raise ScoreError(f'{what} {location}: no such folder or zip file')
-        self._temporary: Optional[tempfile.TemporaryDirectory] = None
+        declared_total = sum(self.declared.values())
+        if declared_total > limits.max_total_bytes:
+            self.close()
+            raise ScoreError(f'{what} {location}: its files {"declare" if self.is_zip else "hold"} '
+                             f'{declared_total} bytes in total, more than the limit of {limits.max_total_bytes} '
+                             f'bytes (--max_total_bytes)')
+
+    def _check_count(self, count: int) -> None:
+        if count > self.limits.max_files:
+            raise ScoreError(f'{self.what} {self.location}: {count} entries, more than the limit of '
+                             f'{self.limits.max_files} files (--max_files)')
 
     def display(self, name: str) -> str:
         """How errors name the file: its path, or ``archive.zip:member``."""
         return f'{self.location}:{self.names[name]}' if self.is_zip else self.names[name]
 
     def read_bytes(self, name: str) -> bytes:
-        if not self.is_zip:
+        """The file's bytes, within the limits (``read_limited``); a damaged or encrypted zip member is a
+        ScoreError naming it."""
+        display = self.display(name)
+        if self.archive is None:
             with open(self.names[name], 'rb') as handle:
-                return handle.read()
-        with zipfile.ZipFile(self.location) as archive:
-            return archive.read(self.names[name])
+                return read_limited(handle, display, self.limits, os.fstat(handle.fileno()).st_size, self._budget)
+        try:
+            with self.archive.open(self.names[name]) as member:
+                return read_limited(member, display, self.limits, self.declared[name], self._budget)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as error:
+            raise ScoreError(f'{display}: cannot be read from the zip file: {error}') from None
 
     def path(self, name: str) -> str:
-        """A path on disk holding the file (extracted from the zip file into a temporary folder)."""
-        if not self.is_zip:
+        """A path on disk holding the file (extracted from the zip file into a temporary folder); the file is
+        read within the limits first, a folder's file too."""
+        if self.archive is None:
+            self.read_bytes(name)
             return self.names[name]
         if self._temporary is None:
             self._temporary = tempfile.TemporaryDirectory(prefix='score_')
@@ -166,6 +300,9 @@ class _Files:
         return target
 
     def close(self) -> None:
+        if self.archive is not None:
+            self.archive.close()
+            self.archive = None
         if self._temporary is not None:
             self._temporary.cleanup()
             self._temporary = None
@@ -176,7 +313,8 @@ def _natural_key(text: str) -> List[Any]:
 
 
 def score(gt: str, submission: str, protocol: str = 'icdar2015', gt_format: str = 'icdar2015',
-          invalid_polygons: str = 'official', deteval_version: str = 'current') -> Dict[str, Any]:
+          invalid_polygons: str = 'official', deteval_version: str = 'current',
+          limits: Limits = DEFAULT_LIMITS) -> Dict[str, Any]:
     """Score the result files of ``submission`` against the ground truth of ``gt`` (folders or zip files).
 
     Returns a dict: ``'method'``: ``{'precision', 'recall', 'hmean'[, 'AP']}`` typed as the official script
@@ -184,8 +322,8 @@ def score(gt: str, submission: str, protocol: str = 'icdar2015', gt_format: str 
     ``'images'``: how many were scored; ``'with_result'`` / ``'without_result'``: how many had / lacked a
     result file; ``'ignored_gt'``: names of files in ``gt`` not named as ``gt_format`` ground truth.
     Raises ScoreError (or data.DataError from the ground-truth reader or a file's decoding; both ValueError)
-    naming the file and line of what cannot be scored, and ValueError for an unknown protocol, format or switch
-    value."""
+    naming the file and line of what cannot be scored, or the file and the limit (``limits``, each side alike)
+    it passes, and ValueError for an unknown protocol, format or switch value."""
     from data.image_io import DataError
     from data.readers import DONT_CARE, GT_NAME_PATTERNS, LIST_READERS, decode_text
     from structure.measurers.quad_measurer import make_evaluator
@@ -195,7 +333,12 @@ def score(gt: str, submission: str, protocol: str = 'icdar2015', gt_format: str 
         raise ScoreError(f'gt_format: expected one of {sorted(set(GT_NAME_PATTERNS) & set(LIST_READERS))} '
                          f'(formats of one ground-truth file per image), got {gt_format!r}')
     evaluator = make_evaluator(PROTOCOLS[protocol], invalid_polygons, deteval_version)
-    gt_files, result_files = _Files(gt, 'ground truth'), _Files(submission, 'submission')
+    gt_files = _Files(gt, 'ground truth', limits)
+    try:
+        result_files = _Files(submission, 'submission', limits)
+    except ScoreError:
+        gt_files.close()
+        raise
     try:
         stems: Dict[str, str] = {}
         ignored = []
@@ -232,13 +375,18 @@ def score(gt: str, submission: str, protocol: str = 'icdar2015', gt_format: str 
                     message = message.replace(gt_files.path(name), gt_files.display(name))
                 raise DataError(message) from None
             ground_truth = [{'points': line['poly'], 'ignore': line['text'] == DONT_CARE} for line in lines]
-            detections = []
+            points: Union[np.ndarray, List[np.ndarray]] = []
             if stem in results:
                 raw = results[stem]
                 text = decode_text(result_files.read_bytes(raw), result_files.display(raw))
-                detections = parse_result_text(text, result_files.display(raw))
-            per_image[stem] = evaluator.evaluate_image(ground_truth, [{'points': item['points']}
-                                                                      for item in detections])
+                points = parse_result_points(text, result_files.display(raw))
+                del text
+            # the IoU protocol takes the (D, N, 2) array of a uniform file as it is: no dict per detection
+            detections: Any = points if isinstance(points, np.ndarray) and PROTOCOLS[protocol] == 'iou' else \
+                [{'points': item} for item in points]
+            per_image[stem] = evaluator.evaluate_image(ground_truth, detections)
+            del detections
+            del points
         method = _method_numbers(evaluator, list(per_image.values()), protocol)
         return {'method': method, 'per_image': per_image, 'images': len(per_image),
                 'with_result': len(results), 'without_result': len(per_image) - len(results),
@@ -284,10 +432,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--deteval_version', default='current', choices=['current', 'pre-2019'],
                         help='DetEval protocol: Total-Text\'s Deteval.py since April 2019 (default) or before')
     parser.add_argument('--per_image', action='store_true', help='print the numbers of every image')
+    parser.add_argument('--max_file_bytes', type=int, default=DEFAULT_LIMITS.max_file_bytes,
+                        help='most bytes of one file, decompressed (default %(default)s)')
+    parser.add_argument('--max_total_bytes', type=int, default=DEFAULT_LIMITS.max_total_bytes,
+                        help='most bytes of all files of the ground truth, or of the submission, decompressed '
+                             '(default %(default)s)')
+    parser.add_argument('--max_files', type=int, default=DEFAULT_LIMITS.max_files,
+                        help='most files of a folder or entries of a zip file (default %(default)s)')
+    parser.add_argument('--max_lines', type=int, default=DEFAULT_LIMITS.max_lines,
+                        help='most lines of one file (default %(default)s)')
     args = parser.parse_args(argv)
     try:
+        limits = Limits(args.max_file_bytes, args.max_total_bytes, args.max_files, args.max_lines)
         scored = score(args.gt, args.submission, args.protocol, args.gt_format, args.invalid_polygons,
-                       args.deteval_version)
+                       args.deteval_version, limits)
     except ValueError as error:  # ScoreError, data.DataError, bad switches
         print(f'error: {error}', file=sys.stderr)
         return 2

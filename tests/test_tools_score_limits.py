@@ -1,0 +1,223 @@
+"""tools.score on untrusted input (issue 25): zip bombs, lying zip headers, too many members, too many lines
+and bytes are refused quickly, naming the file and the limit; a large result file scores fast and gives the
+numbers of intersecting every pair."""
+import io
+import struct
+import time
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+import shapely
+
+from structure.measurers.protocols.icdar2015_eval import DetectionIoUEvaluator
+from structure.measurers.protocols.icdar2015_eval.iou import _intersection_areas, _official_geometry, _valid_only
+from tools.score import DEFAULT_LIMITS, Limits, ScoreError, main, parse_result_points, parse_result_text, \
+    read_limited, score
+
+GT_1 = '0,0,100,0,100,20,0,20,hello\n'
+BOMB_BYTES = 256 << 20  # newlines: about 260 kB compressed, four times the default limit of one file
+
+
+def write_folder(path, files):
+    path.mkdir()
+    for name, text in files.items():
+        (path / name).write_text(text)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def bomb_zip(tmp_path_factory):
+    """A zip of one result file of BOMB_BYTES newlines (honest header), and its bytes."""
+    path = tmp_path_factory.mktemp('bomb') / 'bomb.zip'
+    with zipfile.ZipFile(path, 'w', zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        with archive.open('res_img_1.txt', 'w') as member:
+            chunk = b'\n' * (1 << 20)
+            for _ in range(BOMB_BYTES >> 20):
+                member.write(chunk)
+    return path
+
+
+def refused_quickly(capsys, argv, seconds=2.0, peak_bytes=32 << 20):
+    """main(argv) returns 2 within ``seconds`` and allocating at most ``peak_bytes``; its error message."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        assert main(argv) == 2
+    finally:
+        elapsed = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert elapsed < seconds, elapsed
+    assert peak < peak_bytes, peak
+    error = capsys.readouterr().err
+    assert error.startswith('error: ')
+    return error
+
+
+def test_zip_bomb_is_refused_from_its_header_before_inflating(tmp_path, capsys, bomb_zip):
+    assert bomb_zip.stat().st_size < 2 << 20
+    gt = write_folder(tmp_path / 'gt', {'gt_img_1.txt': GT_1})
+    error = refused_quickly(capsys, ['--gt', gt, '--submission', str(bomb_zip)])
+    assert f'{bomb_zip}:res_img_1.txt: {BOMB_BYTES} bytes decompressed, more than the limit of ' \
+           f'{DEFAULT_LIMITS.max_file_bytes} bytes per file (--max_file_bytes)' in error
+
+
+def test_zip_bomb_with_a_lying_header_is_refused(tmp_path, capsys, bomb_zip):
+    # the same archive, its headers claiming 1000 bytes: reading stops at the claim and the CRC tells
+    data = bytearray(bomb_zip.read_bytes())
+    local = data.index(b'PK\x03\x04')
+    central = data.index(b'PK\x01\x02')
+    struct.pack_into('<I', data, local + 22, 1000)
+    struct.pack_into('<I', data, central + 24, 1000)
+    liar = tmp_path / 'liar.zip'
+    liar.write_bytes(bytes(data))
+    gt = write_folder(tmp_path / 'gt', {'gt_img_1.txt': GT_1})
+    error = refused_quickly(capsys, ['--gt', gt, '--submission', str(liar)])
+    assert f'{liar}:res_img_1.txt: cannot be read from the zip file' in error
+
+
+def test_bytes_are_counted_while_reading_whatever_the_header_says():
+    limits = Limits(max_file_bytes=5000)
+    with pytest.raises(ScoreError, match=r'sub.zip:res_img_1.txt: more than the limit of 5000 bytes per file '
+                                         r'\(--max_file_bytes\)'):
+        read_limited(io.BytesIO(b'x' * 20000), 'sub.zip:res_img_1.txt', limits, declared=10)
+    budget = [0]
+    limits = Limits(max_total_bytes=3000)
+    read_limited(io.BytesIO(b'x' * 2000), 'a', limits, budget=budget)
+    with pytest.raises(ScoreError, match=r"b: the files read so far hold more than the limit of 3000 bytes in "
+                                         r"total \(--max_total_bytes\)"):
+        read_limited(io.BytesIO(b'x' * 2000), 'b', limits, budget=budget)
+
+
+def test_too_many_lines_are_refused_at_the_default_limit(tmp_path, capsys):
+    gt = write_folder(tmp_path / 'gt', {'gt_img_1.txt': GT_1})
+    submission = tmp_path / 'res.zip'
+    with zipfile.ZipFile(submission, 'w', zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr('res_img_1.txt', '\n' * (DEFAULT_LIMITS.max_lines + 1))
+    error = refused_quickly(capsys, ['--gt', gt, '--submission', str(submission)])
+    assert f'res.zip:res_img_1.txt: more than the limit of {DEFAULT_LIMITS.max_lines} lines per file ' \
+           '(--max_lines)' in error
+    # the option raises it
+    assert main(['--gt', gt, '--submission', str(submission), '--max_lines', str(DEFAULT_LIMITS.max_lines + 1)]) == 0
+
+
+def test_too_many_members_are_refused(tmp_path, capsys):
+    gt = write_folder(tmp_path / 'gt', {'gt_img_1.txt': GT_1})
+    submission = tmp_path / 'res.zip'
+    with zipfile.ZipFile(submission, 'w') as archive:
+        for index in range(1, 13):
+            archive.writestr(f'res_img_{index}.txt', '')
+    error = refused_quickly(capsys, ['--gt', gt, '--submission', str(submission), '--max_files', '10'])
+    assert f'submission {submission}: 12 entries, more than the limit of 10 files (--max_files)' in error
+    many_gt = write_folder(tmp_path / 'many_gt', {f'gt_img_{index}.txt': GT_1 for index in range(1, 13)})
+    error = refused_quickly(capsys, ['--gt', many_gt, '--submission', str(submission), '--max_files', '11'])
+    assert f'ground truth {many_gt}: 12 entries, more than the limit of 11 files (--max_files)' in error
+    assert main(['--gt', many_gt, '--submission', str(submission), '--max_files', '12']) == 0
+
+
+def test_total_size_is_refused_from_the_headers_and_folder_files_by_their_size(tmp_path, capsys):
+    gt = write_folder(tmp_path / 'gt', {'gt_img_1.txt': GT_1, 'gt_img_2.txt': GT_1})
+    line = '0,0,100,0,100,20,0,20\n'
+    submission = tmp_path / 'res.zip'
+    with zipfile.ZipFile(submission, 'w') as archive:
+        archive.writestr('res_img_1.txt', line * 100)
+        archive.writestr('res_img_2.txt', line * 100)
+    error = refused_quickly(capsys, ['--gt', gt, '--submission', str(submission), '--max_total_bytes', '3000'])
+    assert f'submission {submission}: its files declare {2 * 100 * len(line)} bytes in total, more than the ' \
+           'limit of 3000 bytes (--max_total_bytes)' in error
+    folder = write_folder(tmp_path / 'res', {'res_img_1.txt': line * 100})
+    error = refused_quickly(capsys, ['--gt', gt, '--submission', folder, '--max_file_bytes', '1000'])
+    assert f'res_img_1.txt: {100 * len(line)} bytes decompressed, more than the limit of 1000 bytes' in error
+    assert main(['--gt', gt, '--submission', str(submission)]) == 0
+
+
+def test_ground_truth_is_read_within_the_limits_too(tmp_path, capsys):
+    gt = tmp_path / 'gt.zip'
+    with zipfile.ZipFile(gt, 'w') as archive:
+        archive.writestr('gt_img_1.txt', GT_1 * 50)
+    res = write_folder(tmp_path / 'res', {})
+    error = refused_quickly(capsys, ['--gt', str(gt), '--submission', res, '--max_lines', '10'])
+    assert f'{gt}:gt_img_1.txt: more than the limit of 10 lines per file (--max_lines)' in error
+
+
+def test_bad_limit_values_are_errors(tmp_path, capsys):
+    gt = write_folder(tmp_path / 'gt', {'gt_img_1.txt': GT_1})
+    assert main(['--gt', gt, '--submission', gt, '--max_lines', '0']) == 2
+    assert 'max_lines: expected a positive integer, got 0' in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ parsing and scoring many detections
+
+def test_vectorised_parsing_reads_what_the_line_parser_reads():
+    cases = ['1,2,3,4,5,6\n7,8,9,10,11,12\n', ' 1, 2 ,3,4,5,6,0.5\r\n\r\n  \n7,8,9,10,11,12,1\n', '1.5,2e1,3,4,5,6',
+             '', '\n\n']
+    for text in cases:
+        expected = [item['points'] for item in parse_result_text(text, 'f')]
+        got = parse_result_points(text, 'f')
+        assert isinstance(got, np.ndarray)
+        assert [points.tolist() for points in got] == expected
+    # mixed point counts and Python-only spellings go line by line, with the same result
+    for text in ['1,2,3,4,5,6\n1,2,3,4,5,6,7,8\n', '1_0,2,3,4,5,6\n']:
+        assert [points.tolist() for points in parse_result_points(text, 'f')] == \
+            [item['points'] for item in parse_result_text(text, 'f')]
+    for text, message in [('1,2,3,4,5,6\n1,2,3,4,5,nan\n', 'f:2: non-finite'), ('1,2,3,4,5,6,7\n', 'f:1: odd'),
+                          ('1,2,3,4\n', 'f:1: fewer than 3 points'), ('1,2,3,4,5,x\n', "f:1: 'x' is not a number")]:
+        with pytest.raises(ScoreError, match=message):
+            parse_result_points(text, 'f')
+
+
+def _random_polygons(rng, count, points, spread):
+    centres = rng.uniform(0, spread, (count, 1, 2))
+    return centres + rng.uniform(-30, 30, (count, points, 2)).round()
+
+
+@pytest.mark.parametrize('invalid_polygons', ['official', 'drop'])
+def test_intersections_of_meeting_boxes_only_equal_intersecting_every_pair(invalid_polygons):
+    # random quadrilaterals: many self-intersecting or degenerate, most pairs far apart
+    rng = np.random.default_rng(7)
+    gt = list(_random_polygons(rng, 15, 4, 400))
+    det = list(_random_polygons(rng, 300, 4, 400)) + [np.array([[5.0, 5], [5, 5], [5, 5], [5, 5]])]
+    if invalid_polygons == 'official':
+        gt_regions, _ = _official_geometry(gt, 'gt')
+        det_regions, _ = _official_geometry(det, 'pred')
+    else:
+        gt_regions = _valid_only(gt)[0]
+        det_regions = _valid_only(det)[0]
+    every_pair = shapely.area(shapely.intersection(gt_regions[:, None], det_regions[None, :]))
+    rows, columns, areas = _intersection_areas(gt_regions, det_regions)
+    sparse = np.zeros_like(every_pair)
+    sparse[rows, columns] = areas
+    assert np.array_equal(sparse, every_pair)
+    assert 0 < len(rows) < every_pair.size / 4 and (every_pair > 0).sum() > 10
+
+
+def test_array_detections_score_as_the_dict_ones():
+    rng = np.random.default_rng(3)
+    gt_points = _random_polygons(rng, 12, 4, 200)
+    gt = [{'points': points, 'ignore': index % 4 == 0} for index, points in enumerate(gt_points)]
+    # near copies of the ground truth (matches, don't-care detections) among random ones
+    det = np.concatenate([gt_points + rng.uniform(-2, 2, gt_points.shape).round(), _random_polygons(rng, 400, 4, 200)])
+    for invalid_polygons in ('official', 'drop'):
+        evaluator = DetectionIoUEvaluator(invalid_polygons=invalid_polygons)
+        as_dicts = evaluator.evaluate_image(gt, [{'points': points} for points in det])
+        as_array = evaluator.evaluate_image(gt, det)
+        assert as_dicts == as_array and as_dicts['matched'] > 0
+
+
+def test_many_detections_far_from_the_ground_truth_score_in_seconds(tmp_path):
+    # 100 ground truths x 100,000 detections: intersecting every pair (10**7) took minutes and gigabytes
+    rng = np.random.default_rng(0)
+    gt_lines = ''.join(f'{x},{y},{x + 40},{y},{x + 40},{y + 10},{x},{y + 10},w\n'
+                       for x, y in rng.integers(0, 1000, (100, 2)))
+    x = rng.integers(2000, 3000, 100_000)
+    y = rng.integers(0, 1000, 100_000)
+    det = np.stack([x, y, x + 30, y, x + 30, y + 9, x, y + 9], 1)
+    gt = write_folder(tmp_path / 'gt', {'gt_img_1.txt': gt_lines})
+    (tmp_path / 'res').mkdir()
+    np.savetxt(tmp_path / 'res' / 'res_img_1.txt', det, fmt='%d', delimiter=',')
+    start = time.perf_counter()
+    scored = score(gt, str(tmp_path / 'res'))
+    assert time.perf_counter() - start < 10.0
+    assert scored['per_image']['img_1']['det_care'] == 100_000 and scored['per_image']['img_1']['matched'] == 0
