@@ -221,3 +221,29 @@ def test_many_detections_far_from_the_ground_truth_score_in_seconds(tmp_path):
     scored = score(gt, str(tmp_path / 'res'))
     assert time.perf_counter() - start < 10.0
     assert scored['per_image']['img_1']['det_care'] == 100_000 and scored['per_image']['img_1']['matched'] == 0
+
+
+@pytest.mark.parametrize('version', ['current', 'pre-2019'])
+def test_deteval_tables_and_matching_equal_intersecting_every_pair(version):
+    from structure.measurers.protocols.deteval import DetEvalEvaluator
+    from structure.measurers.protocols.deteval.deteval import _raw_polygons, _repaired, _safe_divide
+    rng = np.random.default_rng(11)
+    gt_points = _random_polygons(rng, 12, 4, 300)
+    det = np.concatenate([gt_points + rng.uniform(-3, 3, gt_points.shape).round(), _random_polygons(rng, 300, 4, 300),
+                          np.array([[[5.0, 5], [5, 5], [5, 5], [5, 5]]])])
+    gt = [{'points': points, 'ignore': index % 5 == 0} for index, points in enumerate(gt_points)]
+    evaluator = DetEvalEvaluator(version=version)
+    tables = evaluator.prepare(gt, [{'points': points} for points in det])
+    # the former computation: every (ground truth, detection) pair intersected
+    cared = [points for index, points in enumerate(gt_points) if index % 5]
+    gt_raw, det_raw = _raw_polygons(cared), _raw_polygons(list(det))
+    inter = shapely.area(shapely.intersection(_repaired(gt_raw)[:, None], _repaired(det_raw)[None]))
+    assert np.array_equal(tables.sigma, np.round(_safe_divide(inter, shapely.area(gt_raw)[:, None]), 2))
+    assert np.array_equal(tables.tau, np.round(_safe_divide(inter, shapely.area(det_raw)[None, :]), 2))
+    dont_care = _repaired(_raw_polygons([points for index, points in enumerate(gt_points) if index % 5 == 0]))
+    covered = shapely.area(shapely.intersection(dont_care[:, None], _repaired(det_raw)[None]))
+    assert np.array_equal(tables.det_dont_care, (covered / (shapely.area(det_raw)[None] + 1.0) > 0.5).any(axis=0))
+    assert tables.det_dont_care.any() and (tables.sigma > 0.7).any()
+    # the merge step's selection of detections, done before its loop, gives the loop's result
+    result = evaluator.match(tables)
+    assert result['one_to_one'] > 0
