@@ -66,7 +66,7 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     data = data.contiguous().reshape(-1)
     digest = hashlib.sha256(f'{data.dtype}{tuple(tensor.shape)}'.encode())
     if data.numel():
-        digest.update(memoryview(data.view(torch.uint8).numpy()))
+        digest.update(data.view(torch.uint8).numpy().data)
     return digest.hexdigest()
 
 

@@ -10,21 +10,21 @@ import contextlib
 import gc
 import random
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
 
 import numpy as np
 import torch
 from torch import nn
 
 from concern.device import cpu_bf16_is_native
-from concern.log import Logger
+from concern.log import Logger, LogWriteError
 from training.batches import bind_loader, describe_batch, move_to_device
 from training.checkpoint import Checkpoint, NonFiniteCheckpointError, PreservedRNG, StartState, build_checkpoint, \
     capture_rng_state, config_differences, plan_resume, restore_rng_state
 from training.distributed import (DistributedContext, setup_distributed, teardown_distributed, unwrap_model,
                                   wrap_model)
-from training.hooks import HookBase, default_hooks
-from training.model_saver import ModelSaver
+from training.hooks import HookBase, NonFiniteStop, default_hooks
+from training.model_saver import CheckpointWriteError, ModelSaver, OutputPathError
 from training.nonfinite import NonFiniteGuard, all_finite, non_finite_inputs
 from training.optimizer_scheduler import OptimizerScheduler
 from training.run_options import RunOptions
@@ -34,6 +34,12 @@ from structure.weights import offset_compat_of
 
 class TrainingStartError(ValueError):
     """The run cannot start (a checkpoint that is not one, or does not fit): nothing has been written."""
+
+
+# The failures a run is expected to meet, each with a message naming what failed, the path and the remedy: written
+# once, as one line, to the run's log and the console, and ended without a traceback (train.py).
+EXPECTED_FAILURES: Tuple[Type[BaseException], ...] = (
+    TrainingStartError, CheckpointWriteError, NonFiniteCheckpointError, NonFiniteStop, LogWriteError, OutputPathError)
 
 
 def seed_everything(seed: int) -> None:
@@ -275,11 +281,17 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------
     def train(self) -> Dict[str, Any]:
         """Train to the end (or until SIGINT/SIGTERM); returns a summary of where it stopped.
-        Raises TrainingStartError, before writing anything, when the run cannot start."""
+        Raises TrainingStartError, before writing anything, when the run cannot start.
+
+        An expected failure (``EXPECTED_FAILURES``: disk full, permission, non-finite stop, a log or TensorBoard
+        write, a refused start) is written once to the run's log and the console as one line naming what failed,
+        the path and the remedy, and re-raised marked as reported (train.py exits non-zero without a traceback);
+        any other exception (a bug) is written with its traceback, and re-raised."""
         options = self.options
         self.context = setup_distributed(options.distributed, options.device, options.local_rank)
         self.device = self.context.device
         anomaly = torch.is_anomaly_enabled()
+        failed = False
         try:
             torch.autograd.set_detect_anomaly(options.debug)
             summary = self._train()
@@ -288,17 +300,35 @@ class Trainer:
             # without an active exception') while tearing down before rank 0
             self.context.barrier()
             return summary
+        except EXPECTED_FAILURES as error:
+            failed = True
+            self.logger.fatal(error)
+            raise
+        except Exception:
+            failed = True
+            self.logger.exception(f'training failed at iteration {self.iteration} (epoch {self.epoch}) with an '
+                                  'unexpected error (a bug; please report it with this traceback)')
+            raise
         finally:
             torch.autograd.set_detect_anomaly(anomaly)
-            self.logger.close()
-            if self.model is not None and self.context.enabled:
-                self.step = None  # its prediction tensors hold the wrapped model's graph
-                # DistributedDataParallel's reducer holds the process group: dropped before the group is destroyed,
-                # so that no Gloo thread outlives it into interpreter shutdown; later calls use the model itself
-                self.model = unwrap_model(self.model)
-                gc.collect()
-            teardown_distributed(self.context)
-            self.context = DistributedContext(device=self.device)  # later calls (validate) run single-process
+            try:
+                self.logger.close()
+            except LogWriteError:
+                if not failed:  # already in the log; the error in flight, if any, is the one to report
+                    raise
+            finally:
+                self._release_distributed()
+
+    def _release_distributed(self) -> None:
+        if self.model is not None and self.context.enabled:
+            self.step = None  # its prediction tensors hold the wrapped model's graph
+            # DistributedDataParallel's reducer holds the process group: dropped before the group is destroyed,
+            # so that no Gloo thread outlives it into interpreter shutdown; later calls use the model itself
+            self.model = unwrap_model(self.model)
+            self._check_batch = None
+            gc.collect()
+        teardown_distributed(self.context)
+        self.context = DistributedContext(device=self.device)  # later calls (validate) run single-process
 
     def _train(self) -> Dict[str, Any]:
         start = self._setup()
