@@ -94,29 +94,61 @@ def test_the_previous_step_is_rolled_back_when_its_weights_fail_the_next_forward
         assert torch.isfinite(trainer.model.eval()(probe_batch(), training=False)).all()
 
 
-def test_a_save_never_writes_weights_whose_probability_map_is_not_finite(tmp_path):
-    # the weights of step 3 are finite but give NaN (inf - inf in the decoder): the save undoes that step
-    experiment = helpers.make_experiment(helpers.TinyTrainSet(8), epochs=2, save_interval=1)
-    trainer = Trainer(experiment, helpers.options(str(tmp_path)))
+def poison_the_step_at(trainer, iteration, poisoned):
+    """At step ``iteration`` the optimizer leaves finite weights whose probability map is NaN (inf - inf in the
+    decoder); ``poisoned`` gets whether the map really was NaN."""
     run_step = trainer.run_step
-    poisoned = []
 
     def poisoning(batch):
-        result = run_step(batch)
-        if trainer.iteration == 2 and result.skipped is None:
-            with torch.no_grad():
-                trainer.model.model.module.backbone.weight.fill_(3e38)
-                decoder = trainer.model.model.module.decoder.weight
-                decoder.copy_(torch.where(torch.arange(decoder.numel()).reshape(decoder.shape) % 2 == 0, 1.0, -1.0))
-                trainer.model.eval()
-                poisoned.append(bool(torch.isfinite(trainer.model(result.batch, training=False)).all()))
-                trainer.model.train()
-        return result
+        if trainer.iteration == iteration:
+            step = trainer.optimizer.step
+
+            def poisoned_step(*args, **kwargs):
+                result = step(*args, **kwargs)
+                with torch.no_grad():
+                    trainer.model.model.module.backbone.weight.fill_(3e38)
+                    decoder = trainer.model.model.module.decoder.weight
+                    decoder.copy_(torch.where(torch.arange(decoder.numel()).reshape(decoder.shape) % 2 == 0, 1.0, -1.0))
+                    trainer.model.eval()
+                    poisoned.append(bool(torch.isfinite(trainer.model(batch, training=False)).all()))
+                    trainer.model.train()
+                return result
+            trainer.optimizer.step = poisoned_step
+            try:
+                return run_step(batch)
+            finally:
+                trainer.optimizer.step = step
+        return run_step(batch)
     trainer.run_step = poisoning
+
+
+def test_weights_whose_probability_map_is_not_finite_are_rolled_back_before_their_checkpoint(tmp_path):
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(8), epochs=2, save_interval=1)
+    trainer = Trainer(experiment, helpers.options(str(tmp_path)))
+    poisoned = []
+    poison_the_step_at(trainer, 2, poisoned)
+    summary = trainer.train()
+    assert poisoned == [False] and summary['iteration'] == 4  # the weights really gave a NaN map
+    log = (tmp_path / 'output.log').read_text()
+    assert 'step skipped at iteration 2 (epoch 1): the weights of this step give a non-finite probability map ' \
+           '(checked before its checkpoint): the step is rolled back' in log
+    names = every_checkpoint_predicts(tmp_path, experiment.structure.builder)
+    assert 'model_epoch_1_minibatch_3' in names
+
+
+def test_a_save_on_request_never_writes_weights_whose_probability_map_is_not_finite(tmp_path):
+    def touch():
+        (tmp_path / 'save').write_text('')
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(8, hooks={9: touch}), epochs=2, signal_path='save',
+                                         shuffle=False)
+    trainer = Trainer(experiment, helpers.options(str(tmp_path)))
+    poisoned = []
+    poison_the_step_at(trainer, 2, poisoned)  # the step whose batch loads sample 9, which asks for a checkpoint
     trainer.train()
-    assert poisoned == [False]  # the weights really gave a NaN map, and were committed by the step
+    assert poisoned == [False]
     log = (tmp_path / 'output.log').read_text()
     assert 'step of iteration 2 rolled back before the checkpoint: its weights give a non-finite probability map' \
         in log
+    assert 'checkpoint saved at iteration 3 on request' in log
     names = every_checkpoint_predicts(tmp_path, experiment.structure.builder)
     assert 'model_epoch_1_minibatch_3' in names

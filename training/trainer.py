@@ -198,7 +198,20 @@ class Trainer:
             return StepResult(batch, skipped='non-finite weight or optimizer state after the step', bad=True)
         guard.commit()
         self._weights_version += 1
+        if self._checkpoint_follows():  # the commit rule before a periodic or the final checkpoint, counted here
+            if self.context.any_flags([not self._prediction_is_finite(batch)])[0]:
+                guard.undo_step()
+                self._weights_version += 1
+                return StepResult(batch, skipped='the weights of this step give a non-finite probability map '
+                                                 '(checked before its checkpoint): the step is rolled back', bad=True)
+            self._verified_version = self._weights_version
         return StepResult(batch, loss=float(loss.detach()), metrics=metrics, pred=pred)
+
+    def _checkpoint_follows(self) -> bool:
+        """Whether a periodic checkpoint or the final one follows the step being taken (the same on every rank)."""
+        iteration = self.iteration + 1
+        last = self.epoch == self.epochs - 1 and self.epoch_iteration + 1 >= self.epoch_steps
+        return self.saver.due(iteration) or last
 
     def _bad_inputs_of_every_rank(self, bad_inputs: List[str]) -> str:
         """The files with a non-finite input, from the rank that read them (under DDP every rank takes this branch
@@ -257,8 +270,10 @@ class Trainer:
 
     def _verify_before_save(self) -> None:
         """The commit rule at a save (every rank): the state about to be written must give a finite probability map
-        on the last batch with finite inputs. When it does not, the step just taken is undone (logged) and the state
-        before it checked; when that fails too, or no step can be undone, ``NonFiniteCheckpointError``."""
+        on the last batch with finite inputs. ``run_step`` checks it already before a periodic or the final
+        checkpoint (a failure there is a skipped step, counted towards ``max_nan_steps``); this covers the other
+        saves (a signal, ``best``). When it does not, the step just taken is undone (logged) and the state before
+        it checked; when that fails too, or no step can be undone, ``NonFiniteCheckpointError``."""
         batch = self._check_batch
         if batch is None or self._verified_version == self._weights_version:
             return
