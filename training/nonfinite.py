@@ -10,8 +10,8 @@ state, or leaves all of them exactly as they were before its batch. Four checks,
 4. after the optimizer step: every parameter and optimizer state finite (a finite gradient times a huge learning
    rate can still overflow).
 
-A failed check restores the snapshot taken before the forward (buffers; parameters and optimizer state too when
-check 4 fails) and the step counts as skipped.
+A failed check restores the snapshot taken before the forward (buffers; parameters, optimizer state and the
+GradScaler's scale and growth tracker too when check 4 fails) and the step counts as skipped.
 
 Finite is not enough: a huge learning rate can leave weights that are huge but finite, whose next forward is NaN.
 So a step is committed only if the model it leaves behind still gives a finite forward (the commit rule): the next
@@ -19,7 +19,9 @@ step's forward verifies it, and when that forward is not finite the guard goes b
 previous step (``undo_previous_step``) and runs the batch again; finite there, the previous step is rolled back,
 else the batch is to blame and the previous step stays (``redo_previous_step``). A save verifies the state it
 writes itself (``training.trainer.Trainer.save``: the probability map of the last finite batch; a non-finite one
-undoes the step just taken, ``undo_step``), so no checkpoint is written whose forward is non-finite.
+undoes the step just taken, ``undo_step``), so no checkpoint is written whose forward is non-finite. A step
+written to a checkpoint is final (``seal``): it is never rolled back afterwards, so resuming from that checkpoint
+gives the same weights as the run that went on.
 
 Under DistributedDataParallel every rank takes the same decision (the flags are OR-ed over the ranks) and restores
 its own snapshot. Cost: one copy of the buffers, the parameters and the optimizer state per step (into two sets of
@@ -78,6 +80,7 @@ class _Snapshot:
         self.buffers: Optional[List[torch.Tensor]] = None
         self.parameters: Optional[List[torch.Tensor]] = None
         self.states: Dict[int, Dict[str, Any]] = {}
+        self.scaler: Dict[str, Any] = {}  # the GradScaler's state_dict (fp16 AMP; empty when it is disabled)
         self.committed = False
 
 
@@ -90,13 +93,19 @@ class NonFiniteGuard:
     ``redo_previous_step`` (the step before the current one, when the current forward fails). Each step copies one
     snapshot, as with a single one; the memory is twice a copy of the parameters, buffers and optimizer state.
 
-    ``any_flag``: OR of a flag over the ranks (``DistributedContext.any_flags``); the identity alone.
+    A checkpoint holds the state it wrote: after a save ``seal`` makes every step up to it final (neither
+    snapshot can be undone any more), so a resume from that checkpoint takes the same decisions as the run that
+    went on, and a checkpoint never holds weights the run later rejected.
+
+    ``any_flag``: OR of a flag over the ranks (``DistributedContext.any_flags``); the identity alone. ``scaler``:
+    the GradScaler (fp16 AMP), whose scale and growth tracker are part of the state snapshotted and restored.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 any_flag: Optional[Any] = None):
+                 any_flag: Optional[Any] = None, scaler: Optional[Any] = None):
         self.model = model
         self.optimizer = optimizer
+        self.scaler = scaler
         self.any_flag = any_flag or (lambda flag: bool(flag))
         self._buffers = [buffer for buffer in model.buffers()]
         self._parameters = [parameter for parameter in model.parameters()]
@@ -120,6 +129,7 @@ class NonFiniteGuard:
         self._taken += 1
         target = self._now
         target.committed = False
+        target.scaler = self._scaler_state()
         with torch.no_grad():
             if target.buffers is None or target.parameters is None:  # the first snapshot of this slot sets both
                 target.buffers = [buffer.detach().clone() for buffer in self._buffers]
@@ -146,6 +156,11 @@ class NonFiniteGuard:
                     else:
                         saved[key] = value
 
+    def _scaler_state(self) -> Dict[str, Any]:
+        if self.scaler is None or not self.scaler.is_enabled():
+            return {}
+        return dict(self.scaler.state_dict())
+
     def commit(self) -> None:
         """The step taken since the last snapshot is kept (it may still be undone: ``undo_step``)."""
         self._now.committed = True
@@ -165,6 +180,8 @@ class NonFiniteGuard:
 
     def _restore(self, snapshot: _Snapshot) -> None:
         assert snapshot.buffers is not None and snapshot.parameters is not None
+        if snapshot.scaler and self.scaler is not None:
+            self.scaler.load_state_dict(snapshot.scaler)
         with torch.no_grad():
             _copy_all(self._buffers, snapshot.buffers)
             _copy_all(self._parameters, snapshot.parameters)
@@ -182,6 +199,12 @@ class NonFiniteGuard:
                         state[key] = value.clone() if isinstance(value, torch.Tensor) else value
 
     # -- undoing a committed step -----------------------------------------------------------------
+    def seal(self) -> None:
+        """A checkpoint was written from the current state (call on every rank after a save): no step up to here
+        can be undone any more."""
+        for snapshot in self._snapshots:
+            snapshot.committed = False
+
     def can_undo_step(self) -> bool:
         """Whether the step taken since the last snapshot was committed (and can be undone)."""
         return self._now.committed

@@ -431,7 +431,8 @@ class Trainer:
                                f'(changed: {", ".join(changed[:8])}{" ..." if len(changed) > 8 else ""})')
         for level, line in resumed:
             getattr(logger, level)(line)
-        self.guard = NonFiniteGuard(unwrap_model(model), self.optimizer, lambda flag: context.any_flags([flag])[0])
+        self.guard = NonFiniteGuard(unwrap_model(model), self.optimizer, lambda flag: context.any_flags([flag])[0],
+                                    self.scaler)
         # ETA: the steps left in this epoch from its position, then whole epochs
         left = self.loader.sampler.span(self.epoch_samples).steps if self.epoch < self.epochs else 0
         self.total_steps = self.iteration + left + max(self.epochs - self.epoch - 1, 0) * steps
@@ -538,8 +539,13 @@ class Trainer:
         (``step``), ``final``, or ``best`` (a link to this iteration's file when one was written, else a file)."""
         self._verify_before_save()
         rng_states = self.context.gather_objects(capture_rng_state())
-        if not self.context.is_main:
-            return
+        if self.context.is_main:
+            self._write_checkpoint(rng_states, step, best, final)
+        # the state written is final: no later failure rolls back a step a checkpoint holds (a resume from it must
+        # go on exactly as this run does); every rank, so that the ranks keep taking the same decisions
+        self._step_parts()[2].seal()
+
+    def _write_checkpoint(self, rng_states: List[Any], step: bool, best: bool, final: bool) -> None:
         path = None
         if best and self._last_saved is not None and self._last_saved[0] == self.iteration and not (step or final):
             self.saver.mark_best(self._last_saved[1])
