@@ -187,3 +187,63 @@ def test_a_step_written_to_a_checkpoint_is_never_rolled_back_so_a_resume_is_bit_
     first, second = helpers.model_state(str(whole)), helpers.model_state(str(resumed))
     assert first.keys() == second.keys()
     assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+class MonsterImage(helpers.TinyTrainSet):
+    """Finite images of 1e25 (``monsters``), on which the models below give a NaN probability map with any
+    weights: the batch is to blame, never a step."""
+
+    def __init__(self, length, monsters):
+        super().__init__(length, hooks={})
+        self.monsters = set(monsters)
+
+    def __getitem__(self, index):
+        sample = super().__getitem__(index)
+        if index in self.monsters:
+            sample['image'] = torch.full_like(sample['image'], 1e25)
+        return sample
+
+
+def nan_on_monsters(batch):
+    image = batch['image']
+    monster = image.abs().flatten(1).amax(dim=1) > 1e20
+    return dict(batch, image=torch.where(monster[:, None, None, None], float('nan'), image))
+
+
+class MonsterDetector(helpers.TinyDetector):
+    def forward(self, batch, training=None):
+        return super().forward(nan_on_monsters(batch), training)
+
+
+class MonsterBCEDetector(BCEDetector):
+    def forward(self, batch, training=None):
+        return super().forward(nan_on_monsters(batch), training)
+
+
+class MonsterBuilder(helpers.TinyBuilder):
+    def __init__(self, bce=False):
+        super().__init__()
+        self.bce = bce
+
+    def build(self):
+        return MonsterBCEDetector() if self.bce else MonsterDetector()
+
+
+def test_a_loss_that_raises_on_a_nan_map_is_a_failed_forward_without_a_second_forward(tmp_path):
+    # review item 3: under DDP with --sync_bn a second forward in training mode on the one rank whose loss raised
+    # would run SyncBatchNorm collectives the other ranks never join (a hang): the error is a failed forward, and
+    # the check over every rank decides
+    experiment = helpers.make_experiment(MonsterImage(12, monsters=(5,)), epochs=2, shuffle=False)
+    experiment.structure.builder = MonsterBuilder(bce=True)
+    trainer = Trainer(experiment, helpers.options(str(tmp_path)))
+    modes = []
+    check = trainer._prediction_is_finite
+
+    def spying(batch, training_mode=False):
+        modes.append(training_mode)
+        return check(batch, training_mode)
+    trainer._prediction_is_finite = spying
+    summary = trainer.train()
+    assert summary['iteration'] == 6 and True not in modes
+    log = (tmp_path / 'output.log').read_text()
+    assert 'step skipped at iteration 1' in log and 'the loss failed on a non-finite probability map' in log

@@ -42,6 +42,10 @@ EXPECTED_FAILURES: Tuple[Type[BaseException], ...] = (
     TrainingStartError, CheckpointWriteError, NonFiniteCheckpointError, NonFiniteStop, LogWriteError, OutputPathError)
 
 
+# ``F.binary_cross_entropy``'s refusal of an input outside [0, 1] (NaN included) on the CPU
+_BCE_RANGE_ERROR = 'should be between 0 and 1'
+
+
 def seed_everything(seed: int) -> None:
     """Python, NumPy and torch generators (model initialisation); the data order and augmentation are seeded by
     the loader (``data.DataLoader.bind`` / ``start_epoch``)."""
@@ -223,17 +227,20 @@ class Trainer:
 
     def _training_forward(self, model: nn.Module, batch: Any) -> Tuple[Optional[torch.Tensor], Any, Any,
                                                                         Optional[str]]:
-        """The step's forward: (loss, pred, metrics, None); (None, None, None, why) when it raised because of
-        non-finite values (``F.binary_cross_entropy`` on a NaN probability map: the model's own prediction on
-        this batch is non-finite). Any other error propagates (a bug)."""
+        """The step's forward: (loss, pred, metrics, None); (None, None, None, why) when the loss refused a
+        probability map outside [0, 1] (``F.binary_cross_entropy`` on NaN, on the CPU: a model whose own loss calls
+        it; the project's ``BalanceCrossEntropyLoss`` gives a NaN loss instead, as a CUDA device-side assert cannot
+        be caught). That is a failed forward like a NaN loss, decided by ``NonFiniteGuard.forward_ok`` over every
+        rank; no second forward runs here (under DDP with ``--sync_bn`` its collectives would wait for ranks that
+        never join). Any other error propagates (a bug)."""
         try:
             with self._autocast():
                 loss, pred, metrics = model(batch, training=True)
         except RuntimeError as error:
+            if _BCE_RANGE_ERROR not in str(error):
+                raise
             assert self.guard is not None
             self.guard.restore_buffers()
-            if self._prediction_is_finite(batch, training_mode=True):
-                raise
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             return None, None, None, f'the loss failed on a non-finite probability map ({first})'
         return loss.float().mean(), pred, metrics, None
