@@ -229,6 +229,22 @@ class MonsterBuilder(helpers.TinyBuilder):
         return MonsterBCEDetector() if self.bce else MonsterDetector()
 
 
+def test_a_save_after_a_blamed_batch_verifies_on_a_batch_the_weights_stepped_on(tmp_path):
+    # review item 5: the step of iteration 1 (samples 4-7) is skipped, its batch blamed; the checkpoint asked for
+    # after it is verified on the batch of the last committed step, not on the blamed one (which gives NaN with any
+    # weights: the save used to fail with NonFiniteCheckpointError)
+    data = MonsterImage(8, monsters=(5,))
+    data.hooks = {5: lambda: (tmp_path / 'save').write_text('')}
+    experiment = helpers.make_experiment(data, epochs=2, signal_path='save', shuffle=False)
+    experiment.structure.builder = MonsterBuilder()
+    trainer = Trainer(experiment, helpers.options(str(tmp_path)))
+    summary = trainer.train()
+    assert summary['iteration'] == 4 and not summary['interrupted']
+    log = (tmp_path / 'output.log').read_text()
+    assert 'step skipped at iteration 1' in log and 'checkpoint saved at iteration 2 on request' in log
+    every_checkpoint_predicts(tmp_path, experiment.structure.builder)
+
+
 def test_a_loss_that_raises_on_a_nan_map_is_a_failed_forward_without_a_second_forward(tmp_path):
     # review item 3: under DDP with --sync_bn a second forward in training mode on the one rank whose loss raised
     # would run SyncBatchNorm collectives the other ranks never join (a hang): the error is a failed forward, and

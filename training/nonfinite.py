@@ -18,10 +18,10 @@ So a step is committed only if the model it leaves behind still gives a finite f
 step's forward verifies it, and when that forward is not finite the guard goes back to the state before the
 previous step (``undo_previous_step``) and runs the batch again; finite there, the previous step is rolled back,
 else the batch is to blame and the previous step stays (``redo_previous_step``). A save verifies the state it
-writes itself (``training.trainer.Trainer.save``: the probability map of the last finite batch; a non-finite one
-undoes the step just taken, ``undo_step``), so no checkpoint is written whose forward is non-finite. A step
-written to a checkpoint is final (``seal``): it is never rolled back afterwards, so resuming from that checkpoint
-gives the same weights as the run that went on.
+writes itself (``training.trainer.Trainer.save``: the probability map of the last committed step's batch; a
+non-finite one undoes the step just taken, ``undo_step``), so no checkpoint is written whose forward is
+non-finite. A step written to a checkpoint is final (``seal``): it is never rolled back afterwards, so resuming
+from that checkpoint gives the same weights as the run that went on.
 
 Under DistributedDataParallel every rank takes the same decision (the flags are OR-ed over the ranks) and restores
 its own snapshot. Cost: one copy of the buffers, the parameters and the optimizer state per step (into two sets of

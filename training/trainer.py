@@ -122,7 +122,7 @@ class Trainer:
         self.save_requested = False
         self.stop_reason: Optional[str] = None
         self._last_saved: Optional[tuple] = None
-        # the commit rule: the last batch with finite inputs, and which state of the weights a save verified
+        # the commit rule: the batch of the last committed step, and which state of the weights a save verified
         self._check_batch: Any = None
         self._weights_version = 0
         self._verified_version = 0
@@ -166,7 +166,6 @@ class Trainer:
         if self.context.any_flags([bool(bad_inputs)])[0]:
             return StepResult(batch, skipped='non-finite input: ' + self._bad_inputs_of_every_rank(bad_inputs),
                               bad=True, names_files=True)
-        self._check_batch = batch
         (model, optimizer, guard), scaler = self._step_parts(), self.scaler
         guard.snapshot()
         loss, pred, metrics, failure = self._training_forward(model, batch)
@@ -202,6 +201,7 @@ class Trainer:
             return StepResult(batch, skipped='non-finite weight or optimizer state after the step', bad=True)
         guard.commit()
         self._weights_version += 1
+        self._check_batch = batch  # a batch the committed weights stepped on: finite inputs, not blamed
         if self._checkpoint_follows():  # the commit rule before a periodic or the final checkpoint, counted here
             if self.context.any_flags([not self._prediction_is_finite(batch)])[0]:
                 guard.undo_step()
@@ -277,10 +277,11 @@ class Trainer:
 
     def _verify_before_save(self) -> None:
         """The commit rule at a save (every rank): the state about to be written must give a finite probability map
-        on the last batch with finite inputs. ``run_step`` checks it already before a periodic or the final
-        checkpoint (a failure there is a skipped step, counted towards ``max_nan_steps``); this covers the other
-        saves (a signal, ``best``). When it does not, the step just taken is undone (logged) and the state before
-        it checked; when that fails too, or no step can be undone, ``NonFiniteCheckpointError``."""
+        on the batch of the last committed step (never one blamed for a skipped step). ``run_step`` checks it
+        already before a periodic or the final checkpoint (a failure there is a skipped step, counted towards
+        ``max_nan_steps``); this covers the other saves (a signal, ``best``). When it does not, the step just taken
+        is undone (logged) and the state before it checked; when that fails too, or no step can be undone,
+        ``NonFiniteCheckpointError``."""
         batch = self._check_batch
         if batch is None or self._verified_version == self._weights_version:
             return
