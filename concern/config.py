@@ -437,6 +437,18 @@ def _has_plain_type(value: Any, expected: Tuple[type, ...]) -> bool:
     return False
 
 
+def _float_of_string(value: Any, expected: Tuple[type, ...]) -> Any:
+    """``value`` as a float when ``expected`` takes a float but not a string and ``value`` is a string ``float``
+    parses: PyYAML (YAML 1.1) reads ``1e-3`` or ``5e4`` (no dot) as a string, as ``--opt ...lr=1e-3`` does. Any
+    other value as it is."""
+    if isinstance(value, str) and float in expected and str not in expected:
+        try:
+            return float(value.strip())
+        except ValueError:
+            return value
+    return value
+
+
 def _describe_types(expected: Tuple[type, ...]) -> str:
     names = {bool: 'a boolean (true / false)', int: 'an integer', float: 'a number', str: 'a string',
              type(None): 'null'}
@@ -474,6 +486,8 @@ class ObjectBuilder:
                                   f'(accepted: {", ".join(parameters) or "none"})')
             kwargs[key] = self.build(value, _join(key_path, key), context)
             expected = _plain_argument_types(cls).get(key)
+            if expected is not None:
+                kwargs[key] = _float_of_string(kwargs[key], expected)
             if (expected is not None and not _has_plain_type(kwargs[key], expected)
                     and not (kwargs[key] is None and parameters[key].default is None)):
                 raise ConfigError(f'{_location(source, define, _join(key_path, key))}: class {cls.__name__} takes '

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from concern.config import (COMPONENT_MODULES, MAX_EXPANDED_NODES, MAX_FILE_BYTES, PROJECT_MODULES, ConfigError,
-                            ObjectBuilder, load_config, load_experiment_file, parse_override, resolve_class)
+                            ObjectBuilder, apply_overrides, load_config, load_experiment_file, parse_override,
+                            resolve_class)
 from experiment import Experiment
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -279,3 +280,32 @@ def test_numbers_convertible_as_before_still_build(tmp_path, monkeypatch):
     """)
     experiment = Experiment.build(load_config('exp.yaml'), ['structure', 'validation'])
     assert experiment.validation.interval == 100 and experiment.structure.representer.unclip_ratio == 2
+
+
+def test_a_float_argument_written_as_yaml_reads_it_a_string_still_builds(tmp_path, monkeypatch):
+    # review item 4: PyYAML reads 1e-3 (no dot) as the string '1e-3'; a float-annotated argument takes it, from the
+    # file and from --opt, converted to a float; a string no float parses is still refused
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, 'exp.yaml', """\
+        package: [experiment, training.optimizer_scheduler, training.learning_rate]
+        define:
+          - name: Experiment
+            class: Experiment
+            structure: {class: Structure, builder: null}
+            train:
+              class: TrainSettings
+              data_loader: null
+              scheduler:
+                class: OptimizerScheduler
+                learning_rate: {class: DecayLearningRate, lr: 1e-3, factor: 9e-1}
+    """)
+    config = load_config('exp.yaml')
+    assert config.tree['train']['scheduler']['learning_rate']['lr'] == '1e-3'  # what PyYAML gives
+    schedule = ObjectBuilder(config).build(config.tree['train']['scheduler']['learning_rate'], 'lr_schedule')
+    assert schedule.lr == 1e-3 and isinstance(schedule.lr, float) and schedule.factor == 0.9
+    apply_overrides(config, ['train.scheduler.learning_rate.lr=5e-4'])
+    schedule = ObjectBuilder(config).build(config.tree['train']['scheduler']['learning_rate'], 'lr_schedule')
+    assert schedule.lr == 5e-4
+    apply_overrides(config, ['train.scheduler.learning_rate.lr=fast'])
+    with pytest.raises(ConfigError, match=r"class DecayLearningRate takes a number for 'lr', got str 'fast'"):
+        ObjectBuilder(config).build(config.tree['train']['scheduler']['learning_rate'], 'lr_schedule')
