@@ -47,7 +47,8 @@ def test_billion_laughs_is_refused_at_once_naming_the_file(tmp_path, monkeypatch
     with pytest.raises(ConfigError, match=rf'laughs.yaml: its aliases \(\*anchor\) expand it to more than '
                                           rf'{MAX_EXPANDED_NODES} YAML nodes'):
         load_config('laughs.yaml')
-    assert time.perf_counter() - start < 2.0
+    # refused after 100,000 nodes (milliseconds); unbounded it ran past 120 s: a wide margin for a loaded CI machine
+    assert time.perf_counter() - start < 30.0
 
 
 def test_billion_laughs_through_print_config_only_exits_quickly_with_the_message(tmp_path):
@@ -73,7 +74,7 @@ def test_reference_bomb_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=rf"refs.yaml: define '.*'.*the \^references expand define 'Experiment' "
                                           rf'to more than {MAX_EXPANDED_NODES} nodes'):
         load_config('refs.yaml')
-    assert time.perf_counter() - start < 5.0
+    assert time.perf_counter() - start < 30.0  # milliseconds when bounded; 9**9 nodes unbounded
 
 
 def test_recursive_alias_is_refused(tmp_path, monkeypatch):
@@ -91,7 +92,7 @@ def test_diamond_of_imports_reads_each_file_once(tmp_path, monkeypatch):
         write(tmp_path, f'f{level}.yaml', 'import: [' + ', '.join([f'f{level - 1}.yaml'] * 9) + ']\n')
     start = time.perf_counter()
     assert set(load_experiment_file('f9.yaml').defines) == {'Experiment'}
-    assert time.perf_counter() - start < 2.0
+    assert time.perf_counter() - start < 30.0  # ten files read; 9**9 reads without the memo
 
 
 def test_oversized_file_is_refused_naming_the_file(tmp_path, monkeypatch):
