@@ -96,3 +96,52 @@ def test_a_periodic_file_replaced_by_another_is_not_deleted(tmp_path):
     assert open(first, 'rb').read() == b'the user\'s own file, of another size'
     saver.save_step({'w': torch.zeros(1)}, epoch=0, iteration=3)
     assert not os.path.exists(saver.path_of('model_epoch_0_minibatch_2'))  # its own files are still pruned
+
+
+def test_a_torn_last_manifest_line_does_not_swallow_the_next_record(tmp_path):
+    # review item 6: a kill while appending leaves a line without its newline; the next record used to be glued
+    # to it and lost: here the announcement of a temporary file that a second kill then leaves behind, which was
+    # left alone (and reported) at every start instead of removed
+    saver = ModelSaver(keep_last=1)
+    saver.bind(str(tmp_path))
+    manifest = saver.manifest
+    with open(manifest.path, 'a', encoding='utf-8') as stream:
+        stream.write('file\tmodel_epoch_0_minibatch_1\t12')  # torn
+    temporary = tmp_path / 'model' / '.model_epoch_0_minibatch_2.0123abcd.tmp'
+    manifest.record('temp', temporary.name)
+    temporary.write_bytes(b'partial')
+    assert manifest.read()[1] == [temporary.name] and 'model_epoch_0_minibatch_1' not in manifest.read()[0]
+    messages = ModelSaver(keep_last=1).bind(str(tmp_path))
+    assert messages == [f'removed {temporary} (7 bytes): temporary file of an interrupted checkpoint save']
+    saver.save_step({'weights': torch.zeros(3)}, 0, 2)
+    assert 'model_epoch_0_minibatch_2' in manifest.read()[0]
+    assert ModelSaver(keep_last=1).bind(str(tmp_path)) == []
+
+
+def test_a_periodic_checkpoint_killed_before_its_record_is_adopted_and_pruned(tmp_path, monkeypatch):
+    # review item 6: kill -9 between os.replace and the manifest's 'file' record: the checkpoint is in place, its
+    # temporary file announced; the next start records it (once) instead of reporting it at every start forever
+    saver = ModelSaver(keep_last=1)
+    saver.bind(str(tmp_path))
+    record = saver.manifest.record
+
+    def killed_before_the_file_record(kind, name):
+        if kind == 'file' and name == 'model_epoch_0_minibatch_1':
+            raise KeyboardInterrupt  # stands for the kill: nothing after os.replace runs
+        record(kind, name)
+    monkeypatch.setattr(saver.manifest, 'record', killed_before_the_file_record)
+    with pytest.raises(KeyboardInterrupt):
+        saver.save_step({'weights': torch.zeros(3)}, 0, 1)
+    monkeypatch.undo()
+    path = tmp_path / 'model' / 'model_epoch_0_minibatch_1'
+    assert path.is_file()
+    resumed = ModelSaver(keep_last=1)
+    messages = resumed.bind(str(tmp_path))
+    assert len(messages) == 1 and messages[0].startswith(f'recorded {path}: a periodic checkpoint whose save was ')
+    assert ModelSaver(keep_last=1).bind(str(tmp_path)) == []  # adopted once
+    resumed.save_step({'weights': torch.ones(3)}, 0, 2)
+    assert not path.exists()  # pruned by keep_last like any checkpoint of the run
+    # a planted file of the same form, never announced, is still left alone
+    planted = tmp_path / 'model' / 'model_epoch_9_minibatch_999'
+    planted.write_bytes(b'x')
+    assert any('left alone' in line for line in ModelSaver(keep_last=1).bind(str(tmp_path)))

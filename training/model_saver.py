@@ -31,6 +31,10 @@ from concern.checkpoint_io import LAST_CHECKPOINT
 # The temporary files of atomic_torch_save (.<name>.<mkstemp letters>.tmp) and atomic_link (.<name>.<pid>.link.tmp).
 TEMPORARY_FILE = re.compile(r'^\..+\.[A-Za-z0-9_]+(\.link)?\.tmp$')
 STEP_FILE = re.compile(r'^model_epoch_(\d+)_minibatch_(\d+)$')
+# what ends a manifest line torn by a kill while appending: an extra field, so that the line is never a record
+TORN_END = '\ttorn\n'
+# a temporary file's name as _temporary_name makes it: the target's name is group 1
+ANNOUNCED_TEMPORARY = re.compile(r'^\.(.+)\.[0-9a-f]+(\.link)?\.tmp$')
 # The record of what the saver wrote in its folder: the only files clean-up may delete.
 MANIFEST = '.saver_manifest'
 
@@ -207,7 +211,9 @@ def atomic_write_text(text: str, path: str, record: Optional[Recorder] = None) -
 class Manifest:
     """The model folder's record of what the saver wrote (``.saver_manifest``): append-only lines ``temp <name>``
     (a temporary file about to be created), ``file <name> <size>`` (a file in place). A torn last line (a kill while
-    appending) is ignored. Only what it lists may be deleted by the clean-up."""
+    appending) is ignored, and ended (``TORN_END``: still no record) before the next record is appended. A periodic
+    checkpoint killed between its rename into place and its ``file`` record is adopted at the next ``bind``
+    (``adopt_interrupted``). Only what it lists may be deleted by the clean-up."""
 
     def __init__(self, directory: str):
         self.path = os.path.join(directory, MANIFEST)
@@ -217,10 +223,52 @@ class Manifest:
         line = f'{kind}\t{name}'
         if kind == 'file':
             line += f'\t{os.path.getsize(os.path.join(self.directory, name))}'
+        # a line torn by a kill while appending is ended first, so that it cannot swallow this record, with a field
+        # that makes it no record (a torn name or size is never taken for one)
+        torn = self._torn()
         with open(self.path, 'a', encoding='utf-8') as stream:
-            stream.write(line + '\n')
+            stream.write((TORN_END if torn else '') + line + '\n')
             stream.flush()
             os.fsync(stream.fileno())
+
+    def _torn(self) -> bool:
+        """Whether the manifest's last line lacks its newline (a kill while appending)."""
+        try:
+            with open(self.path, 'rb') as stream:
+                stream.seek(0, os.SEEK_END)
+                if stream.tell() == 0:
+                    return False
+                stream.seek(-1, os.SEEK_END)
+                return stream.read(1) != b'\n'
+        except FileNotFoundError:
+            return False
+
+    def adopt_interrupted(self) -> List[str]:
+        """Record the periodic checkpoints whose save was killed between the rename into place and the ``file``
+        record: the last record naming the file is the announcement of its temporary file (``temp``), that temporary
+        file is gone (renamed), and the file is there. Returns their names."""
+        last: Dict[str, str] = {}
+        if not os.path.isfile(self.path):
+            return []
+        with open(self.path, encoding='utf-8', errors='replace') as stream:
+            for line in stream:
+                if not line.endswith('\n'):
+                    continue
+                parts = line.rstrip('\n').split('\t')
+                if parts[0] == 'temp' and len(parts) == 2:
+                    match = ANNOUNCED_TEMPORARY.match(parts[1])
+                    if match:
+                        last[match.group(1)] = parts[1]
+                elif parts[0] == 'file' and len(parts) == 3:
+                    last[parts[1]] = ''
+        adopted = []
+        for name, temporary in sorted(last.items()):
+            path = os.path.join(self.directory, name)
+            if (temporary and STEP_FILE.match(name) and not os.path.lexists(os.path.join(self.directory, temporary))
+                    and os.path.isfile(path) and not os.path.islink(path)):
+                self.record('file', name)
+                adopted.append(name)
+        return adopted
 
     def read(self) -> Tuple[Dict[str, int], List[str]]:
         """(files written: name -> size as written, newest record last; temporary files announced)."""
@@ -306,6 +354,9 @@ class ModelSaver:
         messages = []
         directory = self._require_bound()
         manifest = self._manifest()
+        for name in manifest.adopt_interrupted():
+            messages.append(f'recorded {os.path.join(directory, name)}: a periodic checkpoint whose save was '
+                            'interrupted after the file was in place (before the manifest heard of it)')
         files, temporaries = manifest.read()
         announced = set(temporaries)
         for name in sorted(os.listdir(directory)):
