@@ -286,3 +286,61 @@ def test_deteval_tables_and_matching_equal_intersecting_every_pair(version):
     # the merge step's selection of detections, done before its loop, gives the loop's result
     result = evaluator.match(tables)
     assert result['one_to_one'] > 0
+
+
+def end_records(count, directory_size, zip64=False):
+    """Only the end of a zip file: its end of central directory record (and ZIP64's), declaring ``count``
+    entries in a directory of ``directory_size`` bytes (what a zip of that many entries ends with)."""
+    if not zip64:
+        return struct.pack('<4s4H2LH', b'PK\x05\x06', 0, 0, count, count, directory_size, 0, 0)
+    record = struct.pack('<4sQ2H2L4Q', b'PK\x06\x06', 44, 45, 45, 0, 0, count, count, directory_size, 0)
+    locator = struct.pack('<4sLQL', b'PK\x06\x07', 0, 0, 1)
+    return record + locator + struct.pack('<4s4H2LH', b'PK\x05\x06', 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF,
+                                          0xFFFFFFFF, 0)
+
+
+def test_the_entry_count_is_read_from_the_end_record_before_the_directory(tmp_path, capsys, monkeypatch):
+    # review item 8: zipfile.ZipFile reads the whole central directory (10**7 entries: gigabytes) before the
+    # count could be checked; the end record's count and size are checked first, and ZipFile never runs here
+    gt = write_folder(tmp_path / 'gt', {'gt_img_1.txt': GT_1})
+    honest = tmp_path / 'res.zip'
+    with zipfile.ZipFile(honest, 'w') as archive:
+        for index in range(1, 13):
+            archive.writestr(f'res_img_{index}.txt', '')
+    zip64 = tmp_path / 'zip64.zip'
+    zip64.write_bytes(end_records(10 ** 7, 46 * 10 ** 7, zip64=True))
+    lying = tmp_path / 'lying.zip'
+    lying.write_bytes(end_records(1, 46 * 10 ** 7))
+
+    def refused(*args, **kwargs):
+        raise AssertionError('zipfile.ZipFile read the central directory')
+    monkeypatch.setattr(zipfile, 'ZipFile', refused)
+    error = refused_quickly(capsys, ['--gt', gt, '--submission', str(honest), '--max_files', '10'])
+    assert f'submission {honest}: 12 entries, more than the limit of 10 files (--max_files)' in error
+    error = refused_quickly(capsys, ['--gt', gt, '--submission', str(zip64)])
+    assert f'submission {zip64}: {10 ** 7} entries, more than the limit of 100000 files (--max_files)' in error
+    error = refused_quickly(capsys, ['--gt', gt, '--submission', str(lying)])
+    assert f'submission {lying}: a central directory of {46 * 10 ** 7} bytes, more than 1 KiB per entry of the ' \
+           'limit of 100000 files (--max_files)' in error
+
+
+def test_a_folders_ground_truth_is_read_once_by_its_reader_within_the_limits(tmp_path, capsys, monkeypatch):
+    # review item 8: path() read every ground-truth file of a folder in full before the reader read it again;
+    # now its size comes from the file system and its lines are counted by the reader
+    import tools.score as score_module
+    gt = write_folder(tmp_path / 'gt', {'gt_img_1.txt': GT_1 * 20, 'gt_img_2.txt': GT_1})
+    res = write_folder(tmp_path / 'res', {'res_img_1.txt': '0,0,100,0,100,20,0,20\n'})
+    read = []
+
+    def recording(stream, display, *args, **kwargs):
+        read.append(display)
+        return read_limited(stream, display, *args, **kwargs)
+    monkeypatch.setattr(score_module, 'read_limited', recording)
+    assert score(gt, res)['per_image']['img_1']['matched'] == 1
+    assert read == [str(tmp_path / 'res' / 'res_img_1.txt')]  # the result file only
+    error = refused_quickly(capsys, ['--gt', gt, '--submission', res, '--max_lines', '10'])
+    assert f'{tmp_path / "gt" / "gt_img_1.txt"}: more than the limit of 10 lines per file (--max_lines)' in error
+    error = refused_quickly(capsys, ['--gt', gt, '--submission', res, '--max_file_bytes', str(len(GT_1) * 20 - 1)])
+    assert f'gt_img_1.txt: {len(GT_1) * 20} bytes decompressed, more than the limit of' in error
+    error = refused_quickly(capsys, ['--gt', gt, '--submission', res, '--max_total_bytes', str(len(GT_1) * 20)])
+    assert f'its files hold {len(GT_1) * 21} bytes in total, more than the limit of' in error

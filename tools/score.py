@@ -42,8 +42,11 @@ Untrusted input (``Limits``; each has an option to raise it): a file's decompres
 default 64 MiB), the decompressed size of all files of one side (``--max_total_bytes``, 1 GiB), the number of
 files or zip entries (``--max_files``, 100,000) and the lines of one file (``--max_lines``, 1,000,000). A zip
 member is read as a stream: its declared size (the zip header) is checked before any byte is inflated, and the
-bytes and lines are counted while reading, since a header can lie; a limit reached is a ScoreError naming the
-file, the limit and the option. An ICDAR 2015 submission is 500 files of at most a few hundred lines.
+bytes and lines are counted while reading, since a header can lie; a zip's member count (and directory size) are
+read from its end record before ``zipfile`` reads the directory; a folder's ground-truth file is read once, by
+its reader, its size from the file system and its lines counted on its bytes. A limit reached is a ScoreError
+(or DataError) naming the file, the limit and the option. An ICDAR 2015 submission is 500 files of at most a few
+hundred lines.
 
 Exit status 0 on success, 2 on an error (printed on stderr as ``error: ...``).
 """
@@ -54,12 +57,13 @@ import json
 import math
 import os
 import re
+import struct
 import sys
 import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
-from typing import IO, Any, Dict, List, Optional, Sequence, Union
+from typing import IO, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -211,6 +215,38 @@ def image_stem(file_name: str, gt_format: str) -> Optional[str]:
     return None
 
 
+_END_OF_DIRECTORY = struct.Struct('<4s4H2LH')  # zip's end of central directory record
+_ZIP64_LOCATOR = struct.Struct('<4sLQL')
+_ZIP64_END = struct.Struct('<4sQ2H2L4Q')
+
+
+def zip_directory_size(location: str) -> Optional[Tuple[int, int]]:
+    """(entries, central directory bytes) of the zip file ``location`` as its end record (ZIP64's when there is
+    one) declares them, reading at most 64 kB from its end; None without an end record."""
+    with open(location, 'rb') as handle:
+        handle.seek(0, os.SEEK_END)
+        length = handle.tell()
+        start = max(0, length - (_END_OF_DIRECTORY.size + 0xFFFF))
+        handle.seek(start)
+        tail = handle.read()
+        position = tail.rfind(b'PK\x05\x06')
+        if position < 0 or len(tail) - position < _END_OF_DIRECTORY.size:
+            return None
+        fields = _END_OF_DIRECTORY.unpack_from(tail, position)
+        count, size = fields[4], fields[5]
+        locator_at = start + position - _ZIP64_LOCATOR.size
+        if locator_at >= 0:
+            handle.seek(locator_at)
+            locator = handle.read(_ZIP64_LOCATOR.size)
+            if len(locator) == _ZIP64_LOCATOR.size and locator.startswith(b'PK\x06\x07'):
+                handle.seek(_ZIP64_LOCATOR.unpack(locator)[2])
+                record = handle.read(_ZIP64_END.size)
+                if len(record) == _ZIP64_END.size and record.startswith(b'PK\x06\x06'):
+                    values = _ZIP64_END.unpack(record)
+                    count, size = max(count, values[7]), max(size, values[8])
+    return count, size
+
+
 class _Files:
     """The plain files of a folder (not its subfolders) or of a zip file (by their base names), read within
     ``limits`` (``read_limited``) and extracted on demand into a temporary folder for path-based readers."""
@@ -234,6 +270,7 @@ class _Files:
                     self.names[name] = path
                     self.declared[name] = os.path.getsize(path)
         elif self.is_zip:
+            self._check_directory(location)
             try:
                 self.archive = zipfile.ZipFile(location)
             except (zipfile.BadZipFile, zlib.error, EOFError, ValueError):
@@ -263,6 +300,20 @@ class _Files:
                              f'{declared_total} bytes in total, more than the limit of {limits.max_total_bytes} '
                              f'bytes (--max_total_bytes)')
 
+    def _check_directory(self, location: str) -> None:
+        """The entry count and central directory size of a zip file from its end record, checked against
+        ``max_files`` before ``zipfile.ZipFile`` reads the directory (every entry, into memory: 10**7 entries
+        cost gigabytes). A directory larger than 1 KiB per allowed entry is refused too (the count can lie,
+        ``zipfile`` reads the directory by its size). A file without an end record is left to ``zipfile``."""
+        found = zip_directory_size(location)
+        if found is None:
+            return
+        count, size = found
+        self._check_count(count)
+        if size > self.limits.max_files * 1024:
+            raise ScoreError(f'{self.what} {location}: a central directory of {size} bytes, more than 1 KiB per '
+                             f'entry of the limit of {self.limits.max_files} files (--max_files)')
+
     def _check_count(self, count: int) -> None:
         if count > self.limits.max_files:
             raise ScoreError(f'{self.what} {self.location}: {count} entries, more than the limit of '
@@ -286,11 +337,21 @@ class _Files:
             raise ScoreError(f'{display}: cannot be read from the zip file: {error}') from None
 
     def path(self, name: str) -> str:
-        """A path on disk holding the file (extracted from the zip file into a temporary folder); the file is
-        read within the limits first, a folder's file too."""
+        """A path on disk holding the file (extracted from the zip file into a temporary folder, read within the
+        limits). A folder's file is not read here: its size (the file system's) is checked against the limits per
+        file and in total, and its lines are counted by the reader that reads it (call the reader inside
+        ``data.readers.line_limit``, as ``score`` does)."""
         if self.archive is None:
-            self.read_bytes(name)
-            return self.names[name]
+            path = self.names[name]
+            size = os.stat(path).st_size
+            if size > self.limits.max_file_bytes:
+                raise ScoreError(f'{path}: {size} bytes decompressed, more than the limit of '
+                                 f'{self.limits.max_file_bytes} bytes per file (--max_file_bytes)')
+            self._budget[0] += size
+            if self._budget[0] > self.limits.max_total_bytes:
+                raise ScoreError(f'{path}: the files read so far hold more than the limit of '
+                                 f'{self.limits.max_total_bytes} bytes in total (--max_total_bytes)')
+            return path
         if self._temporary is None:
             self._temporary = tempfile.TemporaryDirectory(prefix='score_')
         target = os.path.join(self._temporary.name, name)
@@ -325,7 +386,7 @@ def score(gt: str, submission: str, protocol: str = 'icdar2015', gt_format: str 
     naming the file and line of what cannot be scored, or the file and the limit (``limits``, each side alike)
     it passes, and ValueError for an unknown protocol, format or switch value."""
     from data.image_io import DataError
-    from data.readers import DONT_CARE, GT_NAME_PATTERNS, LIST_READERS, decode_text
+    from data.readers import DONT_CARE, GT_NAME_PATTERNS, LIST_READERS, decode_text, line_limit
     from structure.measurers.quad_measurer import make_evaluator
     if protocol not in PROTOCOLS:
         raise ScoreError(f'protocol: expected one of {sorted(PROTOCOLS)}, got {protocol!r}')
@@ -368,7 +429,8 @@ def score(gt: str, submission: str, protocol: str = 'icdar2015', gt_format: str 
         for stem in sorted(stems, key=_natural_key):
             name = stems[stem]
             try:
-                lines = LIST_READERS[gt_format](gt_files.path(name))
+                with line_limit(limits.max_lines, '--max_lines'):
+                    lines = LIST_READERS[gt_format](gt_files.path(name))
             except DataError as error:
                 message = str(error)
                 if gt_files.is_zip:
