@@ -25,7 +25,9 @@ import copy
 import functools
 import importlib
 import inspect
+import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeGuard, Union
@@ -437,15 +439,20 @@ def _has_plain_type(value: Any, expected: Tuple[type, ...]) -> bool:
     return False
 
 
+_DECIMAL_NUMBER = re.compile(r'[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?')
+
+
 def _float_of_string(value: Any, expected: Tuple[type, ...]) -> Any:
-    """``value`` as a float when ``expected`` takes a float but not a string and ``value`` is a string ``float``
-    parses: PyYAML (YAML 1.1) reads ``1e-3`` or ``5e4`` (no dot) as a string, as ``--opt ...lr=1e-3`` does. Any
-    other value as it is."""
+    """``value`` as a float when ``expected`` takes a float but not a string and ``value`` is a string written as
+    a decimal number (digits, an optional dot and exponent) whose value is finite: PyYAML (YAML 1.1) reads
+    ``1e-3`` or ``5e4`` (no dot) as a string, as ``--opt ...lr=1e-3`` does. ``nan``, ``inf``, ``1e999`` and
+    ``1_000`` (which ``float`` would take) stay strings, so they are refused. Any other value as it is."""
     if isinstance(value, str) and float in expected and str not in expected:
-        try:
-            return float(value.strip())
-        except ValueError:
+        text = value.strip()
+        if _DECIMAL_NUMBER.fullmatch(text) is None:
             return value
+        number = float(text)
+        return number if math.isfinite(number) else value
     return value
 
 

@@ -310,3 +310,33 @@ def test_a_float_argument_written_as_yaml_reads_it_a_string_still_builds(tmp_pat
     apply_overrides(config, ['train.scheduler.learning_rate.lr=fast'])
     with pytest.raises(ConfigError, match=r"class DecayLearningRate takes a number for 'lr', got str 'fast'"):
         ObjectBuilder(config).build(config.tree['train']['scheduler']['learning_rate'], 'lr_schedule')
+
+
+@pytest.mark.parametrize('text', ['nan', 'NaN', 'inf', '-inf', 'Infinity', '1e999', '1_000', '0x10'])
+def test_a_float_argument_refuses_a_string_that_is_not_a_finite_decimal_number(tmp_path, monkeypatch, text):
+    # second review item 4: float() parses 'nan', 'inf', '1e999' (inf) and '1_000'; none of them is taken for a
+    # float-annotated argument (DecayLearningRate(lr='inf') built before), from the file or from --opt
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, 'exp.yaml', f"""\
+        package: [experiment, training.optimizer_scheduler, training.learning_rate]
+        define:
+          - name: Experiment
+            class: Experiment
+            structure: {{class: Structure, builder: null}}
+            train:
+              class: TrainSettings
+              data_loader: null
+              scheduler:
+                class: OptimizerScheduler
+                learning_rate: {{class: DecayLearningRate, lr: '{text}'}}
+    """)
+    config = load_config('exp.yaml')
+    with pytest.raises(ConfigError, match=r"class DecayLearningRate takes a number for 'lr', got str"):
+        ObjectBuilder(config).build(config.tree['train']['scheduler']['learning_rate'], 'lr_schedule')
+    apply_overrides(config, ['train.scheduler.learning_rate.lr=1e-3'])
+    assert ObjectBuilder(config).build(config.tree['train']['scheduler']['learning_rate'], 'lr_schedule').lr == 1e-3
+    apply_overrides(config, [f'train.scheduler.learning_rate.lr={text}'])
+    if isinstance(config.tree['train']['scheduler']['learning_rate']['lr'], int):
+        return  # YAML 1.1 reads an unquoted 1_000 or 0x10 as an integer, which is a number
+    with pytest.raises(ConfigError, match=r"class DecayLearningRate takes a number for 'lr', got str"):
+        ObjectBuilder(config).build(config.tree['train']['scheduler']['learning_rate'], 'lr_schedule')
