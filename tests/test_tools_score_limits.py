@@ -344,3 +344,74 @@ def test_a_folders_ground_truth_is_read_once_by_its_reader_within_the_limits(tmp
     assert f'gt_img_1.txt: {len(GT_1) * 20} bytes decompressed, more than the limit of' in error
     error = refused_quickly(capsys, ['--gt', gt, '--submission', res, '--max_total_bytes', str(len(GT_1) * 20)])
     assert f'its files hold {len(GT_1) * 21} bytes in total, more than the limit of' in error
+
+
+def zip64_archive(path, members):
+    """A zip of ``members`` (name -> text) that ends as a ZIP64 archive does: its ZIP64 end record and locator,
+    then an end record whose count, size and offset are the 0xFFFF / 0xFFFFFFFF placeholders."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, 'w') as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+    data = buffer.getvalue()
+    end = data.rfind(b'PK\x05\x06')
+    fields = struct.unpack('<4s4H2LH', data[end:end + 22])
+    count, size, offset = fields[4], fields[5], fields[6]
+    record = struct.pack('<4sQ2H2L4Q', b'PK\x06\x06', 44, 45, 45, 0, 0, count, count, size, offset)
+    locator = struct.pack('<4sLQL', b'PK\x06\x07', 0, end, 1)
+    path.write_bytes(data[:end] + record + locator + struct.pack('<4s4H2LH', b'PK\x05\x06', 0, 0, 0xFFFF, 0xFFFF,
+                                                                 0xFFFFFFFF, 0xFFFFFFFF, 0))
+    return path
+
+
+def test_the_end_record_is_the_one_zipfile_uses_and_a_zip_without_one_is_refused(tmp_path, capsys, monkeypatch):
+    # second review item 1: the last 'PK\5\6' was taken as the end record; written into the directory-offset field
+    # it made the search give up (no record whole after it) and skip --max_files, while zipfile, which looks at
+    # the last 22 bytes first, opened the file. The record is found as zipfile finds it; no record: refused
+    gt = write_folder(tmp_path / 'gt', {'gt_img_1.txt': GT_1})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, 'w') as archive:
+        for index in range(1, 13):
+            archive.writestr(f'res_img_{index}.txt', '')
+    data = bytearray(buffer.getvalue())
+    data[-6:-2] = b'PK\x05\x06'  # the end record's directory-offset field
+    edited = tmp_path / 'edited.zip'
+    edited.write_bytes(bytes(data))
+    assert len(zipfile.ZipFile(edited).infolist()) == 12  # zipfile still opens it
+    garbage = tmp_path / 'garbage.zip'
+    garbage.write_bytes(b'not a zip, but PK\x05\x06 near its end')
+    opened = []
+    real_zipfile = zipfile.ZipFile
+
+    def spying(*args, **kwargs):
+        opened.append(args[0])
+        return real_zipfile(*args, **kwargs)
+    monkeypatch.setattr(zipfile, 'ZipFile', spying)
+    error = refused_quickly(capsys, ['--gt', gt, '--submission', str(edited), '--max_files', '10'])
+    assert f'submission {edited}: 12 entries, more than the limit of 10 files (--max_files)' in error
+    assert opened == []  # refused by the end record, before zipfile read the directory
+    error = refused_quickly(capsys, ['--gt', gt, '--submission', str(garbage)])
+    assert f'submission {garbage}: neither a folder nor a zip file (no end of central directory record)' in error
+    assert opened == []
+
+
+@pytest.mark.parametrize('offset', [2 ** 63 - 1, 2 ** 64 - 1])
+def test_a_zip64_end_record_is_read_before_its_locator_as_zipfile_reads_it(tmp_path, capsys, offset):
+    # second review item 2: the ZIP64 record was read at the locator's offset (2**63 - 1: a raw OSError; 2**64 - 1:
+    # an error naming no file), and max(classic, ZIP64) refused a ZIP64 archive for its classic placeholders.
+    # zipfile (3.11) reads it right before the locator and uses its values: so does the check now
+    gt = write_folder(tmp_path / 'gt', {'gt_img_1.txt': GT_1, 'gt_img_2.txt': GT_1})
+    far = tmp_path / 'far.zip'
+    data = end_records(10 ** 7, 46 * 10 ** 7, zip64=True)
+    far.write_bytes(data[:56] + struct.pack('<4sLQL', b'PK\x06\x07', 0, offset, 1) + data[76:])
+    error = refused_quickly(capsys, ['--gt', gt, '--submission', str(far)])
+    assert f'submission {far}: {10 ** 7} entries, more than the limit of 100000 files (--max_files)' in error
+    cramped = tmp_path / 'cramped.zip'
+    cramped.write_bytes(data[56:])  # a locator with no room for the ZIP64 record before it: zipfile's OSError
+    error = refused_quickly(capsys, ['--gt', gt, '--submission', str(cramped)])
+    assert f'submission {cramped}: cannot read its zip end record: ' in error
+    archive = zip64_archive(tmp_path / 'zip64.zip', {'res_img_1.txt': '0,0,100,0,100,20,0,20\n',
+                                                     'res_img_2.txt': ''})
+    assert [member.filename for member in zipfile.ZipFile(archive).infolist()] == ['res_img_1.txt', 'res_img_2.txt']
+    assert main(['--gt', gt, '--submission', str(archive), '--max_files', '10']) == 0
+    assert score(gt, str(archive), limits=Limits(max_files=10))['per_image']['img_1']['matched'] == 1

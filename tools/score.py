@@ -43,10 +43,10 @@ default 64 MiB), the decompressed size of all files of one side (``--max_total_b
 files or zip entries (``--max_files``, 100,000) and the lines of one file (``--max_lines``, 1,000,000). A zip
 member is read as a stream: its declared size (the zip header) is checked before any byte is inflated, and the
 bytes and lines are counted while reading, since a header can lie; a zip's member count (and directory size) are
-read from its end record before ``zipfile`` reads the directory; a folder's ground-truth file is read once, by
-its reader, its size from the file system and its lines counted on its bytes. A limit reached is a ScoreError
-(or DataError) naming the file, the limit and the option. An ICDAR 2015 submission is 500 files of at most a few
-hundred lines.
+read from its end record (found, ZIP64's too, where ``zipfile`` finds it; none: refused) before ``zipfile``
+reads the directory; a folder's ground-truth file is read once, by its reader, its size from the file system
+and its lines counted on its bytes. A limit reached is a ScoreError (or DataError) naming the file, the limit
+and the option. An ICDAR 2015 submission is 500 files of at most a few hundred lines.
 
 Exit status 0 on success, 2 on an error (printed on stderr as ``error: ...``).
 """
@@ -221,30 +221,53 @@ _ZIP64_END = struct.Struct('<4sQ2H2L4Q')
 
 
 def zip_directory_size(location: str) -> Optional[Tuple[int, int]]:
-    """(entries, central directory bytes) of the zip file ``location`` as its end record (ZIP64's when there is
-    one) declares them, reading at most 64 kB from its end; None without an end record."""
+    """(entries, central directory bytes) of the zip file ``location`` as the end record ``zipfile`` will use
+    declares them, reading at most 64 kB from its end; None when ``zipfile`` finds no end record.
+
+    The record is found as ``zipfile._EndRecData`` finds it (Python 3.11): the last 22 bytes when they are a
+    record without a comment, else the last signature in the last 64 kB + 22 bytes (a signature too near the
+    end for a whole record: None). When a ZIP64 locator precedes it, the ZIP64 end record is read where
+    ``zipfile`` reads it, right before the locator (the locator's offset is not used), and its count and size
+    replace the end record's (whose fields are then 0xFFFF / 0xFFFFFFFF placeholders). A ZIP64 locator
+    ``zipfile`` would fail on (several disks, no room for the record before it) is a ValueError; reading errors
+    are OSError."""
     with open(location, 'rb') as handle:
-        handle.seek(0, os.SEEK_END)
-        length = handle.tell()
-        start = max(0, length - (_END_OF_DIRECTORY.size + 0xFFFF))
-        handle.seek(start)
-        tail = handle.read()
-        position = tail.rfind(b'PK\x05\x06')
-        if position < 0 or len(tail) - position < _END_OF_DIRECTORY.size:
+        length = handle.seek(0, os.SEEK_END)
+        if length < _END_OF_DIRECTORY.size:
             return None
-        fields = _END_OF_DIRECTORY.unpack_from(tail, position)
+        handle.seek(length - _END_OF_DIRECTORY.size)
+        last = handle.read(_END_OF_DIRECTORY.size)
+        if last.startswith(b'PK\x05\x06') and last.endswith(b'\x00\x00'):
+            record_at, record = length - _END_OF_DIRECTORY.size, last
+        else:
+            start = max(0, length - (_END_OF_DIRECTORY.size + 0x10000))
+            handle.seek(start)
+            tail = handle.read()
+            position = tail.rfind(b'PK\x05\x06')
+            if position < 0 or len(tail) - position < _END_OF_DIRECTORY.size:
+                return None
+            record_at, record = start + position, tail[position:position + _END_OF_DIRECTORY.size]
+        fields = _END_OF_DIRECTORY.unpack(record)
         count, size = fields[4], fields[5]
-        locator_at = start + position - _ZIP64_LOCATOR.size
-        if locator_at >= 0:
-            handle.seek(locator_at)
-            locator = handle.read(_ZIP64_LOCATOR.size)
-            if len(locator) == _ZIP64_LOCATOR.size and locator.startswith(b'PK\x06\x07'):
-                handle.seek(_ZIP64_LOCATOR.unpack(locator)[2])
-                record = handle.read(_ZIP64_END.size)
-                if len(record) == _ZIP64_END.size and record.startswith(b'PK\x06\x06'):
-                    values = _ZIP64_END.unpack(record)
-                    count, size = max(count, values[7]), max(size, values[8])
-    return count, size
+        locator_at = record_at - _ZIP64_LOCATOR.size
+        if locator_at < 0:
+            return count, size
+        handle.seek(locator_at)
+        locator = handle.read(_ZIP64_LOCATOR.size)
+        if len(locator) != _ZIP64_LOCATOR.size or not locator.startswith(b'PK\x06\x07'):
+            return count, size
+        _, disk, _, disks = _ZIP64_LOCATOR.unpack(locator)
+        if disk != 0 or disks > 1:
+            raise ValueError('a ZIP64 locator naming several disks (not supported)')
+        zip64_at = locator_at - _ZIP64_END.size
+        if zip64_at < 0:
+            raise ValueError('a ZIP64 locator with no room for its end record before it')
+        handle.seek(zip64_at)
+        zip64 = handle.read(_ZIP64_END.size)
+        if len(zip64) != _ZIP64_END.size or not zip64.startswith(b'PK\x06\x06'):
+            return count, size
+        values = _ZIP64_END.unpack(zip64)
+        return values[7], values[8]
 
 
 class _Files:
@@ -304,10 +327,15 @@ class _Files:
         """The entry count and central directory size of a zip file from its end record, checked against
         ``max_files`` before ``zipfile.ZipFile`` reads the directory (every entry, into memory: 10**7 entries
         cost gigabytes). A directory larger than 1 KiB per allowed entry is refused too (the count can lie,
-        ``zipfile`` reads the directory by its size). A file without an end record is left to ``zipfile``."""
-        found = zip_directory_size(location)
+        ``zipfile`` reads the directory by its size). A file without an end record, or whose end record cannot be
+        read, is refused here, naming it."""
+        try:
+            found = zip_directory_size(location)
+        except (OSError, ValueError, OverflowError) as error:
+            raise ScoreError(f'{self.what} {location}: cannot read its zip end record: {error}') from None
         if found is None:
-            return
+            raise ScoreError(f'{self.what} {location}: neither a folder nor a zip file '
+                             f'(no end of central directory record)')
         count, size = found
         self._check_count(count)
         if size > self.limits.max_files * 1024:
