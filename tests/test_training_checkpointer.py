@@ -336,7 +336,7 @@ def test_bind_removes_the_temporary_files_of_an_interrupted_save(tmp_path, monke
     folder = tmp_path / 'model'
     saver.save_step({'w': torch.zeros(1)}, epoch=3, iteration=300)
     # kill -9 in the middle of writing a checkpoint and of linking latest: the temporary files stay behind
-    monkeypatch.setattr(model_saver_module, '_discard', lambda path: None)
+    monkeypatch.setattr(model_saver_module, '_discard', lambda *args: None)
 
     def killed_while_writing(content, stream, *args, **kwargs):
         stream.write(b'\0' * 3000)

@@ -145,3 +145,41 @@ def test_a_periodic_checkpoint_killed_before_its_record_is_adopted_and_pruned(tm
     planted = tmp_path / 'model' / 'model_epoch_9_minibatch_999'
     planted.write_bytes(b'x')
     assert any('left alone' in line for line in ModelSaver(keep_last=1).bind(str(tmp_path)))
+
+
+@pytest.mark.parametrize('how', ['removed at the next start', 'removed by the failed write'])
+def test_a_file_appearing_where_a_removed_temporary_file_was_headed_is_never_adopted(tmp_path, monkeypatch, how):
+    # second review item 3: a save announced its temporary file and ended before the rename; the temporary file was
+    # removed (as stale by the next bind, or by the failed write itself), yet the announcement stayed the last
+    # word on that name, so a file someone else put there later was adopted as the saver's and pruned by keep_last.
+    # Now the removal is recorded ('gone'), and only an announcement that is the manifest's last record is adopted
+    import training.model_saver as model_saver_module
+    saver = ModelSaver(keep_last=1)
+    saver.bind(str(tmp_path))
+    if how == 'removed at the next start':
+        monkeypatch.setattr(model_saver_module, '_discard', lambda *args: None)  # kill -9: nothing runs after it
+
+    def failing(content, stream, *args, **kwargs):
+        stream.write(b'\0' * 100)
+        raise KeyboardInterrupt if how == 'removed at the next start' else RuntimeError('the write failed')
+    monkeypatch.setattr(model_saver_module.torch, 'save', failing)
+    with pytest.raises((KeyboardInterrupt, RuntimeError)):
+        saver.save_step({'weights': torch.zeros(3)}, 0, 1)
+    monkeypatch.undo()
+    folder = tmp_path / 'model'
+    stale = [name for name in os.listdir(folder) if name.endswith('.tmp')]
+    if how == 'removed at the next start':
+        assert len(stale) == 1
+        messages = ModelSaver(keep_last=1).bind(str(tmp_path))
+        assert messages == [f'removed {folder / stale[0]} (100 bytes): temporary file of an interrupted '
+                            'checkpoint save']
+    assert [name for name in os.listdir(folder) if name.endswith('.tmp')] == []
+    users = folder / 'model_epoch_0_minibatch_1'
+    users.write_bytes(b'the user\'s own file')
+    resumed = ModelSaver(keep_last=1)
+    messages = resumed.bind(str(tmp_path))
+    assert len(messages) == 1 and messages[0].startswith(f'left alone: {users} is named like a periodic checkpoint')
+    for iteration in (2, 3):
+        resumed.save_step({'weights': torch.ones(3)}, 0, iteration)
+    assert users.read_bytes() == b'the user\'s own file'
+    assert not (folder / 'model_epoch_0_minibatch_2').exists()  # the saver's own files are still pruned

@@ -147,10 +147,12 @@ def _replace_atomically(path: str, write: Callable[[str], None], suffix: str = '
     """``write(temporary)`` a new file in ``path``'s folder (``.<name>.<random>.tmp``, created by ``write``, which
     must not overwrite), then rename it over ``path`` (atomic on POSIX): a process killed meanwhile leaves the
     previous ``path`` intact. ``record(kind, name)`` (the saver's manifest) hears of the temporary file before it is
-    created (``temp``) and of the file once in place (``file``). On any error the temporary file is removed; a
-    failure of the file system is re-raised as ``CheckpointWriteError``."""
+    created (``temp``), of the file once in place (``file``), and of the temporary file's removal (``gone``) when
+    an error ends the write before the rename. On any error the temporary file is removed; a failure of the file
+    system is re-raised as ``CheckpointWriteError``."""
     directory = os.path.dirname(os.path.abspath(path))
     temporary: Optional[str] = None
+    replaced = False
     try:
         os.makedirs(directory, exist_ok=True)
         temporary = _temporary_name(path, suffix)
@@ -158,21 +160,29 @@ def _replace_atomically(path: str, write: Callable[[str], None], suffix: str = '
             record('temp', os.path.basename(temporary))
         write(temporary)
         os.replace(temporary, path)
+        replaced = True
         if record is not None:
             record('file', os.path.basename(path))
     except BaseException as error:
-        if temporary is not None:
-            _discard(temporary)
+        if temporary is not None and not replaced:
+            _discard(temporary, record)
         converted = _write_error(error, path, directory) if isinstance(error, Exception) else None
         if converted is not None:
             raise converted from error
         raise
 
 
-def _discard(temporary: str) -> None:
-    """Remove the temporary file of a failed write (this process created it)."""
+def _discard(temporary: str, record: Optional[Recorder] = None) -> None:
+    """Remove the temporary file of a failed write (this process created it) and record it ``gone`` in the
+    manifest, so that a file appearing later under the name it was meant for is never adopted as the saver's
+    (``Manifest.adopt_interrupted``). The record is best effort: the write's own error is what the caller raises."""
     if os.path.lexists(temporary):
         os.remove(temporary)
+    if record is not None:
+        try:
+            record('gone', os.path.basename(temporary))
+        except Exception:  # a full disk, say: the write's own error is the one to report
+            pass
 
 
 def _synced(write: Callable[[Any], None], mode: str) -> Callable[[str], None]:
@@ -210,9 +220,10 @@ def atomic_write_text(text: str, path: str, record: Optional[Recorder] = None) -
 
 class Manifest:
     """The model folder's record of what the saver wrote (``.saver_manifest``): append-only lines ``temp <name>``
-    (a temporary file about to be created), ``file <name> <size>`` (a file in place). A torn last line (a kill while
-    appending) is ignored, and ended (``TORN_END``: still no record) before the next record is appended. A periodic
-    checkpoint killed between its rename into place and its ``file`` record is adopted at the next ``bind``
+    (a temporary file about to be created), ``file <name> <size>`` (a file in place), ``gone <name>`` (a temporary
+    file removed: a failed write's, or a stale one removed by ``bind``). A torn last line (a kill while appending)
+    is ignored, and ended (``TORN_END``: still no record) before the next record is appended. A periodic checkpoint
+    killed between its rename into place and its ``file`` record is adopted at the next ``bind``
     (``adopt_interrupted``). Only what it lists may be deleted by the clean-up."""
 
     def __init__(self, directory: str):
@@ -243,49 +254,58 @@ class Manifest:
         except FileNotFoundError:
             return False
 
-    def adopt_interrupted(self) -> List[str]:
-        """Record the periodic checkpoints whose save was killed between the rename into place and the ``file``
-        record: the last record naming the file is the announcement of its temporary file (``temp``), that temporary
-        file is gone (renamed), and the file is there. Returns their names."""
-        last: Dict[str, str] = {}
+    def _records(self) -> List[Tuple[str, str, int]]:
+        """The manifest's complete records, oldest first: (kind, name, size; 0 but for ``file``). A line without
+        its newline, or ended as torn (``TORN_END``), is no record."""
+        records: List[Tuple[str, str, int]] = []
         if not os.path.isfile(self.path):
-            return []
+            return records
         with open(self.path, encoding='utf-8', errors='replace') as stream:
             for line in stream:
-                if not line.endswith('\n'):
-                    continue
-                parts = line.rstrip('\n').split('\t')
-                if parts[0] == 'temp' and len(parts) == 2:
-                    match = ANNOUNCED_TEMPORARY.match(parts[1])
-                    if match:
-                        last[match.group(1)] = parts[1]
-                elif parts[0] == 'file' and len(parts) == 3:
-                    last[parts[1]] = ''
-        adopted = []
-        for name, temporary in sorted(last.items()):
-            path = os.path.join(self.directory, name)
-            if (temporary and STEP_FILE.match(name) and not os.path.lexists(os.path.join(self.directory, temporary))
-                    and os.path.isfile(path) and not os.path.islink(path)):
-                self.record('file', name)
-                adopted.append(name)
-        return adopted
-
-    def read(self) -> Tuple[Dict[str, int], List[str]]:
-        """(files written: name -> size as written, newest record last; temporary files announced)."""
-        files: Dict[str, int] = {}
-        temporaries: List[str] = []
-        if not os.path.isfile(self.path):
-            return files, temporaries
-        with open(self.path, encoding='utf-8', errors='replace') as stream:
-            for line in stream:
-                if not line.endswith('\n'):
+                if not line.endswith('\n') or line.endswith(TORN_END):
                     continue  # torn by a kill while appending
                 parts = line.rstrip('\n').split('\t')
-                if parts[0] == 'temp' and len(parts) == 2:
-                    temporaries.append(parts[1])
+                if parts[0] in ('temp', 'gone') and len(parts) == 2:
+                    records.append((parts[0], parts[1], 0))
                 elif parts[0] == 'file' and len(parts) == 3 and parts[2].isdigit():
-                    files[parts[1]] = int(parts[2])
-        return files, temporaries
+                    records.append(('file', parts[1], int(parts[2])))
+        return records
+
+    def adopt_interrupted(self) -> List[str]:
+        """Record the periodic checkpoint whose save was killed between the rename into place and the ``file``
+        record: the manifest's last complete record is the announcement of its temporary file (``temp``; a kill
+        ends the run, so nothing can follow it), that temporary file is gone (renamed), and the file is there.
+        Called at ``bind`` before anything else is recorded. An announcement followed by any record (``gone``
+        when the temporary file was removed by a failed write or by ``bind``) is never adopted: a file appearing
+        later under that name is not the saver's. Returns the names adopted (none or one)."""
+        records = self._records()
+        if not records or records[-1][0] != 'temp':
+            return []
+        temporary = records[-1][1]
+        match = ANNOUNCED_TEMPORARY.match(temporary)
+        if match is None or not STEP_FILE.match(match.group(1)):
+            return []
+        name = match.group(1)
+        path = os.path.join(self.directory, name)
+        if (os.path.lexists(os.path.join(self.directory, temporary)) or not os.path.isfile(path)
+                or os.path.islink(path)):
+            return []
+        self.record('file', name)
+        return [name]
+
+    def read(self) -> Tuple[Dict[str, int], List[str]]:
+        """(files written: name -> size as written, newest record last; temporary files announced and not
+        recorded ``gone`` since)."""
+        files: Dict[str, int] = {}
+        temporaries: Dict[str, None] = {}
+        for kind, name, size in self._records():
+            if kind == 'temp':
+                temporaries[name] = None
+            elif kind == 'gone':
+                temporaries.pop(name, None)
+            else:
+                files[name] = size
+        return files, list(temporaries)
 
     def wrote(self, name: str, files: Optional[Dict[str, int]] = None) -> bool:
         """Whether ``name`` is a regular file of the folder as the saver wrote it (listed, same size)."""
@@ -373,6 +393,7 @@ class ModelSaver:
                     os.remove(path)
                 except FileNotFoundError:  # another process of the run removed it first
                     continue
+                manifest.record('gone', name)
                 messages.append(f'removed {path} ({_size(size)}): temporary file of an interrupted checkpoint save')
             elif STEP_FILE.match(name) and not manifest.wrote(name, files):
                 messages.append(f'left alone: {path} is named like a periodic checkpoint, but this project\'s saver '
