@@ -41,14 +41,15 @@ class BalanceCrossEntropyLoss(nn.Module):
         negative = ((1 - gt) * mask > 0.5).to(pred.dtype)
         positive_count = int(positive.sum())
         negative_count = min(int(negative.sum()), int(positive_count * self.negative_ratio))
-        if not bool(torch.isfinite(pred).all()):
+        probability = pred[:, 0].float()  # exactly what binary_cross_entropy gets, and what is checked
+        if not bool(torch.isfinite(probability).all()):
             # a NaN loss, as for any other non-finite prediction, that the trainer's check sees (training/nonfinite.py):
             # binary_cross_entropy refuses NaN, on CUDA with a device-side assert that ends the process
-            loss = torch.full(pred[:, 0].shape, float('nan'), dtype=torch.float32, device=pred.device)
+            loss = torch.full(probability.shape, float('nan'), dtype=torch.float32, device=pred.device)
             balanced = loss.sum()
             return (balanced, loss) if return_origin else balanced
         with torch.autocast(device_type=pred.device.type, enabled=False):
-            loss = nn.functional.binary_cross_entropy(pred[:, 0].float(), gt.float(), reduction='none')
+            loss = nn.functional.binary_cross_entropy(probability, gt.float(), reduction='none')
         positive_loss = (loss * positive).sum()
         negative_loss, _ = torch.topk((loss * negative).reshape(-1), negative_count)
         balanced = (positive_loss + negative_loss.sum()) / (positive_count + negative_count + self.eps)
