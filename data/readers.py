@@ -76,9 +76,10 @@ _LINE_LIMIT: contextvars.ContextVar[Optional[Tuple[int, str]]] = contextvars.Con
 
 @contextlib.contextmanager
 def line_limit(max_lines: int, option: str) -> Iterator[None]:
-    """Within it, a ground-truth file of more than ``max_lines`` newline characters is a DataError naming the file,
-    the limit and ``option``, counted on the file's bytes before any line is split (tools.score: the file's size
-    is checked from the file system before, so the reader reads each file once)."""
+    """Within it, a ground-truth file of more than ``max_lines`` line boundaries (every one ``str.splitlines``
+    splits at: ``\n``, ``\r``, ``\r\n``, ...) is a DataError naming the file, the limit and ``option``, counted on
+    the file's decoded text before any line is split (tools.score: the file's size is checked from the file system
+    before, so the reader reads each file once)."""
     token = _LINE_LIMIT.set((max_lines, option))
     try:
         yield
@@ -91,10 +92,21 @@ def _read_text(path: str) -> str:
         raise DataError(f'{path}: ground-truth file not found')
     with open(path, 'rb') as handle:
         raw = handle.read()
+    text = decode_text(raw, path)
     limit = _LINE_LIMIT.get()
-    if limit is not None and raw.count(b'\n') > limit[0]:
+    if limit is not None and _line_boundaries(text) > limit[0]:
         raise DataError(f'{path}: more than the limit of {limit[0]} lines per file ({limit[1]})')
-    return decode_text(raw, path)
+    return text
+
+
+# what str.splitlines splits at, besides \n and \r (counted apart: \r\n is one boundary)
+_OTHER_LINE_BOUNDARIES = '\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029'
+
+
+def _line_boundaries(text: str) -> int:
+    """How many line boundaries ``text.splitlines()`` splits at, counted without splitting it."""
+    count = text.count('\n') + text.count('\r') - text.count('\r\n')
+    return count + sum(text.count(character) for character in _OTHER_LINE_BOUNDARIES)
 
 
 def _is_number(token: Any) -> bool:

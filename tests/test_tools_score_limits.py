@@ -415,3 +415,22 @@ def test_a_zip64_end_record_is_read_before_its_locator_as_zipfile_reads_it(tmp_p
     assert [member.filename for member in zipfile.ZipFile(archive).infolist()] == ['res_img_1.txt', 'res_img_2.txt']
     assert main(['--gt', gt, '--submission', str(archive), '--max_files', '10']) == 0
     assert score(gt, str(archive), limits=Limits(max_files=10))['per_image']['img_1']['matched'] == 1
+
+
+@pytest.mark.parametrize('separator', ['\r', '\r\n', '\u2028'])
+def test_the_line_limit_counts_every_line_boundary_the_reader_splits_at(tmp_path, capsys, separator):
+    # second review item 7: the ground-truth reader counted only '\n' against --max_lines, while it splits the text
+    # with str.splitlines ('\r', '\u2028', ...): a file of '\r'-ended lines passed any line limit
+    lines = separator.join([GT_1.strip()] * 20) + separator
+    gt_folder = tmp_path / 'gt'
+    gt_folder.mkdir()
+    (gt_folder / 'gt_img_1.txt').write_bytes(lines.encode('utf-8'))
+    gt_zip = tmp_path / 'gt.zip'
+    with zipfile.ZipFile(gt_zip, 'w') as archive:
+        archive.writestr('gt_img_1.txt', lines.encode('utf-8'))
+    res = write_folder(tmp_path / 'res', {'res_img_1.txt': '0,0,100,0,100,20,0,20\n'})
+    for gt, display in ((str(gt_folder), str(gt_folder / 'gt_img_1.txt')), (str(gt_zip), f'{gt_zip}:gt_img_1.txt')):
+        error = refused_quickly(capsys, ['--gt', gt, '--submission', res, '--max_lines', '10'])
+        assert f'{display}: more than the limit of 10 lines per file (--max_lines)' in error
+        assert main(['--gt', gt, '--submission', res, '--max_lines', '20']) == 0
+        capsys.readouterr()

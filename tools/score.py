@@ -45,8 +45,9 @@ member is read as a stream: its declared size (the zip header) is checked before
 bytes and lines are counted while reading, since a header can lie; a zip's member count (and directory size) are
 read from its end record (found, ZIP64's too, where ``zipfile`` finds it; none: refused) before ``zipfile``
 reads the directory; a folder's ground-truth file is read once, by its reader, its size from the file system
-and its lines counted on its bytes. A limit reached is a ScoreError (or DataError) naming the file, the limit
-and the option. An ICDAR 2015 submission is 500 files of at most a few hundred lines.
+and its lines counted on its decoded text (every boundary ``str.splitlines`` splits at). A limit reached is a
+ScoreError (or DataError) naming the file, the limit and the option. An ICDAR 2015 submission is 500 files of at
+most a few hundred lines.
 
 Exit status 0 on success, 2 on an error (printed on stderr as ``error: ...``).
 """
@@ -85,7 +86,7 @@ class Limits:
     max_file_bytes: int = 64 << 20  # decompressed bytes of one file (zip member or file of a folder)
     max_total_bytes: int = 1 << 30  # decompressed bytes of all files read from one side
     max_files: int = 100_000  # files of a folder, entries of a zip file
-    max_lines: int = 1_000_000  # lines (newline characters) of one file
+    max_lines: int = 1_000_000  # lines of one file (newlines; a ground-truth file's: what its reader splits at)
 
     def __post_init__(self) -> None:
         for name in ('max_file_bytes', 'max_total_bytes', 'max_files', 'max_lines'):
