@@ -13,8 +13,8 @@ import shapely
 
 from structure.measurers.protocols.icdar2015_eval import DetectionIoUEvaluator
 from structure.measurers.protocols.icdar2015_eval.iou import _intersection_areas, _official_geometry, _valid_only
-from tools.score import DEFAULT_LIMITS, Limits, ScoreError, main, parse_result_points, parse_result_text, \
-    read_limited, score
+from tools.score import DEFAULT_LIMITS, Limits, ScoreError, count_directory_entries, main, parse_result_points, \
+    parse_result_text, read_limited, score, zip_directory_size
 
 GT_1 = '0,0,100,0,100,20,0,20,hello\n'
 BOMB_BYTES = 256 << 20  # newlines: about 260 kB compressed, four times the default limit of one file
@@ -434,3 +434,45 @@ def test_the_line_limit_counts_every_line_boundary_the_reader_splits_at(tmp_path
         assert f'{display}: more than the limit of 10 lines per file (--max_lines)' in error
         assert main(['--gt', gt, '--submission', res, '--max_lines', '20']) == 0
         capsys.readouterr()
+
+
+def test_a_zip_whose_end_record_understates_its_entries_is_refused_by_walking_its_directory(tmp_path, capsys,
+                                                                                             monkeypatch):
+    # second review item 5: an end record declaring 1 entry for a directory of 12 passed --max_files 10 (its size is
+    # far below 1 KiB per entry) and zipfile then built every entry; the directory's 46-byte headers are now walked
+    # and counted, up to max_files + 1, before zipfile opens it
+    gt = write_folder(tmp_path / 'gt', {'gt_img_1.txt': GT_1})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, 'w') as archive:
+        for index in range(1, 13):
+            archive.writestr(f'res_img_{index}.txt', '')
+    data = bytearray(buffer.getvalue())
+    end = data.rfind(b'PK\x05\x06')
+    struct.pack_into('<2H', data, end + 8, 1, 1)  # entries on this disk, entries in total
+    lying = tmp_path / 'lying.zip'
+    lying.write_bytes(bytes(data))
+    assert len(zipfile.ZipFile(lying).infolist()) == 12  # what zipfile builds, whatever the count says
+    for limit, refused in ((10, True), (11, True), (12, False)):
+        opened = []
+        real_zipfile = zipfile.ZipFile
+
+        def spying(*args, **kwargs):
+            opened.append(args[0])
+            return real_zipfile(*args, **kwargs)
+        monkeypatch.setattr(zipfile, 'ZipFile', spying)
+        if refused:
+            error = refused_quickly(capsys, ['--gt', gt, '--submission', str(lying), '--max_files', str(limit)])
+            assert f'submission {lying}: its central directory holds more than {limit} entries (its end record ' \
+                   f'declares 1), more than the limit of {limit} files (--max_files)' in error
+            assert opened == []
+        else:
+            assert main(['--gt', gt, '--submission', str(lying), '--max_files', str(limit)]) == 2  # no gt for img_2
+            assert 'image img_2 has no ground truth' in capsys.readouterr().err and opened == [str(lying)]
+        monkeypatch.undo()
+    # the walk starts where zipfile infers the directory's start, before the ZIP64 records too
+    zip64 = zip64_archive(tmp_path / 'zip64.zip', {f'res_img_{index}.txt': '' for index in range(1, 13)})
+    count, size, start = zip_directory_size(str(zip64))
+    assert count == 12 and count_directory_entries(str(zip64), start, size, 100) == 12
+    assert count_directory_entries(str(zip64), start, size, 5) == 5
+    _, size, start = zip_directory_size(str(lying))
+    assert count_directory_entries(str(lying), start, size, 100) == 12

@@ -43,11 +43,11 @@ default 64 MiB), the decompressed size of all files of one side (``--max_total_b
 files or zip entries (``--max_files``, 100,000) and the lines of one file (``--max_lines``, 1,000,000). A zip
 member is read as a stream: its declared size (the zip header) is checked before any byte is inflated, and the
 bytes and lines are counted while reading, since a header can lie; a zip's member count (and directory size) are
-read from its end record (found, ZIP64's too, where ``zipfile`` finds it; none: refused) before ``zipfile``
-reads the directory; a folder's ground-truth file is read once, by its reader, its size from the file system
-and its lines counted on its decoded text (every boundary ``str.splitlines`` splits at). A limit reached is a
-ScoreError (or DataError) naming the file, the limit and the option. An ICDAR 2015 submission is 500 files of at
-most a few hundred lines.
+read from its end record (found, ZIP64's too, where ``zipfile`` finds it; none: refused), and its directory's
+headers counted up to the limit, before ``zipfile`` reads the directory; a folder's ground-truth file is read
+once, by its reader, its size from the file system and its lines counted on its decoded text (every boundary
+``str.splitlines`` splits at). A limit reached is a ScoreError (or DataError) naming the file, the limit and the
+option. An ICDAR 2015 submission is 500 files of at most a few hundred lines.
 
 Exit status 0 on success, 2 on an error (printed on stderr as ``error: ...``).
 """
@@ -221,9 +221,10 @@ _ZIP64_LOCATOR = struct.Struct('<4sLQL')
 _ZIP64_END = struct.Struct('<4sQ2H2L4Q')
 
 
-def zip_directory_size(location: str) -> Optional[Tuple[int, int]]:
-    """(entries, central directory bytes) of the zip file ``location`` as the end record ``zipfile`` will use
-    declares them, reading at most 64 kB from its end; None when ``zipfile`` finds no end record.
+def zip_directory_size(location: str) -> Optional[Tuple[int, int, int]]:
+    """(entries, central directory bytes, where the directory starts) of the zip file ``location`` as the end
+    record ``zipfile`` will use declares them (the start as ``zipfile`` infers it: the directory ends where the end
+    records begin), reading at most 64 kB from its end; None when ``zipfile`` finds no end record.
 
     The record is found as ``zipfile._EndRecData`` finds it (Python 3.11): the last 22 bytes when they are a
     record without a comment, else the last signature in the last 64 kB + 22 bytes (a signature too near the
@@ -252,11 +253,11 @@ def zip_directory_size(location: str) -> Optional[Tuple[int, int]]:
         count, size = fields[4], fields[5]
         locator_at = record_at - _ZIP64_LOCATOR.size
         if locator_at < 0:
-            return count, size
+            return count, size, record_at - size
         handle.seek(locator_at)
         locator = handle.read(_ZIP64_LOCATOR.size)
         if len(locator) != _ZIP64_LOCATOR.size or not locator.startswith(b'PK\x06\x07'):
-            return count, size
+            return count, size, record_at - size
         _, disk, _, disks = _ZIP64_LOCATOR.unpack(locator)
         if disk != 0 or disks > 1:
             raise ValueError('a ZIP64 locator naming several disks (not supported)')
@@ -266,9 +267,38 @@ def zip_directory_size(location: str) -> Optional[Tuple[int, int]]:
         handle.seek(zip64_at)
         zip64 = handle.read(_ZIP64_END.size)
         if len(zip64) != _ZIP64_END.size or not zip64.startswith(b'PK\x06\x06'):
-            return count, size
+            return count, size, record_at - size
         values = _ZIP64_END.unpack(zip64)
-        return values[7], values[8]
+        return values[7], values[8], zip64_at - values[8]
+
+
+_CENTRAL_HEADER = struct.Struct('<4s4B4HL2L5H2L')  # a central directory entry, before its name, extra and comment
+
+
+def count_directory_entries(location: str, start: int, size: int, stop: int) -> int:
+    """The entries of the zip file's central directory of ``size`` bytes at ``start`` (``zip_directory_size``),
+    walked header by header as ``zipfile`` will parse them (46 bytes, then name, extra field and comment), counting
+    at most ``stop``: the end record's count can lie, and ``zipfile`` parses the directory by its size. The walk
+    stops early where ``zipfile`` would fail (a truncated header, a bad signature, a negative start); it reads the
+    46-byte headers only."""
+    if start < 0:
+        return 0
+    count = total = 0
+    chunk, chunk_at = b'', 0  # the directory's bytes from chunk_at on, read 1 MiB at a time
+    with open(location, 'rb') as handle:
+        available = min(size, max(0, handle.seek(0, os.SEEK_END) - start))
+        while total < available and count < stop:
+            if total + _CENTRAL_HEADER.size > available:
+                break
+            if total + _CENTRAL_HEADER.size > chunk_at + len(chunk):
+                handle.seek(start + total)
+                chunk, chunk_at = handle.read(min(1 << 20, available - total)), total
+            header = _CENTRAL_HEADER.unpack_from(chunk, total - chunk_at)
+            if header[0] != b'PK\x01\x02':
+                break
+            count += 1
+            total += _CENTRAL_HEADER.size + header[12] + header[13] + header[14]
+    return count
 
 
 class _Files:
@@ -327,9 +357,10 @@ class _Files:
     def _check_directory(self, location: str) -> None:
         """The entry count and central directory size of a zip file from its end record, checked against
         ``max_files`` before ``zipfile.ZipFile`` reads the directory (every entry, into memory: 10**7 entries
-        cost gigabytes). A directory larger than 1 KiB per allowed entry is refused too (the count can lie,
-        ``zipfile`` reads the directory by its size). A file without an end record, or whose end record cannot be
-        read, is refused here, naming it."""
+        cost gigabytes). The count can lie, and ``zipfile`` reads the directory by its size: a directory larger
+        than 1 KiB per allowed entry is refused (``zipfile`` reads it whole into memory), and its headers are
+        walked (46 bytes each, up to ``max_files`` + 1 of them) to count the entries ``zipfile`` would make. A
+        file without an end record, or whose end record cannot be read, is refused here, naming it."""
         try:
             found = zip_directory_size(location)
         except (OSError, ValueError, OverflowError) as error:
@@ -337,11 +368,19 @@ class _Files:
         if found is None:
             raise ScoreError(f'{self.what} {location}: neither a folder nor a zip file '
                              f'(no end of central directory record)')
-        count, size = found
+        count, size, start = found
         self._check_count(count)
         if size > self.limits.max_files * 1024:
             raise ScoreError(f'{self.what} {location}: a central directory of {size} bytes, more than 1 KiB per '
                              f'entry of the limit of {self.limits.max_files} files (--max_files)')
+        try:
+            entries = count_directory_entries(location, start, size, self.limits.max_files + 1)
+        except (OSError, ValueError, OverflowError) as error:
+            raise ScoreError(f'{self.what} {location}: cannot read its central directory: {error}') from None
+        if entries > self.limits.max_files:
+            raise ScoreError(f'{self.what} {location}: its central directory holds more than {self.limits.max_files} '
+                             f'entries (its end record declares {count}), more than the limit of '
+                             f'{self.limits.max_files} files (--max_files)')
 
     def _check_count(self, count: int) -> None:
         if count > self.limits.max_files:
