@@ -1,9 +1,15 @@
-"""Train a DBNet text detector: ``python train.py EXP.yaml [flags]`` (see README)."""
+"""Train a DBNet text detector: ``python train.py EXP.yaml [flags]`` (see README).
+
+Exit status: 0 done (or stopped by a signal, with a checkpoint), 2 the experiment or the start was refused before
+anything was written, 1 the run failed. An expected failure (disk full, permission, non-finite stop, a log or
+TensorBoard write) is one line in the run's log and on the console, without a traceback; a bug keeps its traceback,
+which goes to the run's log as well.
+"""
 from __future__ import annotations
 
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from tools.cli import apply_train_flags, compile_experiment, run_name, train_parser
 from concern.config import ConfigError, dump_config
@@ -22,7 +28,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from experiment import Experiment
     from training.run_options import RunOptions
-    from training.trainer import Trainer, TrainingStartError
+    from training.trainer import Trainer
 
     parts = ('structure', 'train', 'logger') + (('validation',) if args.validate else ())
     try:
@@ -37,11 +43,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          benchmark=args.benchmark, debug=args.debug, distributed=args.distributed,
                          num_gpus=args.num_gpus, local_rank=local_rank, grad_clip=args.grad_clip,
                          sync_bn=args.sync_bn, channels_last=args.channels_last)
+    return run_training(lambda: Trainer(experiment, options))
+
+
+def run_training(make_trainer: Callable[[], Any]) -> int:
+    """Build the trainer and train; the exit status. An expected failure (``training.trainer.EXPECTED_FAILURES``)
+    ends with its one line (printed here only when the run's logger has not written it already) and status 1 (2
+    for a refused start); any other exception propagates with its traceback unless the run's log and console have
+    it already (then status 1)."""
+    from concern.log import was_reported
+    from training.trainer import EXPECTED_FAILURES, TrainingStartError
     try:
-        Trainer(experiment, options).train()
-    except TrainingStartError as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
+        make_trainer().train()
+    except EXPECTED_FAILURES as error:
+        if not was_reported(error):
+            print(f'error: {error}', file=sys.stderr)
+        return 2 if isinstance(error, TrainingStartError) else 1
+    except Exception as error:
+        if was_reported(error):
+            return 1
+        raise
     return 0
 
 

@@ -54,6 +54,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
         assert guard.gradients_ok()
         optimizer.step()
         assert guard.state_ok()
+        guard.commit()
 
     def checks_only() -> None:
         non_finite_inputs(batch)
@@ -70,6 +71,13 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     for _ in range(args.repeats):  # interleaved, so that drifts of a shared machine hit both alike
         rounds_plain.append(median_ms(plain, 1, 0))
         rounds_guarded.append(median_ms(guarded, 1, 0))
+    def save_check() -> None:  # the commit rule at a save: the probability map of the last batch, in eval mode
+        model.eval()
+        with torch.no_grad():
+            bool(torch.isfinite(model(batch, training=False)).all())
+        model.train()
+
+    save_checks = median_ms(save_check, args.repeats, 1)
     rounds_plain.sort()
     rounds_guarded.sort()
     step_plain, step_guarded = rounds_plain[len(rounds_plain) // 2], rounds_guarded[len(rounds_guarded) // 2]
@@ -77,7 +85,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     rows = [{'step': 'without checks (before)', 'ms / iteration': f'{step_plain:.0f}'},
             {'step': 'with every check (after)', 'ms / iteration': f'{step_guarded:.0f}'},
             {'step': 'the checks alone', 'ms / iteration': f'{checks:.1f}',
-             'share of a step': f'{100 * checks / step_plain:.1f} %'}]
+             'share of a step': f'{100 * checks / step_plain:.1f} %'},
+            {'step': 'the check before each save (eval forward)', 'ms / iteration': f'{save_checks:.0f} per save',
+             'share of a step': f'{100 * save_checks / step_plain:.1f} % once per save_interval'}]
     print(f'\nNon-finite guard, deformable ResNet-18 DBNet ({parameters / 1e6:.1f} M parameters, Adam), batch '
           f'{args.batch}, {args.size}x{args.size}, fp32 channels-last, medians of {args.repeats} (steps, interleaved) '
           f'and {3 * args.repeats} (checks) after warm-up. torch capability '

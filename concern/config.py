@@ -10,16 +10,27 @@ The format is the original DB code base's, so its experiment files load unchange
 Compiling a define resolves every ``^name`` into a deep copy of the referenced define, giving a plain
 tree of dicts and lists (what ``--print-config-only`` prints and what is saved beside each run).
 Building turns each dict holding ``class:`` into an instance, calling the constructor with the other keys
-as keyword arguments, checked against its signature. Nothing here knows about any particular component.
+as keyword arguments, checked against its signature (and, where the constructor annotates an argument as a
+plain ``int``, ``float``, ``bool`` or ``str``, against that type). Nothing here knows about any particular
+component.
+
+Bounds (an experiment file is data, and may come from elsewhere): a file is at most ``MAX_FILE_BYTES`` and must
+be UTF-8; YAML aliases (``*anchor``) and ``^references`` may expand a file or a define to at most
+``MAX_EXPANDED_NODES`` nodes (the "billion laughs" file of nested aliases is refused at once, naming the file);
+classes come only from ``COMPONENT_MODULES``, checked before anything is imported.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import inspect
+import math
 import os
+import re
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeGuard
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeGuard, Union
 
 import yaml
 
@@ -47,6 +58,38 @@ PROJECT_MODULES = (
     'decoders',
     'decoders.seg_detector_loss',
 )
+
+# The modules classes may be taken from: those above, and the modules that define the classes they offer
+# (so ``class: data.processes.augment_data.AugmentDetectionData`` works too). A ``package:`` entry or a dotted
+# ``class:`` name must name one of them exactly; it is checked before anything is imported, so a build script
+# (assets/ops/dcn/setup.py), a test, a benchmark or a tool is never imported from an experiment file.
+COMPONENT_MODULES = frozenset(PROJECT_MODULES) | frozenset({
+    'backbones',
+    'data.data_loader',
+    'data.image_dataset',
+    'data.processes.augment_data',
+    'data.processes.collect_fn',
+    'data.processes.data_process',
+    'data.processes.filter_keys',
+    'data.processes.make_border_map',
+    'data.processes.make_icdar_data',
+    'data.processes.make_seg_detection_data',
+    'data.processes.normalize_image',
+    'data.processes.random_crop_data',
+    'decoders.feature_attention',
+    'decoders.loss_terms',
+    'decoders.seg_detector',
+    'decoders.seg_detector_asf',
+    'structure.measurers.quad_measurer',
+    'structure.representers.seg_detector_representer',
+    'structure.visualizers.seg_detector_visualizer',
+})
+
+# Limits of an experiment file, far above the real ones (experiments/: at most 3.6 kB and 320 nodes compiled).
+MAX_FILE_BYTES = 1 << 20
+# Nodes (mappings, sequences, keys and scalars) a file may hold with its YAML aliases expanded, and a compiled
+# define with its ^references expanded.
+MAX_EXPANDED_NODES = 100_000
 
 REFERENCE_PREFIX = '^'
 EXPERIMENT_DEFINE = 'Experiment'
@@ -102,17 +145,89 @@ def _join(path: str, key: Any) -> str:
 # Loading
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a document whose aliases would expand it past ``MAX_EXPANDED_NODES``
+    (or that refers to itself) before any Python object is built."""
+
+    source = '<string>'
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_expanded_size(node, self.source)
+        return super().construct_document(node)
+
+
+def _check_expanded_size(root: yaml.Node, source: str) -> None:
+    """ConfigError when the YAML node graph under ``root``, every alias expanded, has more than
+    ``MAX_EXPANDED_NODES`` nodes, or holds an alias to one of its own ancestors. Linear in the graph (each
+    node's expanded size is computed once), so an alias bomb is refused at the cost of reading it."""
+    sizes: Dict[int, int] = {}
+    on_path: set = set()
+    stack: List[Tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            if isinstance(node, yaml.MappingNode):
+                children = [part for pair in node.value for part in pair]
+            else:
+                children = list(node.value)
+            size = 1 + sum(sizes[id(child)] for child in children)
+            if size > MAX_EXPANDED_NODES:
+                raise ConfigError(f'{source}: its aliases (*anchor) expand it to more than {MAX_EXPANDED_NODES} '
+                                  f'YAML nodes (line {node.start_mark.line + 1}); real experiment files have a '
+                                  'few hundred: write the values out, or refer to a define with ^name')
+            sizes[key] = size
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise ConfigError(f'{source}: line {node.start_mark.line + 1}: an alias (*anchor) refers to a node '
+                              'that contains it (a recursive structure)')
+        if isinstance(node, yaml.ScalarNode):
+            sizes[key] = 1
+            continue
+        on_path.add(key)
+        stack.append((node, True))
+        if isinstance(node, yaml.MappingNode):
+            stack.extend((part, False) for pair in node.value for part in pair)
+        else:
+            stack.extend((child, False) for child in node.value)
+
+
+def safe_load_bounded(text: Union[str, bytes], source: str) -> Any:
+    """``yaml.safe_load`` of ``text`` with the alias-expansion bound; ``source`` names it in errors."""
+    loader = _BoundedLoader(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    except RecursionError:
+        raise ConfigError(f'{source}: nested too deeply to read') from None
+    finally:
+        loader.dispose()
+
+
 def _read_yaml(path: str, imported_from: Optional[str]) -> Dict[str, Any]:
     if not os.path.isfile(path):
         if imported_from:
             raise ConfigError(f"{imported_from}: key 'import': file not found: {path!r} "
                               f"(import paths are relative to the working directory {os.getcwd()!r})")
         raise ConfigError(f'experiment file not found: {path!r}')
-    with open(path, 'r', encoding='utf-8') as stream:
-        try:
-            content = yaml.safe_load(stream)
-        except yaml.YAMLError as error:
-            raise ConfigError(f'{path}: not valid YAML: {error}') from error
+    with open(path, 'rb') as stream:
+        raw = stream.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f'{path}: larger than {MAX_FILE_BYTES} bytes, the limit of an experiment file '
+                          '(real ones are a few kB); is this an experiment file?')
+    try:
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError as error:
+        line = raw.count(b'\n', 0, error.start) + 1
+        raise ConfigError(f'{path}:{line}: not UTF-8 text (byte 0x{raw[error.start]:02x} at byte offset '
+                          f'{error.start}); save the experiment file as UTF-8') from None
+    try:
+        content = safe_load_bounded(text, path)
+    except yaml.YAMLError as error:
+        raise ConfigError(f'{path}: not valid YAML: {error}') from error
     if content is None:
         return {}
     if not isinstance(content, dict):
@@ -133,28 +248,38 @@ def _as_list(content: Dict[str, Any], key: str, path: str) -> list:
 
 
 def check_package(name: Any, where: str) -> str:
-    """A ``package:`` entry must name a module of this project (no arbitrary imports from a config)."""
+    """A ``package:`` entry (or the module of a dotted ``class:``) must be one of ``COMPONENT_MODULES``, the
+    modules that define experiment components; checked by name, before anything is imported."""
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where}: a package must be a module name, got {name!r}")
+    allowed = ', '.join(sorted(COMPONENT_MODULES))
     if name.split('.')[0] not in PROJECT_ROOTS:
-        raise ConfigError(f"{where}: package {name!r} is not a module of this project "
-                          f"(allowed roots: {sorted(PROJECT_ROOTS)})")
+        raise ConfigError(f"{where}: package {name!r} is not a module of this project; experiment components "
+                          f"come from: {allowed}")
+    if name not in COMPONENT_MODULES:
+        raise ConfigError(f"{where}: module {name!r} is not a module of experiment components (build scripts, "
+                          f"tests, benchmarks and tools are never imported from an experiment file); "
+                          f"allowed: {allowed}")
     return name
 
 
-def load_experiment_file(path: str, _stack: Sequence[str] = (), _imported_from: Optional[str] = None
-                         ) -> ExperimentFile:
-    """Read ``path`` and, recursively, the files it imports."""
+def load_experiment_file(path: str, _stack: Sequence[str] = (), _imported_from: Optional[str] = None,
+                         _loaded: Optional[Dict[str, ExperimentFile]] = None) -> ExperimentFile:
+    """Read ``path`` and, recursively, the files it imports (each file read once however often it is imported,
+    so a diamond of imports costs no more than its files)."""
     real = os.path.realpath(path)
     if real in _stack:
         chain = ' -> '.join(list(_stack) + [real])
         raise ConfigError(f'{path}: import cycle: {chain}')
+    loaded: Dict[str, ExperimentFile] = {} if _loaded is None else _loaded
+    if real in loaded:
+        return loaded[real]
     content = _read_yaml(path, _imported_from)
     merged = ExperimentFile(path=path)
     for imported in _as_list(content, 'import', path):
         if not isinstance(imported, str):
             raise ConfigError(f"{path}: key 'import': entries must be file paths, got {imported!r}")
-        child = load_experiment_file(imported, tuple(_stack) + (real,), path)
+        child = load_experiment_file(imported, tuple(_stack) + (real,), path, loaded)
         for package in child.packages:
             if package not in merged.packages:
                 merged.packages.append(package)
@@ -170,6 +295,7 @@ def load_experiment_file(path: str, _stack: Sequence[str] = (), _imported_from: 
             raise ConfigError(f"{path}: key 'define[{index}]' needs a string 'name:', got {name!r}")
         body = {key: value for key, value in entry.items() if key != 'name'}
         merged.defines[name] = Define(name=name, body=body, source=path)
+    loaded[real] = merged
     return merged
 
 
@@ -183,8 +309,14 @@ def compile_define(experiment_file: ExperimentFile, name: str = EXPERIMENT_DEFIN
                           f"(defines: {sorted(experiment_file.defines)})")
     define = experiment_file.defines[name]
     origins: Dict[int, Tuple[str, str]] = {}
+    produced = [0]  # nodes of the compiled tree so far: ^references (and aliases) may multiply them
 
     def resolve(node: Any, current: Define, key_path: str, active: Tuple[str, ...]) -> Any:
+        produced[0] += 1
+        if produced[0] > MAX_EXPANDED_NODES:
+            raise ConfigError(f'{_location(current.source, current.name, key_path)}: the ^references expand '
+                              f"define '{name}' to more than {MAX_EXPANDED_NODES} nodes; real experiments have a "
+                              'few hundred: is a define referred to in a loop of copies?')
         if isinstance(node, str) and node.startswith(REFERENCE_PREFIX):
             target = node[len(REFERENCE_PREFIX):]
             if target not in experiment_file.defines:
@@ -269,6 +401,66 @@ def constructor_parameters(cls: type) -> Tuple[Dict[str, inspect.Parameter], boo
 # ----------------------------------------------------------------------------------------------
 # Building
 
+_PLAIN_TYPES = (bool, int, float, str)
+
+
+@functools.lru_cache(maxsize=None)
+def _plain_argument_types(cls: type) -> Dict[str, Tuple[type, ...]]:
+    """Constructor arguments of ``cls`` annotated as a plain ``bool``, ``int``, ``float`` or ``str`` (or
+    ``Optional`` of one): name -> the accepted types (``type(None)`` among them for ``Optional``). Other
+    annotations (containers, unions, classes, ``Any``) are not checked; a class whose annotations cannot be
+    resolved is not checked either."""
+    try:
+        hints = typing.get_type_hints(getattr(cls, '__init__'))
+    except Exception:  # noqa: BLE001 - unresolvable annotations: no check rather than no build
+        return {}
+    plain: Dict[str, Tuple[type, ...]] = {}
+    hints.pop('return', None)
+    for name, hint in hints.items():
+        options = typing.get_args(hint) if typing.get_origin(hint) is Union else (hint,)
+        if options and all(option in _PLAIN_TYPES or option is type(None) for option in options):
+            plain[name] = tuple(options)
+    return plain
+
+
+def _has_plain_type(value: Any, expected: Tuple[type, ...]) -> bool:
+    """Whether ``value`` fits one of ``expected``: an int fits ``float``; a bool fits only ``bool``; an
+    integral float fits ``int`` (the constructors convert it)."""
+    if value is None:
+        return type(None) in expected
+    if isinstance(value, bool):
+        return bool in expected
+    if isinstance(value, int):
+        return int in expected or float in expected
+    if isinstance(value, float):
+        return float in expected or (int in expected and value.is_integer())
+    if isinstance(value, str):
+        return str in expected
+    return False
+
+
+_DECIMAL_NUMBER = re.compile(r'[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?')
+
+
+def _float_of_string(value: Any, expected: Tuple[type, ...]) -> Any:
+    """``value`` as a float when ``expected`` takes a float but not a string and ``value`` is a string written as
+    a decimal number (digits, an optional dot and exponent) whose value is finite: PyYAML (YAML 1.1) reads
+    ``1e-3`` or ``5e4`` (no dot) as a string, as ``--opt ...lr=1e-3`` does. ``nan``, ``inf``, ``1e999`` and
+    ``1_000`` (which ``float`` would take) stay strings, so they are refused. Any other value as it is."""
+    if isinstance(value, str) and float in expected and str not in expected:
+        text = value.strip()
+        if _DECIMAL_NUMBER.fullmatch(text) is None:
+            return value
+        number = float(text)
+        return number if math.isfinite(number) else value
+    return value
+
+
+def _describe_types(expected: Tuple[type, ...]) -> str:
+    names = {bool: 'a boolean (true / false)', int: 'an integer', float: 'a number', str: 'a string',
+             type(None): 'null'}
+    return ' or '.join(names[option] for option in expected)
+
 
 class ObjectBuilder:
     """Turns a compiled tree (or a part of it) into objects."""
@@ -300,6 +492,14 @@ class ObjectBuilder:
                                   f'unknown argument {key!r} for class {cls.__name__} '
                                   f'(accepted: {", ".join(parameters) or "none"})')
             kwargs[key] = self.build(value, _join(key_path, key), context)
+            expected = _plain_argument_types(cls).get(key)
+            if expected is not None:
+                kwargs[key] = _float_of_string(kwargs[key], expected)
+            if (expected is not None and not _has_plain_type(kwargs[key], expected)
+                    and not (kwargs[key] is None and parameters[key].default is None)):
+                raise ConfigError(f'{_location(source, define, _join(key_path, key))}: class {cls.__name__} takes '
+                                  f'{_describe_types(expected)} for {key!r}, got {type(kwargs[key]).__name__} '
+                                  f'{kwargs[key]!r}')
         missing = [name for name, p in parameters.items()
                    if p.default is inspect.Parameter.empty and name not in kwargs]
         if missing:
@@ -437,7 +637,7 @@ def parse_override(text: str) -> Tuple[str, Any]:
         raise ConfigError(f'--opt {text!r}: expected key.path=value')
     key, _, raw = text.partition('=')
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_load_bounded(raw, f'--opt {text!r}') if raw.strip() else None
     except yaml.YAMLError as error:
         raise ConfigError(f'--opt {text!r}: value is not valid YAML: {error}') from error
     return key.strip(), value

@@ -7,11 +7,13 @@ annotated; repairing degenerate ones is a training step (:mod:`data.ground_truth
 :func:`decode_text` (UTF-8; UTF-16 / UTF-32 with a byte-order mark; NUL bytes without one refused).
 """
 import codecs
+import contextlib
+import contextvars
 import json
 import math
 import os
 import re
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypedDict, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypedDict, Union
 
 import numpy as np
 
@@ -68,11 +70,43 @@ def decode_text(raw: bytes, where: str) -> str:
     return text.replace('\ufeff', '')
 
 
+# (max lines, the option that raises it) while a caller bounds what the readers read (tools.score on untrusted input)
+_LINE_LIMIT: contextvars.ContextVar[Optional[Tuple[int, str]]] = contextvars.ContextVar('line_limit', default=None)
+
+
+@contextlib.contextmanager
+def line_limit(max_lines: int, option: str) -> Iterator[None]:
+    """Within it, a ground-truth file of more than ``max_lines`` line boundaries (every one ``str.splitlines``
+    splits at: ``\n``, ``\r``, ``\r\n``, ...) is a DataError naming the file, the limit and ``option``, counted on
+    the file's decoded text before any line is split (tools.score: the file's size is checked from the file system
+    before, so the reader reads each file once)."""
+    token = _LINE_LIMIT.set((max_lines, option))
+    try:
+        yield
+    finally:
+        _LINE_LIMIT.reset(token)
+
+
 def _read_text(path: str) -> str:
     if not os.path.isfile(path):
         raise DataError(f'{path}: ground-truth file not found')
     with open(path, 'rb') as handle:
-        return decode_text(handle.read(), path)
+        raw = handle.read()
+    text = decode_text(raw, path)
+    limit = _LINE_LIMIT.get()
+    if limit is not None and _line_boundaries(text) > limit[0]:
+        raise DataError(f'{path}: more than the limit of {limit[0]} lines per file ({limit[1]})')
+    return text
+
+
+# what str.splitlines splits at, besides \n and \r (counted apart: \r\n is one boundary)
+_OTHER_LINE_BOUNDARIES = '\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029'
+
+
+def _line_boundaries(text: str) -> int:
+    """How many line boundaries ``text.splitlines()`` splits at, counted without splitting it."""
+    count = text.count('\n') + text.count('\r') - text.count('\r\n')
+    return count + sum(text.count(character) for character in _OTHER_LINE_BOUNDARIES)
 
 
 def _is_number(token: Any) -> bool:

@@ -24,7 +24,8 @@ def _check_shapes(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, what
 class BalanceCrossEntropyLoss(nn.Module):
     """BCE over ``mask``: every positive pixel plus the ``negative_ratio`` x n_pos hardest negatives,
     (sum positive + sum kept negative) / (n_pos + n_neg + eps). Pixels count as positive/negative
-    where gt * mask, (1 - gt) * mask exceed 0.5 (the targets are binary)."""
+    where gt * mask, (1 - gt) * mask exceed 0.5 (the targets are binary). A non-finite prediction gives a NaN loss
+    (``F.binary_cross_entropy`` would refuse it; on CUDA with an assert that cannot be caught)."""
 
     def __init__(self, negative_ratio: float = 3.0, eps: float = 1e-6):
         super().__init__()
@@ -40,8 +41,15 @@ class BalanceCrossEntropyLoss(nn.Module):
         negative = ((1 - gt) * mask > 0.5).to(pred.dtype)
         positive_count = int(positive.sum())
         negative_count = min(int(negative.sum()), int(positive_count * self.negative_ratio))
+        probability = pred[:, 0].float()  # exactly what binary_cross_entropy gets, and what is checked
+        if not bool(torch.isfinite(probability).all()):
+            # a NaN loss, as for any other non-finite prediction, that the trainer's check sees (training/nonfinite.py):
+            # binary_cross_entropy refuses NaN, on CUDA with a device-side assert that ends the process
+            loss = torch.full(probability.shape, float('nan'), dtype=torch.float32, device=pred.device)
+            balanced = loss.sum()
+            return (balanced, loss) if return_origin else balanced
         with torch.autocast(device_type=pred.device.type, enabled=False):
-            loss = nn.functional.binary_cross_entropy(pred[:, 0].float(), gt.float(), reduction='none')
+            loss = nn.functional.binary_cross_entropy(probability, gt.float(), reduction='none')
         positive_loss = (loss * positive).sum()
         negative_loss, _ = torch.topk((loss * negative).reshape(-1), negative_count)
         balanced = (positive_loss + negative_loss.sum()) / (positive_count + negative_count + self.eps)

@@ -12,6 +12,7 @@ onnxruntime) and the experiment's ``SegDetectorRepresenter``. Coordinates are pi
 from __future__ import annotations
 
 import collections
+import collections.abc
 import copy
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -164,9 +165,10 @@ class TextDetector:
     # ------------------------------------------------------------------ calls
     def __call__(self, images: Union[Source, Sequence[Source]]) -> Union[Detections, List[Detections]]:
         """One path (str, bytes or path-like) or (H, W[, C]) NumPy image -> ``Detections``; a list of them -> a
-        list, in order."""
+        list, in order. TypeError for anything else (None, a number, a PIL image, ...), naming what is accepted."""
         if isinstance(images, (str, bytes, os.PathLike, np.ndarray)):
             return self.detect(images)
+        _check_iterable(images)
         return list(self.detect_many(images))
 
     def detect(self, image: Source) -> Detections:
@@ -195,6 +197,7 @@ class TextDetector:
         tip), and any one ``batch_size`` gives the same detections whether pipelined or not, with any
         ``workers``.
         """
+        _check_iterable(images)
         batch_size = _count('batch_size', batch_size, 1)
         workers = _count('workers', workers, 0)
         batches = self.batches(images, on_error, batch_size=batch_size, workers=workers)
@@ -304,6 +307,13 @@ class TextDetector:
                 yield item
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _check_iterable(images: Any) -> None:
+    """TypeError unless ``images`` is an iterable of images (a str / bytes is one path, not a list of them)."""
+    if isinstance(images, (str, bytes)) or not isinstance(images, collections.abc.Iterable):
+        raise TypeError(f'TextDetector: expected an image (a path as str, bytes or os.PathLike, or an (H, W[, C]) '
+                        f'NumPy array) or a list of them, got {type(images).__name__}')
 
 
 def _count(name: str, value: Any, minimum: int) -> int:

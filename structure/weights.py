@@ -15,7 +15,8 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Pro
 import torch
 from torch import nn
 
-from concern.checkpoint_io import HarmlessKey, harmless_key, is_full_checkpoint, load_report, read_weights_file
+from concern.checkpoint_io import HarmlessKey, harmless_key, integrity_note, is_full_checkpoint, load_report, \
+    read_weights_file
 
 WRAPPER_PREFIXES = ('module.', 'model.')
 
@@ -273,7 +274,9 @@ def load_trained_model(builder: Any, checkpoint_path: Optional[str], device: Any
     is a ``ValueError`` naming the file; a missing file a ``FileNotFoundError``. Never random weights.
     A ResNet backbone runs with the offset mode of the weights (``decide_offset_compat``); where the mode changes
     the computation, ``log`` (default: standard error) gets one line saying which and why, and the keys left out
-    as harmless (the original's unused ``backbone.fc`` / ``smooth``) are reported there too.
+    as harmless (the original's unused ``backbone.fc`` / ``smooth``) are reported there too, and so is a file
+    without a checksum (its integrity is not verified; a checkpoint with one is verified by the reader and a
+    damaged one refused, naming the file).
     """
     if not checkpoint_path:
         raise ValueError('a checkpoint is required (--resume PATH)')
@@ -294,7 +297,7 @@ def load_trained_model(builder: Any, checkpoint_path: Optional[str], device: Any
     except ValueError as error:
         raise ValueError(f"{checkpoint_path}: does not fit this experiment's model ({builder.model}, "
                          f"{builder.model_args.get('backbone')}): {error}") from error
-    for line in (offset_compat_note(report.offset_compat), report.text):
+    for line in (offset_compat_note(report.offset_compat), report.text, integrity_note(content, checkpoint_path)):
         if line:
             (log or _print_to_stderr)(line)
     return model.to(torch.device(device)).eval()

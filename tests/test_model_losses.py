@@ -166,3 +166,19 @@ def test_loss_builder_and_shape_errors():
         BalanceCrossEntropyLoss()(pred, gt, mask[..., :2])
     with pytest.raises(KeyError, match='thresh_map'):
         L1BalanceCELoss()(hand_prediction(), dict(gt=gt, mask=mask))
+
+
+def test_a_non_finite_prediction_gives_a_nan_loss_instead_of_raising():
+    # review item 2: F.binary_cross_entropy refuses NaN (on CUDA with a device-side assert no trainer can catch):
+    # the balanced BCE gives a NaN loss, which the trainer's finite-loss check sees
+    pred, gt, mask = bce_case()
+    for bad in (float('nan'), float('inf')):
+        poisoned = pred.clone()
+        poisoned[0, 0, 0, 1] = bad
+        assert torch.isnan(BalanceCrossEntropyLoss()(poisoned, gt, mask))
+        loss, origin = BalanceCrossEntropyLoss()(poisoned, gt, mask, return_origin=True)
+        assert torch.isnan(loss) and origin.shape == (1, 2, 3) and torch.isnan(origin).all()
+    prediction = hand_prediction()
+    prediction['binary'] = prediction['binary'].clone().fill_(float('nan'))
+    for loss_class in (L1BalanceCELoss, L1BCEMiningLoss):
+        assert torch.isnan(loss_class()(prediction, hand_batch())[0])

@@ -35,7 +35,8 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypa
     for name in ('best', 'latest', os.path.basename(path)):
         content = torch.load(os.path.join(saver.directory, name), weights_only=True)
         assert torch.equal(content['model']['w'], torch.arange(4.0))
-    assert sorted(os.listdir(saver.directory)) == ['best', 'last_checkpoint', 'latest', 'model_epoch_0_minibatch_10']
+    assert sorted(os.listdir(saver.directory)) == ['.saver_manifest', 'best', 'last_checkpoint', 'latest',
+                                                   'model_epoch_0_minibatch_10']
     assert (tmp_path / 'model' / 'last_checkpoint').read_text() == 'best\n'  # the failed saves changed nothing
 
 

@@ -289,7 +289,8 @@ def test_only_the_last_periodic_checkpoints_stay_and_best_stays_readable(tmp_pat
             saver.mark_best(path)
     saver.link_latest(saver.save({'iteration': torch.tensor(700)}, 'final'))
     assert sorted(os.listdir(tmp_path / 'model')) == [
-        'best', 'final', 'last_checkpoint', 'latest', 'model_epoch_0_minibatch_50.bak', 'model_epoch_1_minibatch_500',
+        '.saver_manifest', 'best', 'final', 'last_checkpoint', 'latest', 'model_epoch_0_minibatch_50.bak',
+        'model_epoch_1_minibatch_500',
         'model_epoch_2_minibatch_600', 'model_epoch_2_minibatch_700', 'notes.txt']
     assert int(read_weights_file(saver.path_of('best'))['iteration']) == 200  # its periodic file is gone
     assert int(read_weights_file(saver.path_of('latest'))['iteration']) == 700
@@ -329,24 +330,42 @@ def test_the_demo_keeps_at_most_three_periodic_files(tmp_path):
 # ---------------------------------------------------------------------------------------------- interrupted saves
 
 
-def test_bind_removes_the_temporary_files_of_an_interrupted_save(tmp_path):
+def test_bind_removes_the_temporary_files_of_an_interrupted_save(tmp_path, monkeypatch):
+    saver = ModelSaver(keep_last=0)
+    saver.bind(str(tmp_path))
     folder = tmp_path / 'model'
-    folder.mkdir()
-    stale = folder / '.model_epoch_3_minibatch_300.k2j_x9ab.tmp'  # atomic_torch_save's pattern (kill -9 mid-save)
-    stale.write_bytes(b'\0' * 3000)
-    link = folder / '.latest.4242.link.tmp'  # atomic_link's pattern
-    link.write_bytes(b'x')
-    kept = ['.hidden', 'notes.tmp', 'model_epoch_3_minibatch_300']
+    saver.save_step({'w': torch.zeros(1)}, epoch=3, iteration=300)
+    # kill -9 in the middle of writing a checkpoint and of linking latest: the temporary files stay behind
+    monkeypatch.setattr(model_saver_module, '_discard', lambda *args: None)
+
+    def killed_while_writing(content, stream, *args, **kwargs):
+        stream.write(b'\0' * 3000)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(model_saver_module.torch, 'save', killed_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        saver.save({'w': torch.zeros(1)}, 'model_epoch_3_minibatch_400')
+    monkeypatch.setattr(model_saver_module.os, 'replace', lambda *args: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        saver.link_latest(saver.path_of('model_epoch_3_minibatch_300'))
+    monkeypatch.undo()
+    stale = sorted(name for name in os.listdir(folder) if name.endswith('.tmp'))
+    assert len(stale) == 2 and stale[0].startswith('.latest.') and stale[0].endswith('.link.tmp')
+    assert stale[1].startswith('.model_epoch_3_minibatch_400.')
+    kept = ['.hidden', 'notes.tmp', '.keepme.abc123.tmp']  # the last looks like a temporary file: not the saver's
     for name in kept:
         (folder / name).write_bytes(b'keep')
     (tmp_path / '.elsewhere.abc.tmp').write_bytes(b'not in the model folder')
     messages = ModelSaver().bind(str(tmp_path))
-    assert len(messages) == 2
-    assert f'removed {link} (1 bytes)' in messages[0] and f'removed {stale} (2.9 kB)' in messages[1]
-    assert all('interrupted checkpoint save' in message for message in messages)
-    assert sorted(os.listdir(folder)) == sorted(kept)
+    assert len(messages) == 3
+    assert messages[0].startswith(f'left alone: {folder / ".keepme.abc123.tmp"} looks like a temporary file')
+    size = os.path.getsize(saver.path_of('model_epoch_3_minibatch_300'))  # the link of latest: the same file
+    assert messages[1] == (f'removed {folder / stale[0]} ({size / 1024:.1f} kB): temporary file of an interrupted '
+                           'checkpoint save')
+    assert messages[2] == f'removed {folder / stale[1]} (2.9 kB): temporary file of an interrupted checkpoint save'
+    assert sorted(os.listdir(folder)) == sorted(kept + ['.saver_manifest', 'last_checkpoint', 'latest',
+                                                        'model_epoch_3_minibatch_300'])
     assert (tmp_path / '.elsewhere.abc.tmp').exists()
-    assert ModelSaver().bind(str(tmp_path)) == []
+    assert len(ModelSaver().bind(str(tmp_path))) == 1  # only the file left alone is named again
 
 
 def partial_write_then(error):
@@ -386,7 +405,8 @@ def test_a_full_disk_is_one_clear_error_naming_the_file_and_free_space(tmp_path,
     assert message.startswith(f'cannot write checkpoint {target}: No space left on device (')
     assert re.search(r'\(\d+\.\d (GB|MB|kB) free on that file system\)', message)
     assert 'inline_container' not in message
-    assert sorted(os.listdir(tmp_path / 'model')) == ['last_checkpoint', 'latest', 'model_epoch_0_minibatch_10']
+    assert sorted(os.listdir(tmp_path / 'model')) == ['.saver_manifest', 'last_checkpoint', 'latest',
+                                                      'model_epoch_0_minibatch_10']
     assert torch.equal(read_weights_file(saver.path_of('latest'))['w'], torch.arange(3.0))
 
 
@@ -402,7 +422,7 @@ def test_an_unexplained_writer_failure_on_a_full_disk_is_converted_too(tmp_path,
     monkeypatch.setattr(model_saver_module.shutil, 'disk_usage', lambda path: full)
     with pytest.raises(CheckpointWriteError, match=r'final: No space left on device \(4\.0 kB free'):
         saver.save({'w': torch.zeros(1)}, 'final')
-    assert os.listdir(tmp_path / 'model') == []
+    assert os.listdir(tmp_path / 'model') == ['.saver_manifest']  # the manifest, and no temporary file
 
 
 @pytest.mark.skipif(hasattr(os, 'geteuid') and os.geteuid() == 0,
@@ -426,7 +446,7 @@ def test_permission_and_read_only_errors_name_the_file_too(tmp_path, monkeypatch
 
     def refuse(*args, **kwargs):
         raise OSError(code, reason)
-    monkeypatch.setattr(model_saver_module.tempfile, 'mkstemp', refuse)  # what a read-only folder gives, as root too
+    monkeypatch.setattr(model_saver_module, 'open', refuse, raising=False)  # a read-only folder, as root too
     with pytest.raises(CheckpointWriteError, match=f'cannot write checkpoint {re.escape(saver.path_of("best"))}: '
                                                    f'{reason} \\(') as raised:
         saver.save({'w': torch.zeros(1)}, 'best')

@@ -122,3 +122,32 @@ def test_all_finite_sees_one_bad_element(value):
     assert all_finite(tensors)
     tensors[1][2, 2] = value
     assert not all_finite(tensors)
+
+
+def test_restoring_a_snapshot_restores_the_grad_scaler_too():
+    # review item 7: fp16 AMP's GradScaler (scale, growth tracker) is part of the state a rollback restores; left
+    # as it was after the rejected step, the run would differ from one resumed from the checkpoint before it
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler('cpu', init_scale=1024.0, growth_interval=1)
+    guard = NonFiniteGuard(model, optimizer, scaler=scaler)
+
+    def step():
+        optimizer.zero_grad()
+        scaler.scale(model(torch.ones(2, 3)).sum()).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    step()
+    guard.snapshot()
+    before = scaler.state_dict()
+    step()
+    assert scaler.state_dict() != before  # the scale grew
+    guard.restore_all()
+    assert scaler.state_dict() == before
+    guard.commit()
+    step()
+    guard.snapshot()
+    guard.undo_previous_step()
+    assert scaler.state_dict() == before
+    guard.redo_previous_step()
+    assert scaler.get_scale() == 2 * before['scale']

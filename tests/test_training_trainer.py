@@ -68,7 +68,8 @@ def test_signal_file_saves_without_stopping(tmp_path):
     _, summary = _train(tmp_path, experiment)
     assert summary['iteration'] == 6 and not summary['interrupted']
     # loaded during iteration 1 (samples 5..8): the checkpoint is written after that step
-    assert sorted(os.listdir(tmp_path / 'model')) == ['final', 'last_checkpoint', 'latest', 'model_epoch_0_minibatch_2']
+    assert sorted(os.listdir(tmp_path / 'model')) == ['.saver_manifest', 'final', 'last_checkpoint', 'latest',
+                                                      'model_epoch_0_minibatch_2']
     assert not (tmp_path / 'save').exists()
     assert read_checkpoint_file(str(tmp_path / 'model' / 'model_epoch_0_minibatch_2'))['iteration'] == 2
 
@@ -76,7 +77,7 @@ def test_signal_file_saves_without_stopping(tmp_path):
 def test_save_interval_checkpoints_are_full_and_latest_follows(tmp_path):
     _, summary = _train(tmp_path, helpers.make_experiment(helpers.TinyTrainSet(12), epochs=2, save_interval=4))
     names = sorted(os.listdir(tmp_path / 'model'))
-    assert names == ['final', 'last_checkpoint', 'latest', 'model_epoch_1_minibatch_4']
+    assert names == ['.saver_manifest', 'final', 'last_checkpoint', 'latest', 'model_epoch_1_minibatch_4']
     content = read_checkpoint_file(str(tmp_path / 'model' / 'model_epoch_1_minibatch_4'))
     assert (content['epoch'], content['epoch_iteration'], content['iteration']) == (1, 1, 4)
     assert set(content['optimizer']['state'])  # momentum buffers are kept

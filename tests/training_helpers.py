@@ -287,8 +287,24 @@ def record_steps(trainer: Any, stop_after: Optional[int] = None) -> List[Tuple[i
 DDP_SAMPLES, DDP_GLOBAL_BATCH, DDP_EPOCHS = 16, 8, 2
 
 
-def ddp_experiment(workspace: str) -> SimpleNamespace:
-    return make_experiment(TinyTrainSet(DDP_SAMPLES), batch_size=DDP_GLOBAL_BATCH, epochs=DDP_EPOCHS, lr=0.1,
+class FirstLoadsNaN(TinyTrainSet):
+    """TinyTrainSet whose first ``count`` samples loaded are NaN images (one rank's first batch under DDP)."""
+
+    def __init__(self, length: int, count: int):
+        super().__init__(length)
+        self.count = count
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        sample = super().__getitem__(index)
+        if self.loads <= self.count:
+            sample['image'] = torch.full_like(sample['image'], float('nan'))
+        return sample
+
+
+def ddp_experiment(workspace: str, nan_first_batch: bool = False) -> SimpleNamespace:
+    """The DDP test's experiment; ``nan_first_batch``: this process's first batch holds NaN images."""
+    train_set = FirstLoadsNaN(DDP_SAMPLES, DDP_GLOBAL_BATCH // 2) if nan_first_batch else TinyTrainSet(DDP_SAMPLES)
+    return make_experiment(train_set, batch_size=DDP_GLOBAL_BATCH, epochs=DDP_EPOCHS, lr=0.1,
                            validation=make_validation(length=5, interval=1000),
                            representer=BoxRepresenter(thresh=0.0, box_thresh=0.0), measurer=MeanScoreMeasurer())
 
@@ -297,7 +313,9 @@ def _ddp_main(out_dir: str) -> None:
     from training.trainer import Trainer
     torch.set_num_threads(1)
     rank = int(os.environ['RANK'])
-    trainer = Trainer(ddp_experiment(os.path.join(out_dir, 'workspace')),
+    # DDP_NAN_RANK=r: rank r's first batch holds NaN images (the log of rank 0 must name rank r's files)
+    nan_first_batch = os.environ.get('DDP_NAN_RANK') == str(rank)
+    trainer = Trainer(ddp_experiment(os.path.join(out_dir, 'workspace'), nan_first_batch),
                       options(os.path.join(out_dir, 'workspace'), distributed=True, validate=True))
     summary = trainer.train()
     # train() hands back the model without its DistributedDataParallel wrapper

@@ -28,7 +28,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from concern.checkpoint_io import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, is_full_checkpoint, read_weights_file
+from concern.checkpoint_io import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, integrity_note, is_full_checkpoint, \
+    read_weights_file, with_checksum
 from data.sampler import epoch_span
 from structure.weights import LoadReport, StateDictMismatch, decide_offset_compat, load_model_state, \
     offset_compat_note
@@ -121,7 +122,9 @@ def build_checkpoint(model_state: Dict[str, torch.Tensor], optimizer: Optional[t
     the run is in its epoch's order (``DATA_POSITION_KEYS``; None: not recorded).
 
     Raises ``NonFiniteCheckpointError`` naming the first entries when the model, optimizer or grad-scaler state
-    holds NaN or infinity: such a file would poison every run resumed or fine-tuned from it."""
+    holds NaN or infinity: such a file would poison every run resumed or fine-tuned from it. The content carries
+    its integrity record (``concern.checkpoint_io.with_checksum``: SHA-256 of every tensor), which every read
+    verifies."""
     optimizer_state = optimizer.state_dict() if optimizer is not None else None
     scaler_state = scaler.state_dict() if scaler is not None else None
     bad = non_finite_entries((('model', model_state), ('optimizer', optimizer_state), ('scaler', scaler_state)))
@@ -132,7 +135,7 @@ def build_checkpoint(model_state: Dict[str, torch.Tensor], optimizer: Optional[t
         raise NonFiniteCheckpointError(
             f'checkpoint at iteration {iteration} (epoch {epoch}) not written: non-finite values in '
             f'{", ".join(bad)}; the previous checkpoints are kept (resume from latest, lower the learning rate)')
-    return {
+    return with_checksum({
         'format': CHECKPOINT_FORMAT,
         'version': CHECKPOINT_VERSION,
         'model': model_state,
@@ -148,7 +151,7 @@ def build_checkpoint(model_state: Dict[str, torch.Tensor], optimizer: Optional[t
         'offset_compat': offset_compat,
         'data_position': None if data_position is None else {key: int(data_position[key])
                                                              for key in DATA_POSITION_KEYS},
-    }
+    })
 
 
 def read_checkpoint_file(path: str) -> Dict[str, Any]:
@@ -209,6 +212,7 @@ class StartState:
     how: str = ''
     report: Optional[str] = None
     data_position: Optional[Dict[str, int]] = None
+    integrity: Optional[str] = None  # a note when the file carries no checksum (its integrity is not verified)
 
 
 class Checkpoint:
@@ -296,12 +300,12 @@ class Checkpoint:
             else:
                 how = f'weights: {path} is a plain state dict: fine-tuning from {which}, {counting}'
             return StartState(epoch=self.start_epoch, epoch_iteration=self.start_iter, offset_compat_note=note,
-                              how=how, report=report)
+                              how=how, report=report, integrity=integrity_note(content, path))
         if not full:
             how = (f'weights: {path} is a plain state dict (no optimizer state or counters): fine-tuning from its '
                    f'weights, {counting} (to continue a run, resume a full checkpoint of this project)')
             return StartState(epoch=self.start_epoch, epoch_iteration=self.start_iter, offset_compat_note=note,
-                              how=how, report=report)
+                              how=how, report=report, integrity=integrity_note(content, path))
         restored = ['model']
         if optimizer is not None and content.get('optimizer') is not None:
             try:
@@ -322,7 +326,8 @@ class Checkpoint:
                           iteration=content['iteration'], full=True, rng_states=list(content.get('rng') or []),
                           best_fmeasure=content.get('best_fmeasure'), config=content.get('config'),
                           data_seed=content.get('data_seed'), offset_compat_note=note, how=how, report=report,
-                          data_position=_data_position(content.get('data_position'), path))
+                          data_position=_data_position(content.get('data_position'), path),
+                          integrity=integrity_note(content, path))
 
     def __repr__(self) -> str:
         return (f'Checkpoint(start_epoch={self.start_epoch}, start_iter={self.start_iter}, resume={self.resume!r}, '

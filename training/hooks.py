@@ -14,6 +14,7 @@ order is written down:
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -22,6 +23,11 @@ import torch
 from training.batches import describe_batch
 from training.signals import StopRequest
 from training.visualization import training_images
+
+
+class NonFiniteStop(FloatingPointError):
+    """Training stopped after ``max_nan_steps`` skipped (or rolled back) steps in a row; the message names the last
+    batch, the checkpoint to resume from and the remedy. An expected end of a run: one line, no traceback."""
 
 
 class HookBase:
@@ -56,25 +62,36 @@ class LRSchedule(HookBase):
 
 class StopConditions(HookBase):
     """Sets ``trainer.save_requested`` / ``trainer.stop_reason`` (the same on every rank) and stops a run of
-    ``max_bad_steps`` skipped steps with FloatingPointError (the last checkpoint is from before them)."""
+    ``max_bad_steps`` skipped steps with ``NonFiniteStop`` (the last checkpoint is from before them). A step
+    that rolled the previous one back (the commit rule) counts that one too: a run whose every other step
+    is undone is stopped as well."""
 
     def __init__(self, max_bad_steps: int):
         self.max_bad_steps = int(max_bad_steps)
         self.stop: Optional[StopRequest] = None
         self.bad_streak = 0
+        self.streak_before_last_good = 0
 
     def before_train(self, trainer: Any) -> None:
         self.stop = StopRequest().__enter__()
 
     def after_step(self, trainer: Any) -> None:
         step = trainer.step
-        self.bad_streak = self.bad_streak + 1 if step.bad else 0
+        if getattr(step, 'rolled_back_previous', False):
+            self.bad_streak = self.streak_before_last_good + 2
+        elif step.bad:
+            self.bad_streak += 1
+        else:
+            self.streak_before_last_good, self.bad_streak = self.bad_streak, 0
         if self.bad_streak >= self.max_bad_steps:
-            raise FloatingPointError(
-                f'{self.bad_streak} consecutive steps skipped for a non-finite input, loss, BatchNorm statistic, '
-                f'gradient or weight (last at iteration {trainer.iteration - 1}: {skip_reason(trainer)}); stopping '
-                'before the weights are damaged (the last checkpoint holds finite weights). Check '
-                'those samples, lower --lr or set --grad_clip.')
+            directory = getattr(trainer.saver, 'directory', None)
+            where = (f'resume from {os.path.join(directory, "latest")} (its weights give a finite probability map)'
+                     if directory and os.path.exists(os.path.join(directory, 'latest')) else
+                     'no checkpoint has been written yet')
+            raise NonFiniteStop(
+                f'training stopped: {self.bad_streak} consecutive steps skipped or rolled back for a non-finite input, '
+                f'loss, BatchNorm statistic, gradient or weight (last at iteration {trainer.iteration - 1}: '
+                f'{skip_reason(trainer)}); {where}. Check those samples, lower --lr or set --grad_clip.')
         signal_file = trainer.context.is_main and trainer.saver.signal_requested()
         assert self.stop is not None  # set in before_train, which the trainer calls first
         stop, save = trainer.context.any_flags([self.stop.requested, signal_file])
@@ -239,5 +256,5 @@ def _as_scalar(value: Any) -> float:
     return float(value)
 
 
-__all__ = ['HookBase', 'LRSchedule', 'StopConditions', 'PeriodicCheckpoint', 'Validation', 'Writers', 'BadSamples',
-           'default_hooks']
+__all__ = ['NonFiniteStop', 'HookBase', 'LRSchedule', 'StopConditions', 'PeriodicCheckpoint', 'Validation', 'Writers',
+           'BadSamples', 'default_hooks']

@@ -7,15 +7,22 @@ never a truncated one; the temporary files a ``kill -9`` leaves behind are remov
 ``last_checkpoint`` names the newest file written (as detectron2's and fvcore's Checkpointer).
 A write that fails for a reason of the file system (disk full, permission denied, read-only) is one
 ``CheckpointWriteError`` naming the file, the OS error and the free space.
+
+Output paths stay in the run (the path rule, docs/training.md): ``dir_path`` and ``signal_path`` are relative to
+the run's workspace and may not leave it (an absolute path, ``..`` or a symbolic link out of it is refused, naming
+the key). Clean-up deletes only files this saver wrote: each temporary file and each checkpoint is recorded in the
+model folder's manifest (``.saver_manifest``, append-only, one line per record) before or when it is written, and
+only a file the manifest lists, with the size recorded, is ever removed; a file that merely looks like a periodic
+checkpoint or a temporary file is left alone and named in the run's log.
 """
 from __future__ import annotations
 
 import errno
 import os
 import re
+import secrets
 import shutil
-import tempfile
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -24,6 +31,36 @@ from concern.checkpoint_io import LAST_CHECKPOINT
 # The temporary files of atomic_torch_save (.<name>.<mkstemp letters>.tmp) and atomic_link (.<name>.<pid>.link.tmp).
 TEMPORARY_FILE = re.compile(r'^\..+\.[A-Za-z0-9_]+(\.link)?\.tmp$')
 STEP_FILE = re.compile(r'^model_epoch_(\d+)_minibatch_(\d+)$')
+# what ends a manifest line torn by a kill while appending: an extra field, so that the line is never a record
+TORN_END = '\ttorn\n'
+# a temporary file's name as _temporary_name makes it: the target's name is group 1
+ANNOUNCED_TEMPORARY = re.compile(r'^\.(.+)\.[0-9a-f]+(\.link)?\.tmp$')
+# The record of what the saver wrote in its folder: the only files clean-up may delete.
+MANIFEST = '.saver_manifest'
+
+
+class OutputPathError(ValueError):
+    """A path of the experiment that would write or delete outside the run's workspace."""
+
+
+def inside_workspace(value: str, key: str) -> str:
+    """``value`` (a path an experiment sets for writing or deleting: ``key`` names it) normalised, when it stays
+    inside the run's workspace: relative, without ``..`` leaving it. Raises ``OutputPathError`` naming the key."""
+    text = os.fspath(value)
+    if not text or not str(text).strip():
+        raise OutputPathError(f'{key}: empty path; give a path relative to the run\'s workspace (workspace/<name>/)')
+    normal = os.path.normpath(text)
+    if os.path.isabs(text) or normal == '..' or normal.startswith('..' + os.sep) or normal == '.':
+        raise OutputPathError(
+            f'{key}: {text!r} is not inside the run\'s workspace; paths an experiment sets for writing or deleting '
+            'are relative to workspace/<name>/ and stay there (e.g. \'model\'); to write elsewhere, choose the '
+            'workspace with --name')
+    return normal
+
+
+def _within(path: str, root: str) -> bool:
+    real_path, real_root = os.path.realpath(path), os.path.realpath(root)
+    return real_path == real_root or real_path.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
 class CheckpointWriteError(OSError):
@@ -88,34 +125,64 @@ def _write_error(error: BaseException, path: str, directory: str) -> Optional[Ch
     else:
         code = cause.errno
         reason = cause.strerror or str(cause) or type(cause).__name__
+    if os.path.isfile(os.path.join(directory, LAST_CHECKPOINT)):
+        state = ('the previous checkpoints are intact; free some space (or move the workspace) and resume from '
+                 f'{os.path.join(directory, "latest")}')
+    else:
+        state = 'no checkpoint of this run has been written yet; free some space (or move the workspace) and restart'
     return CheckpointWriteError(code, reason, path,
-                                f'cannot write checkpoint {path}: {reason} ({_free_space(directory)}); '
-                                'the previous checkpoints are intact')
+                                f'cannot write checkpoint {path}: {reason} ({_free_space(directory)}); {state}')
 
 
-def _replace_atomically(path: str, write: Callable[[str], None], temporary: Optional[str] = None) -> None:
-    """``write(temporary)`` a file in ``path``'s folder, then rename it over ``path`` (atomic on POSIX): a process
-    killed meanwhile leaves the previous ``path`` intact. ``temporary`` None: a fresh ``.<name>.<letters>.tmp``.
-    On any error the temporary file is removed; a failure of the file system is re-raised as
-    ``CheckpointWriteError``."""
+Recorder = Callable[[str, str], None]
+
+
+def _temporary_name(path: str, suffix: str = '.tmp') -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(path)),
+                        f'.{os.path.basename(path)}.{secrets.token_hex(4)}{suffix}')
+
+
+def _replace_atomically(path: str, write: Callable[[str], None], suffix: str = '.tmp',
+                        record: Optional[Recorder] = None) -> None:
+    """``write(temporary)`` a new file in ``path``'s folder (``.<name>.<random>.tmp``, created by ``write``, which
+    must not overwrite), then rename it over ``path`` (atomic on POSIX): a process killed meanwhile leaves the
+    previous ``path`` intact. ``record(kind, name)`` (the saver's manifest) hears of the temporary file before it is
+    created (``temp``), of the file once in place (``file``), and of the temporary file's removal (``gone``) when
+    an error ends the write before the rename. On any error the temporary file is removed; a failure of the file
+    system is re-raised as ``CheckpointWriteError``."""
     directory = os.path.dirname(os.path.abspath(path))
+    temporary: Optional[str] = None
+    replaced = False
     try:
         os.makedirs(directory, exist_ok=True)
-        if temporary is None:
-            handle, temporary = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
-                                                 dir=directory)
-            os.close(handle)
-        elif os.path.lexists(temporary):
-            os.remove(temporary)
+        temporary = _temporary_name(path, suffix)
+        if record is not None:
+            record('temp', os.path.basename(temporary))
         write(temporary)
         os.replace(temporary, path)
+        replaced = True
+        if record is not None:
+            record('file', os.path.basename(path))
     except BaseException as error:
-        if temporary is not None and os.path.lexists(temporary):
-            os.remove(temporary)
+        if temporary is not None and not replaced:
+            _discard(temporary, record)
         converted = _write_error(error, path, directory) if isinstance(error, Exception) else None
         if converted is not None:
             raise converted from error
         raise
+
+
+def _discard(temporary: str, record: Optional[Recorder] = None) -> None:
+    """Remove the temporary file of a failed write (this process created it) and record it ``gone`` in the
+    manifest, so that a file appearing later under the name it was meant for is never adopted as the saver's
+    (``Manifest.adopt_interrupted``). The record is best effort: the write's own error is what the caller raises."""
+    if os.path.lexists(temporary):
+        os.remove(temporary)
+    if record is not None:
+        try:
+            record('gone', os.path.basename(temporary))
+        except Exception:  # a full disk, say: the write's own error is the one to report
+            pass
 
 
 def _synced(write: Callable[[Any], None], mode: str) -> Callable[[str], None]:
@@ -127,29 +194,125 @@ def _synced(write: Callable[[Any], None], mode: str) -> Callable[[str], None]:
     return run
 
 
-def atomic_torch_save(content: Any, path: str) -> None:
+def atomic_torch_save(content: Any, path: str, record: Optional[Recorder] = None) -> None:
     """``torch.save`` to ``path`` through a temporary file in the same folder, renamed over it when complete.
 
     Raises ``CheckpointWriteError`` for a failure of the file system; the temporary file is removed on any error."""
-    _replace_atomically(path, _synced(lambda stream: torch.save(content, stream), 'wb'))
+    _replace_atomically(path, _synced(lambda stream: torch.save(content, stream), 'xb'), record=record)
 
 
-def atomic_link(source: str, path: str) -> None:
+def atomic_link(source: str, path: str, record: Optional[Recorder] = None) -> None:
     """Make ``path`` the same content as ``source`` (hard link, else copy), replacing it atomically."""
     def link(temporary: str) -> None:
         try:
             os.link(source, temporary)
+        except FileExistsError:
+            raise
         except OSError:
             shutil.copyfile(source, temporary)
-    directory = os.path.dirname(os.path.abspath(path))
-    _replace_atomically(path, link, os.path.join(directory, f'.{os.path.basename(path)}.{os.getpid()}.link.tmp'))
+    _replace_atomically(path, link, '.link.tmp', record)
 
 
-def atomic_write_text(text: str, path: str) -> None:
+def atomic_write_text(text: str, path: str, record: Optional[Recorder] = None) -> None:
     """Write a small text file atomically (temporary file in the same folder, then ``os.replace``)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    _replace_atomically(path, _synced(lambda stream: stream.write(text), 'w'),
-                        os.path.join(directory, f'.{os.path.basename(path)}.{os.getpid()}.tmp'))
+    _replace_atomically(path, _synced(lambda stream: stream.write(text), 'x'), record=record)
+
+
+class Manifest:
+    """The model folder's record of what the saver wrote (``.saver_manifest``): append-only lines ``temp <name>``
+    (a temporary file about to be created), ``file <name> <size>`` (a file in place), ``gone <name>`` (a temporary
+    file removed: a failed write's, or a stale one removed by ``bind``). A torn last line (a kill while appending)
+    is ignored, and ended (``TORN_END``: still no record) before the next record is appended. A periodic checkpoint
+    killed between its rename into place and its ``file`` record is adopted at the next ``bind``
+    (``adopt_interrupted``). Only what it lists may be deleted by the clean-up."""
+
+    def __init__(self, directory: str):
+        self.path = os.path.join(directory, MANIFEST)
+        self.directory = directory
+
+    def record(self, kind: str, name: str) -> None:
+        line = f'{kind}\t{name}'
+        if kind == 'file':
+            line += f'\t{os.path.getsize(os.path.join(self.directory, name))}'
+        # a line torn by a kill while appending is ended first, so that it cannot swallow this record, with a field
+        # that makes it no record (a torn name or size is never taken for one)
+        torn = self._torn()
+        with open(self.path, 'a', encoding='utf-8') as stream:
+            stream.write((TORN_END if torn else '') + line + '\n')
+            stream.flush()
+            os.fsync(stream.fileno())
+
+    def _torn(self) -> bool:
+        """Whether the manifest's last line lacks its newline (a kill while appending)."""
+        try:
+            with open(self.path, 'rb') as stream:
+                stream.seek(0, os.SEEK_END)
+                if stream.tell() == 0:
+                    return False
+                stream.seek(-1, os.SEEK_END)
+                return stream.read(1) != b'\n'
+        except FileNotFoundError:
+            return False
+
+    def _records(self) -> List[Tuple[str, str, int]]:
+        """The manifest's complete records, oldest first: (kind, name, size; 0 but for ``file``). A line without
+        its newline, or ended as torn (``TORN_END``), is no record."""
+        records: List[Tuple[str, str, int]] = []
+        if not os.path.isfile(self.path):
+            return records
+        with open(self.path, encoding='utf-8', errors='replace') as stream:
+            for line in stream:
+                if not line.endswith('\n') or line.endswith(TORN_END):
+                    continue  # torn by a kill while appending
+                parts = line.rstrip('\n').split('\t')
+                if parts[0] in ('temp', 'gone') and len(parts) == 2:
+                    records.append((parts[0], parts[1], 0))
+                elif parts[0] == 'file' and len(parts) == 3 and parts[2].isdigit():
+                    records.append(('file', parts[1], int(parts[2])))
+        return records
+
+    def adopt_interrupted(self) -> List[str]:
+        """Record the periodic checkpoint whose save was killed between the rename into place and the ``file``
+        record: the manifest's last complete record is the announcement of its temporary file (``temp``; a kill
+        ends the run, so nothing can follow it), that temporary file is gone (renamed), and the file is there.
+        Called at ``bind`` before anything else is recorded. An announcement followed by any record (``gone``
+        when the temporary file was removed by a failed write or by ``bind``) is never adopted: a file appearing
+        later under that name is not the saver's. Returns the names adopted (none or one)."""
+        records = self._records()
+        if not records or records[-1][0] != 'temp':
+            return []
+        temporary = records[-1][1]
+        match = ANNOUNCED_TEMPORARY.match(temporary)
+        if match is None or not STEP_FILE.match(match.group(1)):
+            return []
+        name = match.group(1)
+        path = os.path.join(self.directory, name)
+        if (os.path.lexists(os.path.join(self.directory, temporary)) or not os.path.isfile(path)
+                or os.path.islink(path)):
+            return []
+        self.record('file', name)
+        return [name]
+
+    def read(self) -> Tuple[Dict[str, int], List[str]]:
+        """(files written: name -> size as written, newest record last; temporary files announced and not
+        recorded ``gone`` since)."""
+        files: Dict[str, int] = {}
+        temporaries: Dict[str, None] = {}
+        for kind, name, size in self._records():
+            if kind == 'temp':
+                temporaries[name] = None
+            elif kind == 'gone':
+                temporaries.pop(name, None)
+            else:
+                files[name] = size
+        return files, list(temporaries)
+
+    def wrote(self, name: str, files: Optional[Dict[str, int]] = None) -> bool:
+        """Whether ``name`` is a regular file of the folder as the saver wrote it (listed, same size)."""
+        files = self.read()[0] if files is None else files
+        path = os.path.join(self.directory, name)
+        return (name in files and os.path.isfile(path) and not os.path.islink(path)
+                and os.path.getsize(path) == files[name])
 
 
 class ModelSaver:
@@ -158,54 +321,95 @@ class ModelSaver:
 
     ``keep_last``: how many ``model_epoch_E_minibatch_S`` files stay (the newest written; 0 or None: all). Older
     ones are deleted after each periodic save; ``best``, ``final`` and ``latest`` are never deleted, and as they
-    are hard links, a ``best`` whose periodic file was deleted stays readable. Only files named like the periodic
-    ones are ever deleted. ``last_checkpoint`` holds the name of the newest checkpoint written.
+    are hard links, a ``best`` whose periodic file was deleted stays readable. Only periodic files this saver wrote
+    (listed in the folder's manifest with their size) are ever deleted. ``last_checkpoint`` holds the name of the
+    newest checkpoint written.
 
     Creating the file ``<workspace>/<signal_path>`` asks for a checkpoint now; training goes on and
     the file is removed once the checkpoint is written.
+
+    ``dir_path`` and ``signal_path`` are relative to the run's workspace and stay inside it (``OutputPathError``,
+    a ``ValueError`` naming the key, otherwise: the experiment is refused before anything is written).
     """
 
     def __init__(self, dir_path: str = 'model', save_interval: int = 1000, signal_path: Optional[str] = None,
                  keep_last: Optional[int] = 3):
-        self.dir_path = dir_path
+        self.dir_path = inside_workspace(dir_path, 'train.model_saver.dir_path')
         self.save_interval = int(save_interval)
         if self.save_interval < 1:
             raise ValueError(f'save_interval must be >= 1 iteration, got {save_interval}')
         self.keep_last = int(keep_last or 0)
         if self.keep_last < 0:
             raise ValueError(f'keep_last must be >= 0 (0 or null: keep every periodic checkpoint), got {keep_last}')
-        self.signal_path = signal_path
+        self.signal_path = inside_workspace(signal_path, 'train.model_saver.signal_path') if signal_path else None
         self.directory: Optional[str] = None
         self.signal_file: Optional[str] = None
+        self.manifest: Optional[Manifest] = None
 
     def bind(self, workspace: str) -> List[str]:
-        """Resolve the folders against the run's workspace (the trainer calls this on rank 0) and remove the
-        temporary files an interrupted save left in the model folder. Returns one message per removal, for the
-        run's log."""
-        self.directory = os.path.join(workspace, self.dir_path)
-        os.makedirs(self.directory, exist_ok=True)
-        self.signal_file = os.path.join(workspace, self.signal_path) if self.signal_path else None
+        """Resolve the folders against the run's workspace (the trainer calls this on rank 0), remove the
+        temporary files an interrupted save left in the model folder (those the manifest announced), and name the
+        files that look like the saver's but that it did not write (left alone). Returns one message per removal
+        or file left alone, for the run's log. ``OutputPathError`` when a path leaves the workspace through a
+        symbolic link."""
+        directory = os.path.join(workspace, self.dir_path)
+        signal_file = os.path.join(workspace, self.signal_path) if self.signal_path else None
+        for key, path in (('train.model_saver.dir_path', directory), ('train.model_saver.signal_path', signal_file)):
+            if path is not None and not _within(path, workspace):
+                raise OutputPathError(f'{key}: {path} leads out of the run\'s workspace {workspace} (through a '
+                                      f'symbolic link to {os.path.realpath(path)}); refused, nothing is written '
+                                      'or deleted there')
+        self.directory, self.signal_file = directory, signal_file
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as error:
+            raise CheckpointWriteError(error.errno, error.strerror or str(error), directory,
+                                       f'cannot create the checkpoint folder {directory}: '
+                                       f'{error.strerror or error}; check the permissions of the workspace or '
+                                       'choose another with --name') from error
+        self.manifest = Manifest(directory)
         return self._remove_stale_temporaries()
 
     def _remove_stale_temporaries(self) -> List[str]:
         messages = []
         directory = self._require_bound()
+        manifest = self._manifest()
+        for name in manifest.adopt_interrupted():
+            messages.append(f'recorded {os.path.join(directory, name)}: a periodic checkpoint whose save was '
+                            'interrupted after the file was in place (before the manifest heard of it)')
+        files, temporaries = manifest.read()
+        announced = set(temporaries)
         for name in sorted(os.listdir(directory)):
             path = os.path.join(directory, name)
-            if not TEMPORARY_FILE.match(name) or not os.path.isfile(path) or os.path.islink(path):
+            if not os.path.isfile(path) or os.path.islink(path):
                 continue
-            try:
-                size = os.path.getsize(path)
-                os.remove(path)
-            except FileNotFoundError:  # another process of the run removed it first
-                continue
-            messages.append(f'removed {path} ({_size(size)}): temporary file of an interrupted checkpoint save')
+            if TEMPORARY_FILE.match(name):
+                if name not in announced:
+                    messages.append(f'left alone: {path} looks like a temporary file of a checkpoint save, but this '
+                                    f'project\'s saver did not write it (not in {manifest.path})')
+                    continue
+                try:
+                    size = os.path.getsize(path)
+                    os.remove(path)
+                except FileNotFoundError:  # another process of the run removed it first
+                    continue
+                manifest.record('gone', name)
+                messages.append(f'removed {path} ({_size(size)}): temporary file of an interrupted checkpoint save')
+            elif STEP_FILE.match(name) and not manifest.wrote(name, files):
+                messages.append(f'left alone: {path} is named like a periodic checkpoint, but this project\'s saver '
+                                f'did not write it (not in {manifest.path}, or changed since): never deleted by the '
+                                'keep_last clean-up')
         return messages
 
     def _require_bound(self) -> str:
         if self.directory is None:
             raise RuntimeError('ModelSaver.bind(workspace) must be called before saving')
         return self.directory
+
+    def _manifest(self) -> Manifest:
+        self._require_bound()
+        assert self.manifest is not None  # set by bind
+        return self.manifest
 
     def path_of(self, name: str) -> str:
         return os.path.join(self._require_bound(), name)
@@ -227,8 +431,9 @@ class ModelSaver:
     def save(self, content: Dict[str, Any], name: str) -> str:
         """Write ``content`` as ``name`` and record it in ``last_checkpoint``."""
         path = self.path_of(name)
-        atomic_torch_save(content, path)
-        atomic_write_text(name + '\n', self.path_of(LAST_CHECKPOINT))
+        record = self._manifest().record
+        atomic_torch_save(content, path, record)
+        atomic_write_text(name + '\n', self.path_of(LAST_CHECKPOINT), record)
         return path
 
     def save_step(self, content: Dict[str, Any], epoch: int, iteration: int) -> str:
@@ -239,17 +444,18 @@ class ModelSaver:
         return path
 
     def prune(self, keep: Optional[str] = None) -> List[str]:
-        """Delete all but the newest ``keep_last`` periodic files (by time written, then iteration), never ``keep``;
-        returns the deleted paths."""
+        """Delete all but the newest ``keep_last`` periodic files this saver wrote (by time written, then
+        iteration), never ``keep`` nor a file the manifest does not list; returns the deleted paths."""
         if not self.keep_last:
             return []
         directory = self._require_bound()
+        manifest = self._manifest()
+        files = manifest.read()[0]
         periodic = []
         for name in os.listdir(directory):
             match = STEP_FILE.match(name)
-            path = os.path.join(directory, name)
-            if match and os.path.isfile(path) and not os.path.islink(path):
-                periodic.append((os.stat(path).st_mtime_ns, int(match.group(2)), name))
+            if match and manifest.wrote(name, files):
+                periodic.append((os.stat(os.path.join(directory, name)).st_mtime_ns, int(match.group(2)), name))
         periodic.sort()
         removed = []
         for _, _, name in periodic[:max(0, len(periodic) - self.keep_last)]:
@@ -269,12 +475,12 @@ class ModelSaver:
 
     def link_latest(self, path: str) -> str:
         latest = self.path_of('latest')
-        atomic_link(path, latest)
+        atomic_link(path, latest, self._manifest().record)
         return latest
 
     def mark_best(self, path: str) -> str:
         best = self.path_of('best')
-        atomic_link(path, best)
+        atomic_link(path, best, self._manifest().record)
         return best
 
     def __repr__(self) -> str:

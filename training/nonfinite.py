@@ -10,11 +10,23 @@ state, or leaves all of them exactly as they were before its batch. Four checks,
 4. after the optimizer step: every parameter and optimizer state finite (a finite gradient times a huge learning
    rate can still overflow).
 
-A failed check restores the snapshot taken before the forward (buffers; parameters and optimizer state too when
-check 4 fails) and the step counts as skipped. Under DistributedDataParallel every rank takes the same decision
-(the flags are OR-ed over the ranks) and restores its own snapshot. Cost: one copy of the buffers per step, one of
-the parameters and optimizer state (into buffers allocated once), and one max-abs reduction per check over the
-same tensors; docs/training.md has the measured figure.
+A failed check restores the snapshot taken before the forward (buffers; parameters, optimizer state and the
+GradScaler's scale and growth tracker too when check 4 fails) and the step counts as skipped.
+
+Finite is not enough: a huge learning rate can leave weights that are huge but finite, whose next forward is NaN.
+So a step is committed only if the model it leaves behind still gives a finite forward (the commit rule): the next
+step's forward verifies it, and when that forward is not finite the guard goes back to the state before the
+previous step (``undo_previous_step``) and runs the batch again; finite there, the previous step is rolled back,
+else the batch is to blame and the previous step stays (``redo_previous_step``). A save verifies the state it
+writes itself (``training.trainer.Trainer.save``: the probability map of the last committed step's batch; a
+non-finite one undoes the step just taken, ``undo_step``), so no checkpoint is written whose forward is
+non-finite. A step written to a checkpoint is final (``seal``): it is never rolled back afterwards, so resuming
+from that checkpoint gives the same weights as the run that went on.
+
+Under DistributedDataParallel every rank takes the same decision (the flags are OR-ed over the ranks) and restores
+its own snapshot. Cost: one copy of the buffers, the parameters and the optimizer state per step (into two sets of
+buffers allocated once, used in turn), and one vectorised norm per check over the same tensors; docs/training.md
+has the measured figure.
 """
 from __future__ import annotations
 
@@ -60,43 +72,81 @@ def non_finite_inputs(batch: Any) -> List[str]:
             f"({', '.join(keys)})" for index, keys in sorted(bad.items())]
 
 
+class _Snapshot:
+    """One copy of the buffers, the parameters and the optimizer state (storage allocated once).
+    ``committed``: whether the step taken from this state was committed (kept)."""
+
+    def __init__(self) -> None:
+        self.buffers: Optional[List[torch.Tensor]] = None
+        self.parameters: Optional[List[torch.Tensor]] = None
+        self.states: Dict[int, Dict[str, Any]] = {}
+        self.scaler: Dict[str, Any] = {}  # the GradScaler's state_dict (fp16 AMP; empty when it is disabled)
+        self.committed = False
+
+
 class NonFiniteGuard:
     """Snapshot / check / restore around one step of ``model`` (unwrapped or wrapped) and ``optimizer``.
 
-    ``any_flag``: OR of a flag over the ranks (``DistributedContext.any_flags``); the identity alone.
+    Two snapshots alternate: the state before the current step and the state before the previous step, so that a
+    committed step can still be undone when the model it left behind turns out to give a non-finite forward (the
+    commit rule, docs/training.md): ``undo_step`` (the step just taken, before a save) and ``undo_previous_step`` /
+    ``redo_previous_step`` (the step before the current one, when the current forward fails). Each step copies one
+    snapshot, as with a single one; the memory is twice a copy of the parameters, buffers and optimizer state.
+
+    A checkpoint holds the state it wrote: after a save ``seal`` makes every step up to it final (neither
+    snapshot can be undone any more), so a resume from that checkpoint takes the same decisions as the run that
+    went on, and a checkpoint never holds weights the run later rejected.
+
+    ``any_flag``: OR of a flag over the ranks (``DistributedContext.any_flags``); the identity alone. ``scaler``:
+    the GradScaler (fp16 AMP), whose scale and growth tracker are part of the state snapshotted and restored.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 any_flag: Optional[Any] = None):
+                 any_flag: Optional[Any] = None, scaler: Optional[Any] = None):
         self.model = model
         self.optimizer = optimizer
+        self.scaler = scaler
         self.any_flag = any_flag or (lambda flag: bool(flag))
         self._buffers = [buffer for buffer in model.buffers()]
         self._parameters = [parameter for parameter in model.parameters()]
-        self._buffer_copies: Optional[List[torch.Tensor]] = None
-        self._parameter_copies: Optional[List[torch.Tensor]] = None
-        self._state_copies: Dict[int, Dict[str, Any]] = {}
+        self._snapshots = (_Snapshot(), _Snapshot())
+        self._current = 1  # the first snapshot goes to slot 0
+        self._taken = 0
 
     # -- snapshot ---------------------------------------------------------------------------
+    @property
+    def _now(self) -> _Snapshot:
+        return self._snapshots[self._current]
+
+    @property
+    def _other(self) -> _Snapshot:
+        return self._snapshots[1 - self._current]
+
     def snapshot(self) -> None:
-        """Copy the buffers, the parameters and the optimizer state (into storage allocated once)."""
+        """Copy the buffers, the parameters and the optimizer state: the state before the step about to be taken.
+        The previous snapshot (the state before the previous step) is kept."""
+        self._current = 1 - self._current
+        self._taken += 1
+        target = self._now
+        target.committed = False
+        target.scaler = self._scaler_state()
         with torch.no_grad():
-            if self._buffer_copies is None or self._parameter_copies is None:  # the first snapshot sets both
-                self._buffer_copies = [buffer.detach().clone() for buffer in self._buffers]
-                self._parameter_copies = [parameter.detach().clone() for parameter in self._parameters]
+            if target.buffers is None or target.parameters is None:  # the first snapshot of this slot sets both
+                target.buffers = [buffer.detach().clone() for buffer in self._buffers]
+                target.parameters = [parameter.detach().clone() for parameter in self._parameters]
             else:
-                _copy_all(self._buffer_copies, self._buffers)
-                _copy_all(self._parameter_copies, self._parameters)
+                _copy_all(target.buffers, self._buffers)
+                _copy_all(target.parameters, self._parameters)
             for parameter in self._parameters:
                 state = self.optimizer.state.get(parameter)
                 if not state:
-                    self._state_copies.pop(id(parameter), None)
+                    target.states.pop(id(parameter), None)
                     continue
-                saved = self._state_copies.get(id(parameter))
+                saved = target.states.get(id(parameter))
                 if saved is None or saved.keys() != state.keys() or any(
                         isinstance(value, torch.Tensor) and saved[key].shape != value.shape
                         for key, value in state.items()):
-                    self._state_copies[id(parameter)] = {
+                    target.states[id(parameter)] = {
                         key: value.detach().clone() if isinstance(value, torch.Tensor) else value
                         for key, value in state.items()}
                     continue
@@ -106,21 +156,37 @@ class NonFiniteGuard:
                     else:
                         saved[key] = value
 
+    def _scaler_state(self) -> Dict[str, Any]:
+        if self.scaler is None or not self.scaler.is_enabled():
+            return {}
+        return dict(self.scaler.state_dict())
+
+    def commit(self) -> None:
+        """The step taken since the last snapshot is kept (it may still be undone: ``undo_step``)."""
+        self._now.committed = True
+
     def restore_buffers(self) -> None:
-        if self._buffer_copies is None:
+        """Buffers as at the last snapshot."""
+        if self._now.buffers is None:
             raise RuntimeError('NonFiniteGuard.restore_buffers: no snapshot taken yet')
         with torch.no_grad():
-            _copy_all(self._buffers, self._buffer_copies)
+            _copy_all(self._buffers, self._now.buffers)
 
     def restore_all(self) -> None:
         """Buffers, parameters and optimizer state as at the last snapshot."""
-        if self._parameter_copies is None:
+        if self._now.parameters is None:
             raise RuntimeError('NonFiniteGuard.restore_all: no snapshot taken yet')
+        self._restore(self._now)
+
+    def _restore(self, snapshot: _Snapshot) -> None:
+        assert snapshot.buffers is not None and snapshot.parameters is not None
+        if snapshot.scaler and self.scaler is not None:
+            self.scaler.load_state_dict(snapshot.scaler)
         with torch.no_grad():
-            self.restore_buffers()
-            _copy_all(self._parameters, self._parameter_copies)
+            _copy_all(self._buffers, snapshot.buffers)
+            _copy_all(self._parameters, snapshot.parameters)
             for parameter in self._parameters:
-                saved = self._state_copies.get(id(parameter))
+                saved = snapshot.states.get(id(parameter))
                 if saved is None:
                     self.optimizer.state.pop(parameter, None)
                     continue
@@ -132,10 +198,47 @@ class NonFiniteGuard:
                     else:
                         state[key] = value.clone() if isinstance(value, torch.Tensor) else value
 
+    # -- undoing a committed step -----------------------------------------------------------------
+    def seal(self) -> None:
+        """A checkpoint was written from the current state (call on every rank after a save): no step up to here
+        can be undone any more."""
+        for snapshot in self._snapshots:
+            snapshot.committed = False
+
+    def can_undo_step(self) -> bool:
+        """Whether the step taken since the last snapshot was committed (and can be undone)."""
+        return self._now.committed
+
+    def undo_step(self) -> None:
+        """Back to the state before the step taken since the last snapshot (which was committed)."""
+        if not self._now.committed:
+            raise RuntimeError('NonFiniteGuard.undo_step: the last step was not committed')
+        self._restore(self._now)
+        self._now.committed = False
+
+    def can_undo_previous_step(self) -> bool:
+        """Whether the step before the current one (the one the last snapshot followed) was committed."""
+        return self._taken >= 2 and self._other.committed
+
+    def undo_previous_step(self) -> None:
+        """Back to the state before the previous step; that state becomes the current snapshot (call before the
+        current step changed the parameters: its forward failed). ``redo_previous_step`` goes back."""
+        if not self.can_undo_previous_step():
+            raise RuntimeError('NonFiniteGuard.undo_previous_step: the previous step was not committed')
+        self._current = 1 - self._current
+        self._restore(self._now)
+        self._now.committed = False
+
+    def redo_previous_step(self) -> None:
+        """Undo ``undo_previous_step``: the state the previous step committed, as the current snapshot."""
+        self._now.committed = True
+        self._current = 1 - self._current
+        self._restore(self._now)
+
     # -- checks (each OR-ed over the ranks) -----------------------------------------------------
-    def forward_ok(self, loss: torch.Tensor) -> bool:
-        """Loss and buffers finite on every rank."""
-        local = bool(torch.isfinite(loss.detach()).all()) and all_finite(self._buffers)
+    def forward_ok(self, loss: Optional[torch.Tensor]) -> bool:
+        """Loss and buffers finite on every rank (``loss`` None: the forward failed on non-finite values here)."""
+        local = loss is not None and bool(torch.isfinite(loss.detach()).all()) and all_finite(self._buffers)
         return not self.any_flag(not local)
 
     def gradients_ok(self) -> bool:

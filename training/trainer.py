@@ -10,22 +10,22 @@ import contextlib
 import gc
 import random
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
 
 import numpy as np
 import torch
 from torch import nn
 
 from concern.device import cpu_bf16_is_native
-from concern.log import Logger
-from training.batches import bind_loader, move_to_device
-from training.checkpoint import Checkpoint, StartState, build_checkpoint, capture_rng_state, config_differences, \
-    plan_resume, restore_rng_state
+from concern.log import Logger, LogWriteError
+from training.batches import bind_loader, describe_batch, move_to_device
+from training.checkpoint import Checkpoint, NonFiniteCheckpointError, PreservedRNG, StartState, build_checkpoint, \
+    capture_rng_state, config_differences, plan_resume, restore_rng_state
 from training.distributed import (DistributedContext, setup_distributed, teardown_distributed, unwrap_model,
                                   wrap_model)
-from training.hooks import HookBase, default_hooks
-from training.model_saver import ModelSaver
-from training.nonfinite import NonFiniteGuard, non_finite_inputs
+from training.hooks import HookBase, NonFiniteStop, default_hooks
+from training.model_saver import CheckpointWriteError, ModelSaver, OutputPathError
+from training.nonfinite import NonFiniteGuard, all_finite, non_finite_inputs
 from training.optimizer_scheduler import OptimizerScheduler
 from training.run_options import RunOptions
 from training.validation import Validator
@@ -34,6 +34,16 @@ from structure.weights import offset_compat_of
 
 class TrainingStartError(ValueError):
     """The run cannot start (a checkpoint that is not one, or does not fit): nothing has been written."""
+
+
+# The failures a run is expected to meet, each with a message naming what failed, the path and the remedy: written
+# once, as one line, to the run's log and the console, and ended without a traceback (train.py).
+EXPECTED_FAILURES: Tuple[Type[BaseException], ...] = (
+    TrainingStartError, CheckpointWriteError, NonFiniteCheckpointError, NonFiniteStop, LogWriteError, OutputPathError)
+
+
+# ``F.binary_cross_entropy``'s refusal of an input outside [0, 1] (NaN included) on the CPU
+_BCE_RANGE_ERROR = 'should be between 0 and 1'
 
 
 def seed_everything(seed: int) -> None:
@@ -66,6 +76,7 @@ class StepResult:
     skipped: Optional[str] = None
     bad: bool = False
     names_files: bool = False
+    rolled_back_previous: bool = False  # the previous step was undone too (the commit rule): two steps lost
 
 
 class Trainer:
@@ -111,6 +122,10 @@ class Trainer:
         self.save_requested = False
         self.stop_reason: Optional[str] = None
         self._last_saved: Optional[tuple] = None
+        # the commit rule: the batch of the last committed step, and which state of the weights a save verified
+        self._check_batch: Any = None
+        self._weights_version = 0
+        self._verified_version = 0
 
     @property
     def last_sweep(self) -> Dict[str, Dict[str, Any]]:
@@ -139,21 +154,36 @@ class Trainer:
     # -- the step ---------------------------------------------------------------------------
     def run_step(self, batch: Any) -> StepResult:
         """One batch: forward, named losses summed, backward (AMP-scaled), optional clipping, optimizer step;
-        skipped, with nothing changed, when an input, the loss, a statistic, a gradient or a weight is not finite."""
+        skipped, with nothing changed, when an input, the loss, a statistic, a gradient or a weight is not finite.
+
+        The commit rule (docs/training.md): a committed step is kept only if the model it leaves gives a finite
+        forward. This step's forward verifies the previous step: when it is not finite (or the loss fails on
+        non-finite values), the batch runs again with the weights from before the previous step; finite there,
+        the previous step is rolled back (its weights were huge but finite, say after a huge learning rate), else
+        the batch is to blame and only this step is skipped."""
         batch = move_to_device(batch, self.device, self.options.channels_last)
         bad_inputs = non_finite_inputs(batch)
         if self.context.any_flags([bool(bad_inputs)])[0]:
-            return StepResult(batch, skipped='non-finite input: ' + ('; '.join(bad_inputs) or 'on another rank'),
-                              bad=True, names_files=bool(bad_inputs))
+            return StepResult(batch, skipped='non-finite input: ' + self._bad_inputs_of_every_rank(bad_inputs),
+                              bad=True, names_files=True)
         (model, optimizer, guard), scaler = self._step_parts(), self.scaler
         guard.snapshot()
-        with self._autocast():
-            loss, pred, metrics = model(batch, training=True)
-        loss = loss.float().mean()
+        loss, pred, metrics, failure = self._training_forward(model, batch)
         if not guard.forward_ok(loss):
             guard.restore_buffers()
-            return StepResult(batch, skipped=f'non-finite loss ({float(loss.detach())}) or BatchNorm statistic',
-                              bad=True)
+            what = failure or (f'non-finite loss ({float(loss.detach())}) or BatchNorm statistic'
+                               if loss is not None else 'non-finite loss or BatchNorm statistic on another rank')
+            if guard.can_undo_previous_step():  # the same on every rank: commits are decided together
+                guard.undo_previous_step()
+                if not self.context.any_flags([not self._loss_is_finite(batch)])[0]:
+                    self._weights_version += 1
+                    return StepResult(batch, skipped=f'{what}; the same batch is finite with the weights from before '
+                                                     f'the previous step, so that step (iteration '
+                                                     f'{self.iteration - 1}) is rolled back: its weights give a '
+                                                     'non-finite forward', bad=True, rolled_back_previous=True)
+                guard.redo_previous_step()
+            return StepResult(batch, skipped=what, bad=True)
+        assert loss is not None
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if self.options.grad_clip is not None:
@@ -169,16 +199,122 @@ class Trainer:
         if not guard.state_ok():
             guard.restore_all()
             return StepResult(batch, skipped='non-finite weight or optimizer state after the step', bad=True)
+        guard.commit()
+        self._weights_version += 1
+        self._check_batch = batch  # a batch the committed weights stepped on: finite inputs, not blamed
+        if self._checkpoint_follows():  # the commit rule before a periodic or the final checkpoint, counted here
+            if self.context.any_flags([not self._prediction_is_finite(batch)])[0]:
+                guard.undo_step()
+                self._weights_version += 1
+                return StepResult(batch, skipped='the weights of this step give a non-finite probability map '
+                                                 '(checked before its checkpoint): the step is rolled back', bad=True)
+            self._verified_version = self._weights_version
         return StepResult(batch, loss=float(loss.detach()), metrics=metrics, pred=pred)
+
+    def _checkpoint_follows(self) -> bool:
+        """Whether a periodic checkpoint or the final one follows the step being taken (the same on every rank)."""
+        iteration = self.iteration + 1
+        last = self.epoch == self.epochs - 1 and self.epoch_iteration + 1 >= self.epoch_steps
+        return self.saver.due(iteration) or last
+
+    def _bad_inputs_of_every_rank(self, bad_inputs: List[str]) -> str:
+        """The files with a non-finite input, from the rank that read them (under DDP every rank takes this branch
+        together: the flag is OR-ed, so every rank joins the gather)."""
+        if not self.context.enabled or self.context.world_size == 1:
+            return '; '.join(bad_inputs)
+        gathered = self.context.gather_objects(list(bad_inputs))
+        return '; '.join(f'rank {rank}: {"; ".join(names)}' for rank, names in enumerate(gathered) if names)
+
+    def _training_forward(self, model: nn.Module, batch: Any) -> Tuple[Optional[torch.Tensor], Any, Any,
+                                                                        Optional[str]]:
+        """The step's forward: (loss, pred, metrics, None); (None, None, None, why) when the loss refused a
+        probability map outside [0, 1] (``F.binary_cross_entropy`` on NaN, on the CPU: a model whose own loss calls
+        it; the project's ``BalanceCrossEntropyLoss`` gives a NaN loss instead, as a CUDA device-side assert cannot
+        be caught). That is a failed forward like a NaN loss, decided by ``NonFiniteGuard.forward_ok`` over every
+        rank; no second forward runs here (under DDP with ``--sync_bn`` its collectives would wait for ranks that
+        never join). Any other error propagates (a bug)."""
+        try:
+            with self._autocast():
+                loss, pred, metrics = model(batch, training=True)
+        except RuntimeError as error:
+            if _BCE_RANGE_ERROR not in str(error):
+                raise
+            assert self.guard is not None
+            self.guard.restore_buffers()
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            return None, None, None, f'the loss failed on a non-finite probability map ({first})'
+        return loss.float().mean(), pred, metrics, None
+
+    def _loss_is_finite(self, batch: Any) -> bool:
+        """Whether the model as it is gives a finite loss and BatchNorm statistics on ``batch`` (this rank), without
+        changing anything: no gradient, buffers restored, random streams preserved."""
+        model, _, guard = self._step_parts()
+        try:
+            with torch.no_grad(), PreservedRNG(), self._autocast():
+                loss = unwrap_model(model)(batch, training=True)[0]
+                finite = bool(torch.isfinite(loss.float()).all()) and all_finite(list(unwrap_model(model).buffers()))
+        except RuntimeError:  # the loss refused a non-finite probability map
+            finite = False
+        guard.restore_buffers()
+        return finite
+
+    def _prediction_is_finite(self, batch: Any, training_mode: bool = False) -> bool:
+        """Whether the probability map of the model as it is on ``batch`` (this rank) is finite: in eval mode (how
+        a checkpoint is used) or in training mode (BatchNorm on the batch; buffers restored afterwards)."""
+        model, _, guard = self._step_parts()
+        model = unwrap_model(model)
+        was_training = model.training
+        try:
+            with torch.no_grad(), PreservedRNG():
+                model.train(training_mode)
+                with self._autocast() if training_mode else contextlib.nullcontext():
+                    prediction = model(batch, training=False)
+                return bool(torch.isfinite(prediction.float()).all())
+        finally:
+            model.train(was_training)
+            if training_mode:
+                guard.restore_buffers()
+
+    def _verify_before_save(self) -> None:
+        """The commit rule at a save (every rank): the state about to be written must give a finite probability map
+        on the batch of the last committed step (never one blamed for a skipped step). ``run_step`` checks it
+        already before a periodic or the final checkpoint (a failure there is a skipped step, counted towards
+        ``max_nan_steps``); this covers the other saves (a signal, ``best``). When it does not, the step just taken
+        is undone (logged) and the state before it checked; when that fails too, or no step can be undone,
+        ``NonFiniteCheckpointError``."""
+        batch = self._check_batch
+        if batch is None or self._verified_version == self._weights_version:
+            return
+        model, _, guard = self._step_parts()
+        files = describe_batch(batch, self.epoch, self.epoch_iteration - 1)
+        failed = self.context.any_flags([not self._prediction_is_finite(batch)])[0]
+        if failed and guard.can_undo_step():
+            guard.undo_step()
+            self._weights_version += 1
+            self.logger.warning(f'step of iteration {self.iteration - 1} rolled back before the checkpoint: its '
+                                f'weights give a non-finite probability map ({files}); lower --lr or set --grad_clip')
+            failed = self.context.any_flags([not self._prediction_is_finite(batch)])[0]
+        if failed:
+            raise NonFiniteCheckpointError(
+                f'checkpoint at iteration {self.iteration} (epoch {self.epoch}) not written: the model gives a '
+                f'non-finite probability map ({files}); the previous checkpoints are kept (resume from latest with a '
+                'lower --lr or --grad_clip)')
+        self._verified_version = self._weights_version
 
     # -- the loop ---------------------------------------------------------------------------
     def train(self) -> Dict[str, Any]:
         """Train to the end (or until SIGINT/SIGTERM); returns a summary of where it stopped.
-        Raises TrainingStartError, before writing anything, when the run cannot start."""
+        Raises TrainingStartError, before writing anything, when the run cannot start.
+
+        An expected failure (``EXPECTED_FAILURES``: disk full, permission, non-finite stop, a log or TensorBoard
+        write, a refused start) is written once to the run's log and the console as one line naming what failed,
+        the path and the remedy, and re-raised marked as reported (train.py exits non-zero without a traceback);
+        any other exception (a bug) is written with its traceback, and re-raised."""
         options = self.options
         self.context = setup_distributed(options.distributed, options.device, options.local_rank)
         self.device = self.context.device
         anomaly = torch.is_anomaly_enabled()
+        failed = False
         try:
             torch.autograd.set_detect_anomaly(options.debug)
             summary = self._train()
@@ -187,17 +323,35 @@ class Trainer:
             # without an active exception') while tearing down before rank 0
             self.context.barrier()
             return summary
+        except EXPECTED_FAILURES as error:
+            failed = True
+            self.logger.fatal(error)
+            raise
+        except Exception:
+            failed = True
+            self.logger.exception(f'training failed at iteration {self.iteration} (epoch {self.epoch}) with an '
+                                  'unexpected error (a bug; please report it with this traceback)')
+            raise
         finally:
             torch.autograd.set_detect_anomaly(anomaly)
-            self.logger.close()
-            if self.model is not None and self.context.enabled:
-                self.step = None  # its prediction tensors hold the wrapped model's graph
-                # DistributedDataParallel's reducer holds the process group: dropped before the group is destroyed,
-                # so that no Gloo thread outlives it into interpreter shutdown; later calls use the model itself
-                self.model = unwrap_model(self.model)
-                gc.collect()
-            teardown_distributed(self.context)
-            self.context = DistributedContext(device=self.device)  # later calls (validate) run single-process
+            try:
+                self.logger.close()
+            except LogWriteError:
+                if not failed:  # already in the log; the error in flight, if any, is the one to report
+                    raise
+            finally:
+                self._release_distributed()
+
+    def _release_distributed(self) -> None:
+        if self.model is not None and self.context.enabled:
+            self.step = None  # its prediction tensors hold the wrapped model's graph
+            # DistributedDataParallel's reducer holds the process group: dropped before the group is destroyed,
+            # so that no Gloo thread outlives it into interpreter shutdown; later calls use the model itself
+            self.model = unwrap_model(self.model)
+            self._check_batch = None
+            gc.collect()
+        teardown_distributed(self.context)
+        self.context = DistributedContext(device=self.device)  # later calls (validate) run single-process
 
     def _train(self) -> Dict[str, Any]:
         start = self._setup()
@@ -276,6 +430,8 @@ class Trainer:
             logger.info(start.report)
         if start.offset_compat_note:
             logger.info(start.offset_compat_note)
+        if start.integrity:
+            logger.info(start.integrity)
         if start.full:
             changed = config_differences(start.config, self.config)
             if changed:
@@ -283,7 +439,8 @@ class Trainer:
                                f'(changed: {", ".join(changed[:8])}{" ..." if len(changed) > 8 else ""})')
         for level, line in resumed:
             getattr(logger, level)(line)
-        self.guard = NonFiniteGuard(unwrap_model(model), self.optimizer, lambda flag: context.any_flags([flag])[0])
+        self.guard = NonFiniteGuard(unwrap_model(model), self.optimizer, lambda flag: context.any_flags([flag])[0],
+                                    self.scaler)
         # ETA: the steps left in this epoch from its position, then whole epochs
         left = self.loader.sampler.span(self.epoch_samples).steps if self.epoch < self.epochs else 0
         self.total_steps = self.iteration + left + max(self.epochs - self.epoch - 1, 0) * steps
@@ -388,9 +545,15 @@ class Trainer:
     def save(self, step: bool = False, best: bool = False, final: bool = False) -> None:
         """Write the current full state (rank 0; every rank contributes its RNG state): the periodic file
         (``step``), ``final``, or ``best`` (a link to this iteration's file when one was written, else a file)."""
+        self._verify_before_save()
         rng_states = self.context.gather_objects(capture_rng_state())
-        if not self.context.is_main:
-            return
+        if self.context.is_main:
+            self._write_checkpoint(rng_states, step, best, final)
+        # the state written is final: no later failure rolls back a step a checkpoint holds (a resume from it must
+        # go on exactly as this run does); every rank, so that the ranks keep taking the same decisions
+        self._step_parts()[2].seal()
+
+    def _write_checkpoint(self, rng_states: List[Any], step: bool, best: bool, final: bool) -> None:
         path = None
         if best and self._last_saved is not None and self._last_saved[0] == self.iteration and not (step or final):
             self.saver.mark_best(self._last_saved[1])
