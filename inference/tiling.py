@@ -18,6 +18,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from inference.preprocess import stack_inputs
 from inference.runners import check_network_input
 
 DEFAULT_TILE_SIZE = 1024
@@ -94,10 +95,8 @@ class TiledRunner:
     def stack(self, arrays: Sequence[np.ndarray]) -> Any:
         """(1, 3, H, W) inputs of one size -> a batch: the inner runner's ``stack`` for inputs that go through
         whole (page-locked memory for CUDA), a plain array for inputs to tile (only tiles are sent)."""
-        stack = getattr(self.runner, 'stack', None)
-        if stack is not None and max(arrays[0].shape[-2:]) <= self.whole_up_to:
-            return stack(arrays)
-        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
+        whole = max(arrays[0].shape[-2:]) <= self.whole_up_to
+        return stack_inputs(self.runner if whole else None, arrays)
 
     def __call__(self, images: Any) -> np.ndarray:
         """(B, 3, H, W) float32 inputs (NumPy or torch, H and W multiples of 32) -> (B, 1, H, W) float32 NumPy
