@@ -140,7 +140,7 @@ class TextDetector:
         self.input_size = InputSize(mode, size, max_long_side)
         # the size of a tiled input: the same rule, uncapped, within the pixel limit
         self.tiled_size = InputSize(mode, size, None, max_pixels=max_input_pixels)
-        self.tiling, self.tile_size, self.tile_overlap = tiling, int(tile_size), int(tile_overlap)
+        self.tiling = tiling  # the tile size and overlap live in self.tiled (TiledRunner)
         self.resize_dtype = check_resize_dtype(resize_dtype)
         self.polygon = bool(polygon)
         self.orientation = orientation
