@@ -36,8 +36,11 @@ op: setup
 clean-op:
 	rm -rf assets/ops/dcn/build assets/ops/dcn/_dcn_ext*.so assets/ops/dcn/.built-*
 
-demo: setup-demo
-	$(PY) -m tools.main_demo
+# The set-up's seconds go into the run's figures (demo_results/figures.json); DEMO_ARGS e.g. --seed 1 --record docs/demo_runs
+DEMO_ARGS ?=
+demo:
+	@start=$$(date +%s); $(MAKE) --no-print-directory setup-demo && \
+		$(PY) -m tools.main_demo --setup_seconds $$(( $$(date +%s) - start )) $(DEMO_ARGS)
 
 # The checks a maintainer relies on, before the tests: lint (ruff.toml) and types (mypy.ini).
 lint: setup

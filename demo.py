@@ -142,7 +142,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 max_long_side=args.max_long_side, polygon=args.polygon,
                                 orientation=args.orientation, max_pixels=args.max_image_pixels or None,
                                 image_scale=args.image_scale, tiling=args.tile, tile_size=args.tile_size,
-                                tile_overlap=args.tile_overlap, resize_dtype=args.resize_dtype)
+                                tile_overlap=args.tile_overlap, resize_dtype=args.resize_dtype,
+                                threads=args.threads)
         prepare_result_dir(args.result_dir)
         print(f'model: {detector.runner.describe()}', flush=True)
     except (ConfigError, ValueError, FileNotFoundError, ImportError) as error:

@@ -55,7 +55,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
-    runner: Any = TorchRunner(model, device, args.precision, args.channels_last)
+    runner: Any = TorchRunner(model, device, args.precision, args.channels_last, threads=args.threads)
     if args.tile != 'off':
         from inference.tiling import TiledRunner
         try:

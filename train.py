@@ -42,7 +42,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          validate=args.validate, visualize=args.visualize, amp=args.amp, seed=args.seed,
                          benchmark=args.benchmark, debug=args.debug, distributed=args.distributed,
                          num_gpus=args.num_gpus, local_rank=local_rank, grad_clip=args.grad_clip,
-                         sync_bn=args.sync_bn, channels_last=args.channels_last)
+                         sync_bn=args.sync_bn, channels_last=args.channels_last,
+                         threads=args.threads)
     return run_training(lambda: Trainer(experiment, options))
 
 

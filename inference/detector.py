@@ -98,6 +98,9 @@ class TextDetector:
     log: where one-off notes go (default standard error).
     cuda_graphs: PyTorch on CUDA only: each input shape's forward is captured once in a CUDA graph and replayed
     (``inference.runners.TorchRunner``), which saves the kernel launch time of small batches.
+    threads: None (default: torch's count as it is), a whole number (fixed) or 'auto' (a
+    ``concern.threads.ThreadGovernor`` on the PyTorch CPU path: fewer threads while another process holds a core;
+    for an ONNX model 'auto' is onnxruntime's own choice).
 
     Raises FileNotFoundError / ValueError (a checkpoint that does not fit, a bad setting), ConfigError (a bad
     experiment file) and ImportError (onnxruntime missing) at construction; DataError for an unreadable image.
@@ -113,7 +116,7 @@ class TextDetector:
                  image_scale: Optional[float] = None, tiling: str = 'auto', tile_size: int = DEFAULT_TILE_SIZE,
                  tile_overlap: int = DEFAULT_TILE_OVERLAP, max_input_pixels: int = DEFAULT_MAX_TILED_PIXELS,
                  tile_batch: int = 4,
-                 resize_dtype: str = 'float32'):
+                 resize_dtype: str = 'float32', threads: Any = None):
         from structure.weights import load_trained_model  # torch: not needed by the ONNX path
         if (checkpoint is None) == (onnx is None):
             raise ValueError('TextDetector: give exactly one of checkpoint (PyTorch weights) and onnx (an exported '
@@ -149,13 +152,15 @@ class TextDetector:
         if onnx is not None:
             if cuda_graphs:
                 raise ValueError('cuda_graphs: CUDA graphs are for PyTorch on a CUDA device, not for onnx')
-            self.runner = OnnxRunner(onnx)
+            from concern.threads import parse_threads
+            self.runner = OnnxRunner(onnx, threads=parse_threads(threads))  # 'auto': onnxruntime's own choice
         else:
             self.device = select_device(device)
             if cuda_graphs and self.device.type != 'cuda':
                 raise ValueError(f'cuda_graphs: CUDA graphs need a CUDA device, got device {self.device}')
             model = load_trained_model(structure.builder, checkpoint, self.device, log)
-            self.runner = TorchRunner(model, self.device, precision, channels_last, cuda_graphs=cuda_graphs)
+            self.runner = TorchRunner(model, self.device, precision, channels_last, cuda_graphs=cuda_graphs,
+                                      threads=threads)
         self.tiled: Optional[TiledRunner] = None
         if tiling == 'on' or (tiling == 'auto' and max_long_side is not None):  # auto: what the cap would shrink
             self.tiled = TiledRunner(self.runner, tile_size, tile_overlap, batch_size=tile_batch,

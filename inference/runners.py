@@ -7,6 +7,7 @@ onnxruntime on the CPU (no torch needed: torch is imported lazily here). ``resol
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -35,11 +36,15 @@ class TorchRunner:
     The returned map is on the CPU, so a CUDA forward is complete (synchronised) when the call returns.
     On CUDA the input goes to the GPU in float32 and is converted there (the same rounding as on the CPU);
     ``stack`` puts a batch into page-locked memory so that the copy is a fast DMA.
+    threads: None (default) leaves torch's thread count as it is; a whole number sets it; 'auto' (CPU only) hands
+    it to a ``concern.threads.ThreadGovernor`` timed on each forward per input pixel, which drops to fewer threads
+    while another process holds a core.
     """
 
     def __init__(self, model: Any, device: Any = 'cpu', precision: str = 'fp32', channels_last: bool = False,
-                 cuda_graphs: bool = False, graph_cache: int = 8):
+                 cuda_graphs: bool = False, graph_cache: int = 8, threads: Any = None):
         import torch
+        from concern.threads import ThreadGovernor, thread_governor
         if precision not in PRECISIONS + ('auto',):
             raise ValueError(f'precision: expected one of {PRECISIONS + ("auto",)}, got {precision!r}')
         self.device = torch.device(device)
@@ -64,6 +69,9 @@ class TorchRunner:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        self.governor: Optional[ThreadGovernor] = None
+        if threads is not None and (self.device.type == 'cpu' or threads != 'auto'):
+            self.governor = thread_governor(threads)  # None for a fixed count (set here)
 
     def describe(self) -> str:
         import torch
@@ -100,8 +108,11 @@ class TorchRunner:
         if self.cuda_graphs:
             pred = self._graphed(tensor)
         else:
+            start = time.perf_counter()
             with torch.inference_mode():
                 pred = self.forward(tensor)
+            if self.governor is not None:
+                self.governor.observe(time.perf_counter() - start, work=float(tensor.numel()))
         return pred.float().cpu().numpy()
 
     def forward(self, tensor: Any) -> Any:

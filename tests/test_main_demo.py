@@ -53,3 +53,57 @@ def test_the_demo_trains_in_bf16_only_where_the_cpu_runs_it_natively(monkeypatch
     assert main_demo.precision_flags() == []
     assert 'no native bf16: training in fp32' in capsys.readouterr().out
 
+
+
+def _record(cpu='AMD EPYC', isa='AVX2', precision='fp32', seed=0, box=(0.9, 0.8), polygon=(0.7, 0.6)):
+    def metrics(pr):
+        p, r = pr
+        return {'precision': p, 'recall': r, 'fmeasure': 2 * p * r / (p + r)}
+    return {'date': '2026-12-06T16:00:00+00:00', 'machine': {'cpu': cpu, 'cpus': 2, 'isa': isa, 'isa_caps': {}},
+            'precision': precision, 'seed': seed,
+            'stages_seconds': {'setup': 120.0, 'data': 12.0, 'training': 840.0, 'evaluation': 30.0, 'pictures': 6.0},
+            'results': {'box': metrics(box), 'polygon': metrics(polygon)}}
+
+
+def test_demo_table_is_rendered_from_the_records(tmp_path):
+    import json
+    from tools import demo_figures
+    records = tmp_path / 'runs'
+    records.mkdir()
+    (records / 'a.json').write_text(json.dumps(_record(seed=0)))
+    (records / 'b.json').write_text(json.dumps(_record(seed=1, box=(0.8, 0.8))))
+    table = demo_figures.render(demo_figures.load_records(str(records)))
+    rows = [line for line in table.splitlines() if line.startswith('| AMD')]
+    assert len(rows) == 2
+    # 120 + 12 + 840 + 30 + 6 s = 16.8 min; F of P 0.9, R 0.8 = 2*0.72/1.7 = 0.847
+    assert '| 16.8 |' in rows[0] and '**0.847**' in rows[0] and '| 14.0 |' in rows[0]
+    # box F 0.847 and 0.800: the spread line
+    assert 'box F 0.800-0.847 (spread 0.047)' in table
+    readme = tmp_path / 'README.md'
+    readme.write_text(f'head\n{demo_figures.BEGIN}\nold, typed by hand\n{demo_figures.END}\ntail\n')
+    args = ['--records', str(records), '--readme', str(readme)]
+    assert demo_figures.main(args + ['--check']) == 1
+    assert demo_figures.main(args) == 0
+    text = readme.read_text()
+    assert 'typed by hand' not in text and text.startswith('head\n') and text.endswith('tail\n')
+    assert demo_figures.main(args + ['--check']) == 0
+    (records / 'bad.json').write_text('{"seed": 1}')
+    with pytest.raises(ValueError, match='bad.json.*missing'):
+        demo_figures.load_records(str(records))
+
+
+def test_readme_demo_table_matches_the_recorded_runs(monkeypatch):
+    """The README's table is what tools.demo_figures renders from docs/demo_runs: nobody types its numbers."""
+    monkeypatch.chdir(REPO_ROOT)
+    from tools import demo_figures
+    assert demo_figures.main(['--check']) == 0
+
+
+def test_figures_file_names_machine_precision_and_seed(tmp_path):
+    import json
+    record = _record(isa='AVX512', precision='bf16', seed=2)
+    main_demo.write_figures(str(tmp_path / 'out' / 'figures.json'), record, str(tmp_path / 'runs'))
+    kept = tmp_path / 'runs' / '2026-12-06_avx512_bf16_seed2.json'
+    assert json.loads(kept.read_text()) == record
+    assert json.loads((tmp_path / 'out' / 'figures.json').read_text()) == record
+    assert not list((tmp_path / 'runs').glob('*.tmp'))

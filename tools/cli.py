@@ -33,6 +33,9 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--verbose', action='store_true', help='verbose logging')
     parser.add_argument('--print-config-only', dest='print_config_only', action='store_true',
                         help='print the compiled experiment and exit')
+    parser.add_argument('--threads', type=str, default='auto', metavar='auto|N',
+                        help='CPU threads of torch: auto (default) measures step times and drops to fewer threads '
+                             'while another process holds a core (concern/threads.py); N: fixed, never changed')
     parser.add_argument('--opt', nargs='+', default=[], metavar='KEY.PATH=VALUE',
                         help='override any value of the compiled experiment, e.g. train.data_loader.batch_size=8')
 

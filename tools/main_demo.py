@@ -3,6 +3,10 @@
 Every stage reuses what an earlier run left (the data set, the trained model) and says so; delete
 ``datasets/synthetic`` or ``workspace/synthetic_demo`` to redo a stage. ``--quick`` runs the same pipeline
 at a reduced size (the slow test uses it).
+
+Every run writes its measured figures (machine, instruction set, precision, seed, time per stage, P/R/F per mode)
+to ``<result_dir>/figures.json``; ``--record docs/demo_runs`` keeps a copy there, from which
+``python -m tools.demo_figures`` writes the README's table (no figure in it is typed by hand).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from typing import Dict, List, Optional, Sequence
 
 EXPERIMENT = 'experiments/seg_detector/synthetic_resnet18_deform_thre.yaml'
 README_PICTURE = 'docs/images/demo_detection.jpg'
+TRAINING_FIGURES = 'demo_training.json'  # beside the model: the training time, kept for runs that reuse the model
 
 
 def _say(message: str) -> None:
@@ -40,11 +45,16 @@ def ensure_dataset(out: str, train: int, test: int, seed: int, test_seed: int, s
         json.dump(wanted, stream)
 
 
-def precision_flags() -> List[str]:
+def precision_flags(precision: str = 'auto') -> List[str]:
     """``--amp`` (bf16 autocast) where the CPU runs bf16 natively: there it and channels-last roughly halve a
     training step. On an AVX2-only CPU bf16 is emulated and about 9x slower than fp32, so the demo trains in fp32
-    there (concern.device.cpu_bf16_is_native)."""
+    there (concern.device.cpu_bf16_is_native). ``precision`` 'fp32' or 'bf16' forces one (the seed/precision table
+    of the README is made that way)."""
     from concern.device import cpu_bf16_is_native
+    if precision == 'fp32':
+        return []
+    if precision == 'bf16':
+        return ['--amp', 'bf16']
     if cpu_bf16_is_native():
         return ['--amp']
     import torch
@@ -80,11 +90,16 @@ def ensure_model(name: str, train_args: List[str]) -> str:
     _say(f'training: python train.py {" ".join(train_args)}')
     shutil.rmtree(workspace, ignore_errors=True)
     start = time.perf_counter()
+    cpu_start = time.process_time()
     if train.main(train_args) != 0:
         raise SystemExit('[demo] training failed')
-    _say(f'training took {time.perf_counter() - start:.0f} s')
+    seconds = time.perf_counter() - start
+    _say(f'training took {seconds:.0f} s')
     if not os.path.isfile(final):
         raise SystemExit(f'[demo] training finished without writing {final}')
+    with open(os.path.join(workspace, TRAINING_FIGURES), 'w') as stream:
+        json.dump({'seconds': round(seconds, 1), 'process_cpu_seconds': round(time.process_time() - cpu_start, 1)},
+                  stream)
     with open(stamp_path, 'w') as stream:
         json.dump(stamp, stream)
     return final
@@ -110,7 +125,7 @@ def evaluate(checkpoint: str, opts: Sequence[str]) -> Dict[str, Dict[str, float]
     # one evaluator per mode, both at the representer's box_thresh, fed from the same forward pass
     evaluators = {mode: DetectionEvaluator(representer, measurer, is_output_polygon=polygon)
                   for mode, polygon in (('box', False), ('polygon', True))}
-    runner = TorchRunner(model, device)
+    runner = TorchRunner(model, device, threads='auto')
     images = 0
     start = time.perf_counter()
     for evaluator in evaluators.values():  # once: the loaders' images all count
@@ -158,31 +173,116 @@ def draw(checkpoint: str, data_dir: str, result_dir: str, count: int, opts: Sequ
          + (f' (README picture: {readme_picture})' if readme_picture else ''))
 
 
+def machine_figures() -> Dict[str, object]:
+    """What the figures were measured on: CPU model, cores, torch's kernel capability and the vector extensions
+    the CPU reports, whether bf16 is native, the torch version and thread count, the GPU if any."""
+    import platform
+    import torch
+    from benchmarks.common import cpu_flags, cpu_model
+    from concern.device import cpu_bf16_is_native
+    return {'cpu': cpu_model(), 'cpus': os.cpu_count(), 'isa': torch.backends.cpu.get_cpu_capability(),
+            'cpu_flags': cpu_flags(), 'bf16_native': cpu_bf16_is_native(), 'torch': torch.__version__,
+            'torch_threads': torch.get_num_threads(), 'python': platform.python_version(),
+            'gpu': torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            'isa_caps': {key: os.environ[key] for key in ('ATEN_CPU_CAPABILITY', 'ONEDNN_MAX_CPU_ISA',
+                                                          'DCN_CPU_CAPABILITY', 'MKL_ENABLE_INSTRUCTIONS')
+                         if os.environ.get(key)}}
+
+
+def git_commit() -> Optional[str]:
+    import subprocess
+    try:
+        return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
+                              check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def write_figures(path: str, figures: Dict[str, object], record: Optional[str]) -> None:
+    """``figures`` as JSON at ``path`` (written whole, then renamed); with ``record`` a copy in that directory named
+    after the date, CPU capability, precision and seed (what tools.demo_figures renders into the README)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    text = json.dumps(figures, indent=1, sort_keys=True) + '\n'
+    for target in [path] + ([os.path.join(record, record_name(figures))] if record else []):
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        with open(target + '.tmp', 'w') as stream:
+            stream.write(text)
+        os.replace(target + '.tmp', target)
+    _say(f'figures written to {path}' + (f' and {os.path.join(record, record_name(figures))}' if record else ''))
+
+
+def record_name(figures: Dict[str, object]) -> str:
+    machine = figures['machine']
+    assert isinstance(machine, dict)
+    return (f"{str(figures['date'])[:10]}_{str(machine['isa']).lower()}_{figures['precision']}_"
+            f"seed{figures['seed']}.json")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--quick', action='store_true', help='reduced size, for the slow test')
     parser.add_argument('--data_dir', default='datasets/synthetic')
-    parser.add_argument('--name', default=None)
+    parser.add_argument('--name', default=None,
+                        help='run name (default synthetic_demo, with _seedN / _fp32 / _bf16 for other choices)')
     parser.add_argument('--result_dir', default='demo_results')
+    parser.add_argument('--seed', type=int, default=0, help='training seed (the data set is the same for all)')
+    parser.add_argument('--precision', choices=('auto', 'fp32', 'bf16'), default='auto',
+                        help='auto (default): bf16 where the CPU runs it natively, else fp32')
+    parser.add_argument('--setup_seconds', type=float, default=None,
+                        help='time the set-up took (make demo passes it), recorded with the figures')
+    parser.add_argument('--record', default=None, metavar='DIR',
+                        help='also keep the figures in DIR (docs/demo_runs: the README table\'s source)')
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    stages: Dict[str, Optional[float]] = {'setup': args.setup_seconds}
     if args.quick:
         train_count, test_count, epochs, name, opts = 16, 4, 1, args.name or 'synthetic_demo_quick', [
             'train.data_loader.dataset.processes.1.size=[128, 128]', 'train.data_loader.num_workers=0']
     else:
-        train_count, test_count, epochs, name, opts = 600, 100, None, args.name or 'synthetic_demo', []
+        suffix = (f'_seed{args.seed}' if args.seed else '') + (f'_{args.precision}' if args.precision != 'auto'
+                                                                 else '')
+        train_count, test_count, epochs, name, opts = 600, 100, None, args.name or 'synthetic_demo' + suffix, []
     data_opts = [f'train.data_loader.dataset.data_dir=[{args.data_dir}]',
                  f'train.data_loader.dataset.data_list=[{args.data_dir}/train_list.txt]',
                  f'evaluation.data_loaders.synthetic.dataset.data_dir=[{args.data_dir}]',
                  f'evaluation.data_loaders.synthetic.dataset.data_list=[{args.data_dir}/test_list.txt]']
+    tick = time.perf_counter()
     ensure_dataset(args.data_dir, train_count, test_count, seed=0, test_seed=1000, size=640)
-    train_args = [EXPERIMENT, '--name', name, '--seed', '0', *precision_flags(), '--channels_last',
+    stages['data'] = time.perf_counter() - tick
+    flags = precision_flags(args.precision)
+    train_args = [EXPERIMENT, '--name', name, '--seed', str(args.seed), *flags, '--channels_last',
                   *(['--epochs', str(epochs)] if epochs else []), '--opt', *opts, *data_opts]
+    tick = time.perf_counter()
     checkpoint = ensure_model(name, train_args)
+    stages['training_this_run'] = time.perf_counter() - tick
+    training: Dict[str, object] = {}
+    training_path = os.path.join('workspace', name, TRAINING_FIGURES)
+    if os.path.isfile(training_path):
+        with open(training_path) as stream:
+            training = json.load(stream)
+    stages['training'] = training.get('seconds')  # type: ignore[assignment]
     eval_opts = [opt for opt in data_opts if opt.startswith('evaluation.')]
-    evaluate(checkpoint, eval_opts)
-    draw(checkpoint, args.data_dir, args.result_dir, 2 if args.quick else 6, [],
-         None if args.quick else README_PICTURE)
+    tick = time.perf_counter()
+    results = evaluate(checkpoint, eval_opts)
+    stages['evaluation'] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    readme_picture = README_PICTURE if not args.quick and args.seed == 0 and args.precision == 'auto' else None
+    draw(checkpoint, args.data_dir, args.result_dir, 2 if args.quick else 6, [], readme_picture)
+    stages['pictures'] = time.perf_counter() - tick
+    stages['total_this_run'] = time.perf_counter() - start + (args.setup_seconds or 0.0)
+    import datetime
+    figures: Dict[str, object] = {
+        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+        'commit': git_commit(), 'machine': machine_figures(), 'seed': args.seed,
+        'precision': 'bf16' if flags else 'fp32', 'experiment': EXPERIMENT, 'quick': bool(args.quick),
+        'experiment_sha256': training_stamp(train_args)['experiment_sha256'],
+        'model_reused': stages['training_this_run'] is not None and training.get('seconds') is not None
+        and stages['training_this_run'] < 0.5 * float(training['seconds']),  # type: ignore[arg-type]
+        'training_cpu_seconds': training.get('process_cpu_seconds'),
+        'stages_seconds': {key: None if value is None else round(value, 1) for key, value in stages.items()},
+        'results': {mode: {key: round(value, 4) for key, value in metrics.items()}
+                    for mode, metrics in results.items()}}
+    write_figures(os.path.join(args.result_dir, 'figures.json'), figures, args.record)
     _say(f'done in {time.perf_counter() - start:.0f} s')
     return 0
 

@@ -5,6 +5,8 @@ step, ``after_step``, then ``after_epoch``; at the end ``after_train`` (a run th
 every case, ``close``. Hooks run in the order of ``default_hooks`` (``Trainer.hooks``), which is the one place the
 order is written down:
 
+0. ``ThreadControl``: torch's CPU thread count, timed over the step (first in, first out, so that the other
+   hooks' after-step work, such as checkpoints, is not counted);
 1. ``LRSchedule``: the learning rate of this iteration, before the step;
 2. ``StopConditions``: SIGINT / SIGTERM, the signal file asking for a checkpoint, the streak of skipped steps;
 3. ``PeriodicCheckpoint``: the periodic checkpoint, or one asked for by 2.; the final checkpoint;
@@ -20,6 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
+from concern.threads import ThreadGovernor, parse_threads, thread_governor
 from training.batches import describe_batch
 from training.signals import StopRequest
 from training.visualization import training_images
@@ -53,6 +56,34 @@ class HookBase:
 
     def close(self, trainer: Any) -> None:
         pass
+
+
+class ThreadControl(HookBase):
+    """torch's CPU thread count for the run (``RunOptions.threads``): a fixed number is set before training; ``auto``
+    hands the count to a ``ThreadGovernor`` timed on each step (the step and the hooks before it, not data loading,
+    checkpoints or validation), which logs every change. Off on CUDA and under ``--distributed`` (there the ranks'
+    step times are coupled through the gradient exchange; a fixed count still applies)."""
+
+    def __init__(self, threads: Any = 'auto'):
+        self.threads = threads
+        self.governor: Optional[ThreadGovernor] = None
+        self.tick = 0.0
+
+    def before_train(self, trainer: Any) -> None:
+        fixed = parse_threads(self.threads)
+        if trainer.device.type != 'cpu' or trainer.context.world_size > 1:
+            if fixed is not None:
+                torch.set_num_threads(fixed)
+            return
+        self.governor = thread_governor(self.threads, on_change=lambda reason: trainer.logger.info(
+            f'threads: {reason} (iteration {trainer.iteration}; --threads N fixes the count)'))
+
+    def before_step(self, trainer: Any) -> None:
+        self.tick = time.perf_counter()
+
+    def after_step(self, trainer: Any) -> None:
+        if self.governor is not None:
+            self.governor.observe(time.perf_counter() - self.tick)
 
 
 class LRSchedule(HookBase):
@@ -235,7 +266,8 @@ class BadSamples(HookBase):
 
 def default_hooks(trainer: Any) -> List[HookBase]:
     """The hooks of a training run, in the order they run (see the module docstring)."""
-    hooks: List[HookBase] = [LRSchedule(), StopConditions(trainer.options.max_nan_steps), PeriodicCheckpoint()]
+    hooks: List[HookBase] = [ThreadControl(trainer.options.threads), LRSchedule(),
+                             StopConditions(trainer.options.max_nan_steps), PeriodicCheckpoint()]
     if trainer.validator is not None:
         hooks.append(Validation(trainer.validator))
     hooks += [Writers(), BadSamples()]

@@ -1,0 +1,122 @@
+"""The README's table of `make demo` runs, written from the runs' own figure files (no number typed by hand).
+
+    python -m tools.main_demo --record docs/demo_runs [--seed N] [--precision fp32|bf16]   # one run, recorded
+    python -m tools.demo_figures            # rewrites the table between the markers in README.md
+    python -m tools.demo_figures --check    # exit status 1 when README.md's table differs from the records
+
+Each record is the ``figures.json`` that ``tools.main_demo`` writes: the machine (CPU model, torch's kernel
+capability, whether bf16 is native), precision, seed, the seconds of each stage and P/R/F per mode.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+RECORDS = 'docs/demo_runs'
+README = 'README.md'
+BEGIN = '<!-- demo-figures:begin (python -m tools.demo_figures writes this table) -->'
+END = '<!-- demo-figures:end -->'
+
+
+def load_records(directory: str = RECORDS) -> List[Dict[str, Any]]:
+    """The records in ``directory``, sorted by machine, precision and seed. ValueError naming a file that is not a
+    figure record."""
+    records = []
+    for path in sorted(glob.glob(os.path.join(directory, '*.json'))):
+        with open(path, encoding='utf-8') as stream:
+            try:
+                record = json.load(stream)
+            except json.JSONDecodeError as error:
+                raise ValueError(f'{path}: not JSON ({error})') from None
+        missing = [key for key in ('machine', 'precision', 'seed', 'stages_seconds', 'results') if key not in record]
+        if missing:
+            raise ValueError(f'{path}: not a make-demo figure record (missing {", ".join(missing)})')
+        record['_file'] = os.path.basename(path)
+        records.append(record)
+    return sorted(records, key=lambda r: (r['machine']['cpu'], r['machine']['isa'], r['precision'], r['seed']))
+
+
+def _minutes(seconds: Optional[float]) -> str:
+    return '-' if seconds is None else f'{seconds / 60:.1f}'
+
+
+def machine_label(machine: Dict[str, Any]) -> str:
+    caps = machine.get('isa_caps') or {}
+    label = f"{machine['cpu']}, {machine['cpus']} CPUs, {machine['isa']}"
+    if caps:
+        label += ' (capped: ' + ', '.join(f'{key}={value}' for key, value in sorted(caps.items())) + ')'
+    return label
+
+
+def render(records: Sequence[Dict[str, Any]]) -> str:
+    """The Markdown table (one row per record) and one line per machine and precision giving the spread of F."""
+    if not records:
+        return '(no recorded runs yet: `python -m tools.main_demo --record docs/demo_runs`)'
+    lines = ['| machine | precision | seed | set-up | training | evaluation | `make demo` total | box P / R / F '
+             '| polygon P / R / F | record |',
+             '|---|---|---|---|---|---|---|---|---|---|']
+    for record in records:
+        stages = record['stages_seconds']
+        total = sum(stages.get(key) or 0.0 for key in ('setup', 'data', 'training', 'evaluation', 'pictures'))
+        cells = [machine_label(record['machine']), record['precision'], str(record['seed']),
+                 _minutes(stages.get('setup')), _minutes(stages.get('training')), _minutes(stages.get('evaluation')),
+                 _minutes(total) + ('' if stages.get('setup') is not None else ' (no set-up)')]
+        for mode in ('box', 'polygon'):
+            result = record['results'][mode]
+            cells.append(f"{result['precision']:.3f} / {result['recall']:.3f} / **{result['fmeasure']:.3f}**")
+        cells.append(f"[{record['_file']}]({RECORDS}/{record['_file']})")
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    lines.append('')
+    groups: Dict[str, List[Dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(f"{machine_label(record['machine'])}, {record['precision']}", []).append(record)
+    for label, group in groups.items():
+        spreads = []
+        for mode in ('box', 'polygon'):
+            values = [r['results'][mode]['fmeasure'] for r in group]
+            spreads.append(f'{mode} F {min(values):.3f}-{max(values):.3f} (spread {max(values) - min(values):.3f})')
+        lines.append(f'- {label}: {len(group)} run(s), ' + '; '.join(spreads))
+    lines.append('')
+    lines.append('Minutes; "total" adds set-up, data generation, training, evaluation and pictures as each run measured '
+                 'them (set-up is timed by `make demo` only).')
+    return '\n'.join(lines)
+
+
+def replace_table(text: str, table: str) -> str:
+    """``text`` with the part between the markers replaced by ``table``. ValueError when the markers are missing."""
+    if BEGIN not in text or END not in text or text.index(BEGIN) > text.index(END):
+        raise ValueError(f'{README}: the markers {BEGIN!r} ... {END!r} are missing')
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f'{head}{BEGIN}\n{table}\n{END}{tail}'
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--records', default=RECORDS)
+    parser.add_argument('--readme', default=README)
+    parser.add_argument('--check', action='store_true', help='only compare; exit status 1 when they differ')
+    args = parser.parse_args(argv)
+    with open(args.readme, encoding='utf-8') as stream:
+        text = stream.read()
+    updated = replace_table(text, render(load_records(args.records)))
+    if args.check:
+        if updated != text:
+            print(f'{args.readme}: the demo table differs from {args.records} (run python -m tools.demo_figures)',
+                  file=sys.stderr)
+            return 1
+        return 0
+    if updated != text:
+        with open(args.readme + '.tmp', 'w', encoding='utf-8') as stream:
+            stream.write(updated)
+        os.replace(args.readme + '.tmp', args.readme)
+        print(f'{args.readme}: demo table rewritten from {len(load_records(args.records))} record(s)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
