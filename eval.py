@@ -55,7 +55,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
-    runner: Any = TorchRunner(model, device, args.precision, args.channels_last, threads=args.threads)
+    # --speed times a fixed count: 'auto' then leaves torch's count as it is (a number is still honoured)
+    threads = None if args.speed and args.threads == 'auto' else args.threads
+    runner: Any = TorchRunner(model, device, args.precision, args.channels_last, threads=threads)
     if args.tile != 'off':
         from inference.tiling import TiledRunner
         try:

@@ -8,11 +8,13 @@ the machine, and that changes during a run, so ``ThreadGovernor`` measures it: i
 count, tries one thread fewer when the steps slow down (and once after warm-up), and goes back up when a probe
 at the larger count is faster again.
 
-The knob (``--threads`` of train.py, eval.py and demo.py; ``threads`` of ``TextDetector``): ``auto`` (the
-default: governed, at most torch's default count, the machine's physical cores) or a whole number (fixed, no
-governor: what a timing or a bit-for-bit comparison wants). The governor changes only ``torch.set_num_threads``;
-changing the thread count does not change what a step computes, only how long it takes (though a reduction
-split differently may round differently in the last bit).
+The knob: ``--threads auto|N`` of train.py, eval.py, demo.py and tools.main_demo (default ``auto``: governed,
+at most the count torch had when the run started, by default the machine's physical cores), ``N`` a whole number
+(fixed, no governor: what a timing or a bit-for-bit comparison wants). In the Python API (``RunOptions.threads``,
+``TextDetector(threads=...)``, ``TorchRunner(threads=...)``) the default None leaves torch's count alone. A
+training run puts the count back as it found it when it ends. The governor changes only
+``torch.set_num_threads``; a count does not change what a step computes, only how long it takes (though a
+reduction split differently may round differently in the last bit: a bit-for-bit comparison fixes the count).
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ ThreadSpec = Union[int, str, None]
 
 
 def parse_threads(value: ThreadSpec) -> Optional[int]:
-    """``'auto'`` / None -> None (governed); a whole number >= 1 (int or decimal string) -> that count.
+    """``'auto'`` -> None (governed); a whole number >= 1 (int, NumPy integer or decimal string) -> that count.
+    (None is accepted as well and also gives None: callers that let None mean "leave torch alone" test it first.)
 
     Raises ``ValueError`` naming the value for anything else (0, negatives, '2.5', 'many')."""
     if value is None or value == 'auto':
@@ -32,9 +35,11 @@ def parse_threads(value: ThreadSpec) -> Optional[int]:
         raise ValueError(f"threads: expected 'auto' or a whole number >= 1, got {value!r}")
     if isinstance(value, str):
         text = value.strip()
-        if not text.isdigit():
+        if not (text.isascii() and text.isdecimal()):
             raise ValueError(f"threads: expected 'auto' or a whole number >= 1, got {value!r}")
         value = int(text)
+    if hasattr(value, '__index__') and not isinstance(value, int):
+        value = value.__index__()  # NumPy integers
     if not isinstance(value, int) or value < 1:
         raise ValueError(f"threads: expected 'auto' or a whole number >= 1, got {value!r}")
     return value
@@ -43,24 +48,27 @@ def parse_threads(value: ThreadSpec) -> Optional[int]:
 class ThreadGovernor:
     """Picks torch's intra-op thread count from the measured time of repeated, similar steps.
 
-    Call ``observe(seconds, work)`` after each step (``work``: any size measure, e.g. pixels, so that steps of
-    different sizes compare; 1 for equal steps). The governor keeps, for each count it has run, the best median
-    over ``window`` steps of seconds per unit of work, and:
+    Call ``observe(seconds, work)`` after each step (``work``: a size measure, 1 for equal steps; the unit of the
+    times compared is seconds per unit of work). Steps are judged in consecutive, non-overlapping windows of
+    ``window`` steps by their median, against a reference time per thread count:
 
-    - after ``warmup`` steps and one window at ``max_threads`` it descends: one window at one thread fewer, and
-      again while each count is faster than the one above; it keeps the fastest (on an idle machine the full
-      count, after one window at one thread fewer; with busy cores, about the free ones);
-    - when the median of the last window is more than ``slow_factor`` times the best seen at the current count,
-      it descends the same way (another process has taken a core); when fewer threads are not faster, the
-      current speed becomes the count's new reference (the work itself grew, or the whole machine slowed);
-    - below ``max_threads`` it probes one thread more after ``recheck`` steps, for a single step; it stays there
-      when that step is faster than the current window's median by the margin ``1 / 1.05``, else it goes back
-      and doubles ``recheck`` (up to ``max_recheck``), so that a machine that stays busy costs few slow probes.
+    - after ``warmup`` steps, the first window at ``max_threads`` sets its reference and starts a descent: one
+      window at one thread fewer, and again while each count is faster than the one above; the fastest is kept (on
+      an idle machine the full count, after one window at one thread fewer; with busy cores, about the free ones);
+    - at the kept count, a window faster than ``slow_factor`` times the reference moves the reference a fifth of the
+      way towards it; two windows in a row slower than that start a descent again (another process has taken a
+      core); when fewer threads are not faster, the current speed becomes the new reference (the work itself grew,
+      or the whole machine slowed);
+    - below ``max_threads``, after ``recheck`` steps at a count, one step runs at one thread more; if it is faster
+      than the last window's median by the margin 1 / 1.05, the next window is run there too and the larger count
+      is kept only if that window is faster as well (one lucky step does not move it); otherwise the count goes back
+      and ``recheck`` doubles (up to ``max_recheck``), so that a machine that stays busy costs few slow probes.
 
     ``set_threads`` is the action (``torch.set_num_threads`` by default; tests pass a recorder). ``on_change``
-    (optional) is called with a one-line reason at every decision. Costs on an idle 2-core machine: one window at
-    one thread (about ``window`` x 0.9 extra step times, once). The counts seen are never below
-    ``min_threads`` or above ``max_threads``.
+    (optional) is called with a one-line reason when a descent ends, a probe's count is kept or given up after
+    verification. ``threads`` is the count in force for the next step (a probe's included). Counts stay within
+    ``min_threads`` .. ``max_threads``. Not thread-safe: one governor per stream of steps.
+    Cost on an idle 2-core machine: one window at one thread (about ``window`` x 0.9 extra step times, once).
     """
 
     def __init__(self, max_threads: int, min_threads: int = 1, window: int = 3, warmup: int = 2,
@@ -78,18 +86,28 @@ class ThreadGovernor:
         self._set = set_threads if set_threads is not None else _torch_set_threads
         self.on_change = on_change
         self.threads = self.max_threads
-        self.best: Dict[int, float] = {}  # thread count -> best window median (seconds per unit of work)
-        self.recent: List[float] = []
+        self.reference: Dict[int, float] = {}  # thread count -> its settled median time per unit of work
+        self.samples: List[float] = []  # the current window
         self.steps = 0
         self.steps_at_count = 0
         self.changes = 0
-        self._phase = 'warmup'  # 'warmup', 'steady', 'descend', 'probe_up'
+        self._warm = 0
+        self._slow_windows = 0
         self._descended = False  # the first window at max_threads starts a descent (once)
         self._upper: Tuple[int, float] = (self.max_threads, 0.0)  # during a descent: the count above, its median
-        self._before_probe: Optional[float] = None
+        self._probe_from = self.max_threads
+        self._before_probe = 0.0
+        self._phase = 'warmup' if self.warmup else 'measure'  # 'warmup', 'measure', 'descend', 'probe', 'verify'
         self._set(self.threads)
 
-    # ---------------------------------------------------------------------------------------------
+    def restart(self) -> None:
+        """Forget the measured times (the steps change kind, e.g. another input size), keep the count; a probe in
+        progress is abandoned. The next ``warmup`` steps are not judged."""
+        if self._phase in ('probe', 'verify'):
+            self._change(self._probe_from)
+        self.samples, self.reference, self._slow_windows, self._warm = [], {}, 0, 0
+        self._phase = 'warmup' if self.warmup else 'measure'
+
     def observe(self, seconds: float, work: float = 1.0) -> int:
         """Records one step; returns the thread count for the next step (already set)."""
         self.steps += 1
@@ -97,33 +115,47 @@ class ThreadGovernor:
             return self.threads
         rate = seconds / work
         if self._phase == 'warmup':
-            if self.steps > self.warmup:
-                self._phase = 'steady'
+            self._warm += 1
+            if self._warm >= self.warmup:
+                self._phase = 'measure'
             return self.threads
-        if self._phase == 'probe_up':
+        if self._phase == 'probe':
             return self._finish_probe(rate)
-        self.recent.append(rate)
+        self.samples.append(rate)
         self.steps_at_count += 1
-        if len(self.recent) < self.window:
+        if len(self.samples) < self.window:
             return self.threads
-        median = statistics.median(self.recent[-self.window:])
-        best = self.best.get(self.threads)
-        self.best[self.threads] = median if best is None else min(best, median)
+        median = statistics.median(self.samples)
+        self.samples = []
         if self._phase == 'descend':
             return self._descend(median)
-        if self.threads > self.min_threads and (
-                not self._descended or (best is not None and median > self.slow_factor * best)):
-            if self._descended:
-                self._note(f'steps slowed from {best:.3g} to {median:.3g} s at {self.threads} threads (another '
-                           'process may be using a core): trying fewer')
+        if self._phase == 'verify':
+            return self._verify(median)
+        reference = self.reference.get(self.threads)
+        if not self._descended:
             self._descended = True
-            self._start_descent(median)
+            self.reference[self.threads] = median
+            if self.threads > self.min_threads:
+                self._start_descent(median)
             return self.threads
-        self._descended = True
+        if reference is None:
+            self.reference[self.threads] = median
+            return self.threads
+        if median > self.slow_factor * reference:
+            self._slow_windows += 1
+            if self._slow_windows >= 2 and self.threads > self.min_threads:
+                self._note(f'steps slowed from {reference:.3g} to {median:.3g} s at {self.threads} threads '
+                           '(another process may be using a core): trying fewer')
+                self._start_descent(median)
+                return self.threads
+        else:
+            self._slow_windows = 0
+            self.reference[self.threads] = 0.8 * reference + 0.2 * median
         if self.threads < self.max_threads and self.steps_at_count >= self.recheck:
-            self._before_probe = median
-            self._phase = 'probe_up'
-            self._set(self.threads + 1)
+            self._probe_from, self._before_probe = self.threads, median
+            self._phase = 'probe'
+            self.threads += 1
+            self._set(self.threads)
         return self.threads
 
     def _start_descent(self, median: float) -> None:
@@ -134,40 +166,55 @@ class ThreadGovernor:
     def _descend(self, median: float) -> int:
         upper, upper_median = self._upper
         if median < upper_median:
+            self.reference[self.threads] = median
             if self.threads > self.min_threads:
                 self._start_descent(median)  # faster with fewer: try fewer still
             else:
                 self._settle(f'{self.threads} thread(s) faster than {upper} ({median:.3g} against '
-                             f'{upper_median:.3g} s per step)')
+                             f'{upper_median:.3g} s)')
             return self.threads
         # slower with fewer: the count above was right; its current speed is the new reference
         self._change(upper)
-        self.best[upper] = upper_median
-        self._settle(f'{upper} threads faster than {upper - 1} ({upper_median:.3g} against {median:.3g} s per step)')
+        self.reference[upper] = upper_median
+        self._settle(f'{upper} threads faster than {upper - 1} ({upper_median:.3g} against {median:.3g} s)')
+        return self.threads
+
+    def _finish_probe(self, rate: float) -> int:
+        if rate * 1.05 < self._before_probe:  # promising: a full window at the larger count decides
+            self._phase = 'verify'
+            self.samples, self.steps_at_count, self._slow_windows = [], 0, 0
+            self.changes += 1
+            return self.threads
+        self._phase = 'measure'
+        self.threads = self._probe_from
+        self._set(self.threads)
+        self.recheck = min(2 * self.recheck, self.max_recheck)
+        self.steps_at_count = 0
+        return self.threads
+
+    def _verify(self, median: float) -> int:
+        if median < self._before_probe:
+            self.reference[self.threads] = median
+            self.recheck = self.first_recheck
+            self._settle(f'{self.threads} threads faster again ({median:.3g} against {self._before_probe:.3g} s at '
+                         f'{self._probe_from})')
+            return self.threads
+        self._change(self._probe_from)
+        self.reference[self.threads] = self._before_probe
+        self.recheck = min(2 * self.recheck, self.max_recheck)
+        self._settle(f'{self._probe_from + 1} threads not faster over a window ({median:.3g} against '
+                     f'{self._before_probe:.3g} s): staying at {self._probe_from}')
         return self.threads
 
     def _settle(self, reason: str) -> None:
-        self._phase = 'steady'
+        self._phase = 'measure'
+        self._slow_windows = 0
         self._note(reason)
-
-    def _finish_probe(self, rate: float) -> int:
-        assert self._before_probe is not None
-        self._phase = 'steady'
-        if rate * 1.05 < self._before_probe:
-            self.recheck = self.first_recheck
-            self._change(self.threads + 1)
-            self._note(f'a step at {self.threads} threads took {rate:.3g} s against {self._before_probe:.3g} s at '
-                       f'{self.threads - 1}: back to {self.threads} threads')
-        else:
-            self._set(self.threads)
-            self.recheck = min(2 * self.recheck, self.max_recheck)
-            self.steps_at_count = 0
-        return self.threads
 
     def _change(self, threads: int) -> None:
         self.threads = threads
         self.changes += 1
-        self.recent = []
+        self.samples = []
         self.steps_at_count = 0
         self._set(threads)
 
@@ -181,16 +228,19 @@ def _torch_set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def thread_governor(spec: ThreadSpec, on_change: Optional[Callable[[str], None]] = None
-                    ) -> Optional[ThreadGovernor]:
-    """Applies the ``--threads`` choice: a number is set at once (and None is returned); ``auto`` returns a
-    governor over 1..torch's current count (None when that count is already 1: nothing to choose)."""
+def thread_governor(spec: ThreadSpec, on_change: Optional[Callable[[str], None]] = None,
+                    max_threads: Optional[int] = None) -> Optional[ThreadGovernor]:
+    """Applies a ``threads`` choice: None leaves torch's count alone; a number is set at once; for both None is
+    returned. ``auto`` returns a governor over 1 .. ``max_threads`` (default: torch's current count), or None when
+    that is 1 (nothing to choose)."""
     import torch
+    if spec is None:
+        return None
     fixed = parse_threads(spec)
     if fixed is not None:
         torch.set_num_threads(fixed)
         return None
-    available = torch.get_num_threads()
+    available = max_threads if max_threads is not None else torch.get_num_threads()
     if available <= 1:
         return None
     return ThreadGovernor(available, on_change=on_change)

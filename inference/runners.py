@@ -37,8 +37,9 @@ class TorchRunner:
     On CUDA the input goes to the GPU in float32 and is converted there (the same rounding as on the CPU);
     ``stack`` puts a batch into page-locked memory so that the copy is a fast DMA.
     threads: None (default) leaves torch's thread count as it is; a whole number sets it; 'auto' (CPU only) hands
-    it to a ``concern.threads.ThreadGovernor`` timed on each forward per input pixel, which drops to fewer threads
-    while another process holds a core.
+    it to a ``concern.threads.ThreadGovernor`` timed on each forward, which drops to fewer threads while another
+    process holds a core. Only forwards of one input shape are compared: a new shape restarts its measurements
+    (a fixed cost per call would make small inputs look slow per pixel).
     """
 
     def __init__(self, model: Any, device: Any = 'cpu', precision: str = 'fp32', channels_last: bool = False,
@@ -70,6 +71,7 @@ class TorchRunner:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.governor: Optional[ThreadGovernor] = None
+        self._governed_shape: Optional[Tuple[int, ...]] = None
         if threads is not None and (self.device.type == 'cpu' or threads != 'auto'):
             self.governor = thread_governor(threads)  # None for a fixed count (set here)
 
@@ -112,7 +114,11 @@ class TorchRunner:
             with torch.inference_mode():
                 pred = self.forward(tensor)
             if self.governor is not None:
-                self.governor.observe(time.perf_counter() - start, work=float(tensor.numel()))
+                shape = tuple(tensor.shape)
+                if shape != self._governed_shape:
+                    self._governed_shape = shape
+                    self.governor.restart()
+                self.governor.observe(time.perf_counter() - start)
         return pred.float().cpu().numpy()
 
     def forward(self, tensor: Any) -> Any:

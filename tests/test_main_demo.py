@@ -24,9 +24,16 @@ def test_quick_demo_pipeline_runs_end_to_end_and_reuses_its_outputs(tmp_path, mo
         assert len(pictures) == 2
         assert os.path.isfile(os.path.join('workspace', name, 'model', 'final'))
 
+        import json
+        figures = json.loads((tmp_path / 'results' / 'figures.json').read_text())
+        assert not figures['model_reused'] and not figures['data_reused'] and figures['precision'] in ('fp32', 'bf16')
+        assert figures['stages_seconds']['training'] > 0 and set(figures['results']) == {'box', 'polygon'}
+
         assert main_demo.main(args) == 0
         second = capsys.readouterr().out
         assert 'reusing the synthetic data set' in second and 'reusing the trained model' in second
+        figures = json.loads((tmp_path / 'results' / 'figures.json').read_text())
+        assert figures['model_reused'] and figures['data_reused']
     finally:
         shutil.rmtree(os.path.join('workspace', name), ignore_errors=True)
 
@@ -42,6 +49,26 @@ def test_training_stamp_follows_the_compiled_experiment(monkeypatch):
     assert changed['experiment_sha256'] != stamp['experiment_sha256']
     # a flag that writes the same value the file holds compiles to the same experiment
     assert main_demo.training_stamp(args + ['--epochs', '8'])['experiment_sha256'] == stamp['experiment_sha256']
+
+
+def test_trained_precision_names_what_amp_resolves_to(monkeypatch):
+    import torch
+    assert main_demo.trained_precision([]) == 'fp32'
+    assert main_demo.trained_precision(['--amp', 'fp16']) == 'fp16'
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert main_demo.trained_precision(['--amp']) == 'bf16'  # CPU autocast is bf16
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda: False)
+    assert main_demo.trained_precision(['--amp']) == 'fp16'
+
+
+def test_record_refuses_quick_runs_and_bad_threads(capsys):
+    with pytest.raises(SystemExit):
+        main_demo.main(['--quick', '--record', 'unused'])
+    assert '--record keeps full-size runs only' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main_demo.main(['--threads', 'many'])
+    assert "threads: expected 'auto'" in capsys.readouterr().err
 
 
 def test_the_demo_trains_in_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, capsys):
@@ -87,8 +114,17 @@ def test_demo_table_is_rendered_from_the_records(tmp_path):
     text = readme.read_text()
     assert 'typed by hand' not in text and text.startswith('head\n') and text.endswith('tail\n')
     assert demo_figures.main(args + ['--check']) == 0
-    (records / 'bad.json').write_text('{"seed": 1}')
-    with pytest.raises(ValueError, match='bad.json.*missing'):
+    reused = dict(_record(seed=2), model_reused=True)
+    (records / 'c.json').write_text(json.dumps(reused))
+    assert '(model reused)' in demo_figures.render(demo_figures.load_records(str(records)))
+    (records / 'd.json').write_text(json.dumps(dict(_record(seed=3), quick=True)))
+    with pytest.raises(ValueError, match='d.json.*quick'):
+        demo_figures.load_records(str(records))
+    (records / 'd.json').unlink()
+    broken = _record()
+    del broken['results']['polygon']['recall']
+    (records / 'e.json').write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match='e.json.*results.polygon.recall'):
         demo_figures.load_records(str(records))
 
 
@@ -103,7 +139,7 @@ def test_figures_file_names_machine_precision_and_seed(tmp_path):
     import json
     record = _record(isa='AVX512', precision='bf16', seed=2)
     main_demo.write_figures(str(tmp_path / 'out' / 'figures.json'), record, str(tmp_path / 'runs'))
-    kept = tmp_path / 'runs' / '2026-12-06_avx512_bf16_seed2.json'
+    kept = tmp_path / 'runs' / '202612061600_amd-epyc_avx512_bf16_seed2.json'
     assert json.loads(kept.read_text()) == record
     assert json.loads((tmp_path / 'out' / 'figures.json').read_text()) == record
     assert not list((tmp_path / 'runs').glob('*.tmp'))

@@ -33,6 +33,13 @@ def load_records(directory: str = RECORDS) -> List[Dict[str, Any]]:
             except json.JSONDecodeError as error:
                 raise ValueError(f'{path}: not JSON ({error})') from None
         missing = [key for key in ('machine', 'precision', 'seed', 'stages_seconds', 'results') if key not in record]
+        if not missing:
+            missing = [f'machine.{key}' for key in ('cpu', 'cpus', 'isa') if key not in record['machine']]
+            missing += [f'results.{mode}.{key}' for mode in ('box', 'polygon') for key in ('precision', 'recall',
+                                                                                           'fmeasure')
+                        if key not in record['results'].get(mode, {})]
+        if record.get('quick'):
+            raise ValueError(f'{path}: a --quick run (reduced size) does not belong in the README table')
         if missing:
             raise ValueError(f'{path}: not a make-demo figure record (missing {", ".join(missing)})')
         record['_file'] = os.path.basename(path)
@@ -47,12 +54,14 @@ def _minutes(seconds: Optional[float]) -> str:
 def machine_label(machine: Dict[str, Any]) -> str:
     caps = machine.get('isa_caps') or {}
     label = f"{machine['cpu']}, {machine['cpus']} CPUs, {machine['isa']}"
+    if machine.get('gpu'):
+        label += f", GPU {machine['gpu']}"
     if caps:
         label += ' (capped: ' + ', '.join(f'{key}={value}' for key, value in sorted(caps.items())) + ')'
     return label
 
 
-def render(records: Sequence[Dict[str, Any]]) -> str:
+def render(records: Sequence[Dict[str, Any]], directory: str = RECORDS) -> str:
     """The Markdown table (one row per record) and one line per machine and precision giving the spread of F."""
     if not records:
         return '(no recorded runs yet: `python -m tools.main_demo --record docs/demo_runs`)'
@@ -62,13 +71,16 @@ def render(records: Sequence[Dict[str, Any]]) -> str:
     for record in records:
         stages = record['stages_seconds']
         total = sum(stages.get(key) or 0.0 for key in ('setup', 'data', 'training', 'evaluation', 'pictures'))
+        reused = [part for part in ('data', 'model') if record.get(f'{part}_reused')]
+        note = (' (no set-up)' if stages.get('setup') is None else '') + (
+            f" ({' and '.join(reused)} reused)" if reused else '')
         cells = [machine_label(record['machine']), record['precision'], str(record['seed']),
                  _minutes(stages.get('setup')), _minutes(stages.get('training')), _minutes(stages.get('evaluation')),
-                 _minutes(total) + ('' if stages.get('setup') is not None else ' (no set-up)')]
+                 _minutes(total) + note]
         for mode in ('box', 'polygon'):
             result = record['results'][mode]
             cells.append(f"{result['precision']:.3f} / {result['recall']:.3f} / **{result['fmeasure']:.3f}**")
-        cells.append(f"[{record['_file']}]({RECORDS}/{record['_file']})")
+        cells.append(f"[{record['_file']}]({directory}/{record['_file']})")
         lines.append('| ' + ' | '.join(cells) + ' |')
     lines.append('')
     groups: Dict[str, List[Dict[str, Any]]] = {}
@@ -81,14 +93,15 @@ def render(records: Sequence[Dict[str, Any]]) -> str:
             spreads.append(f'{mode} F {min(values):.3f}-{max(values):.3f} (spread {max(values) - min(values):.3f})')
         lines.append(f'- {label}: {len(group)} run(s), ' + '; '.join(spreads))
     lines.append('')
-    lines.append('Minutes; "total" adds set-up, data generation, training, evaluation and pictures as each run measured '
-                 'them (set-up is timed by `make demo` only).')
+    lines.append('Minutes of wall time; "total" adds set-up, data generation, training, evaluation and pictures as '
+                 'each run measured them (set-up is timed by `make demo` only; a reused model counts the training time '
+                 'of the run that trained it, a reused data set almost nothing).')
     return '\n'.join(lines)
 
 
 def replace_table(text: str, table: str) -> str:
     """``text`` with the part between the markers replaced by ``table``. ValueError when the markers are missing."""
-    if BEGIN not in text or END not in text or text.index(BEGIN) > text.index(END):
+    if BEGIN not in text or END not in text.split(BEGIN, 1)[1]:
         raise ValueError(f'{README}: the markers {BEGIN!r} ... {END!r} are missing')
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
@@ -103,7 +116,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     with open(args.readme, encoding='utf-8') as stream:
         text = stream.read()
-    updated = replace_table(text, render(load_records(args.records)))
+    records = load_records(args.records)
+    updated = replace_table(text, render(records, args.records))
     if args.check:
         if updated != text:
             print(f'{args.readme}: the demo table differs from {args.records} (run python -m tools.demo_figures)',
@@ -114,7 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with open(args.readme + '.tmp', 'w', encoding='utf-8') as stream:
             stream.write(updated)
         os.replace(args.readme + '.tmp', args.readme)
-        print(f'{args.readme}: demo table rewritten from {len(load_records(args.records))} record(s)')
+        print(f'{args.readme}: demo table rewritten from {len(records)} record(s)')
     return 0
 
 

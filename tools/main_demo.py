@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 EXPERIMENT = 'experiments/seg_detector/synthetic_resnet18_deform_thre.yaml'
 README_PICTURE = 'docs/images/demo_detection.jpg'
@@ -28,14 +28,15 @@ def _say(message: str) -> None:
     print(f'[demo] {message}', flush=True)
 
 
-def ensure_dataset(out: str, train: int, test: int, seed: int, test_seed: int, size: int) -> None:
+def ensure_dataset(out: str, train: int, test: int, seed: int, test_seed: int, size: int) -> bool:
+    """Generate the data set unless ``out`` holds one made with the same arguments; whether it was reused."""
     stamp_path = os.path.join(out, 'generated.json')
     wanted = {'train': train, 'test': test, 'seed': seed, 'test_seed': test_seed, 'size': size}
     if os.path.isfile(stamp_path):
         with open(stamp_path) as stream:
             if json.load(stream) == wanted:
                 _say(f'reusing the synthetic data set in {out} ({train} train, {test} test images)')
-                return
+                return True
     from data import synthetic
     _say(f'generating the synthetic data set in {out} ({train} train, {test} test images, test seed {test_seed})')
     shutil.rmtree(out, ignore_errors=True)
@@ -43,6 +44,20 @@ def ensure_dataset(out: str, train: int, test: int, seed: int, test_seed: int, s
                     '--test_seed', str(test_seed), '--size', str(size)])
     with open(stamp_path, 'w') as stream:
         json.dump(wanted, stream)
+    return False
+
+
+def trained_precision(flags: Sequence[str]) -> str:
+    """The precision ``train.py`` trains in with these flags on this machine (what ``--amp`` resolves to)."""
+    if '--amp' not in flags:
+        return 'fp32'
+    choice = list(flags)[list(flags).index('--amp') + 1] if list(flags).index('--amp') + 1 < len(flags) else 'auto'
+    if choice in ('bf16', 'fp16'):
+        return choice
+    import torch
+    if torch.cuda.is_available():
+        return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+    return 'bf16'
 
 
 def precision_flags(precision: str = 'auto') -> List[str]:
@@ -73,9 +88,11 @@ def training_stamp(train_args: Sequence[str]) -> Dict[str, object]:
             'experiment_sha256': hashlib.sha256(dump_config(config).encode('utf-8')).hexdigest()}
 
 
-def ensure_model(name: str, train_args: List[str]) -> str:
+def ensure_model(name: str, train_args: List[str], run_args: Sequence[str] = ()) -> Tuple[str, bool]:
     """Train unless a finished run of the same experiment and arguments exists; the path of its final
-    checkpoint."""
+    checkpoint and whether it was reused. ``run_args`` go to train.py without entering the stamp (how to run,
+    not what to train: ``--threads``). A run that trains leaves its time and machine in
+    ``demo_training.json`` beside the model."""
     workspace = os.path.join('workspace', name)
     final = os.path.join(workspace, 'model', 'final')
     stamp_path = os.path.join(workspace, 'demo_train_args.json')
@@ -84,28 +101,28 @@ def ensure_model(name: str, train_args: List[str]) -> str:
         with open(stamp_path) as stream:
             if json.load(stream) == stamp:
                 _say(f'reusing the trained model {final}')
-                return final
+                return final, True
         _say(f'the experiment or its arguments changed since {final} was trained: training again')
     import train
-    _say(f'training: python train.py {" ".join(train_args)}')
+    _say(f'training: python train.py {" ".join(list(train_args) + list(run_args))}')
     shutil.rmtree(workspace, ignore_errors=True)
     start = time.perf_counter()
     cpu_start = time.process_time()
-    if train.main(train_args) != 0:
+    if train.main(list(train_args) + list(run_args)) != 0:
         raise SystemExit('[demo] training failed')
     seconds = time.perf_counter() - start
     _say(f'training took {seconds:.0f} s')
     if not os.path.isfile(final):
         raise SystemExit(f'[demo] training finished without writing {final}')
     with open(os.path.join(workspace, TRAINING_FIGURES), 'w') as stream:
-        json.dump({'seconds': round(seconds, 1), 'process_cpu_seconds': round(time.process_time() - cpu_start, 1)},
-                  stream)
+        json.dump({'seconds': round(seconds, 1), 'process_cpu_seconds': round(time.process_time() - cpu_start, 1),
+                   'machine': machine_figures()}, stream)
     with open(stamp_path, 'w') as stream:
         json.dump(stamp, stream)
-    return final
+    return final, False
 
 
-def evaluate(checkpoint: str, opts: Sequence[str]) -> Dict[str, Dict[str, float]]:
+def evaluate(checkpoint: str, opts: Sequence[str], threads: str = 'auto') -> Dict[str, Dict[str, float]]:
     """P/R/F on the held-out test split in box and polygon mode, running the network once per image."""
     from concern.config import apply_overrides, load_config
     from concern.device import select_device
@@ -125,7 +142,7 @@ def evaluate(checkpoint: str, opts: Sequence[str]) -> Dict[str, Dict[str, float]
     # one evaluator per mode, both at the representer's box_thresh, fed from the same forward pass
     evaluators = {mode: DetectionEvaluator(representer, measurer, is_output_polygon=polygon)
                   for mode, polygon in (('box', False), ('polygon', True))}
-    runner = TorchRunner(model, device, threads='auto')
+    runner = TorchRunner(model, device, threads=threads)
     images = 0
     start = time.perf_counter()
     for evaluator in evaluators.values():  # once: the loaders' images all count
@@ -145,7 +162,7 @@ def evaluate(checkpoint: str, opts: Sequence[str]) -> Dict[str, Dict[str, float]
 
 
 def draw(checkpoint: str, data_dir: str, result_dir: str, count: int, opts: Sequence[str],
-         readme_picture: Optional[str]) -> None:
+         readme_picture: Optional[str], threads: str = 'auto') -> None:
     import cv2
     import demo
     with open(os.path.join(data_dir, 'test_list.txt')) as stream:
@@ -156,7 +173,7 @@ def draw(checkpoint: str, data_dir: str, result_dir: str, count: int, opts: Sequ
     for name in names:
         shutil.copy(os.path.join(data_dir, 'test_images', name), picked)
     args = [EXPERIMENT, '--resume', checkpoint, '--image_path', picked, '--result_dir', result_dir,
-            '--visualize', '--polygon', '--image_short_side', '384']
+            '--visualize', '--polygon', '--image_short_side', '384', '--threads', threads]
     if opts:
         args += ['--opt', *opts]
     if demo.main(args) != 0:
@@ -214,8 +231,10 @@ def write_figures(path: str, figures: Dict[str, object], record: Optional[str]) 
 def record_name(figures: Dict[str, object]) -> str:
     machine = figures['machine']
     assert isinstance(machine, dict)
-    return (f"{str(figures['date'])[:10]}_{str(machine['isa']).lower()}_{figures['precision']}_"
-            f"seed{figures['seed']}.json")
+    import re
+    cpu = re.sub(r'[^a-z0-9]+', '-', str(machine['cpu']).lower()).strip('-')[:40] or 'cpu'
+    stamp = re.sub(r'[^0-9]', '', str(figures['date']))[:12]  # YYYYMMDDhhmm
+    return f"{stamp}_{cpu}_{str(machine['isa']).lower()}_{figures['precision']}_seed{figures['seed']}.json"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -232,7 +251,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help='time the set-up took (make demo passes it), recorded with the figures')
     parser.add_argument('--record', default=None, metavar='DIR',
                         help='also keep the figures in DIR (docs/demo_runs: the README table\'s source)')
+    parser.add_argument('--threads', default='auto', metavar='auto|N',
+                        help='CPU threads for training, evaluation and pictures (concern/threads.py); auto (default) '
+                             'uses fewer while another process holds a core')
     args = parser.parse_args(argv)
+    from concern.threads import parse_threads
+    try:
+        parse_threads(args.threads)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.record and args.quick:
+        parser.error('--record keeps full-size runs only (the README table); drop --quick')
+    import torch
+    threads_at_start = torch.get_num_threads()
     start = time.perf_counter()
     stages: Dict[str, Optional[float]] = {'setup': args.setup_seconds}
     if args.quick:
@@ -247,13 +278,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  f'evaluation.data_loaders.synthetic.dataset.data_dir=[{args.data_dir}]',
                  f'evaluation.data_loaders.synthetic.dataset.data_list=[{args.data_dir}/test_list.txt]']
     tick = time.perf_counter()
-    ensure_dataset(args.data_dir, train_count, test_count, seed=0, test_seed=1000, size=640)
+    data_reused = ensure_dataset(args.data_dir, train_count, test_count, seed=0, test_seed=1000, size=640)
     stages['data'] = time.perf_counter() - tick
     flags = precision_flags(args.precision)
     train_args = [EXPERIMENT, '--name', name, '--seed', str(args.seed), *flags, '--channels_last',
                   *(['--epochs', str(epochs)] if epochs else []), '--opt', *opts, *data_opts]
     tick = time.perf_counter()
-    checkpoint = ensure_model(name, train_args)
+    # --threads is not part of the training stamp: it changes how long training takes, not the model
+    checkpoint, model_reused = ensure_model(name, train_args, ['--threads', args.threads])
     stages['training_this_run'] = time.perf_counter() - tick
     training: Dict[str, object] = {}
     training_path = os.path.join('workspace', name, TRAINING_FIGURES)
@@ -263,22 +295,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stages['training'] = training.get('seconds')  # type: ignore[assignment]
     eval_opts = [opt for opt in data_opts if opt.startswith('evaluation.')]
     tick = time.perf_counter()
-    results = evaluate(checkpoint, eval_opts)
+    results = evaluate(checkpoint, eval_opts, args.threads)
     stages['evaluation'] = time.perf_counter() - tick
     tick = time.perf_counter()
     readme_picture = README_PICTURE if not args.quick and args.seed == 0 and args.precision == 'auto' else None
-    draw(checkpoint, args.data_dir, args.result_dir, 2 if args.quick else 6, [], readme_picture)
+    draw(checkpoint, args.data_dir, args.result_dir, 2 if args.quick else 6, [], readme_picture, args.threads)
     stages['pictures'] = time.perf_counter() - tick
     stages['total_this_run'] = time.perf_counter() - start + (args.setup_seconds or 0.0)
     import datetime
     figures: Dict[str, object] = {
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-        'commit': git_commit(), 'machine': machine_figures(), 'seed': args.seed,
-        'precision': 'bf16' if flags else 'fp32', 'experiment': EXPERIMENT, 'quick': bool(args.quick),
-        'experiment_sha256': training_stamp(train_args)['experiment_sha256'],
-        'model_reused': stages['training_this_run'] is not None and training.get('seconds') is not None
-        and stages['training_this_run'] < 0.5 * float(training['seconds']),  # type: ignore[arg-type]
-        'training_cpu_seconds': training.get('process_cpu_seconds'),
+        'commit': git_commit(), 'machine': dict(machine_figures(), torch_threads=threads_at_start),
+        'threads': args.threads, 'seed': args.seed, 'precision': trained_precision(flags),
+        'device': 'cuda' if torch.cuda.is_available() else 'cpu', 'experiment': EXPERIMENT,
+        'quick': bool(args.quick), 'experiment_sha256': training_stamp(train_args)['experiment_sha256'],
+        'data_reused': data_reused, 'model_reused': model_reused,
+        'training_machine': training.get('machine'), 'training_cpu_seconds': training.get('process_cpu_seconds'),
         'stages_seconds': {key: None if value is None else round(value, 1) for key, value in stages.items()},
         'results': {mode: {key: round(value, 4) for key, value in metrics.items()}
                     for mode, metrics in results.items()}}

@@ -59,24 +59,31 @@ class HookBase:
 
 
 class ThreadControl(HookBase):
-    """torch's CPU thread count for the run (``RunOptions.threads``): a fixed number is set before training; ``auto``
-    hands the count to a ``ThreadGovernor`` timed on each step (the step and the hooks before it, not data loading,
-    checkpoints or validation), which logs every change. Off on CUDA and under ``--distributed`` (there the ranks'
-    step times are coupled through the gradient exchange; a fixed count still applies)."""
+    """torch's CPU thread count for the run (``RunOptions.threads``): None leaves it alone; a fixed number is set
+    before training; ``auto`` hands it to a ``ThreadGovernor`` timed on each step (the step itself and the other
+    hooks' before-step work, which run after this one; not data loading, checkpoints or validation), which logs
+    its decisions. The count found at the start is restored when the run ends. The governor is off on CUDA and
+    under ``--distributed`` (there the ranks' step times are coupled through the gradient exchange; a fixed count
+    still applies)."""
 
-    def __init__(self, threads: Any = 'auto'):
+    def __init__(self, threads: Any = None):
         self.threads = threads
         self.governor: Optional[ThreadGovernor] = None
         self.tick = 0.0
+        self.found: Optional[int] = None
 
     def before_train(self, trainer: Any) -> None:
-        fixed = parse_threads(self.threads)
+        if self.threads is None:
+            return
+        self.found = torch.get_num_threads()
         if trainer.device.type != 'cpu' or trainer.context.world_size > 1:
+            fixed = parse_threads(self.threads)
             if fixed is not None:
                 torch.set_num_threads(fixed)
             return
         self.governor = thread_governor(self.threads, on_change=lambda reason: trainer.logger.info(
-            f'threads: {reason} (iteration {trainer.iteration}; --threads N fixes the count)'))
+            f'threads: {reason} (iteration {trainer.iteration}; a fixed count: --threads N)'),
+            max_threads=self.found)
 
     def before_step(self, trainer: Any) -> None:
         self.tick = time.perf_counter()
@@ -84,6 +91,11 @@ class ThreadControl(HookBase):
     def after_step(self, trainer: Any) -> None:
         if self.governor is not None:
             self.governor.observe(time.perf_counter() - self.tick)
+
+    def close(self, trainer: Any) -> None:
+        if self.found is not None:
+            torch.set_num_threads(self.found)
+            self.found = None
 
 
 class LRSchedule(HookBase):

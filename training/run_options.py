@@ -24,7 +24,7 @@ class RunOptions:
     max_nan_steps: int = 5
     sync_bn: bool = False  # DDP only: convert BatchNorm layers to SyncBatchNorm
     channels_last: bool = False  # NHWC memory format for the model and the images (faster convolutions on CPU)
-    threads: Any = 'auto'  # torch CPU threads: 'auto' (concern.threads.ThreadGovernor) or a fixed whole number
+    threads: Any = None  # torch CPU threads: None leaves them alone; 'auto' (concern.threads.ThreadGovernor); N fixed
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -43,7 +43,8 @@ class RunOptions:
             raise ValueError(f'grad_clip must be > 0, got {self.grad_clip}')
         if self.amp not in (False, None, True, 'auto', 'bf16', 'fp16'):
             raise ValueError(f"amp: expected False, True, 'auto', 'bf16' or 'fp16', got {self.amp!r}")
-        from concern.threads import parse_threads
-        parse_threads(self.threads)  # ValueError naming a bad value, before anything starts
+        if self.threads is not None:
+            from concern.threads import parse_threads
+            parse_threads(self.threads)  # ValueError naming a bad value, before anything starts
         if self.max_nan_steps < 1:
             raise ValueError(f'max_nan_steps must be >= 1, got {self.max_nan_steps}')
