@@ -9,7 +9,8 @@ count, tries one thread fewer when the steps slow down (and once after warm-up),
 at the larger count is faster again.
 
 The knob: ``--threads auto|N`` of train.py, eval.py, demo.py and tools.main_demo (default ``auto``: governed,
-at most the count torch had when the run started, by default the machine's physical cores), ``N`` a whole number
+at most the largest count torch had when a governor was made in this process, by default the machine's physical
+cores), ``N`` a whole number
 (fixed, no governor: what a timing or a bit-for-bit comparison wants). In the Python API (``RunOptions.threads``,
 ``TextDetector(threads=...)``, ``TorchRunner(threads=...)``) the default None leaves torch's count alone. A
 training run puts the count back as it found it when it ends. The governor changes only
@@ -228,19 +229,24 @@ def _torch_set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def thread_governor(spec: ThreadSpec, on_change: Optional[Callable[[str], None]] = None,
-                    max_threads: Optional[int] = None) -> Optional[ThreadGovernor]:
+_ceiling_seen = 0  # the largest count torch had when a governor was made in this process
+
+
+def thread_governor(spec: ThreadSpec, on_change: Optional[Callable[[str], None]] = None
+                    ) -> Optional[ThreadGovernor]:
     """Applies a ``threads`` choice: None leaves torch's count alone; a number is set at once; for both None is
-    returned. ``auto`` returns a governor over 1 .. ``max_threads`` (default: torch's current count), or None when
-    that is 1 (nothing to choose)."""
+    returned. ``auto`` returns a governor over 1 .. the ceiling, or None when that is 1 (nothing to choose). The
+    ceiling is the largest count torch had when any governor of this process was made, so that a count an earlier
+    governor lowered (evaluation, then pictures, in one process) does not cap the next one."""
     import torch
+    global _ceiling_seen
     if spec is None:
         return None
     fixed = parse_threads(spec)
     if fixed is not None:
         torch.set_num_threads(fixed)
         return None
-    available = max_threads if max_threads is not None else torch.get_num_threads()
-    if available <= 1:
+    _ceiling_seen = max(_ceiling_seen, torch.get_num_threads())
+    if _ceiling_seen <= 1:
         return None
-    return ThreadGovernor(available, on_change=on_change)
+    return ThreadGovernor(_ceiling_seen, on_change=on_change)

@@ -124,6 +124,8 @@ def test_training_hook_sets_a_fixed_count_and_governs_auto(monkeypatch):
     import torch
 
     from training.hooks import ThreadControl, default_hooks
+    import concern.threads
+    monkeypatch.setattr(concern.threads, '_ceiling_seen', 0)  # this process's earlier governors do not count here
     before = torch.get_num_threads()
     trainer = types.SimpleNamespace(device=torch.device('cpu'), context=types.SimpleNamespace(world_size=1),
                                     iteration=0, logger=types.SimpleNamespace(info=lambda message: None),
@@ -155,9 +157,12 @@ def test_training_hook_sets_a_fixed_count_and_governs_auto(monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_torch_runner_times_each_forward_per_pixel():
+def test_torch_runner_times_each_forward_per_pixel(monkeypatch):
     import numpy as np
     import torch
+
+    import concern.threads
+    monkeypatch.setattr(concern.threads, '_ceiling_seen', 0)
 
     from inference.runners import TorchRunner
 
@@ -235,3 +240,23 @@ def test_restart_forgets_times_and_abandons_a_probe():
     assert machine.threads == 2 and governor.threads == 2  # the probe's count is reported
     governor.restart()
     assert machine.threads == 1 and governor.reference == {} and governor._phase == 'warmup'
+
+
+def test_a_count_an_earlier_governor_lowered_does_not_cap_the_next(monkeypatch):
+    """make demo's evaluation may end at one thread under contention; the pictures' governor that follows in the
+    same process must still be able to use both cores."""
+    import torch
+
+    import concern.threads
+    from concern.threads import thread_governor
+    monkeypatch.setattr(concern.threads, '_ceiling_seen', 0)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        first = thread_governor('auto')
+        assert first is not None and first.max_threads == 2
+        torch.set_num_threads(1)  # what the first governor did under contention
+        second = thread_governor('auto')
+        assert second is not None and second.max_threads == 2
+    finally:
+        torch.set_num_threads(before)

@@ -82,8 +82,7 @@ class ThreadControl(HookBase):
                 torch.set_num_threads(fixed)
             return
         self.governor = thread_governor(self.threads, on_change=lambda reason: trainer.logger.info(
-            f'threads: {reason} (iteration {trainer.iteration}; a fixed count: --threads N)'),
-            max_threads=self.found)
+            f'threads: {reason} (iteration {trainer.iteration}; a fixed count: --threads N)'))
 
     def before_step(self, trainer: Any) -> None:
         self.tick = time.perf_counter()
