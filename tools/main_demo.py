@@ -51,7 +51,8 @@ def trained_precision(flags: Sequence[str]) -> str:
     """The precision ``train.py`` trains in with these flags on this machine (what ``--amp`` resolves to)."""
     if '--amp' not in flags:
         return 'fp32'
-    choice = list(flags)[list(flags).index('--amp') + 1] if list(flags).index('--amp') + 1 < len(flags) else 'auto'
+    position = list(flags).index('--amp')
+    choice = flags[position + 1] if position + 1 < len(flags) else 'auto'  # --amp takes an optional value
     if choice in ('bf16', 'fp16'):
         return choice
     import torch
@@ -88,15 +89,15 @@ def training_stamp(train_args: Sequence[str]) -> Dict[str, object]:
             'experiment_sha256': hashlib.sha256(dump_config(config).encode('utf-8')).hexdigest()}
 
 
-def ensure_model(name: str, train_args: List[str], run_args: Sequence[str] = ()) -> Tuple[str, bool]:
-    """Train unless a finished run of the same experiment and arguments exists; the path of its final
-    checkpoint and whether it was reused. ``run_args`` go to train.py without entering the stamp (how to run,
+def ensure_model(name: str, train_args: List[str], stamp: Dict[str, object], run_args: Sequence[str] = ()
+                 ) -> Tuple[str, bool]:
+    """Train unless a finished run with the same ``stamp`` (``training_stamp(train_args)``) exists; the path of its
+    final checkpoint and whether it was reused. ``run_args`` go to train.py without entering the stamp (how to run,
     not what to train: ``--threads``). A run that trains leaves its time and machine in
     ``demo_training.json`` beside the model."""
     workspace = os.path.join('workspace', name)
     final = os.path.join(workspace, 'model', 'final')
     stamp_path = os.path.join(workspace, 'demo_train_args.json')
-    stamp = training_stamp(train_args)
     if os.path.isfile(final) and os.path.isfile(stamp_path):
         with open(stamp_path) as stream:
             if json.load(stream) == stamp:
@@ -218,14 +219,14 @@ def git_commit() -> Optional[str]:
 def write_figures(path: str, figures: Dict[str, object], record: Optional[str]) -> None:
     """``figures`` as JSON at ``path`` (written whole, then renamed); with ``record`` a copy in that directory named
     after the date, CPU capability, precision and seed (what tools.demo_figures renders into the README)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     text = json.dumps(figures, indent=1, sort_keys=True) + '\n'
-    for target in [path] + ([os.path.join(record, record_name(figures))] if record else []):
+    targets = [path] + ([os.path.join(record, record_name(figures))] if record else [])
+    for target in targets:
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
         with open(target + '.tmp', 'w') as stream:
             stream.write(text)
         os.replace(target + '.tmp', target)
-    _say(f'figures written to {path}' + (f' and {os.path.join(record, record_name(figures))}' if record else ''))
+    _say(f'figures written to {" and ".join(targets)}')
 
 
 def record_name(figures: Dict[str, object]) -> str:
@@ -285,7 +286,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   *(['--epochs', str(epochs)] if epochs else []), '--opt', *opts, *data_opts]
     tick = time.perf_counter()
     # --threads is not part of the training stamp: it changes how long training takes, not the model
-    checkpoint, model_reused = ensure_model(name, train_args, ['--threads', args.threads])
+    stamp = training_stamp(train_args)
+    checkpoint, model_reused = ensure_model(name, train_args, stamp, ['--threads', args.threads])
     stages['training_this_run'] = time.perf_counter() - tick
     training: Dict[str, object] = {}
     training_path = os.path.join('workspace', name, TRAINING_FIGURES)
@@ -308,7 +310,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         'commit': git_commit(), 'machine': dict(machine_figures(), torch_threads=threads_at_start),
         'threads': args.threads, 'seed': args.seed, 'precision': trained_precision(flags),
         'device': 'cuda' if torch.cuda.is_available() else 'cpu', 'experiment': EXPERIMENT,
-        'quick': bool(args.quick), 'experiment_sha256': training_stamp(train_args)['experiment_sha256'],
+        'quick': bool(args.quick), 'experiment_sha256': stamp['experiment_sha256'],
         'data_reused': data_reused, 'model_reused': model_reused,
         'training_machine': training.get('machine'), 'training_cpu_seconds': training.get('process_cpu_seconds'),
         'stages_seconds': {key: None if value is None else round(value, 1) for key, value in stages.items()},
