@@ -364,22 +364,18 @@ def zip64_archive(path, members):
     return path
 
 
-def test_the_end_record_is_the_one_zipfile_uses_and_a_zip_without_one_is_refused(tmp_path, capsys, monkeypatch):
-    # second review item 1: the last 'PK\5\6' was taken as the end record; written into the directory-offset field
-    # it made the search give up (no record whole after it) and skip --max_files, while zipfile, which looks at
-    # the last 22 bytes first, opened the file. The record is found as zipfile finds it; no record: refused
-    gt = write_folder(tmp_path / 'gt', {'gt_img_1.txt': GT_1})
+def empty_results_zip(count):
+    """The bytes (a bytearray, to edit) of a zip of ``count`` empty result files res_img_1.txt .. res_img_N.txt."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, 'w') as archive:
-        for index in range(1, 13):
+        for index in range(1, count + 1):
             archive.writestr(f'res_img_{index}.txt', '')
-    data = bytearray(buffer.getvalue())
-    data[-6:-2] = b'PK\x05\x06'  # the end record's directory-offset field
-    edited = tmp_path / 'edited.zip'
-    edited.write_bytes(bytes(data))
-    assert len(zipfile.ZipFile(edited).infolist()) == 12  # zipfile still opens it
-    garbage = tmp_path / 'garbage.zip'
-    garbage.write_bytes(b'not a zip, but PK\x05\x06 near its end')
+    return bytearray(buffer.getvalue())
+
+
+def spy_on_zipfile(monkeypatch):
+    """The list to which every ``zipfile.ZipFile(...)`` from now on appends its first argument (the real class
+    still opens it): a test asserts what was opened, or that nothing was."""
     opened = []
     real_zipfile = zipfile.ZipFile
 
@@ -387,6 +383,22 @@ def test_the_end_record_is_the_one_zipfile_uses_and_a_zip_without_one_is_refused
         opened.append(args[0])
         return real_zipfile(*args, **kwargs)
     monkeypatch.setattr(zipfile, 'ZipFile', spying)
+    return opened
+
+
+def test_the_end_record_is_the_one_zipfile_uses_and_a_zip_without_one_is_refused(tmp_path, capsys, monkeypatch):
+    # second review item 1: the last 'PK\5\6' was taken as the end record; written into the directory-offset field
+    # it made the search give up (no record whole after it) and skip --max_files, while zipfile, which looks at
+    # the last 22 bytes first, opened the file. The record is found as zipfile finds it; no record: refused
+    gt = write_folder(tmp_path / 'gt', {'gt_img_1.txt': GT_1})
+    data = empty_results_zip(12)
+    data[-6:-2] = b'PK\x05\x06'  # the end record's directory-offset field
+    edited = tmp_path / 'edited.zip'
+    edited.write_bytes(bytes(data))
+    assert len(zipfile.ZipFile(edited).infolist()) == 12  # zipfile still opens it
+    garbage = tmp_path / 'garbage.zip'
+    garbage.write_bytes(b'not a zip, but PK\x05\x06 near its end')
+    opened = spy_on_zipfile(monkeypatch)
     error = refused_quickly(capsys, ['--gt', gt, '--submission', str(edited), '--max_files', '10'])
     assert f'submission {edited}: 12 entries, more than the limit of 10 files (--max_files)' in error
     assert opened == []  # refused by the end record, before zipfile read the directory
@@ -442,24 +454,14 @@ def test_a_zip_whose_end_record_understates_its_entries_is_refused_by_walking_it
     # far below 1 KiB per entry) and zipfile then built every entry; the directory's 46-byte headers are now walked
     # and counted, up to max_files + 1, before zipfile opens it
     gt = write_folder(tmp_path / 'gt', {'gt_img_1.txt': GT_1})
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, 'w') as archive:
-        for index in range(1, 13):
-            archive.writestr(f'res_img_{index}.txt', '')
-    data = bytearray(buffer.getvalue())
+    data = empty_results_zip(12)
     end = data.rfind(b'PK\x05\x06')
     struct.pack_into('<2H', data, end + 8, 1, 1)  # entries on this disk, entries in total
     lying = tmp_path / 'lying.zip'
     lying.write_bytes(bytes(data))
     assert len(zipfile.ZipFile(lying).infolist()) == 12  # what zipfile builds, whatever the count says
     for limit, refused in ((10, True), (11, True), (12, False)):
-        opened = []
-        real_zipfile = zipfile.ZipFile
-
-        def spying(*args, **kwargs):
-            opened.append(args[0])
-            return real_zipfile(*args, **kwargs)
-        monkeypatch.setattr(zipfile, 'ZipFile', spying)
+        opened = spy_on_zipfile(monkeypatch)
         if refused:
             error = refused_quickly(capsys, ['--gt', gt, '--submission', str(lying), '--max_files', str(limit)])
             assert f'submission {lying}: its central directory holds more than {limit} entries (its end record ' \
