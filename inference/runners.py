@@ -40,10 +40,15 @@ class TorchRunner:
     it to a ``concern.threads.ThreadGovernor`` timed on each forward, which drops to fewer threads while another
     process holds a core. Only forwards of one input shape are compared: a new shape restarts its measurements
     (a fixed cost per call would make small inputs look slow per pixel).
+    fold_batchnorm: run a copy of the model with each BatchNorm that follows a convolution folded into it
+    (``structure.batchnorm_folding``; eval-mode arithmetic, done in float64 before any precision conversion): one
+    pass over the activations less per BN (docs/benchmarks.md measures it). The caller's model keeps its BNs (it is
+    still moved to the device and put in eval mode, as without folding), so a model that trains on (validation
+    during training) is not changed; ``self.model`` is the folded copy. False runs the model itself.
     """
 
     def __init__(self, model: Any, device: Any = 'cpu', precision: str = 'fp32', channels_last: bool = False,
-                 cuda_graphs: bool = False, graph_cache: int = 8, threads: Any = None):
+                 cuda_graphs: bool = False, graph_cache: int = 8, threads: Any = None, fold_batchnorm: bool = True):
         import torch
         from concern.threads import ThreadGovernor, thread_governor
         if precision not in PRECISIONS + ('auto',):
@@ -61,6 +66,9 @@ class TorchRunner:
         self._graphs: 'Dict[Tuple[Any, ...], CudaGraphForward]' = {}
         self.dtype = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}[precision]
         model = model.to(self.device).eval()
+        if fold_batchnorm:
+            from structure.batchnorm_folding import fold_batchnorm as folded
+            model = folded(model)  # a copy (the caller's model unchanged), or the model itself with no BN to fold
         self.deformable_dtype = self.dtype
         if self.dtype != torch.float32:
             model = model.to(self.dtype)
