@@ -1,10 +1,21 @@
 """Export a trained DBNet to ONNX: ``python convert_to_onnx.py EXP.yaml --resume CKPT --output model.onnx``.
 
 The graph maps a normalised image batch ``image`` (B, 3, H, W) float32 to the probability map ``probability``
-(B, 1, H, W), with dynamic batch, height and width (multiples of 32). Deformable convolutions are exported through
-their pure-PyTorch formulation (the DCN backend switches to it while exporting), so DBNet-DCN models run in plain
-onnxruntime. The export is verified before the command returns: onnxruntime must match PyTorch within
-``--tolerance`` (1e-4) max abs difference on a real image at two different sizes, or the command fails.
+(B, 1, H, W), with dynamic batch, height and width (multiples of 32). The export is verified before the command
+returns: onnxruntime must match PyTorch within ``--tolerance`` (1e-4) max abs difference on a real image at two
+different sizes, or the command fails.
+
+Deformable convolutions (``--deform_conv``; assets/ops/dcn/onnx_export.py writes them):
+
+* ``onnx``: one standard ``DeformConv`` node each (ai.onnx, opset 19 and later). onnxruntime 1.32 runs it 2-4x
+  faster than the portable form (docs/benchmarks.md). OpenVINO's ONNX frontend has no rule for it.
+* ``portable``: the pure-PyTorch formulation (bilinear gathers and a MatMul) in operators of every opset: what
+  OpenVINO, older onnxruntime versions and other runtimes without ``DeformConv`` need.
+* ``auto`` (the default): ``onnx`` when ``--opset`` is at least 19 and the installed onnxruntime runs a one-node
+  ``DeformConv`` model as this op computes it (probed once), else ``portable``, saying why.
+
+The default opset is 19, the first with ``DeformConv``, so that ``auto`` gives the fast graph; ``--opset 17`` (the
+earlier default) gives the portable one. Models without deformable convolutions export the same either way.
 
 ``--int8 --calibration_dir DIR`` also writes an int8 model beside it (``model_int8.onnx``; ``inference.onnx_quantize``:
 onnxruntime static quantization, QDQ, calibrated on ``--calibration_images`` images of DIR read and sized as every
@@ -23,9 +34,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from assets.ops.dcn.onnx_export import DEFORM_CONV_OPSET, onnx_deform_conv_format, onnxruntime_runs_deform_conv
 from inference.onnx_quantize import DEFAULT_CALIBRATION_IMAGES
 
-DEFAULT_OPSET = 17
+DEFAULT_OPSET = DEFORM_CONV_OPSET  # 19: the first opset with DeformConv, so that --deform_conv auto can use it
+DEFORM_CONV_CHOICES = ('auto', 'onnx', 'portable')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--resume', type=str, required=True, help='checkpoint to export')
     parser.add_argument('--output', type=str, required=True, help='path of the .onnx file to write')
     parser.add_argument('--opset', type=int, default=DEFAULT_OPSET, help=f'ONNX opset (default {DEFAULT_OPSET})')
+    parser.add_argument('--deform_conv', choices=DEFORM_CONV_CHOICES, default='auto',
+                        help='how deformable convolutions are written: onnx = standard DeformConv nodes (opset >= 19; '
+                             'onnxruntime 1.32 runs them 2-4x faster; OpenVINO cannot read them), portable = gathers '
+                             'and MatMul in '
+                             'standard operators of every opset (what OpenVINO and older runtimes need), auto = onnx '
+                             'when the opset is >= 19 and the installed onnxruntime runs DeformConv, else portable '
+                             '(default auto)')
     parser.add_argument('--image_short_side', type=int, default=736,
                         help='short side of the example input used for tracing and the first check size')
     parser.add_argument('--verify_image', type=str, default=None,
@@ -77,8 +97,30 @@ class ProbabilityMap(torch.nn.Module):
         return pred['binary'] if isinstance(pred, dict) else pred
 
 
-def export(model, output: str, example: np.ndarray, opset: int = DEFAULT_OPSET) -> None:
-    """Write ``model`` (eval mode) to ``output`` with dynamic batch / height / width axes."""
+def choose_deform_conv(choice: str, opset: int) -> Tuple[str, str]:
+    """(the form of the deformable convolutions, 'onnx' or 'portable'; why) for ``--deform_conv choice`` at
+    ``opset``. Raises ValueError for 'onnx' below opset 19."""
+    if choice not in DEFORM_CONV_CHOICES:
+        raise ValueError(f'--deform_conv {choice!r}: expected one of {DEFORM_CONV_CHOICES}')
+    if choice == 'portable':
+        return 'portable', 'asked for'
+    if opset < DEFORM_CONV_OPSET:
+        if choice == 'onnx':
+            raise ValueError(f'--deform_conv onnx needs --opset {DEFORM_CONV_OPSET} or later (DeformConv is an opset '
+                             f'{DEFORM_CONV_OPSET} operator), got --opset {opset}')
+        return 'portable', f'opset {opset} has no DeformConv (opset {DEFORM_CONV_OPSET} has)'
+    runs, why = onnxruntime_runs_deform_conv()
+    if choice == 'onnx':
+        return 'onnx', 'asked for' + ('' if runs else f'; note: {why}, so the check below will fail')
+    if not runs:
+        return 'portable', f'{why}; --deform_conv onnx writes DeformConv nodes anyway'
+    return 'onnx', f'opset {opset} and {why}'
+
+
+def export(model, output: str, example: np.ndarray, opset: int = DEFAULT_OPSET, deform_conv: str = 'auto') -> str:
+    """Write ``model`` (eval mode) to ``output`` with dynamic batch / height / width axes; deformable convolutions
+    as ``choose_deform_conv(deform_conv, opset)`` says. Returns the form used ('onnx' or 'portable')."""
+    form, _ = choose_deform_conv(deform_conv, opset)
     wrapper = ProbabilityMap(model.eval()).eval()
     dynamic = {0: 'batch', 2: 'height', 3: 'width'}
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
@@ -87,10 +129,11 @@ def export(model, output: str, example: np.ndarray, opset: int = DEFAULT_OPSET) 
         # and the TorchScript-based exporter announces its deprecation; neither changes the exported graph.
         warnings.simplefilter('ignore', torch.jit.TracerWarning)
         warnings.simplefilter('ignore', DeprecationWarning)
-        with torch.inference_mode(False), torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad(), onnx_deform_conv_format(form):
             torch.onnx.export(wrapper, (torch.from_numpy(example),), output, input_names=['image'],
                               output_names=['probability'], dynamic_axes={'image': dynamic, 'probability': dynamic},
                               opset_version=opset, do_constant_folding=True, dynamo=False)
+    return form
 
 
 def parity(model, onnx_path: str, image_bgr: np.ndarray,
@@ -213,6 +256,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               file=sys.stderr)
         return 2
     problem = check_int8_arguments(args)
+    try:
+        deform_conv, why = choose_deform_conv(args.deform_conv, args.opset)
+    except ValueError as error:
+        problem = str(error)
     if problem:
         print(f'error: {problem}', file=sys.stderr)
         return 2
@@ -253,9 +300,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     example = prepare_image(image, InputSize('short_side', sizes[0], DEFAULT_MAX_LONG_SIDE)(*image.shape[:2]))
     print(f'exporting {args.resume} ({experiment.structure.builder.model_args.get("backbone")}) to {args.output}, '
           f'opset {args.opset}, example input {tuple(example.shape)}')
-    export(model, args.output, example, args.opset)
+    print(f'deformable convolutions: {deform_conv} '
+          f'({"standard DeformConv nodes" if deform_conv == "onnx" else "the portable formulation"}; '
+          f'--deform_conv {args.deform_conv}: {why})')
+    export(model, args.output, example, args.opset, deform_conv)
     print(f'verifying with onnxruntime on {source}')
-    rows = parity(model, args.output, image, sizes)
+    try:
+        rows = parity(model, args.output, image, sizes)
+    except ImportError as error:
+        print(f'error: {args.output} written but not verified: {error}', file=sys.stderr)
+        return 1
     failed = False
     for (height, width), difference in rows:
         ok = difference <= args.tolerance

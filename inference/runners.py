@@ -251,7 +251,12 @@ def _onnx_weight_type(path: str) -> str:
 
 
 class OnnxRunner:
-    """An exported model (convert_to_onnx.py) run by onnxruntime on the CPU; NumPy in, NumPy out, no torch."""
+    """An exported model (convert_to_onnx.py) run by onnxruntime on the CPU; NumPy in, NumPy out, no torch.
+
+    Deformable convolutions in either form of the export run as they are: standard ``DeformConv`` nodes
+    (``--deform_conv onnx``, onnxruntime's own kernel) or the portable formulation; a runtime without a
+    ``DeformConv`` kernel is named when the file is loaded, with the way out (``--deform_conv portable``).
+    """
 
     def __init__(self, path: str, threads: Optional[int] = None):
         if not os.path.isfile(path):
@@ -267,7 +272,11 @@ class OnnxRunner:
         try:
             self.session = onnxruntime.InferenceSession(path, options, providers=['CPUExecutionProvider'])
         except Exception as error:  # onnxruntime raises its own exception types for invalid models
-            raise ValueError(f'{path}: onnxruntime cannot load it: {error}') from error
+            hint = ''
+            if 'DeformConv' in str(error):
+                hint = (f' (onnxruntime {onnxruntime.__version__} has no DeformConv kernel: export again with '
+                        '`convert_to_onnx.py --deform_conv portable`)')
+            raise ValueError(f'{path}: onnxruntime cannot load it: {error}{hint}') from error
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise ValueError(f'{path}: expected one (B, 3, H, W) input, got '

@@ -3,7 +3,9 @@
 Order for ``'auto'``: the compiled extension (``_dcn_ext``, reached through the dispatcher operator
 ``torch.ops.dbnet.modulated_deform_conv``), then torchvision's ``deform_conv2d``, then the pure-PyTorch
 formulation.  While tracing with ``torch.jit.trace`` or exporting to ONNX (either exporter) ``'auto'`` uses the
-pure-PyTorch formulation, the one that ONNX can express.  ``torch.compile`` and ``torch.export`` keep the
+pure-PyTorch formulation, the one that ONNX can express with operators of every opset; inside
+``onnx_deform_conv(True)`` (onnx_export.py's ``onnx_deform_conv_format('onnx')``) an ONNX export resolves to
+``'onnx'`` instead: one standard ``DeformConv`` node per convolution.  ``torch.compile`` and ``torch.export`` keep the
 extension's operator (it has a fake kernel and an autograd formula).
 
 What the functions here read inside a ``torch.compile``d region are plain Python values (the extension is probed
@@ -31,6 +33,7 @@ _extension_probed = False
 _extension_cuda = False  # the extension has CUDA kernels
 _extension_cpu_bf16 = False  # the extension has the CPU bfloat16 inference path
 _fallback_reported = False
+_onnx_deform_conv = False  # an ONNX export writes DeformConv nodes (onnx_export.py) instead of the portable form
 
 
 def load_extension():
@@ -101,6 +104,19 @@ def use_backend(name: str) -> Iterator[None]:
         set_backend(previous)
 
 
+@contextlib.contextmanager
+def onnx_deform_conv(enabled: bool) -> Iterator[None]:
+    """While active, a call recorded by an ONNX export resolves to the 'onnx' backend (a ``DeformConv`` node) when
+    ``enabled``, to the portable 'pytorch' formulation otherwise; restored on exit."""
+    global _onnx_deform_conv
+    previous = _onnx_deform_conv
+    _onnx_deform_conv = bool(enabled)
+    try:
+        yield
+    finally:
+        _onnx_deform_conv = previous
+
+
 def _is_tracing() -> bool:
     """Whether the call is being recorded for ONNX: ``torch.jit.trace`` (which the TorchScript ONNX exporter
     uses) or either ONNX exporter. ``torch.compile`` and ``torch.export`` are not tracing in this sense: they keep
@@ -130,7 +146,8 @@ def resolve_backend(device: torch.device) -> str:
     if _requested != 'auto':
         return _requested
     if _is_tracing():
-        return 'pytorch'
+        # the 'onnx' form is written by the TorchScript exporter only (its tracer records the operator)
+        return 'onnx' if _onnx_deform_conv and torch.jit.is_tracing() and torch.onnx.is_in_onnx_export() else 'pytorch'
     if load_extension() is not None and (device.type == 'cpu' or (device.type == 'cuda' and _extension_cuda)):
         return 'extension'
     chosen = 'torchvision' if torchvision_available() else 'pytorch'

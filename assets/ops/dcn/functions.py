@@ -11,6 +11,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 from . import _backend, custom_ops
+from .onnx_export import deform_conv_onnx
 from .pytorch_impl import deform_conv2d_pytorch
 
 IntPair = Union[int, Sequence[int]]
@@ -166,6 +167,9 @@ def _deform_conv_impl(input, offset, mask, weight, bias, stride, padding, dilati
         from torchvision.ops import deform_conv2d
         return deform_conv2d(input, offset, weight, bias, stride=stride, padding=padding,
                              dilation=dilation, mask=mask)
+    if backend == 'onnx':
+        return deform_conv_onnx(input, offset, mask, weight, bias, stride, padding, dilation, groups,
+                                deformable_groups)
     return deform_conv2d_pytorch(input, offset, mask, weight, bias, stride, padding, dilation,
                                  groups, deformable_groups)
 
