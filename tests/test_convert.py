@@ -110,12 +110,15 @@ def test_coco_text_converts_and_round_trips(tmp_path):
     assert gt(out, 'COCO_train2014_000000000101.jpg') == [
         ([(10.5, 10), (60, 12), (59.5, 30), (10, 28.5)], 'STOP'),
         (box(70, 40, 90, 50), '###'),                       # legibility: illegible
-        (box(100, 60, 150, 80), '###'),                     # language: not english
+        (box(100, 60, 150, 80), 'Café'),                    # language: not english, legible: text
     ]
     assert gt(out, 'COCO_train2014_000000000102.jpg') == [(box(20, 30, 60, 40), 'EXIT')]  # bbox, no mask
     assert gt(out, 'COCO_train2014_000000000103.jpg') == []
     assert report.negatives == ['COCO_train2014_000000000103.jpg']
     assert any(line.startswith('negative samples') and '103' in line for line in lines)
+    english = str(tmp_path / 'english')
+    convert('coco-text', source, english, images=str(tmp_path / 'train2014'), english_only=True)
+    assert gt(english, 'COCO_train2014_000000000101.jpg')[2] == (box(100, 60, 150, 80), '###')
     subset = str(tmp_path / 'subset')
     convert('coco-text', source, subset, images=str(tmp_path / 'train2014'), subset='val')
     assert listed(subset) == ['COCO_train2014_000000000102.jpg']

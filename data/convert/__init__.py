@@ -13,7 +13,7 @@ Formats (one module each): ``labelme`` (:mod:`.labelme`), ``coco-text`` (COCO-Te
 
 ==================  =====================================================================================
 labelme             its label or description is a don't-care name, or a shape flag so named is true
-COCO-Text v2        ``legibility`` is not ``legible``, or ``language`` is not ``english``
+COCO-Text v2        ``legibility`` is not ``legible`` (with ``--english_only``: or ``language`` is not ``english``)
 Total-Text .mat     transcription ``#`` (or empty), or orientation ``#``
 CVAT                its label name, or an attribute's value, is a don't-care name; or an attribute so named
                     is true (``illegible = true``)

@@ -23,14 +23,15 @@ READERS: Dict[str, Callable[..., Iterator[Sample]]] = {
 
 
 def convert(fmt: str, source: str, out: str, images: Optional[str] = None, split: str = 'train',
-            subset: Optional[str] = None) -> Tuple[List[str], Report]:
+            subset: Optional[str] = None, english_only: bool = False) -> Tuple[List[str], Report]:
     """Convert ``source`` (format ``fmt``) into ``out``: the summary lines and the report. Raises ConvertError
     or SourceError (nothing written then)."""
     if fmt not in READERS:
         raise ConvertError(f'unknown format {fmt!r}, expected one of {sorted(READERS)}')
-    if subset is not None and fmt != 'coco-text':
-        raise ConvertError('--subset applies to coco-text only')
-    samples = READERS[fmt](source, images, subset) if fmt == 'coco-text' else READERS[fmt](source, images)
+    if (subset is not None or english_only) and fmt != 'coco-text':
+        raise ConvertError('--subset and --english_only apply to coco-text only')
+    samples = (read_coco_text(source, images, subset, english_only) if fmt == 'coco-text'
+               else READERS[fmt](source, images))
     report = write_converted(samples, out, split)
     return report.lines(out, split), report
 
@@ -46,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument('--split', choices=SPLITS, default='train')
         if fmt == 'coco-text':
             command.add_argument('--subset', choices=('train', 'val'), help="only images of this COCO-Text 'set'")
+            command.add_argument('--english_only', action='store_true',
+                                 help="legible text whose language is not 'english' is don't care too")
     check = commands.add_parser('check', help='statistics and overlays of a converted set')
     check.add_argument('directory', metavar='DIR')
     check.add_argument('--split', choices=SPLITS, default='train')
@@ -63,7 +66,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print('\n'.join(result.lines()))
             return 1 if result.errors else 0
         lines, report = convert(args.command, args.source, args.out, args.images, args.split,
-                                getattr(args, 'subset', None))
+                                getattr(args, 'subset', None), getattr(args, 'english_only', False))
         print('\n'.join(lines))
         return 1 if report.missing_images else 0
     except (ConvertError, SourceError) as error:

@@ -3,8 +3,10 @@
 ``legibility``, ``language``, ``class``) and ``imgToAnns`` (image id -> annotation ids).
 
 The polygon is ``mask``; an annotation without one takes its ``bbox``. Don't care: ``legibility`` other than
-``legible``, or ``language`` other than ``english`` (``not english``; ``na`` comes with illegible text), as the
-ICDAR 2017 COCO-Text challenge scores English legible text; a don't-care name as the text. Every listed image is
+``legible`` (the rule of mmocr's COCO-Text parser), or a don't-care name as the text; with ``english_only``
+(``--english_only``) also ``language`` other than ``english`` (``not english``; ``na`` comes with illegible text),
+for a set that is to score English text only. Legible text of every language is text by default: a detector
+finds text, whatever its language. Every listed image is
 a sample (``--subset train`` or ``val`` keeps those of one ``set``): COCO-Text images without text become
 negative samples. The images are looked for by ``file_name`` in ``--images`` (COCO's ``train2014/``)."""
 import os
@@ -19,7 +21,8 @@ CARED_LEGIBILITY = 'legible'
 CARED_LANGUAGE = 'english'
 
 
-def read_coco_text(source: str, images: Optional[str] = None, subset: Optional[str] = None) -> Iterator[Sample]:
+def read_coco_text(source: str, images: Optional[str] = None, subset: Optional[str] = None,
+                   english_only: bool = False) -> Iterator[Sample]:
     content = read_json(source)
     if not isinstance(content, dict) or not all(isinstance(content.get(key), dict) for key in ('imgs', 'anns')):
         raise SourceError(f'{source}: not a COCO-Text v2 file (expected the objects "imgs" and "anns")')
@@ -35,7 +38,7 @@ def read_coco_text(source: str, images: Optional[str] = None, subset: Optional[s
             continue
         file_name = str(image.get('file_name', ''))
         where = f'{source}: image {key}'
-        words = [_word(annotations.get(ann_id), f'{where} annotation {ann_id}')
+        words = [_word(annotations.get(ann_id), f'{where} annotation {ann_id}', english_only)
                  for ann_id in by_image.get(str(key), [])]
         width, height = image.get('width'), image.get('height')
         size = (int(width), int(height)) if isinstance(width, int) and isinstance(height, int) else None
@@ -43,7 +46,7 @@ def read_coco_text(source: str, images: Optional[str] = None, subset: Optional[s
                      image_path=find_image(file_name, search), size=size, looked_in=search)
 
 
-def _word(annotation: Any, where: str) -> Word:
+def _word(annotation: Any, where: str, english_only: bool = False) -> Word:
     if not isinstance(annotation, dict):
         return Word(points=[], text='', where=f'{where} (missing from "anns")')
     mask = annotation.get('mask')
@@ -57,7 +60,7 @@ def _word(annotation: Any, where: str) -> Word:
     marks = []
     if annotation.get('legibility', CARED_LEGIBILITY) != CARED_LEGIBILITY:
         marks.append('illegible')
-    if annotation.get('language', CARED_LANGUAGE) != CARED_LANGUAGE:
+    if english_only and annotation.get('language', CARED_LANGUAGE) != CARED_LANGUAGE:
         marks.append('ignore')
     text = annotation.get('utf8_string')
     return Word(points=points, text=word_text(text if isinstance(text, str) else '', marks), where=where)
