@@ -1,19 +1,35 @@
-"""One training iteration on the CPU: forward + loss + backward + SGD step, batch 4, 640x640.
+"""One training iteration on the CPU: forward + loss + backward + optimizer step.
 
-Deformable ResNet-18 DBNet (adaptive threshold, k = 50) with random targets of the real shapes, fp32 and
-bf16 autocast, channels-last on and off. Prints a Markdown table of medians after warm-up and returns the rows.
-Run: ``python -m benchmarks.bench_train_step [--repeats N] [--size 640] [--batch 4]``.
+Two tables. The default: deformable ResNet-18 DBNet (adaptive threshold, k = 50), batch 4, 640x640, random targets
+of the real shapes, SGD, fp32 and bf16 autocast, channels-last on and off, wall-clock medians after warm-up.
+
+``--demo``: the `make demo` step (experiments/seg_detector/synthetic_resnet18_deform_thre.yaml: batch 8, 256x256
+crops, inner_channels 256, Adam), fp32, NCHW and channels-last interleaved round by round, timed in process CPU
+seconds on ``--threads`` (default 1) threads, so that the figures hold on a shared machine. Beside each layout's
+time it prints the step's floating-point work (``torch.utils.flop_counter``; the deformable layers counted through
+their pure-PyTorch formulation, whose products are the extension's), the rate this gives, and, measured in the same
+run on the same core, the rate of a large single-precision matrix product (MKL) and of the step's largest
+convolution (oneDNN): the step's ceiling. ``--profile N`` adds the N operators that take the most time
+(torch.profiler, channels-last, grouped by input shape). ``--isa avx2`` caps every library at AVX2.
+Run: ``python -m benchmarks.bench_train_step [--repeats N] [--size 640] [--batch 4]`` or
+``python -m benchmarks.bench_train_step --demo [--isa avx2] [--profile 12]``.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-from typing import Dict, List, Optional, Sequence
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from benchmarks.common import machine, median_ms, print_table
+from benchmarks.common import force_isa, machine, median_ms, print_table
 from structure.model import SegDetectorModel
+
+# The `make demo` experiment's model and step (experiments/seg_detector/synthetic_resnet18_deform_thre.yaml).
+DEMO = {'batch': 8, 'size': 256, 'inner_channels': 256, 'lr': 0.001, 'weight_decay': 0.0001}
 
 
 def training_batch(batch: int, size: int) -> Dict[str, torch.Tensor]:
@@ -26,14 +42,25 @@ def training_batch(batch: int, size: int) -> Dict[str, torch.Tensor]:
             'thresh_mask': (torch.rand(shape, generator=generator) > 0.5).float()}
 
 
-def step_ms(batch: Dict[str, torch.Tensor], dtype: str, channels_last: bool, repeats: int, warmup: int) -> float:
+def build_model(inner_channels: int = 256) -> SegDetectorModel:
     torch.manual_seed(0)
-    model = SegDetectorModel(backbone='deformable_resnet18', decoder='SegDetector',
-                             decoder_args={'adaptive': True, 'k': 50}).train()
+    return SegDetectorModel(backbone='deformable_resnet18', decoder='SegDetector',
+                            decoder_args={'adaptive': True, 'k': 50, 'in_channels': [64, 128, 256, 512],
+                                          'inner_channels': inner_channels}).train()
+
+
+def step_function(batch: Dict[str, torch.Tensor], channels_last: bool, optimizer_name: str = 'SGD',
+                  dtype: str = 'fp32', inner_channels: int = 256) -> Callable[[], None]:
+    """One training step of a fresh model on ``batch`` (the model and optimizer live in the closure)."""
+    model = build_model(inner_channels)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         batch = dict(batch, image=batch['image'].contiguous(memory_format=torch.channels_last))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.007, momentum=0.9, weight_decay=1e-4)
+    if optimizer_name == 'Adam':
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=DEMO['lr'],
+                                                            weight_decay=DEMO['weight_decay'])
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.007, momentum=0.9, weight_decay=1e-4)
     autocast = torch.autocast('cpu', dtype=torch.bfloat16) if dtype == 'bf16' else contextlib.nullcontext()
 
     def step() -> None:
@@ -42,16 +69,113 @@ def step_ms(batch: Dict[str, torch.Tensor], dtype: str, channels_last: bool, rep
         optimizer.zero_grad(set_to_none=True)
         loss.float().backward()
         optimizer.step()
-    return median_ms(step, repeats, warmup)
+    return step
+
+
+def step_ms(batch: Dict[str, torch.Tensor], dtype: str, channels_last: bool, repeats: int, warmup: int) -> float:
+    return median_ms(step_function(batch, channels_last, dtype=dtype), repeats, warmup)
+
+
+def interleaved_cpu_seconds(functions: Dict[str, Callable[[], object]], repeats: int, warmup: int
+                            ) -> Dict[str, float]:
+    """Median process CPU seconds of each function, timed in rounds (each round calls every function once)."""
+    for _ in range(warmup):
+        for function in functions.values():
+            function()
+    times: Dict[str, List[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.process_time()
+            function()
+            times[name].append(time.process_time() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def step_gflop(batch: Dict[str, torch.Tensor], inner_channels: int) -> float:
+    """Floating-point work of one training step (forward, loss, backward) in GFLOP, counted by
+    ``torch.utils.flop_counter``: products and convolutions only (elementwise work is left out). The deformable
+    layers run through their pure-PyTorch formulation here, whose matrix products are the ones the extension
+    computes (the bilinear sampling is elementwise and not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from assets.ops.dcn import use_backend
+    model = build_model(inner_channels)
+    with use_backend('pytorch'), FlopCounterMode(display=False) as counter:
+        loss, _, _ = model(batch, training=True)
+        loss.backward()
+    return counter.get_total_flops() / 1e9
+
+
+def peak_rates(repeats: int) -> Dict[str, float]:
+    """GFLOP/s of a 2048^3 single-precision matrix product (MKL) and of the demo step's largest convolution
+    (3x3, 256 -> 64 channels, 8x256x64x64, oneDNN, channels-last forward) on the current threads."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    x = torch.randn(8, 256, 64, 64).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(64, 256, 3, 3).contiguous(memory_format=torch.channels_last)
+    seconds = interleaved_cpu_seconds({'matmul': lambda: a @ b,
+                                       'conv': lambda: torch.nn.functional.conv2d(x, w, padding=1)},
+                                      repeats, warmup=1)
+    return {'matmul': 2 * 2048 ** 3 / seconds['matmul'] / 1e9,
+            'conv': 2 * 8 * 64 * 64 * 64 * 256 * 9 / seconds['conv'] / 1e9}
+
+
+def profile_table(batch: Dict[str, torch.Tensor], inner_channels: int, rows: int) -> str:
+    from torch.profiler import ProfilerActivity, profile
+    step = step_function(batch, True, 'Adam', inner_channels=inner_channels)
+    step()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiler:
+        step()
+    return profiler.key_averages(group_by_input_shape=True).table(
+        sort_by='self_cpu_time_total', row_limit=rows, max_name_column_width=36, max_shapes_column_width=70)
+
+
+def demo_main(args: argparse.Namespace) -> List[Dict[str, str]]:
+    torch.set_num_threads(args.threads)
+    batch = training_batch(DEMO['batch'], DEMO['size'])
+    inner = args.inner_channels
+    work = step_gflop(batch, inner)
+    seconds = interleaved_cpu_seconds({layout: step_function(batch, layout == 'channels-last', 'Adam',
+                                                             inner_channels=inner)
+                                       for layout in ('NCHW', 'channels-last')}, args.repeats, args.warmup)
+    rates = peak_rates(3)
+    rows = []
+    for layout, value in seconds.items():
+        rate = work / value
+        rows.append({'layout': layout, 'CPU s / step': f'{value:.2f}', 'GFLOP / step': f'{work:.0f}',
+                     'GFLOP/s': f'{rate:.1f}', 'share of the matmul rate': f'{rate / rates["matmul"]:.0%}',
+                     'floor at the matmul rate, s': f'{work / rates["matmul"]:.2f}'})
+        print(rows[-1], flush=True)
+    print(f'\nThe `make demo` training step: deformable ResNet-18 DBNet, inner_channels {inner}, batch '
+          f'{DEMO["batch"]}, {DEMO["size"]}x{DEMO["size"]}, Adam, fp32, {args.threads} thread(s), process CPU '
+          f'seconds, medians of {args.repeats} interleaved rounds after {args.warmup}. Same core, same run: '
+          f'2048^3 sgemm (MKL) {rates["matmul"]:.1f} GFLOP/s, the step\'s largest convolution (oneDNN, 3x3 '
+          f'256->64 at 8x64x64) {rates["conv"]:.1f} GFLOP/s. {machine()}\n')
+    print_table(rows)
+    if args.profile:
+        print(f'\nThe {args.profile} operators with the most self CPU time in one channels-last step:\n')
+        print('```\n' + profile_table(batch, inner, args.profile) + '\n```')
+    return rows
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=None, help='timed rounds (default 5; --demo 3)')
+    parser.add_argument('--warmup', type=int, default=None, help='warm-up rounds (default 2; --demo 1)')
     parser.add_argument('--size', type=int, default=640)
     parser.add_argument('--batch', type=int, default=4)
+    parser.add_argument('--demo', action='store_true', help='the `make demo` step, CPU seconds, with its ceiling')
+    parser.add_argument('--threads', type=int, default=1, help='--demo: torch threads (default 1)')
+    parser.add_argument('--inner_channels', type=int, default=DEMO['inner_channels'], help='--demo: decoder width')
+    parser.add_argument('--profile', type=int, default=0, metavar='N', help='--demo: print the N costliest ops')
+    parser.add_argument('--isa', choices=('avx2', 'avx512'), default=None,
+                        help='cap every library at this instruction set (the process restarts itself)')
     args = parser.parse_args(argv)
+    force_isa(args.isa, 'benchmarks.bench_train_step', sys.argv[1:] if argv is None else argv)
+    if args.demo:
+        args.repeats = args.repeats or 3
+        args.warmup = 1 if args.warmup is None else args.warmup
+        return demo_main(args)
+    args.repeats = args.repeats or 5
+    args.warmup = 2 if args.warmup is None else args.warmup
     batch = training_batch(args.batch, args.size)
     rows = []
     for dtype, channels_last in (('fp32', False), ('fp32', True), ('bf16', False), ('bf16', True)):
