@@ -29,7 +29,7 @@ from benchmarks.common import force_isa, machine, median_ms, print_table
 from structure.model import SegDetectorModel
 
 # The `make demo` experiment's model and step (experiments/seg_detector/synthetic_resnet18_deform_thre.yaml).
-DEMO = {'batch': 8, 'size': 256, 'inner_channels': 256, 'lr': 0.001, 'weight_decay': 0.0001}
+DEMO_BATCH, DEMO_SIZE, DEMO_INNER_CHANNELS, DEMO_LR, DEMO_WEIGHT_DECAY = 8, 256, 256, 0.001, 0.0001
 
 
 def training_batch(batch: int, size: int) -> Dict[str, torch.Tensor]:
@@ -57,8 +57,8 @@ def step_function(batch: Dict[str, torch.Tensor], channels_last: bool, optimizer
         model = model.to(memory_format=torch.channels_last)
         batch = dict(batch, image=batch['image'].contiguous(memory_format=torch.channels_last))
     if optimizer_name == 'Adam':
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=DEMO['lr'],
-                                                            weight_decay=DEMO['weight_decay'])
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=DEMO_LR,
+                                                            weight_decay=DEMO_WEIGHT_DECAY)
     else:
         optimizer = torch.optim.SGD(model.parameters(), lr=0.007, momentum=0.9, weight_decay=1e-4)
     autocast = torch.autocast('cpu', dtype=torch.bfloat16) if dtype == 'bf16' else contextlib.nullcontext()
@@ -130,7 +130,7 @@ def profile_table(batch: Dict[str, torch.Tensor], inner_channels: int, rows: int
 
 def demo_main(args: argparse.Namespace) -> List[Dict[str, str]]:
     torch.set_num_threads(args.threads)
-    batch = training_batch(DEMO['batch'], DEMO['size'])
+    batch = training_batch(DEMO_BATCH, DEMO_SIZE)
     inner = args.inner_channels
     work = step_gflop(batch, inner)
     seconds = interleaved_cpu_seconds({layout: step_function(batch, layout == 'channels-last', 'Adam',
@@ -145,7 +145,7 @@ def demo_main(args: argparse.Namespace) -> List[Dict[str, str]]:
                      'floor at the matmul rate, s': f'{work / rates["matmul"]:.2f}'})
         print(rows[-1], flush=True)
     print(f'\nThe `make demo` training step: deformable ResNet-18 DBNet, inner_channels {inner}, batch '
-          f'{DEMO["batch"]}, {DEMO["size"]}x{DEMO["size"]}, Adam, fp32, {args.threads} thread(s), process CPU '
+          f'{DEMO_BATCH}, {DEMO_SIZE}x{DEMO_SIZE}, Adam, fp32, {args.threads} thread(s), process CPU '
           f'seconds, medians of {args.repeats} interleaved rounds after {args.warmup}. Same core, same run: '
           f'2048^3 sgemm (MKL) {rates["matmul"]:.1f} GFLOP/s, the step\'s largest convolution (oneDNN, 3x3 '
           f'256->64 at 8x64x64) {rates["conv"]:.1f} GFLOP/s. {machine()}\n')
@@ -164,7 +164,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     parser.add_argument('--batch', type=int, default=4)
     parser.add_argument('--demo', action='store_true', help='the `make demo` step, CPU seconds, with its ceiling')
     parser.add_argument('--threads', type=int, default=1, help='--demo: torch threads (default 1)')
-    parser.add_argument('--inner_channels', type=int, default=DEMO['inner_channels'], help='--demo: decoder width')
+    parser.add_argument('--inner_channels', type=int, default=DEMO_INNER_CHANNELS, help='--demo: decoder width')
     parser.add_argument('--profile', type=int, default=0, metavar='N', help='--demo: print the N costliest ops')
     parser.add_argument('--isa', choices=('avx2', 'avx512'), default=None,
                         help='cap every library at this instruction set (the process restarts itself)')
