@@ -2,9 +2,12 @@
 
 The format is the original DB code base's, so its experiment files load unchanged:
 
-* ``import:`` lists YAML files (paths relative to the working directory) loaded first, recursively;
-  their packages and defines are merged in, the importing file's own entries winning.
-* ``package:`` lists modules of this project in which bare ``class:`` names are looked up, in order.
+* ``import:`` lists YAML files (paths relative to the working directory, then to ``PROJECT_DIR``, so that the
+  shipped ``experiments/...`` are found from any folder) loaded first, recursively; their packages and defines are
+  merged in, the importing file's own entries winning.
+* ``package:`` lists modules of this project in which bare ``class:`` names are looked up, in order; they are
+  named as in a checkout (``decoders.seg_detector_loss``) whether the project runs from one or is installed as
+  the package ``dbnet`` (``ROOT_PACKAGE``).
 * ``define:`` lists mappings, each with a string ``name:``; ``^name`` elsewhere refers to that define.
 
 Compiling a define resolves every ``^name`` into a deep copy of the referenced define, giving a plain
@@ -34,7 +37,24 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-# Top-level packages and modules of this project: the only places classes may come from.
+# The one place that knows the project's root package at run time: '' in a checkout (this module is
+# ``concern.config``), 'dbnet.' when installed (``dbnet.concern.config``; tools/build_package.py). Experiment files
+# and the names below are written without it (``package: [decoders.seg_detector_loss]``) and load unchanged in both;
+# every import of a project module by a name held in a string goes through ``project_module``.
+_THIS_MODULE = 'concern.config'
+assert __name__.endswith(_THIS_MODULE), f'concern/config.py imported as {__name__!r}'
+ROOT_PACKAGE = __name__[:-len(_THIS_MODULE)]
+# The folder holding the project's top-level modules and experiments/: the repository, or the installed package.
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def project_module(name: str) -> str:
+    """The importable name of the project module ``name`` as the checkout writes it (``decoders``,
+    ``structure.model``): the same in a checkout, ``dbnet.<name>`` when installed."""
+    return ROOT_PACKAGE + name
+
+
+# Top-level packages and modules of this project (without ``ROOT_PACKAGE``): the only places classes may come from.
 PROJECT_ROOTS = frozenset({
     'experiment', 'structure', 'training', 'concern', 'data', 'decoders', 'backbones', 'assets', 'inference',
 })
@@ -52,6 +72,7 @@ PROJECT_MODULES = (
     'training.optimizer_scheduler',
     'training.checkpoint',
     'training.model_saver',
+    'training.early_stopping',
     'concern.log',
     'data',
     'data.processes',
@@ -211,7 +232,8 @@ def _read_yaml(path: str, imported_from: Optional[str]) -> Dict[str, Any]:
     if not os.path.isfile(path):
         if imported_from:
             raise ConfigError(f"{imported_from}: key 'import': file not found: {path!r} "
-                              f"(import paths are relative to the working directory {os.getcwd()!r})")
+                              f"(import paths are relative to the working directory {os.getcwd()!r}, "
+                              f"then to the project's folder {PROJECT_DIR!r})")
         raise ConfigError(f'experiment file not found: {path!r}')
     with open(path, 'rb') as stream:
         raw = stream.read(MAX_FILE_BYTES + 1)
@@ -263,10 +285,21 @@ def check_package(name: Any, where: str) -> str:
     return name
 
 
+def find_experiment_file(path: str) -> str:
+    """The file an experiment path names: ``path`` itself (relative paths: from the working directory) when it is a
+    file; else, for a relative path, the project's own file of that name under ``PROJECT_DIR`` (so that
+    ``experiments/base.yaml`` is found from any folder: the installed package ships experiments/); else ``path``."""
+    if os.path.isabs(path) or os.path.isfile(path):
+        return path
+    shipped = os.path.join(PROJECT_DIR, path)
+    return shipped if os.path.isfile(shipped) else path
+
+
 def load_experiment_file(path: str, _stack: Sequence[str] = (), _imported_from: Optional[str] = None,
                          _loaded: Optional[Dict[str, ExperimentFile]] = None) -> ExperimentFile:
     """Read ``path`` and, recursively, the files it imports (each file read once however often it is imported,
-    so a diamond of imports costs no more than its files)."""
+    so a diamond of imports costs no more than its files). Paths are found with ``find_experiment_file``."""
+    path = find_experiment_file(path)
     real = os.path.realpath(path)
     if real in _stack:
         chain = ' -> '.join(list(_stack) + [real])
@@ -354,16 +387,20 @@ def load_config(path: str, define: str = EXPERIMENT_DEFINE) -> CompiledConfig:
 
 def _import_project_module(module_name: str, where: str) -> Any:
     check_package(module_name, where)
+    full_name = project_module(module_name)
     try:
-        return importlib.import_module(module_name)
+        return importlib.import_module(full_name)
     except ModuleNotFoundError as error:
-        if error.name and (error.name == module_name or module_name.startswith(error.name + '.')):
+        if error.name and (error.name == full_name or full_name.startswith(error.name + '.')):
             return None
         raise
 
 
 def _is_project_class(obj: Any) -> TypeGuard[type]:
-    return inspect.isclass(obj) and obj.__module__.split('.')[0] in PROJECT_ROOTS
+    """Whether ``obj`` is a class defined in a module of this project (under ``ROOT_PACKAGE``)."""
+    if not inspect.isclass(obj) or not obj.__module__.startswith(ROOT_PACKAGE):
+        return False
+    return obj.__module__[len(ROOT_PACKAGE):].split('.')[0] in PROJECT_ROOTS
 
 
 def resolve_class(name: Any, packages: Iterable[str], where: str) -> type:

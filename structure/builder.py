@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import importlib
 import inspect
 from typing import Any, Dict, Optional
 
@@ -23,11 +22,11 @@ class Builder:
                                  f'(accepted: {", ".join(parameters)})')
 
     def model_class(self) -> type:
-        module = importlib.import_module(MODEL_MODULE)
+        from structure import model as module  # imported when first needed (torch and the network)
         cls = getattr(module, self.model, None)
         if not inspect.isclass(cls):
             known = sorted(name for name, obj in vars(module).items()
-                           if inspect.isclass(obj) and obj.__module__ == MODEL_MODULE)
+                           if inspect.isclass(obj) and obj.__module__ == module.__name__)
             raise ValueError(f'unknown model {self.model!r}; models in {MODEL_MODULE}: {known}')
         return cls
 
