@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from concern.config import ConfigError, dump_config
@@ -26,6 +27,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(dump_config(config), end='')
             return 0
         result_dir = prepare_result_dir(args.result_dir) if args.result_dir else None
+        check_metrics_path(args)
         from experiment import Experiment
         experiment = Experiment.build(config, ('structure', 'evaluation'))
     except (ConfigError, ValueError) as error:
@@ -68,6 +70,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
     workspace = os.path.join('workspace', run_name(args))
     summary: Dict[str, Dict[str, float]] = {}
+    records: List[Dict[str, Any]] = []
+    started = round(time.time(), 3)
     for name, loader in loaders.items():
         evaluator = DetectionEvaluator.from_settings(structure, experiment.evaluation, keep_outputs=bool(result_dir))
         try:
@@ -87,16 +91,55 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if metrics.get('sweep') is not None:
             from structure.measurers import format_sweep
             print(f'{name}: box_thresh sweep\n' + format_sweep(metrics['sweep']))
+        records += metrics_records(args, name, evaluator.box_thresh, metrics, started)
         if result_dir:
             from structure.measurers import write_result_files
             paths = write_result_files(result_dir, evaluator.outputs, with_score=not args.no_score)
             print(f'{name}: {len(paths)} result file(s) written to {result_dir}')
+    if args.metrics:
+        from training.metrics_file import append_metrics
+        append_metrics(args.metrics, records)
+        print(f'{len(records)} line(s) appended to {args.metrics}')
     os.makedirs(workspace, exist_ok=True)
     with open(os.path.join(workspace, 'eval.log'), 'a', encoding='utf-8') as stream:
         for name, metrics in summary.items():
             stream.write(f'{args.resume} {name} box_thresh={structure.representer.box_thresh} '
                          + ' '.join(f'{key}={value:.4f}' for key, value in metrics.items()) + '\n')
     return 0
+
+
+def check_metrics_path(args: Any) -> None:
+    """``--metrics PATH`` is appended to, never truncated, and never one of this command's inputs (the experiment
+    file or the checkpoint) nor a folder: ValueError naming it, before any work."""
+    path = args.metrics
+    if not path:
+        return
+    if os.path.isdir(path):
+        raise ValueError(f'--metrics {path}: is a folder; give a file (e.g. workspace/<name>/metrics.jsonl)')
+    for flag, source in (('the experiment file', args.exp), ('--resume', args.resume)):
+        if source and os.path.exists(source) and os.path.exists(path) and os.path.samefile(path, source):
+            raise ValueError(f'--metrics {path}: is {flag}, an input of this evaluation; give another file')
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ValueError(f'--metrics {path}: the folder {parent} does not exist')
+
+
+def metrics_records(args: Any, loader: str, box_thresh: float, metrics: Dict[str, Any],
+                    now: float) -> List[Dict[str, Any]]:
+    """The JSON lines of one loader's result (``--metrics``): an ``evaluation`` line, and with ``--sweep`` a
+    ``sweep`` line per box_thresh (``best`` true on the row of the highest fmeasure); every line of one eval.py call
+    carries the same ``time`` (``now``, its start in Unix seconds), which tells the calls apart."""
+    common = {'checkpoint': args.resume, 'loader': loader, 'polygon': bool(args.polygon), 'time': now}
+    records: List[Dict[str, Any]] = [{'type': 'evaluation', **common, 'box_thresh': box_thresh,
+                                      'images': metrics.get('images'),
+                                      **{key: metrics[key] for key in ('precision', 'recall', 'fmeasure')}}]
+    sweep = metrics.get('sweep')
+    if sweep is not None:
+        for row in sweep['rows']:
+            records.append({'type': 'sweep', **common, 'box_thresh': row['box_thresh'],
+                            'precision': row['precision'], 'recall': row['recall'], 'fmeasure': row['fmeasure'],
+                            'best': row is sweep['best']})
+    return records
 
 
 def _first_line(error: Exception) -> str:

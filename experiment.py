@@ -24,13 +24,16 @@ class Structure:
 
 
 class TrainSettings:
+    """early_stopping: an ``EarlyStopping`` (training/early_stopping.py), or None: train all epochs."""
+
     def __init__(self, data_loader: Any, model_saver: Any = None, checkpoint: Any = None,
-                 scheduler: Any = None, epochs: int = 10):
+                 scheduler: Any = None, epochs: int = 10, early_stopping: Any = None):
         self.data_loader = data_loader
         self.model_saver = model_saver
         self.checkpoint = checkpoint
         self.scheduler = scheduler
         self.epochs = int(epochs)
+        self.early_stopping = early_stopping
 
 
 class ValidationSettings:

@@ -24,6 +24,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     if args.print_config_only:
         print(dump_config(config), end='')
+        print_model_size(config)
         return 0
 
     from experiment import Experiment
@@ -45,6 +46,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          sync_bn=args.sync_bn, channels_last=args.channels_last,
                          threads=args.threads)
     return run_training(lambda: Trainer(experiment, options))
+
+
+def print_model_size(config: Any) -> None:
+    """The model's parameters and forward FLOPs at the training input size (tools/flops.py), as YAML comments after
+    the printed experiment (which stays valid YAML); a model that cannot be built is one comment saying why."""
+    from tools.flops import describe_experiment
+    try:
+        lines = describe_experiment(config)
+    except (ConfigError, ValueError, RuntimeError, OSError) as error:
+        lines = ['model not built: ' + ' '.join(str(error).split())]
+    print('\n'.join('# ' + line for line in lines))
 
 
 def run_training(make_trainer: Callable[[], Any]) -> int:

@@ -45,9 +45,11 @@ def train_parser() -> argparse.ArgumentParser:
     _common_arguments(parser)
     parser.add_argument('--batch_size', type=int, default=None, help='global training batch size')
     parser.add_argument('--num_workers', type=int, default=None, help='data loading workers per loader')
-    parser.add_argument('--resume', type=str, default=None,
+    parser.add_argument('--resume', type=str, default=None, metavar='PATH|auto',
                         help='full checkpoint of this project to continue from (a plain state dict, e.g. the '
-                             "original's released models, is fine-tuned from instead, and the log says so)")
+                             "original's released models, is fine-tuned from instead, and the log says so); auto: "
+                             "this run's newest checkpoint, workspace/<name>/model/latest, or a fresh start when "
+                             'there is none (the log says which)')
     parser.add_argument('--weights', type=str, default=None,
                         help='fine-tune from the weights of this file (a full checkpoint or a state dict): no '
                              'optimizer state or counters are restored; every tensor must fit unless '
@@ -114,6 +116,10 @@ def eval_parser() -> argparse.ArgumentParser:
     parser.add_argument('--visualize', action='store_true', help='write images with ground truth and detections')
     parser.add_argument('--speed', action='store_true', help='time data, model and post-processing separately')
     parser.add_argument('--sweep', action='store_true', help='report P/R/F over box_thresh 0.3..0.9')
+    parser.add_argument('--metrics', type=str, default=None, metavar='PATH',
+                        help='append the results as JSON lines to PATH (never truncated; e.g. the run\'s '
+                             'workspace/<name>/metrics.jsonl, for python -m tools.plot): one "evaluation" line per '
+                             'loader, and with --sweep one "sweep" line per box_thresh')
     parser.add_argument('--skip_bad_samples', action='store_true',
                         help='leave out (and name) unreadable images / malformed ground truth instead of stopping; '
                              'P/R/F are then over the readable samples only')

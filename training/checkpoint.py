@@ -21,6 +21,7 @@ those whose names and shapes fit are loaded and the rest named in the load repor
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -116,10 +117,15 @@ def build_checkpoint(model_state: Dict[str, torch.Tensor], optimizer: Optional[t
                      rng_states: List[Dict[str, Any]], best_fmeasure: Optional[float],
                      config: Optional[Dict[str, Any]], data_seed: int,
                      offset_compat: Optional[str] = None,
-                     data_position: Optional[Mapping[str, int]] = None) -> Dict[str, Any]:
+                     data_position: Optional[Mapping[str, int]] = None,
+                     early_stopping: Optional[Mapping[str, Any]] = None,
+                     validated_iteration: Optional[int] = None) -> Dict[str, Any]:
     """``offset_compat``: the offset mode the model ran with (``structure.weights.offset_compat_of``), recorded so
     that evaluation, fine-tuning and resume run the weights the way they were trained. ``data_position``: where
-    the run is in its epoch's order (``DATA_POSITION_KEYS``; None: not recorded).
+    the run is in its epoch's order (``DATA_POSITION_KEYS``; None: not recorded). ``early_stopping``: the state of
+    ``train.early_stopping`` (``EarlyStopping.state_dict``; None without one). ``validated_iteration``: the
+    iteration of the last validation whose result ``best_fmeasure`` and ``early_stopping`` include (None: none
+    yet); a validation runs after the checkpoint of its iteration, so a resume from that checkpoint runs it again.
 
     Raises ``NonFiniteCheckpointError`` naming the first entries when the model, optimizer or grad-scaler state
     holds NaN or infinity: such a file would poison every run resumed or fine-tuned from it. The content carries
@@ -151,6 +157,8 @@ def build_checkpoint(model_state: Dict[str, torch.Tensor], optimizer: Optional[t
         'offset_compat': offset_compat,
         'data_position': None if data_position is None else {key: int(data_position[key])
                                                              for key in DATA_POSITION_KEYS},
+        'early_stopping': None if early_stopping is None else dict(early_stopping),
+        'validated_iteration': None if validated_iteration is None else int(validated_iteration),
     })
 
 
@@ -213,6 +221,8 @@ class StartState:
     report: Optional[str] = None
     data_position: Optional[Dict[str, int]] = None
     integrity: Optional[str] = None  # a note when the file carries no checksum (its integrity is not verified)
+    early_stopping: Optional[Dict[str, Any]] = None  # EarlyStopping.state_dict of a full checkpoint
+    validated_iteration: Optional[int] = None  # the last validation the checkpoint's state includes
 
 
 class Checkpoint:
@@ -230,6 +240,10 @@ class Checkpoint:
       of the model and of the file must fit by name and shape, else an error naming the misfits; false: the
       tensors that fit are loaded, the others keep their initialisation, and the load report (``StartState.report``)
       names them (fine-tuning DBNet++ from a DBNet checkpoint: another head).
+
+    ``resume: auto`` (``--resume auto``): the newest checkpoint of this run, ``<workspace>/<model folder>/latest``,
+    when there is one, else a fresh start (``resolve_auto_resume``, which the trainer calls once the workspace is
+    known; never a checkpoint of another run name).
 
     ``accept_skipped_samples``: a resume with another global batch or world size that cannot train every sample
     of the interrupted epoch not yet trained (``plan_resume``) is refused unless this is set.
@@ -327,12 +341,30 @@ class Checkpoint:
                           best_fmeasure=content.get('best_fmeasure'), config=content.get('config'),
                           data_seed=content.get('data_seed'), offset_compat_note=note, how=how, report=report,
                           data_position=_data_position(content.get('data_position'), path),
-                          integrity=integrity_note(content, path))
+                          integrity=integrity_note(content, path), early_stopping=content.get('early_stopping'),
+                          validated_iteration=content.get('validated_iteration'))
 
     def __repr__(self) -> str:
         return (f'Checkpoint(start_epoch={self.start_epoch}, start_iter={self.start_iter}, resume={self.resume!r}, '
                 f'weights={self.weights!r}, weights_strict={self.weights_strict}, '
                 f'accept_skipped_samples={self.accept_skipped_samples})')
+
+
+AUTO_RESUME = 'auto'
+
+
+def resolve_auto_resume(checkpoint: Checkpoint, model_directory: str) -> Optional[str]:
+    """``resume: auto`` made concrete: ``model_directory/latest`` (the newest checkpoint of this run: periodic,
+    signal or final) when it exists, else no resume (a fresh start). Returns the line for the run's log saying
+    which (None when ``resume`` is not ``auto``)."""
+    if checkpoint.resume != AUTO_RESUME:
+        return None
+    latest = os.path.join(model_directory, 'latest')
+    if os.path.isfile(latest):
+        checkpoint.resume = latest
+        return f'resume auto: continuing from {latest}, the newest checkpoint of this run'
+    checkpoint.resume = None
+    return f'resume auto: no checkpoint of this run yet ({latest} does not exist): starting afresh'
 
 
 def _pretrained_reports(model: torch.nn.Module) -> Tuple[List[str], List[str]]:

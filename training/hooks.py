@@ -10,9 +10,11 @@ order is written down:
 1. ``LRSchedule``: the learning rate of this iteration, before the step;
 2. ``StopConditions``: SIGINT / SIGTERM, the signal file asking for a checkpoint, the streak of skipped steps;
 3. ``PeriodicCheckpoint``: the periodic checkpoint, or one asked for by 2.; the final checkpoint;
-4. ``Validation``: after the checkpoint, so that a crash in validation leaves one; marks ``best``;
+4. ``Validation``: after the checkpoint, so that a crash in validation leaves one; marks ``best``; early stopping
+   (``train.early_stopping``) decides on its result;
 5. ``Writers``: progress bar, text log, TensorBoard, skipped-step warnings;
-6. ``BadSamples``: the data set's bad samples into the run's log, and a per-epoch summary of distinct files.
+6. ``MetricsFile``: ``metrics.jsonl`` (rank 0), after 4. and 5., whose figures it writes;
+7. ``BadSamples``: the data set's bad samples into the run's log, and a per-epoch summary of distinct files.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import torch
 
 from concern.threads import ThreadGovernor, parse_threads, thread_governor
 from training.batches import describe_batch
+from training.metrics_file import METRICS_FILE, MetricsWriter
 from training.signals import StopRequest
 from training.visualization import training_images
 
@@ -165,28 +168,70 @@ class PeriodicCheckpoint(HookBase):
 
 class Validation(HookBase):
     """Validates every ``interval`` iterations after ``exempt`` and at the end; the first loader's F-measure
-    chooses ``best``."""
+    chooses ``best``; ``train.early_stopping`` (``trainer.early_stopping``) counts its loader's F-measure and
+    ends the run normally (``trainer.finish_reason``: the final checkpoint is written) when it stops improving.
+
+    The state a validation changes (best F-measure, early stopping, ``trainer.validated_iteration``) is updated
+    before ``best`` is saved, so every checkpoint holds a consistent state. A validation runs after the checkpoint
+    of its iteration, whose state therefore lacks it: a run resumed from such a checkpoint validates again before
+    its first step (the same weights, so the same figures), and decides as the uninterrupted run did."""
 
     def __init__(self, validator: Any):
         self.validator = validator
         self.last_validated: Optional[int] = None
+
+    def before_train(self, trainer: Any) -> None:
+        start = trainer.start_state
+        if start.full and self.validator.due(trainer.iteration) and trainer.validated_iteration != trainer.iteration:
+            trainer.logger.info(f'resume: the validation of iteration {trainer.iteration} ran after its checkpoint was '
+                                'written, so the checkpoint lacks its result: validating again before the first step, '
+                                'so that best and early stopping decide as in the uninterrupted run')
+            self._validate(trainer)
 
     def after_step(self, trainer: Any) -> None:
         if self.validator.due(trainer.iteration):
             self._validate(trainer)
 
     def after_train(self, trainer: Any) -> None:
-        if self.last_validated != trainer.iteration:
+        if self.last_validated != trainer.iteration and trainer.validated_iteration != trainer.iteration:
             self._validate(trainer)
 
     def _validate(self, trainer: Any) -> None:
-        self.last_validated = trainer.iteration
-        results = self.validator.validate(trainer.model, trainer.iteration)
+        self.last_validated = iteration = trainer.iteration
+        results = self.validator.validate(trainer.model, iteration)
         trainer.last_validation = results
+        trainer.validated_iteration = iteration
         fmeasure = results.get(self.validator.first_loader, {}).get('fmeasure')
-        if fmeasure is not None and (trainer.best_fmeasure is None or fmeasure > trainer.best_fmeasure):
+        improved = fmeasure is not None and (trainer.best_fmeasure is None or fmeasure > trainer.best_fmeasure)
+        if improved:
             trainer.best_fmeasure = fmeasure
+        stop = self._early_stopping(trainer, results, iteration)
+        if improved:
             trainer.save(best=True)
+        if stop:
+            stopping = trainer.early_stopping
+            directory = getattr(trainer.saver, 'directory', None) or 'model'
+            best = os.path.join(directory, 'best')
+            which = (f'the best checkpoint is {best} (fmeasure {trainer.best_fmeasure:.4f})'
+                     if trainer.best_fmeasure is not None else 'no best checkpoint (no validation result)')
+            if stopping.loader != self.validator.first_loader:
+                which += f', chosen on the first loader {self.validator.first_loader!r}'
+            trainer.finish_reason = stopping.reason(iteration)
+            trainer.logger.info(f'{trainer.finish_reason}; {which}; the run ends with its final checkpoint')
+
+    @staticmethod
+    def _early_stopping(trainer: Any, results: Mapping[str, Any], iteration: int) -> bool:
+        """Feed ``trainer.early_stopping`` (if any) this validation's F-measure of its loader; whether to stop.
+        A validation without a result for that loader (it failed) does not count."""
+        stopping = getattr(trainer, 'early_stopping', None)
+        if stopping is None:
+            return False
+        fmeasure = results.get(stopping.loader, {}).get('fmeasure')
+        if fmeasure is None:
+            trainer.logger.warning(f'early stopping: no fmeasure of loader {stopping.loader!r} at iteration '
+                                   f'{iteration} (the validation failed); not counted')
+            return False
+        return bool(stopping.observe(float(fmeasure), iteration))
 
 
 class Writers(HookBase):
@@ -212,6 +257,7 @@ class Writers(HookBase):
         self.seconds_per_step = elapsed if self.seconds_per_step is None else \
             0.9 * self.seconds_per_step + 0.1 * elapsed
         samples_per_second = trainer.global_batch / max(self.seconds_per_step, 1e-9)
+        trainer.samples_per_second = samples_per_second
         loss = trainer.last_loss
         self.bar.update(1)
         self.bar.set_postfix_str(f'loss={loss if loss is None else round(loss, 4)} lr={trainer.lr:.3g} '
@@ -239,6 +285,64 @@ class Writers(HookBase):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class MetricsFile(HookBase):
+    """``<workspace>/metrics.jsonl`` (training/metrics_file.py), rank 0: a ``train`` line every ``log_interval``
+    iterations (epoch, iteration, lr, loss, each named loss term, samples per second, time) and a ``validation`` line
+    per loader and validation. At the start the lines after the start's iteration are dropped (the rule of resume),
+    so that a plot never draws an iteration twice."""
+
+    def __init__(self) -> None:
+        self.writer: Optional[MetricsWriter] = None
+        self.written_validation: Optional[int] = None
+
+    def before_train(self, trainer: Any) -> None:
+        if not trainer.context.is_main:
+            return
+        self.writer = MetricsWriter(os.path.join(trainer.options.workspace, METRICS_FILE))
+        resumed_from = trainer.checkpoint.resume if trainer.start_state.full else None
+        dropped = self.writer.start(trainer.iteration, trainer.epoch, resumed_from)
+        if dropped:
+            trainer.logger.info(f'{self.writer.path}: {dropped} line(s) of iterations after {trainer.iteration} (or '
+                                'torn) dropped: this run writes them again from its start')
+        self._validation(trainer)  # a resumed run's validation before its first step
+
+    def after_step(self, trainer: Any) -> None:
+        if self.writer is None:
+            return
+        step = trainer.step
+        if trainer.logger.should_log(trainer.iteration):
+            record: Dict[str, Any] = {'type': 'train', 'epoch': trainer.epoch, 'iteration': trainer.iteration,
+                                      'lr': trainer.lr}
+            if step.loss is not None:
+                record['loss'] = step.loss
+            if isinstance(step.metrics, Mapping):
+                for name, value in step.metrics.items():
+                    record.setdefault(str(name), _as_scalar(value))
+            record['samples_per_second'] = trainer.samples_per_second
+            if step.skipped:
+                record['skipped'] = True
+            self.writer.write(record)
+        self._validation(trainer)
+
+    def after_train(self, trainer: Any) -> None:
+        self._validation(trainer)
+
+    def _validation(self, trainer: Any) -> None:
+        iteration = trainer.validated_iteration
+        if self.writer is None or iteration is None or iteration != trainer.iteration \
+                or self.written_validation == iteration:
+            return
+        self.written_validation = iteration
+        for loader, metrics in trainer.last_validation.items():
+            self.writer.write({'type': 'validation', 'epoch': trainer.epoch, 'iteration': iteration, 'loader': loader,
+                               **{key: metrics.get(key) for key in ('precision', 'recall', 'fmeasure')}})
+
+    def close(self, trainer: Any) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 class BadSamples(HookBase):
@@ -281,7 +385,7 @@ def default_hooks(trainer: Any) -> List[HookBase]:
                              StopConditions(trainer.options.max_nan_steps), PeriodicCheckpoint()]
     if trainer.validator is not None:
         hooks.append(Validation(trainer.validator))
-    hooks += [Writers(), BadSamples()]
+    hooks += [Writers(), MetricsFile(), BadSamples()]
     return hooks
 
 
@@ -300,4 +404,4 @@ def _as_scalar(value: Any) -> float:
 
 
 __all__ = ['NonFiniteStop', 'HookBase', 'LRSchedule', 'StopConditions', 'PeriodicCheckpoint', 'Validation', 'Writers',
-           'BadSamples', 'default_hooks']
+           'MetricsFile', 'BadSamples', 'default_hooks']

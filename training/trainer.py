@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import random
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
@@ -20,7 +21,7 @@ from concern.device import cpu_bf16_is_native
 from concern.log import Logger, LogWriteError
 from training.batches import bind_loader, describe_batch, move_to_device
 from training.checkpoint import Checkpoint, NonFiniteCheckpointError, PreservedRNG, StartState, build_checkpoint, \
-    capture_rng_state, config_differences, plan_resume, restore_rng_state
+    capture_rng_state, config_differences, plan_resume, resolve_auto_resume, restore_rng_state
 from training.distributed import (DistributedContext, setup_distributed, teardown_distributed, unwrap_model,
                                   wrap_model)
 from training.hooks import HookBase, NonFiniteStop, default_hooks
@@ -100,6 +101,15 @@ class Trainer:
         self.saver: ModelSaver = self.settings.model_saver or ModelSaver()
         self.checkpoint: Checkpoint = self.settings.checkpoint or Checkpoint()
         self.loader = self.settings.data_loader
+        # train.early_stopping: fed by the Validation hook; its state is in every checkpoint
+        self.early_stopping: Any = getattr(self.settings, 'early_stopping', None)
+        if self.early_stopping is not None and self.validator is not None:
+            loaders = list(self.validator.settings.data_loaders)
+            if self.early_stopping.loader is None:
+                self.early_stopping.loader = loaders[0]
+            elif self.early_stopping.loader not in loaders:
+                raise TrainingStartError(f'train.early_stopping.loader: {self.early_stopping.loader!r} is not a '
+                                         f'validation loader of the experiment (they are: {", ".join(loaders)})')
         self.context = DistributedContext()
         self.device = torch.device('cpu')
         self.model: Optional[nn.Module] = None
@@ -111,6 +121,10 @@ class Trainer:
         self.best_fmeasure: Optional[float] = None
         self.data_seed = 0
         self.last_validation: Dict[str, Dict[str, float]] = {}
+        self.validated_iteration: Optional[int] = None  # the last validation best / early stopping include
+        self.start_state = StartState()
+        self.finish_reason: Optional[str] = None  # the run ends early, normally (early stopping): final written
+        self.samples_per_second: Optional[float] = None  # the Writers hook's smoothed figure
         self.epoch = self.epoch_iteration = self.iteration = 0
         # positions of the epoch's order consumed (all ranks), where the current pass ends, the epoch's steps
         self.epoch_samples = self.epoch_end = self.epoch_steps = 0
@@ -358,7 +372,7 @@ class Trainer:
         self.hooks = default_hooks(self)
         self._call('before_train')
         try:
-            while self.epoch < self.epochs and not self.stop_reason:
+            while self.epoch < self.epochs and not self.stop_reason and not self.finish_reason:
                 # from the sample after those already consumed (a resume, maybe with another batch or world size)
                 self.loader.start_epoch(self.epoch, skip_samples=self.epoch_samples)
                 span = self.loader.span()
@@ -373,10 +387,10 @@ class Trainer:
                     self.epoch_iteration += 1
                     self.epoch_samples = min(self.epoch_samples + self.global_batch, self.epoch_end)
                     self._call('after_step')
-                    if self.stop_reason:
+                    if self.stop_reason or self.finish_reason:
                         break
                 self._call('after_epoch')
-                if not self.stop_reason:
+                if not self.stop_reason and not self.finish_reason:
                     self.epoch, self.epoch_iteration, self.epoch_samples = self.epoch + 1, 0, 0
             if not self.stop_reason:
                 self._call('after_train')
@@ -386,7 +400,7 @@ class Trainer:
         return {'epoch': self.epoch, 'epoch_iteration': self.epoch_iteration, 'iteration': self.iteration,
                 'epoch_samples': self.epoch_samples, 'interrupted': bool(self.stop_reason), 'last_loss': self.last_loss,
                 'best_fmeasure': self.best_fmeasure, 'validation': self.last_validation,
-                'world_size': self.context.world_size, 'resumed': start.full}
+                'world_size': self.context.world_size, 'resumed': start.full, 'early_stopped': self.finish_reason}
 
     def _call(self, point: str) -> None:
         for hook in self.hooks:
@@ -407,11 +421,16 @@ class Trainer:
         self.model = model
         self.optimizer = self.scheduler.create_optimizer(model.parameters())
         self._setup_precision()
+        # --resume auto: this run's own newest checkpoint (its workspace's), or a fresh start
+        auto_resume = resolve_auto_resume(self.checkpoint, os.path.join(options.workspace, self.saver.dir_path))
         try:
             start = self.checkpoint.restore(unwrap_model(model), self.optimizer, self.scaler)
         except (FileNotFoundError, ValueError) as error:
             raise TrainingStartError(str(error)) from error
+        self.start_state = start
         self.best_fmeasure = start.best_fmeasure
+        self.validated_iteration = start.validated_iteration if start.full else None
+        early_note = self._restore_early_stopping(start)
         self.data_seed = self._choose_data_seed(start)
         bind_loader(self.loader, context, 'train.data_loader', self.data_seed)
         self.steps_per_epoch = steps = self.loader.steps_per_epoch
@@ -425,7 +444,11 @@ class Trainer:
         if context.is_main:
             for message in self.saver.bind(options.workspace) or []:
                 logger.warning(message)
+        if auto_resume:
+            logger.info(auto_resume)
         logger.info(start.how)
+        if early_note:
+            logger.info(early_note)
         if start.report:
             logger.info(start.report)
         if start.offset_compat_note:
@@ -453,6 +476,22 @@ class Trainer:
         self._restore_rng(start)
         model.train()
         return start
+
+    def _restore_early_stopping(self, start: StartState) -> Optional[str]:
+        """The early-stopping state of a resumed full checkpoint; a line for the log when there is something to say
+        (validation off, or a checkpoint without that state)."""
+        stopping = self.early_stopping
+        if stopping is None:
+            return None
+        if self.validator is None:
+            return f'train.early_stopping ({stopping!r}) is set, but validation is off (--validate): no early stopping'
+        if start.full:
+            if start.early_stopping is not None:
+                stopping.load_state_dict(start.early_stopping)
+            else:
+                return (f'{self.checkpoint.resume}: no early-stopping state in the checkpoint (written without '
+                        'train.early_stopping): counting validations from this start')
+        return None
 
     def _start_position(self, start: StartState) -> List[Tuple[str, str]]:
         """Epoch, steps and samples of the epoch where training starts (``epoch``, ``epoch_iteration``,
@@ -566,7 +605,9 @@ class Trainer:
         content = build_checkpoint(unwrap_model(model).state_dict(), optimizer, self.scaler,
                                    self.epoch, self.epoch_iteration, self.iteration, rng_states,
                                    self.best_fmeasure, self.config, self.data_seed,
-                                   offset_compat_of(unwrap_model(model)), position)
+                                   offset_compat_of(unwrap_model(model)), position,
+                                   None if self.early_stopping is None else self.early_stopping.state_dict(),
+                                   self.validated_iteration)
         if step:
             path = self.saver.save_step(content, self.epoch, self.iteration)
         if final:
