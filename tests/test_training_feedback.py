@@ -387,3 +387,23 @@ def test_eval_metrics_lines_and_the_inputs_it_refuses_to_write(tmp_path):
     assert [(record['type'], record.get('box_thresh'), record.get('best')) for record in records] == \
         [('evaluation', 0.4, None), ('sweep', 0.3, False), ('sweep', 0.4, True)]
     assert all(record['time'] == 12.5 and record['checkpoint'] == str(checkpoint) for record in records)
+
+
+def test_eval_sweep_metrics_end_to_end_feed_the_precision_recall_plot(tmp_path, monkeypatch):
+    import eval as eval_script
+    from inference_helpers import REPO_ROOT, make_synthetic_set, save_checkpoint, tiny_model, write_experiment
+    from tools import plot
+    data_dir = make_synthetic_set(str(tmp_path / 'data'), test=2, size=128)
+    experiment = write_experiment(str(tmp_path), data_dir, 'resnet18', thresh=0.5, box_thresh=0.4)
+    checkpoint = save_checkpoint(tiny_model('resnet18'), str(tmp_path / 'model.pth'))
+    monkeypatch.chdir(REPO_ROOT)
+    monkeypatch.setattr(eval_script, 'run_name', lambda args: str(tmp_path / 'run'))
+    metrics = tmp_path / 'metrics.jsonl'
+    metrics.write_text('{"type": "start", "iteration": 0}\n')  # appended to, never truncated
+    assert eval_script.main([experiment, '--resume', checkpoint, '--sweep', '--metrics', str(metrics)]) == 0
+    records = read_metrics(str(metrics))
+    assert [record['type'] for record in records] == ['start', 'evaluation'] + ['sweep'] * 13
+    assert sum(record['best'] for record in records[2:]) == 1
+    assert eval_script.main([experiment, '--resume', checkpoint, '--metrics', checkpoint]) == 2  # an input
+    assert plot.main([str(metrics), '--out', str(tmp_path / 'plots')]) == 0
+    assert os.listdir(tmp_path / 'plots') == ['pr_curve.png']
