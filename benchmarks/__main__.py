@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+from concern.config import project_module
+
 
 # Written after the header of docs/benchmarks.md: how the GPU rows are made (they need a lent device).
 GPU_CHECK_NOTE = """## GPU check (`tools/gpu_check.sh`)
@@ -59,7 +61,7 @@ def run(name: str) -> str:
     slower after the model benchmarks than in a process of their own.
     """
     start = time.perf_counter()
-    command = [sys.executable, '-m', f'benchmarks.bench_{name}']
+    command = [sys.executable, '-m', project_module(f'benchmarks.bench_{name}')]
     lines: List[str] = []
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as child:
         assert child.stdout is not None  # stdout=PIPE

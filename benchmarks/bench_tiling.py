@@ -179,9 +179,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         modes = ['tiled', 'capped']
         if height * width * args.scale ** 2 <= args.whole_limit:
             modes.insert(1, 'whole')
+        from concern.config import project_module
         for mode in modes:
-            command = [sys.executable, '-m', 'benchmarks.bench_tiling', args.exp, '--resume', args.resume,
-                       '--page', page, '--mode', mode, '--scale', str(args.scale), '--tile_size',
+            command = [sys.executable, '-m', project_module('benchmarks.bench_tiling'), args.exp, '--resume',
+                       args.resume, '--page', page, '--mode', mode, '--scale', str(args.scale), '--tile_size',
                        str(args.tile_size), '--tile_overlap', str(args.tile_overlap), '--threads', str(args.threads),
                        '--seed', str(args.seed), '--max_candidates', str(args.max_candidates)]
             done = subprocess.run(command, capture_output=True, text=True,

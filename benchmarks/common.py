@@ -85,7 +85,8 @@ def force_isa(isa: Optional[str], module: str, argv: Sequence[str]) -> None:
         return
     import sys
     environment = dict(os.environ, **wanted)
-    os.execve(sys.executable, [sys.executable, '-m', module, *argv], environment)
+    from concern.config import project_module
+    os.execve(sys.executable, [sys.executable, '-m', project_module(module), *argv], environment)
 
 
 def interleaved_median_ms(functions: Dict[str, Callable[[], object]], repeats: int, warmup: int = 2
