@@ -24,7 +24,7 @@ import torch
 LOGGER = logging.getLogger(__name__)
 BACKENDS = ('auto', 'extension', 'torchvision', 'pytorch')
 BUILD_HINT = ('build it with `cd assets/ops/dcn && python setup.py build_ext --inplace` '
-              '(set CUDA_HOME for the CUDA kernels)')
+              '(set CUDA_HOME for the CUDA kernels), or `dbnet-build-op` for the installed package')
 
 _requested = 'auto'
 _extension = None
