@@ -7,8 +7,9 @@ different sizes, or the command fails.
 
 Deformable convolutions (``--deform_conv``; assets/ops/dcn/onnx_export.py writes them):
 
-* ``onnx``: one standard ``DeformConv`` node each (ai.onnx, opset 19 and later). onnxruntime 1.32 runs it 2-4x
-  faster than the portable form (docs/benchmarks.md). OpenVINO's ONNX frontend has no rule for it.
+* ``onnx``: one standard ``DeformConv`` node each (ai.onnx, opset 19 and later). onnxruntime 1.32 runs a layer
+  1.4-4x faster than the portable form, depending on the CPU and the layer (docs/benchmarks.md, deployment section).
+  OpenVINO's ONNX frontend has no rule for it.
 * ``portable``: the pure-PyTorch formulation (bilinear gathers and a MatMul) in operators of every opset: what
   OpenVINO, older onnxruntime versions and other runtimes without ``DeformConv`` need.
 * ``auto`` (the default): ``onnx`` when ``--opset`` is at least 19 and the installed onnxruntime runs a one-node
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--opset', type=int, default=DEFAULT_OPSET, help=f'ONNX opset (default {DEFAULT_OPSET})')
     parser.add_argument('--deform_conv', choices=DEFORM_CONV_CHOICES, default='auto',
                         help='how deformable convolutions are written: onnx = standard DeformConv nodes (opset >= 19; '
-                             'onnxruntime 1.32 runs them 2-4x faster; OpenVINO cannot read them), portable = gathers '
+                             'onnxruntime 1.32 runs them 1.4-4x faster; OpenVINO cannot read them), portable = gathers '
                              'and MatMul in '
                              'standard operators of every opset (what OpenVINO and older runtimes need), auto = onnx '
                              'when the opset is >= 19 and the installed onnxruntime runs DeformConv, else portable '

@@ -24,10 +24,22 @@ of experiments/seg_detector/synthetic_mobilenet_v3_large_thre.yaml in workspace/
 calibration images from ``--calibration_dir`` (default datasets/synthetic/train_images); with no checkpoint,
 random-init weights (said in the header: their maps are noise, so post-processing is not representative).
 Run: ``python -m benchmarks.bench_deploy [--images 8] [--rounds 5] [--torch]``.
+
+Second table (``--part deformable``; ``--part all``, the default, runs both): the deformable convolution in each
+deployment form, fp32, batch 1, at 1 and 2 threads: the project's compiled kernel in PyTorch, onnxruntime on the
+standard ``DeformConv`` node (``convert_to_onnx.py --deform_conv onnx``), onnxruntime on the portable formulation
+(``--deform_conv portable``), and OpenVINO on the portable file when ``import openvino`` works (its ONNX frontend
+has no ``DeformConv`` rule). Rows: one 3x3 modulated deformable convolution (stride 1, pad 1, offsets and mask as
+inputs, offsets of about a pixel) at each deformable stage of a ResNet-18 DBNet at 736x1280 (128 channels at
+92x160, 256 at 46x80, 512 at 23x40), and that whole DBNet forward (deformable ResNet-18, random weights with random
+offset convolutions: the time does not depend on the weights). 1-thread rows are timed in process CPU time (load
+elsewhere on the machine does not count), 2-thread rows in wall-clock time (CPU time would add the two threads up);
+contenders interleaved round by round, medians after a warm-up call.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import os
 import statistics
@@ -173,8 +185,195 @@ def run_rounds(contenders: Sequence[Contender], paths: Sequence[str], rounds: in
                 contender.detections.append(count)
 
 
+# ---------------------------------------------------------------------------------------------- deformable forms
+LAYER_SHAPES = ((128, 92, 160), (256, 46, 80), (512, 23, 40))  # the deformable stages of ResNet-18 at 736x1280
+MODEL_SIZE = (736, 1280)
+OPENVINO_MISSING = 'not installed'
+
+
+def one_layer(channels: int):
+    """A 3x3 modulated deformable convolution (stride 1, pad 1, bias) taking offsets and mask as inputs."""
+    import torch
+    from assets.ops.dcn import ModulatedDeformConv
+
+    class OneLayer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = ModulatedDeformConv(channels, channels, 3, padding=1)
+
+        def forward(self, x, offset, mask):
+            return self.conv(x, offset, mask)
+
+    return OneLayer().eval()
+
+
+def ort_session(model: str, threads: int):
+    """An onnxruntime CPU session of the file ``model`` with ``threads`` intra-op threads and no inter-op pool."""
+    import onnxruntime
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    return onnxruntime.InferenceSession(model, options, providers=['CPUExecutionProvider'])
+
+
+def openvino_version() -> Optional[str]:
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return str(getattr(openvino, '__version__', 'unknown version'))
+
+
+def openvino_call(model: str, feeds: Dict[str, np.ndarray], threads: int) -> Callable[[], object]:
+    """OpenVINO on the CPU with ``threads`` inference threads, reading the (portable) ONNX file ``model``."""
+    import openvino
+    core = openvino.Core()
+    compiled = core.compile_model(core.read_model(model), 'CPU', {'INFERENCE_NUM_THREADS': threads})
+    request = compiled.create_infer_request()
+    return lambda: request.infer(feeds)
+
+
+def interleaved_medians(calls: Dict[str, Callable[[], object]], rounds: int, clock: Callable[[], float]
+                        ) -> Dict[str, float]:
+    """Milliseconds per call of each contender: one warm-up call each, then ``rounds`` rounds of one call each
+    (order rotating from round to round); the median by ``clock``."""
+    for call in calls.values():
+        call()
+    names = list(calls)
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        for name in names[index % len(names):] + names[:index % len(names)]:
+            start = clock()
+            calls[name]()
+            times[name].append(clock() - start)
+    return {name: 1e3 * statistics.median(values) for name, values in times.items()}
+
+
+def export_forms(module, inputs: Tuple, names: Sequence[str], directory: str, stem: str,
+                 dynamic: bool = False) -> Dict[str, str]:
+    """``module`` exported in both forms of the deformable convolution (opset 19): form -> path."""
+    import torch
+    from assets.ops.dcn.onnx_export import DEFORM_CONV_OPSET, onnx_deform_conv_format
+    paths = {}
+    for form in ('onnx', 'portable'):
+        path = os.path.join(directory, f'{stem}_{form}.onnx')
+        with onnx_deform_conv_format(form), torch.no_grad():
+            torch.onnx.export(module, inputs, path, input_names=list(names), output_names=['output'],
+                              opset_version=DEFORM_CONV_OPSET, do_constant_folding=True, dynamo=False)
+        paths[form] = path
+    return paths
+
+
+def deformable_rows(rounds: int, model_rounds: int, directory: str) -> List[Dict[str, str]]:
+    """The table of the deformable forms (see the module docstring): one row per (layer or model, threads)."""
+    import warnings
+    import torch
+    from structure.model import SegDetectorModel
+    import convert_to_onnx
+    runs, why = convert_to_onnx.onnxruntime_runs_deform_conv()
+    if not runs:
+        raise SystemExit(f'the deformable table needs onnxruntime with DeformConv: {why}')
+    openvino = openvino_version()
+    cases: List[Tuple[str, Callable[..., object], Dict[str, str], Dict[str, np.ndarray], int]] = []
+    generator = torch.Generator().manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # the tracer's warnings and the exporter's deprecation notice
+        for channels, height, width in LAYER_SHAPES:
+            layer = one_layer(channels)
+            x = torch.randn(1, channels, height, width, generator=generator)
+            offset = torch.randn(1, 18, height, width, generator=generator)  # about a pixel
+            mask = torch.sigmoid(torch.randn(1, 9, height, width, generator=generator))
+            paths = export_forms(layer, (x, offset, mask), ('x', 'offset', 'mask'), directory, f'layer{channels}')
+
+            def torch_layer(layer=layer, inputs=(x, offset, mask)):
+                with torch.inference_mode():
+                    return layer(*inputs)
+
+            feeds = {'x': x.numpy(), 'offset': offset.numpy(), 'mask': mask.numpy()}
+            cases.append((f'one layer, {channels} ch @ {height}x{width}', torch_layer, paths, feeds, rounds))
+        torch.manual_seed(0)
+        model = SegDetectorModel('deformable_resnet18', 'SegDetector', decoder_args={'adaptive': True, 'k': 50})
+        model = model.eval()
+        with torch.no_grad():
+            for name, module in model.named_modules():
+                if name.endswith('conv2_offset'):
+                    module.weight.normal_(0, 0.03)  # offsets of a pixel or so instead of the zero init
+        image = torch.randn(1, 3, *MODEL_SIZE, generator=generator)
+        model_paths = {}
+        for form in ('onnx', 'portable'):
+            model_paths[form] = os.path.join(directory, f'model_{form}.onnx')
+            convert_to_onnx.export(model, model_paths[form], image.numpy(), deform_conv=form)
+
+        def torch_model(model=model, image=image):
+            with torch.inference_mode():
+                return model(image, training=False)
+
+        cases.append((f'whole DBNet, deformable ResNet-18, {MODEL_SIZE[0]}x{MODEL_SIZE[1]}', torch_model, model_paths,
+                      {'image': image.numpy()}, model_rounds))
+    previous_threads = torch.get_num_threads()
+    rows = []
+    for what, torch_call, paths, feeds, case_rounds in cases:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            calls: Dict[str, Callable[[], object]] = {'torch': torch_call}
+            for form, path in paths.items():
+                session = ort_session(path, threads)
+                calls[form] = functools.partial(session.run, None, feeds)
+            if openvino is not None:
+                calls['openvino'] = openvino_call(paths['portable'], feeds, threads)
+            clock = time.process_time if threads == 1 else time.perf_counter
+            medians = interleaved_medians(calls, case_rounds, clock)
+            rows.append({
+                'what': what, 'threads': str(threads),
+                'clock': 'process CPU' if threads == 1 else 'wall',
+                'PyTorch, project kernel ms': f'{medians["torch"]:.1f}',
+                'onnxruntime DeformConv ms': f'{medians["onnx"]:.1f}',
+                'onnxruntime portable ms': f'{medians["portable"]:.1f}',
+                'OpenVINO portable ms': f'{medians["openvino"]:.1f}' if openvino else OPENVINO_MISSING,
+                'DeformConv vs portable': f'{medians["portable"] / medians["onnx"]:.2f}x',
+                'DeformConv vs PyTorch': f'{medians["torch"] / medians["onnx"]:.2f}x'})
+            print(f'  {what}, {threads} thread(s): ' + ', '.join(f'{k} {v:.1f} ms' for k, v in medians.items()),
+                  flush=True)
+    torch.set_num_threads(previous_threads)
+    return rows
+
+
+def print_deformable(args: argparse.Namespace) -> List[Dict[str, str]]:
+    import onnxruntime
+    import torch
+    from benchmarks.common import machine, print_table
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix='bench-deploy-dcn-') as directory:
+        rows = deformable_rows(args.dcn_rounds, args.model_rounds, directory)
+    seconds, load_after = time.perf_counter() - start, os.getloadavg()[0]
+    print(f'\nDeformable convolution in each deployment form. Machine: {machine()}; torch CPU capability '
+          f'{torch.backends.cpu.get_cpu_capability()}; onnxruntime {onnxruntime.__version__}; OpenVINO '
+          f'{openvino_version() or OPENVINO_MISSING}')
+    print(f'fp32, batch 1, opset 19. One layer: 3x3 modulated deformable convolution, stride 1, pad 1, offsets '
+          f'(about 1 px) and mask as inputs; whole DBNet: random weights, offset convolutions random (the time does '
+          f'not depend on the weights), NCHW. 1 thread: torch.set_num_threads(1) / onnxruntime intra-op 1, timed in '
+          f'process CPU time; 2 threads: wall-clock time. Contenders interleaved round by round, median of '
+          f'{args.dcn_rounds} rounds per layer and {args.model_rounds} per model after a warm-up call ({seconds:.0f} s '
+          f'with the exports); 1-minute load average {load_before:.1f} before, {load_after:.1f} after (above the '
+          f'{os.cpu_count()} CPUs: other processes ran, which the wall-clock rows include)\n')
+    print_table(rows)
+    print('\nX vs Y: the median time of Y divided by X\'s, DeformConv being X (above 1: DeformConv is faster)')
+    return rows
+
+
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     args = parse_args(argv)
+    rows: List[Dict[str, str]] = []
+    if args.part in ('all', 'rapidocr'):
+        rows += rapidocr_part(args)
+    if args.part in ('all', 'deformable'):
+        rows += print_deformable(args)
+    return rows
+
+
+def rapidocr_part(args: argparse.Namespace) -> List[Dict[str, str]]:
     import onnxruntime
     import torch
     from benchmarks.bench_inference import write_jpegs
@@ -243,9 +442,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--calibration_dir', default=CALIBRATION_DIR, help='calibration images for the int8 model')
     parser.add_argument('--calibration_images', type=int, default=64)
     parser.add_argument('--torch', action='store_true', help='also time PyTorch fp32 (TextDetector, checkpoint)')
+    parser.add_argument('--part', choices=('all', 'rapidocr', 'deformable'), default='all',
+                        help='rapidocr: the end-to-end table against RapidOCR; deformable: the deformable '
+                             'convolution in each deployment form (PyTorch, onnxruntime DeformConv / portable, '
+                             'OpenVINO); all: both (default)')
+    parser.add_argument('--dcn_rounds', type=int, default=7, help='deformable table: rounds per layer (default 7)')
+    parser.add_argument('--model_rounds', type=int, default=3,
+                        help='deformable table: rounds of the whole-model forward (default 3)')
     args = parser.parse_args(argv)
-    if args.images < 1 or args.rounds < 1 or args.threads < 1:
-        parser.error('--images, --rounds and --threads must be at least 1')
+    if min(args.images, args.rounds, args.threads, args.dcn_rounds, args.model_rounds) < 1:
+        parser.error('--images, --rounds, --threads, --dcn_rounds and --model_rounds must be at least 1')
     return args
 
 
