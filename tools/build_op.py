@@ -40,8 +40,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     environment = dict(os.environ, DCN_WITH_CUDA=args.cuda)
     # the interpreter's folder first on PATH: ninja installed beside it is found
     environment['PATH'] = os.pathsep.join([os.path.dirname(sys.executable), environment.get('PATH', '')])
-    with tempfile.TemporaryDirectory(prefix='dbnet-build-op-') as build_temp:
-        command = [sys.executable, 'setup.py', 'build_ext', '--inplace', '--build-temp', build_temp]
+    with tempfile.TemporaryDirectory(prefix='dbnet-build-op-') as scratch:  # only the op itself lands in OP_DIR
+        command = [sys.executable, 'setup.py', 'build_ext', '--inplace', '--build-temp', os.path.join(scratch, 'temp'),
+                   '--build-lib', os.path.join(scratch, 'lib')]
         print(f'dbnet-build-op: compiling in {OP_DIR} ({" ".join(command[1:4])})', flush=True)
         output = subprocess.DEVNULL if args.quiet else None
         status = subprocess.run(command, cwd=OP_DIR, env=environment, stdout=output, stderr=output).returncode
