@@ -148,7 +148,9 @@ def _first_line(error: Exception) -> str:
     lines = [line for line in str(error).splitlines() if line.strip()]
     if len(lines) > 1 and 'Traceback' in str(error):
         last = lines[-1]
-        return last.split(': ', 1)[1] if last.startswith(('DataError', 'data.image_io.DataError')) else last
+        from concern.config import project_module
+        qualified = project_module('data.image_io') + '.DataError'  # dbnet.data.image_io... when installed
+        return last.split(': ', 1)[1] if last.startswith(('DataError', qualified)) else last
     return str(error)
 
 

@@ -547,7 +547,8 @@ def _per_image_numbers(result: Dict[str, Any]) -> Dict[str, Any]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command line entry (see the module docstring); returns the exit status."""
-    parser = argparse.ArgumentParser(prog='python -m tools.score',
+    invoked = os.path.basename(sys.argv[0])  # dbnet-score when installed (pyproject.toml [project.scripts])
+    parser = argparse.ArgumentParser(prog=invoked if invoked.startswith('dbnet-') else 'python -m tools.score',
                                      description='Score result files against ground truth as the official '
                                                  'scripts do (ICDAR 2015 IoU or Total-Text DetEval).')
     parser.add_argument('--gt', required=True, help='folder or zip file of per-image ground-truth files')
