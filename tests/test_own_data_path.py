@@ -4,7 +4,8 @@ directory in tmp_path; only the sizes are made tiny (TINY below, the overrides o
 64 px crops, batch 2, no loader workers), so README and test cannot drift apart. Each step's output is checked
 as the README describes it: the converted layout, check's overlays, the run's checkpoints and metrics.jsonl (a run
 interrupted after two steps, continued by the same command's ``--resume auto``, ended by early stopping), eval's
-sweep lines, the plot PNGs and demo's result files."""
+sweep lines, the plot PNGs and demo's result files. The whole path is a slow test (about a minute, more on a busy
+machine); the fast one runs convert, check, the training command for 2 iterations and the plot."""
 import json
 import os
 import shlex
@@ -37,12 +38,12 @@ MAINS = {'data.convert': convert_main, 'train': train.main, 'eval': evaluate.mai
 SMALL_VALIDATION = "dataset.processes.0.augmenter_args=[['Resize', {'width': 64, 'height': 64}]]"
 TINY = {
     'train': ['--num_workers', '0', '--batch_size', '2', '--epochs', '4', '--seed', '0', '--device', 'cpu',
-              '--threads', '2', '--opt', 'train.data_loader.dataset.processes.1.size=[64, 64]',
+              '--opt', 'train.data_loader.dataset.processes.1.size=[64, 64]',
               f'validation.data_loaders.mine.{SMALL_VALIDATION}', 'validation.interval=1',
               'train.early_stopping.patience=2', 'train.early_stopping.min_delta=1.0', 'logger.log_interval=1'],
-    'eval': ['--num_workers', '0', '--device', 'cpu', '--threads', '2',
+    'eval': ['--num_workers', '0', '--device', 'cpu',
              '--opt', f'evaluation.data_loaders.mine.{SMALL_VALIDATION}'],
-    'demo': ['--image_short_side', '64', '--device', 'cpu', '--threads', '2'],
+    'demo': ['--image_short_side', '64', '--device', 'cpu'],
 }
 
 # The labelme folders: name -> words (x0, y0, x1, y1, label); '###' is don't care. Words are rows of dark blocks.
@@ -111,8 +112,8 @@ def write_labelme_folder(folder, pictures, seed):
             json.dump(content, stream, indent=2)
 
 
-def run(entry, arguments, capsys):
-    code = MAINS[entry](arguments + TINY.get(entry, []))
+def run(entry, arguments, capsys, extra=()):
+    code = MAINS[entry](arguments + TINY.get(entry, []) + list(extra))
     out = capsys.readouterr().out
     assert code == 0, f'{entry} {arguments}: exit status {code}\n{out}'
     return out
@@ -144,39 +145,87 @@ def check_converted(split, pictures):
             assert points.min(axis=0).tolist() == [x0, y0] and points.max(axis=0).tolist() == [x1, y1]
 
 
-def test_readme_own_data_path_end_to_end(tmp_path, monkeypatch, capsys):
+def start(tmp_path, monkeypatch):
+    """The README's commands (checked for their order), from a working directory holding the labelme folders and
+    a photo."""
     commands = readme_commands()
     assert [entry for entry, _ in commands] == ['data.convert'] * 4 + ['train', 'eval', 'tools.plot', 'demo']
     monkeypatch.chdir(tmp_path)
     write_labelme_folder('my_labels/train', TRAIN, seed=0)
     write_labelme_folder('my_labels/test', TEST, seed=100)
     write_picture('photo.jpg', TEST['board.jpg'], seed=7)
-    steps = iter(commands)
+    return commands
 
-    # 1. convert both splits, then check them (the overlays of the train split)
-    for split, pictures in (('train', TRAIN), ('test', TEST)):
-        out = run(*next(steps), capsys)
-        assert f'{len(pictures)} image' in out, out
+
+def arguments_of(commands, entry):
+    return next(arguments for name, arguments in commands if name == entry)
+
+
+def convert_and_check(commands, capsys):
+    """Step 1: both splits converted into datasets/mine, then checked (the overlays of the train split)."""
+    converts = [arguments for entry, arguments in commands if entry == 'data.convert']
+    for arguments, (split, pictures) in zip(converts[:2], (('train', TRAIN), ('test', TEST))):
+        out = run('data.convert', arguments, capsys)
+        assert f'wrote {len(pictures)} images' in out, out
         check_converted(split, pictures)
-    out = run(*next(steps), capsys)
-    assert 'images: 4' in out and 'overlays: 4 in datasets/mine/check' in out, out
+    out = run('data.convert', converts[2], capsys)
+    assert 'images: 4' in out and 'words: 10' in out and 'overlays: 4 in datasets/mine/check' in out, out
     overlays = sorted(os.listdir('datasets/mine/check'))
     assert overlays == sorted(f'train_{name}.png' for name in TRAIN)
     overlay = cv2.imread(os.path.join('datasets/mine/check', overlays[0]))
     assert overlay is not None and overlay.shape[0] >= SIZE[1]
-    out = run(*next(steps), capsys)
-    assert 'images: 2' in out, out
+    out = run('data.convert', converts[3], capsys)
+    assert 'images: 2' in out and 'words: 4' in out, out
+
+
+def train_arguments(commands):
+    arguments = arguments_of(commands, 'train')
+    assert arguments[:3] == [EXPERIMENT, '--name', 'mine'] and {'--validate', '--resume'} <= set(arguments)
+    assert arguments[arguments.index('--resume') + 1] == 'auto'
+    return arguments
+
+
+def records_of(kind):
+    return [record for record in read_metrics('workspace/mine/metrics.jsonl') if record['type'] == kind]
+
+
+def plot_pngs(commands, capsys):
+    run('tools.plot', arguments_of(commands, 'tools.plot'), capsys)
+    pngs = sorted(os.listdir('workspace/mine/plots'))
+    for name in pngs:
+        with open(os.path.join('workspace/mine/plots', name), 'rb') as stream:
+            assert stream.read(8) == PNG_MAGIC
+    return pngs
+
+
+def test_readme_own_data_path_convert_check_train_plot(tmp_path, monkeypatch, capsys):
+    """The fast part: convert, check, the README's training command for one epoch (2 iterations), the plots."""
+    commands = start(tmp_path, monkeypatch)
+    convert_and_check(commands, capsys)
+    run('train', train_arguments(commands), capsys, extra=['--epochs', '1'])
+    assert read_checkpoint_file('workspace/mine/model/final')['iteration'] == 2
+    assert os.path.isfile('workspace/mine/model/best')
+    assert [record['iteration'] for record in records_of('train')] == [1, 2]
+    assert [record['iteration'] for record in records_of('validation')] == [1, 2]
+    assert plot_pngs(commands, capsys) == ['loss.png', 'lr.png', 'validation.png']
+
+
+@pytest.mark.slow
+def test_readme_own_data_path_end_to_end(tmp_path, monkeypatch, capsys):
+    """Every command of the section in order; the training interrupted after two steps, continued by the same
+    command (--resume auto), ended by early stopping."""
+    commands = start(tmp_path, monkeypatch)
+    convert_and_check(commands, capsys)
 
     # 2. train: interrupted after two steps, then the same command continues it and early stopping ends it
-    entry, arguments = next(steps)
-    assert arguments[:2] == [EXPERIMENT, '--name'] and {'--validate', '--resume'} <= set(arguments)
+    arguments = train_arguments(commands)
     interrupting = StopAfterTwoSteps(Trainer.run_step)
     monkeypatch.setattr('training.trainer.Trainer.run_step', lambda self, batch: interrupting(self, batch))
-    run(entry, arguments, capsys)
+    run('train', arguments, capsys)
     assert read_checkpoint_file('workspace/mine/model/latest')['iteration'] == 2
     assert not os.path.exists('workspace/mine/model/final')
     monkeypatch.setattr('training.trainer.Trainer.run_step', interrupting.run_step)
-    run(entry, arguments, capsys)
+    run('train', arguments, capsys)
     with open('workspace/mine/output.log', encoding='utf-8') as stream:
         log = stream.read()
     assert 'resume auto: no checkpoint of this run yet' in log
@@ -185,33 +234,28 @@ def test_readme_own_data_path_end_to_end(tmp_path, monkeypatch, capsys):
     final = read_checkpoint_file('workspace/mine/model/final')
     assert final['iteration'] == 3 and final['early_stopping']['since'] == 2
     assert os.path.isfile('workspace/mine/model/best')
-    records = read_metrics('workspace/mine/metrics.jsonl')
-    starts = [record for record in records if record['type'] == 'start']
-    assert [(record['iteration'], record['resumed_from']) for record in starts] == \
+    assert [(record['iteration'], record['resumed_from']) for record in records_of('start')] == \
         [(0, None), (2, 'workspace/mine/model/latest')]
-    assert [record['iteration'] for record in records if record['type'] == 'validation'] == [1, 2, 3]
-    assert [record['iteration'] for record in records if record['type'] == 'train'] == [1, 2, 3]
+    assert [record['iteration'] for record in records_of('train')] == [1, 2, 3]
+    assert [record['iteration'] for record in records_of('validation')] == [1, 2, 3]
 
     # 3. eval with the sweep, appended to the run's metrics
-    out = run(*next(steps), capsys)
+    out = run('eval', arguments_of(commands, 'eval'), capsys)
     assert 'mine: precision' in out and 'box_thresh sweep' in out, out
-    records = read_metrics('workspace/mine/metrics.jsonl')
-    sweep = [record for record in records if record['type'] == 'sweep']
+    sweep = records_of('sweep')
     assert len(sweep) == 13 and sum(record['best'] for record in sweep) == 1
-    assert [record['loader'] for record in records if record['type'] == 'evaluation'] == ['mine']
+    assert [record['loader'] for record in records_of('evaluation')] == ['mine']
+    with open('workspace/mine/eval.log', encoding='utf-8') as stream:
+        assert stream.read().startswith('workspace/mine/model/best mine ')
 
     # 4. the plots the README names
-    run(*next(steps), capsys)
-    pngs = sorted(os.listdir('workspace/mine/plots'))
-    assert pngs == ['loss.png', 'lr.png', 'pr_curve.png', 'validation.png']
-    for name in pngs:
-        with open(os.path.join('workspace/mine/plots', name), 'rb') as stream:
-            assert stream.read(8) == PNG_MAGIC
+    assert plot_pngs(commands, capsys) == ['loss.png', 'lr.png', 'pr_curve.png', 'validation.png']
 
-    # 5. demo on a picture: its result file and drawing
-    run(*next(steps), capsys)
+    # 5. demo on a picture: its result file (a box and its score a line) and drawing
+    run('demo', arguments_of(commands, 'demo'), capsys)
     assert sorted(os.listdir('demo_results')) == ['photo.jpg', 'photo.txt']
+    with open('demo_results/photo.txt', encoding='utf-8') as stream:
+        for line in stream.read().splitlines():
+            assert len(line.split(',')) == 9, line  # 4 corners, the score
     drawn = cv2.imread('demo_results/photo.jpg')
     assert drawn is not None and drawn.shape[:2] == (SIZE[1], SIZE[0])
-    with pytest.raises(StopIteration):
-        next(steps)
