@@ -181,6 +181,48 @@ def test_resume_auto_without_a_checkpoint_starts_afresh_and_ignores_other_runs(t
     assert 'start: no checkpoint' in log and str(other) not in log
 
 
+def test_resume_auto_with_weights_fine_tunes_first_then_continues_its_own_run(tmp_path):
+    """One command for a fine-tuning (detectron2's resume_or_load): the first run starts from the weights, a rerun
+    after an interruption continues this run's checkpoint (and the weights file is not loaded again)."""
+    from training.checkpoint import Checkpoint
+    pretrained = tmp_path / 'pretrained'
+    _train(pretrained, helpers.make_experiment(helpers.TinyTrainSet(12), epochs=1))
+    weights = str(pretrained / 'model' / 'final')
+    run = tmp_path / 'fine_tune'
+
+    def experiment():
+        made = helpers.make_experiment(helpers.TinyTrainSet(12, noise=0.05), epochs=3, dropout=0.2)
+        made.train.checkpoint = Checkpoint(resume='auto', weights=weights)
+        return made
+    first = Trainer(experiment(), helpers.options(str(run)))
+    helpers.record_steps(first, stop_after=4)
+    assert first.train()['interrupted']
+    log = _log(run)
+    assert f'resume auto: no checkpoint of this run yet ({run / "model" / "latest"} does not exist): starting from ' \
+           f'the weights of {weights}' in log
+    explicit = tmp_path / 'explicit'
+    shutil.copytree(run, explicit)
+    _, summary = _train(run, experiment())
+    assert summary['resumed'] and summary['iteration'] == 9
+    assert f'resume auto: continuing from {run / "model" / "latest"}, the newest checkpoint of this run (weights ' \
+           f'{weights} are for the first run only)' in _log(run)
+    _train(explicit, helpers.make_experiment(helpers.TinyTrainSet(12, noise=0.05), epochs=3, dropout=0.2,
+                                             resume=str(explicit / 'model' / 'latest')))
+    _same_weights(helpers.model_state(str(explicit)), helpers.model_state(str(run)))
+
+
+def test_resume_and_weights_together_only_with_auto():
+    from concern.config import ConfigError
+    from tools.cli import apply_train_flags, compile_experiment, train_parser
+    config = compile_experiment(train_parser().parse_args([IC15, '--resume', 'auto', '--weights', 'w.pth']),
+                                apply_train_flags)
+    assert config.tree['train']['checkpoint']['resume'] == 'auto'
+    assert config.tree['train']['checkpoint']['weights'] == 'w.pth'
+    with pytest.raises(ConfigError, match='give one'):
+        compile_experiment(train_parser().parse_args([IC15, '--resume', 'x/latest', '--weights', 'w.pth']),
+                           apply_train_flags)
+
+
 def test_train_py_passes_resume_auto_to_the_checkpoint():
     from tools.cli import apply_train_flags, compile_experiment, train_parser
     config = compile_experiment(train_parser().parse_args([IC15, '--resume', 'auto']), apply_train_flags)

@@ -234,10 +234,11 @@ def apply_train_flags(config: CompiledConfig, args: argparse.Namespace) -> None:
     if args.num_workers is not None:
         for path in ['train.data_loader'] + _loader_paths(config, 'validation') + _loader_paths(config, 'evaluation'):
             _set_if_present(config, f'{path}.num_workers', args.num_workers)
-    if args.resume is not None and args.weights is not None:
+    if args.resume is not None and args.weights is not None and args.resume != 'auto':
         raise ConfigError(f'--resume {args.resume} and --weights {args.weights}: --resume continues a run from a full '
                           'checkpoint, --weights starts a new run (epoch 0, fresh optimizer) from the weights of a '
-                          'file: give one')
+                          'file: give one (or --resume auto --weights FILE: this run\'s newest checkpoint where it '
+                          'has one, else the weights)')
     for flag in ('resume', 'weights', 'start_epoch', 'start_iter'):
         value = getattr(args, flag)
         if value is not None:

@@ -225,6 +225,10 @@ class StartState:
     validated_iteration: Optional[int] = None  # the last validation the checkpoint's state includes
 
 
+# ``resume: auto``: this run's own newest checkpoint, or a fresh start (``resolve_auto_resume``)
+AUTO_RESUME = 'auto'
+
+
 class Checkpoint:
     """Where training starts (``train.checkpoint`` in experiment files).
 
@@ -243,7 +247,9 @@ class Checkpoint:
 
     ``resume: auto`` (``--resume auto``): the newest checkpoint of this run, ``<workspace>/<model folder>/latest``,
     when there is one, else a fresh start (``resolve_auto_resume``, which the trainer calls once the workspace is
-    known; never a checkpoint of another run name).
+    known; never a checkpoint of another run name). With ``weights`` too, the first run of a fine-tuning starts from
+    those weights and every later one continues its own newest checkpoint: one command for both, as detectron2's
+    ``resume_or_load``.
 
     ``accept_skipped_samples``: a resume with another global batch or world size that cannot train every sample
     of the interrupted epoch not yet trained (``plan_resume``) is refused unless this is set.
@@ -257,9 +263,11 @@ class Checkpoint:
         self.start_iter = int(start_iter)
         if self.start_epoch < 0 or self.start_iter < 0:
             raise ValueError(f'start_epoch and start_iter must be >= 0, got {start_epoch}, {start_iter}')
-        if resume and weights:
+        if resume and weights and resume != AUTO_RESUME:
             raise ValueError(f'train.checkpoint: resume ({resume}) and weights ({weights}) both set; resume continues '
-                             'a run from a full checkpoint, weights fine-tunes from the weights of a file: give one')
+                             'a run from a full checkpoint, weights fine-tunes from the weights of a file: give one '
+                             '(or resume: auto, which continues this run where it has a checkpoint and else starts '
+                             'from weights)')
         if not weights_strict and not weights:
             raise ValueError('train.checkpoint.weights_strict: false (--weights_non_strict) loads the tensors that '
                              'fit from train.checkpoint.weights (--weights FILE), which is not set'
@@ -350,8 +358,6 @@ class Checkpoint:
                 f'accept_skipped_samples={self.accept_skipped_samples})')
 
 
-AUTO_RESUME = 'auto'
-
 
 def resolve_auto_resume(checkpoint: Checkpoint, model_directory: str) -> Optional[str]:
     """``resume: auto`` made concrete: ``model_directory/latest`` (the newest checkpoint of this run: periodic,
@@ -362,9 +368,14 @@ def resolve_auto_resume(checkpoint: Checkpoint, model_directory: str) -> Optiona
     latest = os.path.join(model_directory, 'latest')
     if os.path.isfile(latest):
         checkpoint.resume = latest
-        return f'resume auto: continuing from {latest}, the newest checkpoint of this run'
+        ignored = f' (weights {checkpoint.weights} are for the first run only)' if checkpoint.weights else ''
+        checkpoint.weights = None
+        if not checkpoint.weights_strict:
+            checkpoint.weights_strict = True  # the run's own checkpoint fits its model: every tensor loads
+        return f'resume auto: continuing from {latest}, the newest checkpoint of this run{ignored}'
     checkpoint.resume = None
-    return f'resume auto: no checkpoint of this run yet ({latest} does not exist): starting afresh'
+    start = f'starting from the weights of {checkpoint.weights}' if checkpoint.weights else 'starting afresh'
+    return f'resume auto: no checkpoint of this run yet ({latest} does not exist): {start}'
 
 
 def _pretrained_reports(model: torch.nn.Module) -> Tuple[List[str], List[str]]:
