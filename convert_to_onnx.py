@@ -23,12 +23,24 @@ onnxruntime static quantization, QDQ, calibrated on ``--calibration_images`` ima
 input is), and reports how far its map is from the float model's. ``--evaluate`` then measures PyTorch, the float
 and the int8 model on the experiment's evaluation data (box and polygon mode, the representer's box_thresh), one
 table, so the F-measure cost of int8 is known before the file is deployed.
+
+The file describes itself: ``metadata_props`` key ``dbnet`` holds a versioned JSON object
+(``inference.detector.model_metadata``: the experiment's representer class and every constructor argument, the
+normalisation, the input-size rule with ``--image_short_side`` as its short side, the output, the deformable-
+convolution form, the opset, the torch version, the project commit, the experiment file and its sha256), so that
+``TextDetector(onnx=...)`` and ``demo.py --onnx`` run it without the experiment file (docs/inference.md). The
+file is written whole under a temporary name and renamed: never left half-written.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -56,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                              'when the opset is >= 19 and the installed onnxruntime runs DeformConv, else portable '
                              '(default auto)')
     parser.add_argument('--image_short_side', type=int, default=736,
-                        help='short side of the example input used for tracing and the first check size')
+                        help='short side of the example input used for tracing and the first check size; also '
+                             "recorded in the file's description as the short side the model runs at by default")
     parser.add_argument('--verify_image', type=str, default=None,
                         help='image for the parity check (default: the first evaluation image of the '
                              'experiment, else a generated synthetic scene-text image)')
@@ -118,13 +131,100 @@ def choose_deform_conv(choice: str, opset: int) -> Tuple[str, str]:
     return 'onnx', f'opset {opset} and {why}'
 
 
-def export(model, output: str, example: np.ndarray, opset: int = DEFAULT_OPSET, deform_conv: str = 'auto') -> str:
+def export(model, output: str, example: np.ndarray, opset: int = DEFAULT_OPSET, deform_conv: str = 'auto',
+           metadata: Optional[Dict[str, Any]] = None) -> str:
     """Write ``model`` (eval mode) to ``output`` with dynamic batch / height / width axes; deformable convolutions
-    as ``choose_deform_conv(deform_conv, opset)`` says. Returns the form used ('onnx' or 'portable')."""
+    as ``choose_deform_conv(deform_conv, opset)`` says; ``metadata`` (``model_metadata``, with the deformable form
+    and the opset added) as the file's description. The file is written under a temporary name beside ``output``
+    and renamed when complete. Returns the form used ('onnx' or 'portable')."""
     form, _ = choose_deform_conv(deform_conv, opset)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with _replaced_whole(output) as partial:
+        _export_graph(model, partial, example, opset, form)
+        if metadata is not None:
+            write_metadata(partial, {**metadata, 'deform_conv': form, 'opset': opset})
+    return form
+
+
+class _replaced_whole:
+    """``with _replaced_whole(path) as partial:`` write ``partial`` (a new file beside ``path``); it replaces
+    ``path`` when the block succeeds and is removed when it fails, so ``path`` is never half-written."""
+
+    def __init__(self, path: str):
+        self.path = path
+        handle, self.partial = tempfile.mkstemp(prefix=os.path.basename(path) + '.', suffix='.partial',
+                                                dir=os.path.dirname(os.path.abspath(path)))
+        os.close(handle)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.partial, 0o666 & ~umask)  # the mode an ordinary new file gets (mkstemp's is 0600)
+
+    def __enter__(self) -> str:
+        return self.partial
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is None:
+            os.replace(self.partial, self.path)
+        elif os.path.exists(self.partial):
+            os.remove(self.partial)
+
+
+def write_metadata(path: str, description: Dict[str, Any]) -> None:
+    """Put ``description`` into the ONNX file ``path`` in place (it is a file no one else reads yet): key
+    ``METADATA_KEY`` of ``metadata_props`` as JSON, and the standard fields ``producer_name``, ``producer_version``
+    (the project commit), ``doc_string`` and ``model_version`` (the description's format)."""
+    import onnx
+    from inference.detector import METADATA_KEY
+    model = onnx.load(path)
+    props = {entry.key: entry.value for entry in model.metadata_props}
+    props[METADATA_KEY] = json.dumps(description, sort_keys=True)
+    onnx.helper.set_model_props(model, props)
+    model.producer_name = 'dbnet convert_to_onnx.py'
+    model.producer_version = str(description.get('project_commit') or '')
+    model.model_version = int(description['format'])
+    representer = description['representer']
+    model.doc_string = (f"DBNet text detector exported from {description.get('experiment', {}).get('path')}: "
+                        'image (B, 3, H, W) float32, BGR, (pixel - mean) / 255, H and W multiples of 32 -> '
+                        f'probability (B, 1, H, W); post-processing {representer["class"]} (metadata_props '
+                        f'{METADATA_KEY!r}, JSON format {description["format"]})')
+    onnx.save(model, path)
+
+
+def copy_metadata(source: str, target: str) -> None:
+    """Give ``target`` (e.g. the int8 model) the description of ``source`` when it has none, atomically."""
+    import onnx
+    from inference.detector import METADATA_KEY
+    stored = {entry.key: entry.value for entry in onnx.load(source, load_external_data=False).metadata_props}
+    if METADATA_KEY not in stored:
+        return
+    target_props = {entry.key for entry in onnx.load(target, load_external_data=False).metadata_props}
+    if METADATA_KEY in target_props:
+        return
+    with _replaced_whole(target) as partial:
+        shutil.copyfile(target, partial)
+        write_metadata(partial, json.loads(stored[METADATA_KEY]))
+
+
+def export_facts(args: argparse.Namespace) -> Dict[str, Any]:
+    """What the export adds to the description: the experiment file (path, sha256 of its bytes, the --opt
+    overrides), the torch version and the project commit (None outside a git checkout)."""
+    from concern.config import PROJECT_DIR, find_experiment_file
+    path = find_experiment_file(args.exp)
+    with open(path, 'rb') as stream:
+        digest = hashlib.sha256(stream.read()).hexdigest()
+    try:
+        commit: Optional[str] = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=PROJECT_DIR, capture_output=True,
+                                               text=True, timeout=10, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {'experiment': {'path': args.exp, 'name': os.path.splitext(os.path.basename(args.exp))[0],
+                           'sha256': digest, 'opt': list(args.opt or [])},
+            'torch_version': torch.__version__, 'project_commit': commit}
+
+
+def _export_graph(model, output: str, example: np.ndarray, opset: int, form: str) -> None:
     wrapper = ProbabilityMap(model.eval()).eval()
     dynamic = {0: 'batch', 2: 'height', 3: 'width'}
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with warnings.catch_warnings():
         # Shape checks inside the model become constants of the trace (they only guard against bad input)
         # and the TorchScript-based exporter announces its deprecation; neither changes the exported graph.
@@ -134,7 +234,6 @@ def export(model, output: str, example: np.ndarray, opset: int = DEFAULT_OPSET, 
             torch.onnx.export(wrapper, (torch.from_numpy(example),), output, input_names=['image'],
                               output_names=['probability'], dynamic_axes={'image': dynamic, 'probability': dynamic},
                               opset_version=opset, do_constant_folding=True, dynamo=False)
-    return form
 
 
 def parity(model, onnx_path: str, image_bgr: np.ndarray,
@@ -284,8 +383,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     from structure.weights import load_trained_model
     from inference.preprocess import prepare_image
+    from inference.detector import experiment_representer, model_metadata
     from data.input_size import DEFAULT_MAX_LONG_SIDE, InputSize
+    sizes = check_sizes(args.image_short_side)
     try:
+        # the description the file will carry: the representer as the experiment builds it for TextDetector
+        description = model_metadata(experiment_representer(experiment),
+                                     InputSize('short_side', sizes[0], DEFAULT_MAX_LONG_SIDE), **export_facts(args))
         model = load_trained_model(experiment.structure.builder, args.resume, 'cpu')
         image, source = verification_image(experiment, args.verify_image)
         calibration = None
@@ -297,14 +401,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
-    sizes = check_sizes(args.image_short_side)
     example = prepare_image(image, InputSize('short_side', sizes[0], DEFAULT_MAX_LONG_SIDE)(*image.shape[:2]))
     print(f'exporting {args.resume} ({experiment.structure.builder.model_args.get("backbone")}) to {args.output}, '
           f'opset {args.opset}, example input {tuple(example.shape)}')
     print(f'deformable convolutions: {deform_conv} '
           f'({"standard DeformConv nodes" if deform_conv == "onnx" else "the portable formulation"}; '
           f'--deform_conv {args.deform_conv}: {why})')
-    export(model, args.output, example, args.opset, deform_conv)
+    export(model, args.output, example, args.opset, deform_conv, metadata=description)
+    print(f"description written (metadata_props 'dbnet'): {description['representer']['class']} "
+          + ', '.join(f'{key} {value}' for key, value in description['representer'].items() if key != 'class')
+          + f', short side {sizes[0]}')
     print(f'verifying with onnxruntime on {source}')
     try:
         rows = parity(model, args.output, image, sizes)
@@ -355,6 +461,7 @@ def write_int8(args: argparse.Namespace, calibration, image: np.ndarray, source:
         print(f'error: {error}', file=sys.stderr)
         return 2
     print(summary.describe())
+    copy_metadata(args.output, output)  # the int8 file runs without the experiment too
     thresh = float(getattr(representer, 'thresh', 0.3))
     (height, width), difference, flipped = int8_check(args.output, output, image, args.image_short_side, thresh)
     print(f'  int8 vs float on {source}, input {height}x{width}: max abs difference {difference:.3g}, '

@@ -2,12 +2,15 @@
 
 A command line over the Python API (``inference.detector.TextDetector``): only the model and the post-processing are
 built from the experiment, no data set is needed. With ``--onnx model.onnx`` the network runs in onnxruntime
-instead of PyTorch (the experiment still supplies the post-processing settings).
+instead of PyTorch, and the experiment file may be left out: the exported model carries its post-processing settings,
+normalisation and input-size rule (convert_to_onnx.py); an experiment given overrides them, with one note per
+differing setting. ``--json`` also writes ``<name>.json`` per image (``Detections.to_dict``).
 """
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
@@ -28,7 +31,8 @@ def list_images(image_path: str) -> List[str]:
 
 
 def output_names(images: Sequence[str]) -> Dict[str, str]:
-    """Per image the base name of its outputs (``<base>.txt``, ``<base>.jpg``, ``<base>_heatmap.jpg``): the file
+    """Per image the base name of its outputs (``<base>.txt``, ``<base>.json``, ``<base>.jpg``,
+    ``<base>_heatmap.jpg``): the file
     stem, or ``<stem>_<extension>`` for images sharing a stem (``photo.jpg`` and ``photo.png`` give
     ``photo_jpg`` and ``photo_png``). ValueError naming both images when two still share a name (the same file
     name in two folders). Names compare case-insensitively, as on macOS and Windows file systems."""
@@ -49,12 +53,12 @@ def output_names(images: Sequence[str]) -> Dict[str, str]:
 
 
 def check_outputs_distinct(images: Sequence[str], names: Dict[str, str], result_dir: str, visualize: bool,
-                           heatmap: bool) -> None:
+                           heatmap: bool, json_output: bool = False) -> None:
     """ValueError when two images would write one output file (``x.png`` with ``--heatmap`` and
     ``x_heatmap.png`` with ``--visualize`` both write ``x_heatmap.jpg``), compared case-insensitively."""
     written: Dict[str, str] = {}
     for path in images:
-        for output in output_paths(names[path], result_dir, visualize, heatmap):
+        for output in output_paths(names[path], result_dir, visualize, heatmap, json_output).values():
             key = os.path.normcase(output).lower()
             if key in written and written[key] != path:
                 raise ValueError(f'{path} and {written[key]} would both write {output}: run them separately or '
@@ -62,23 +66,28 @@ def check_outputs_distinct(images: Sequence[str], names: Dict[str, str], result_
             written[key] = path
 
 
-def output_paths(name: str, result_dir: str, visualize: bool, heatmap: bool) -> List[str]:
-    paths = [os.path.join(result_dir, f'{name}.txt')]
+def output_paths(name: str, result_dir: str, visualize: bool, heatmap: bool,
+                 json_output: bool = False) -> Dict[str, str]:
+    """The files one image writes, by kind: 'txt' always, 'json' (``--json``), 'jpg' (``--visualize``),
+    'heatmap' (``--heatmap``)."""
+    paths = {'txt': os.path.join(result_dir, f'{name}.txt')}
+    if json_output:
+        paths['json'] = os.path.join(result_dir, f'{name}.json')
     if visualize:
-        paths.append(os.path.join(result_dir, f'{name}.jpg'))
+        paths['jpg'] = os.path.join(result_dir, f'{name}.jpg')
     if heatmap:
-        paths.append(os.path.join(result_dir, f'{name}_heatmap.jpg'))
+        paths['heatmap'] = os.path.join(result_dir, f'{name}_heatmap.jpg')
     return paths
 
 
 def check_no_input_overwritten(images: Sequence[str], names: Dict[str, str], result_dir: str, visualize: bool,
-                               heatmap: bool) -> None:
+                               heatmap: bool, json_output: bool = False) -> None:
     """ValueError when an output file would replace one of the input images (e.g. ``--result_dir`` is the image
     folder and ``--visualize`` writes ``photo.jpg``). Paths compare case-insensitively (``IMG.JPG`` and ``IMG.jpg``
     are one file on macOS and Windows) and, for existing files, by identity (links)."""
     inputs = {os.path.realpath(path).lower(): path for path in images}
     for path in images:
-        for output in output_paths(names[path], result_dir, visualize, heatmap):
+        for output in output_paths(names[path], result_dir, visualize, heatmap, json_output).values():
             replaced = inputs.get(os.path.realpath(output).lower())
             if replaced is None and os.path.exists(output):
                 replaced = next((image for image in images if os.path.samefile(image, output)), None)
@@ -89,8 +98,12 @@ def check_no_input_overwritten(images: Sequence[str], names: Dict[str, str], res
 
 def check_flags(args: argparse.Namespace) -> None:
     """ValueError naming the flag, before any work."""
-    if args.image_short_side < 32 or args.image_short_side % 32:
+    if args.image_short_side is not None and (args.image_short_side < 32 or args.image_short_side % 32):
         raise ValueError(f'--image_short_side {args.image_short_side}: expected a positive multiple of 32')
+    if args.batch_size < 1:
+        raise ValueError(f'--batch_size {args.batch_size}: expected at least 1')
+    if args.workers < 0:
+        raise ValueError(f'--workers {args.workers}: expected 0 or more')
     if args.max_long_side < 32:
         raise ValueError(f'--max_long_side {args.max_long_side}: expected at least 32')
     if args.max_image_pixels < 0:
@@ -116,15 +129,34 @@ def size_note(result: Any, args: argparse.Namespace) -> str:
             '--image_short_side / --image_scale or cut the image')
 
 
+def missing_experiment(args: argparse.Namespace) -> str:
+    """Why the command line needs the experiment YAML it lacks ('' when it has one, or needs none)."""
+    if args.exp is not None:
+        return ''
+    if not args.onnx:
+        return ('a checkpoint (--resume) needs its experiment YAML (the model and the post-processing settings): '
+                'python demo.py EXP.yaml --resume CKPT ...; only an exported model (--onnx) runs without one')
+    needing = [flag for flag, given in (('--opt', args.opt), ('--print-config-only', args.print_config_only)) if given]
+    if needing:
+        return f'{", ".join(needing)}: needs the experiment YAML (demo.py EXP.yaml --onnx ...)'
+    return ''
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = demo_parser().parse_args(argv)
     if not args.onnx and not args.resume:
         print('error: a checkpoint (--resume PATH) or an exported model (--onnx PATH) is required', file=sys.stderr)
         return 2
+    problem = missing_experiment(args)
+    if problem:
+        print(f'error: {problem}', file=sys.stderr)
+        return 2
     from structure.measurers.result_files import prepare_result_dir
     try:
-        config = compile_experiment(args, apply_representer_flags)
-        if args.print_config_only:
+        # without an experiment (--onnx only) the model's stored settings apply and --thresh / --box_thresh go to
+        # TextDetector; with one, the flags are applied to it (compile_experiment) and it overrides the stored ones
+        config = compile_experiment(args, apply_representer_flags) if args.exp is not None else None
+        if config is not None and args.print_config_only:
             print(dump_config(config), end='')
             return 0
         images = list_images(args.image_path)
@@ -133,19 +165,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_flags(args)
         names = output_names(images)
         result_dir = os.path.abspath(args.result_dir)
-        check_outputs_distinct(images, names, result_dir, args.visualize, args.heatmap)
-        check_no_input_overwritten(images, names, result_dir, args.visualize, args.heatmap)
+        check_outputs_distinct(images, names, result_dir, args.visualize, args.heatmap, args.json)
+        check_no_input_overwritten(images, names, result_dir, args.visualize, args.heatmap, args.json)
         prepare_result_dir(args.result_dir, create=False)
         from inference.detector import TextDetector
+        thresholds = {} if config is not None else {'thresh': args.thresh, 'box_thresh': args.box_thresh}
         detector = TextDetector(config, args.resume, onnx=args.onnx, device=args.device, precision=args.precision,
                                 channels_last=args.channels_last, image_short_side=args.image_short_side,
                                 max_long_side=args.max_long_side, polygon=args.polygon,
                                 orientation=args.orientation, max_pixels=args.max_image_pixels or None,
                                 image_scale=args.image_scale, tiling=args.tile, tile_size=args.tile_size,
                                 tile_overlap=args.tile_overlap, resize_dtype=args.resize_dtype,
-                                threads=args.threads)
+                                threads=args.threads, **thresholds)
         prepare_result_dir(args.result_dir)
-        print(f'model: {detector.runner.describe()}', flush=True)
+        print(f'model: {detector.runner.describe()}; settings from {detector.settings_source}', flush=True)
     except (ConfigError, ValueError, FileNotFoundError, ImportError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
@@ -161,18 +194,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     written = 0
     with tqdm(total=len(images), desc='demo', unit='image') as progress:
-        for result in detector.detect_many(images, pipelined=args.pipelined, on_error=report):
+        for result in detector.detect_many(images, pipelined=args.pipelined, on_error=report,
+                                           batch_size=args.batch_size, workers=args.workers):
             note = size_note(result, args)
             if note:
                 tqdm.write(note)
-            paths = output_paths(names[result.source], result_dir, args.visualize, args.heatmap)
+            paths = output_paths(names[result.source], result_dir, args.visualize, args.heatmap, args.json)
             assert result.image is not None and result.probability is not None  # detect_many keeps both
-            with open(paths[0], 'w', encoding='utf-8') as stream:
+            with open(paths['txt'], 'w', encoding='utf-8') as stream:
                 stream.write(''.join(line + '\n' for line in result.lines()))
+            if args.json:
+                with open(paths['json'], 'w', encoding='utf-8') as stream:
+                    json.dump(result.to_dict(), stream)
+                    stream.write('\n')
             if args.visualize:
-                cv2.imwrite(paths[1], draw_detections(result.image, result.polygons, result.scores))
+                cv2.imwrite(paths['jpg'], draw_detections(result.image, result.polygons, result.scores))
             if args.heatmap:
-                cv2.imwrite(paths[-1], heatmap(result.probability, result.image))
+                cv2.imwrite(paths['heatmap'], heatmap(result.probability, result.image))
             written += 1
             progress.update(written + len(skipped) - progress.n)  # skipped images count as done
         progress.update(len(images) - progress.n)

@@ -14,21 +14,24 @@ from __future__ import annotations
 import collections
 import collections.abc
 import copy
+import json
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from concern.config import CompiledConfig, apply_overrides, load_config, set_representer_thresholds
+from concern.config import (CompiledConfig, ConfigError, ObjectBuilder, apply_overrides, constructor_parameters,
+                            load_config, project_module, resolve_class, set_representer_thresholds)
 from concern.device import select_device
 from data.image_io import DEFAULT_MAX_PIXELS, DataError, read_image, to_bgr_uint8
 from data.input_size import DEFAULT_MAX_LONG_SIDE, DEFAULT_MAX_TILED_PIXELS, DEFAULT_SHORT_SIDE, InputSize
 from experiment import Experiment
 from inference.engine import InferenceEngine, StageTimer
 from data.normalization import check_resize_dtype
-from inference.preprocess import prepare_image, stack_inputs
+from inference.preprocess import check_normalization, normalization_settings, prepare_image, stack_inputs
 from inference.runners import OnnxRunner, TorchRunner
 from inference.tiling import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, TILE_MODES, TiledRunner, check_tiling
 from structure.measurers import result_lines
@@ -69,6 +72,145 @@ class Detections:
         """``x1,y1,...,xn,yn[,score]`` per detection (the result-file format of demo.py and eval.py)."""
         return result_lines(self.polygons, self.scores, with_score)
 
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-ready dict (plain Python types only): ``source``, ``image_size`` / ``input_size`` as
+        [height, width], ``scale``, ``capped``, ``tiles`` and ``detections``, per detection ``{'points':
+        [[x, y], ...] (ints, rounded as ``lines()`` rounds them), 'score': float}``."""
+        return {'source': self.source, 'image_size': [int(value) for value in self.image_size],
+                'input_size': [int(value) for value in self.input_size], 'scale': float(self.scale),
+                'capped': bool(self.capped), 'tiles': int(self.tiles),
+                'detections': [{'points': [[int(round(float(x))), int(round(float(y)))]
+                                           for x, y in np.asarray(polygon).reshape(-1, 2).tolist()],
+                                'score': float(score)} for polygon, score in zip(self.polygons, self.scores)]}
+
+
+# ------------------------------------------------------------------ the exported model's description
+# convert_to_onnx.py writes METADATA_KEY into the ONNX file's metadata_props: a JSON object, versioned by 'format'.
+METADATA_KEY = 'dbnet'
+METADATA_FORMAT = 1
+SIZE_MULTIPLE = 32  # InputSize's sizes are multiples of 32 (the FPN's stride)
+REPRESENTER_MODULE = 'structure.representers'  # the only place a representer class named in a file may come from
+
+
+class MetadataError(ValueError):
+    """An exported model without a readable description: absent, not JSON, of another format version, malformed."""
+
+
+def experiment_representer(experiment: Any) -> Any:
+    """The representer of a built experiment (``Experiment.build``; its ``structure.representer``), ValueError
+    when it has none. TextDetector with an experiment and convert_to_onnx.py (the description it writes into the
+    model) both take it from here, so the two cannot disagree."""
+    structure = experiment.structure
+    if structure is None or structure.representer is None:
+        raise ValueError(f'{experiment.config.source if experiment.config else "experiment"}: structure.representer '
+                         'is required to detect text')
+    return structure.representer
+
+
+def representer_settings(representer: Any) -> Dict[str, Any]:
+    """``{'class': name, argument: value, ...}``: the representer's class and every constructor argument as the
+    built object holds it (a ``class:`` node of an experiment file, which ``build_representer`` builds back).
+    ValueError for an argument the object does not hold as a plain value under its name."""
+    cls = type(representer)
+    parameters, _ = constructor_parameters(cls)
+    settings: Dict[str, Any] = {'class': cls.__name__}
+    for name in parameters:
+        if not hasattr(representer, name):
+            raise ValueError(f'{cls.__name__}: argument {name!r} is not held under its name; it cannot be described '
+                             'in an exported model')
+        value = getattr(representer, name)
+        if value is not None and not isinstance(value, (bool, int, float, str)):
+            raise ValueError(f'{cls.__name__}: argument {name!r} is not held as a plain value (attribute {name}: '
+                             f'{value!r}); it cannot be described in an exported model')
+        settings[name] = value
+    return settings
+
+
+def build_representer(settings: Any, source: str) -> Any:
+    """The representer ``settings`` (``representer_settings``' form, read from ``source``) describe, built as an
+    experiment file's ``class:`` node is (``concern.config``: only project classes, arguments checked); a class
+    other than one of ``structure.representers`` is refused before anything is built."""
+    if not isinstance(settings, dict) or not isinstance(settings.get('class'), str):
+        raise ValueError(f"{source}: metadata representer: expected a mapping with a 'class' name, got {settings!r}")
+    where = f'{source}: metadata representer'
+    try:
+        cls = resolve_class(settings['class'], [REPRESENTER_MODULE], where)
+    except ConfigError as error:
+        raise ValueError(f'{error} (a representer must be one of {REPRESENTER_MODULE})') from None
+    home = project_module(REPRESENTER_MODULE)
+    if not (cls.__module__ == home or cls.__module__.startswith(home + '.')):
+        raise ValueError(f'{where}: class {settings["class"]!r} is not a representer of this project '
+                         f'(expected a class of {REPRESENTER_MODULE}, got {cls.__module__}.{cls.__name__})')
+    node = dict(settings)
+    config = CompiledConfig(tree={'representer': node}, packages=[REPRESENTER_MODULE], define='metadata',
+                            source=source)
+    try:
+        return ObjectBuilder(config).build(node, 'representer')
+    except ConfigError as error:
+        raise ValueError(str(error)) from None
+
+
+def input_size_settings(input_size: InputSize) -> Dict[str, Any]:
+    """A short-side size rule as an exported model's metadata records it."""
+    if input_size.mode != 'short_side':
+        raise ValueError(f'input size: only the short_side rule is recorded in a model, got {input_size!r}')
+    return {'mode': 'short_side', 'short_side': input_size.size[0], 'max_long_side': input_size.max_long_side,
+            'multiple': SIZE_MULTIPLE}
+
+
+def model_metadata(representer: Any, input_size: InputSize, **facts: Any) -> Dict[str, Any]:
+    """The description an exported model carries under ``METADATA_KEY``: the format, the representer
+    (``representer_settings``), the normalisation (``inference.preprocess.normalization_settings``), the input-size
+    rule and the output, then ``facts`` (the export's: experiment, deform_conv, opset, versions)."""
+    return {'format': METADATA_FORMAT, 'representer': representer_settings(representer),
+            'normalization': normalization_settings(), 'input_size': input_size_settings(input_size),
+            'input': 'image', 'output': 'probability', **facts}
+
+
+def read_model_metadata(metadata: Mapping[str, str], source: str) -> Dict[str, Any]:
+    """The description ``model_metadata`` wrote, from an ONNX file's ``metadata_props`` (``OnnxRunner.metadata``).
+    ValueError naming ``source`` when it is absent (an older export or another producer), not JSON, of another
+    format version (``MetadataError``), or asks for a normalisation this project does not apply (ValueError)."""
+    text = metadata.get(METADATA_KEY)
+    if text is None:
+        raise MetadataError(f'{source} carries no DBNet description (metadata key {METADATA_KEY!r}: an export older '
+                         'than it, or another producer): pass the experiment YAML (TextDetector(experiment, '
+                         'onnx=...), demo.py EXP.yaml --onnx ...) or export the model again with convert_to_onnx.py')
+    try:
+        description = json.loads(text)
+    except ValueError as error:
+        raise MetadataError(f'{source}: metadata {METADATA_KEY!r} is not valid JSON: {error}') from None
+    if not isinstance(description, dict):
+        raise MetadataError(f'{source}: metadata {METADATA_KEY!r}: expected a JSON object, '
+                            f'got {type(description).__name__}')
+    version = description.get('format')
+    if version != METADATA_FORMAT or isinstance(version, bool):
+        raise MetadataError(f'{source}: metadata format {version!r} is not one this version of the project reads '
+                         f'(format {METADATA_FORMAT}): pass the experiment YAML, or export the model again with '
+                         'this version')
+    for key in ('representer', 'normalization', 'input_size'):
+        if not isinstance(description.get(key), dict):
+            raise MetadataError(f'{source}: metadata {METADATA_KEY!r} has no {key!r} mapping')
+    size = description['input_size']
+    try:
+        if size.get('mode') != 'short_side' or size.get('multiple') != SIZE_MULTIPLE:
+            raise ValueError('expected the short_side rule with multiples of 32')
+        InputSize('short_side', size.get('short_side'), size.get('max_long_side'))
+    except (ValueError, TypeError) as error:
+        raise MetadataError(f'{source}: metadata input_size {size!r}: {error}') from None
+    check_normalization(description['normalization'], source)  # a plain ValueError: no experiment can change it
+    return description
+
+
+def setting_overrides(experiment: Dict[str, Any], stored: Dict[str, Any], experiment_name: str,
+                      model_name: str) -> List[str]:
+    """One note per representer setting in which the experiment's (which wins) differs from the model's stored one."""
+    missing = '(not set)'
+    return [f'{key}: {experiment.get(key, missing)!r} from {experiment_name} overrides {stored.get(key, missing)!r} '
+            f'stored in {model_name}'
+            for key in list(experiment) + [key for key in stored if key not in experiment]
+            if experiment.get(key, missing) != stored.get(key, missing)]
+
 
 def source_name(image: Any, index: int) -> str:
     """How results and errors name an image: its path, or ``<array N>`` for the N-th image of a call."""
@@ -80,10 +222,14 @@ class TextDetector:
 
     experiment: an experiment YAML file (or a compiled one, ``concern.config.load_config``); it gives the model
     and the post-processing settings. checkpoint: weights of that model (``load_trained_model``: every key must
-    fit, never random weights), or ``onnx``: an exported model run by onnxruntime (no checkpoint needed).
+    fit, never random weights), or ``onnx``: an exported model run by onnxruntime (no checkpoint needed). With
+    ``onnx`` the experiment may be None: the file's description (``read_model_metadata``, written by
+    convert_to_onnx.py) gives the representer and the short side; an experiment given overrides it, and ``log``
+    gets one note per representer setting that differs from the stored one.
     device / precision ('fp32', 'fp16', 'bf16', or 'auto': bf16 on a CPU running it natively, else fp32; fp16 on
     CUDA; the choice and its reason are in ``runner.describe()``) / channels_last: PyTorch only.
-    image_short_side / max_long_side: the input size (``InputSize('short_side', ...)``); image_scale: a factor
+    image_short_side / max_long_side: the input size (``InputSize('short_side', ...)``; image_short_side None:
+    the ONNX model's stored short side, else 736); image_scale: a factor
     instead (``InputSize('scale', ...)``, 1.0: the image's own pixels, for scanned pages whose text the short-side
     rule would shrink). tiling (``inference.tiling``): 'auto' (default) runs an input that the long-side cap would
     shrink at its uncapped size in overlapping tiles of ``tile_size`` px (``tile_overlap`` shared), so that long
@@ -102,13 +248,14 @@ class TextDetector:
     ``concern.threads.ThreadGovernor`` on the PyTorch CPU path: fewer threads while another process holds a core;
     for an ONNX model 'auto' is onnxruntime's own choice).
 
-    Raises FileNotFoundError / ValueError (a checkpoint that does not fit, a bad setting), ConfigError (a bad
-    experiment file) and ImportError (onnxruntime missing) at construction; DataError for an unreadable image.
+    Raises FileNotFoundError / ValueError (a checkpoint that does not fit, a bad setting, an ONNX model without a
+    readable description and no experiment: ``MetadataError``), ConfigError (a bad experiment file) and ImportError
+    (onnxruntime missing) at construction; DataError for an unreadable image.
     """
 
-    def __init__(self, experiment: Union[str, CompiledConfig], checkpoint: Optional[str] = None, *,
+    def __init__(self, experiment: Union[str, CompiledConfig, None] = None, checkpoint: Optional[str] = None, *,
                  onnx: Optional[str] = None, device: Optional[str] = None, precision: str = 'fp32',
-                 channels_last: bool = False, image_short_side: int = DEFAULT_SHORT_SIDE,
+                 channels_last: bool = False, image_short_side: Optional[int] = None,
                  max_long_side: Optional[int] = DEFAULT_MAX_LONG_SIDE, polygon: bool = False,
                  thresh: Optional[float] = None, box_thresh: Optional[float] = None, orientation: str = 'displayed',
                  opts: Sequence[str] = (), max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
@@ -121,21 +268,55 @@ class TextDetector:
         if (checkpoint is None) == (onnx is None):
             raise ValueError('TextDetector: give exactly one of checkpoint (PyTorch weights) and onnx (an exported '
                              'model)')
+        if experiment is None and onnx is None:
+            raise ValueError('TextDetector: a checkpoint needs its experiment YAML (the model and the '
+                             'post-processing settings); only an ONNX model exported with its description '
+                             '(convert_to_onnx.py) runs without one')
         if orientation not in ('stored', 'displayed'):
             raise ValueError(f"orientation: expected 'stored' or 'displayed', got {orientation!r}")
         if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int)
                                        or max_pixels < 1):
             raise ValueError(f'max_pixels: expected a positive number of pixels or None (no limit), got {max_pixels!r}')
-        # a compiled config handed in is copied: the overrides below must not reach the caller's object
-        config = load_config(experiment) if isinstance(experiment, str) else copy.deepcopy(experiment)
-        apply_overrides(config, list(opts))
-        set_representer_thresholds(config, thresh, box_thresh, prefix='')
-        self.config = config
-        structure = Experiment.build(config, ('structure',)).structure
-        assert structure is not None  # built: 'structure' is among the parts
-        if structure.representer is None:
-            raise ValueError(f'{config.source}: structure.representer is required to detect text')
-        self.representer = structure.representer
+        note = log or (lambda text: print(text, file=sys.stderr))
+        self.runner: Union[OnnxRunner, TorchRunner]
+        if onnx is not None:
+            if cuda_graphs:
+                raise ValueError('cuda_graphs: CUDA graphs are for PyTorch on a CUDA device, not for onnx')
+            from concern.threads import parse_threads
+            self.runner = OnnxRunner(onnx, threads=parse_threads(threads))  # 'auto': onnxruntime's own choice
+        # the exported model's description (read_model_metadata): the settings without an experiment, and the
+        # default short side with one
+        self.model_metadata: Optional[Dict[str, Any]] = None
+        self.config: Optional[CompiledConfig] = None
+        structure = None
+        if experiment is None:
+            assert isinstance(self.runner, OnnxRunner) and onnx is not None
+            if opts:
+                raise ValueError(f'opts {list(opts)}: they change an experiment file; give the experiment YAML too, '
+                                 'or thresh / box_thresh, which apply to the settings stored in the model')
+            self.model_metadata = read_model_metadata(self.runner.metadata, onnx)
+            stored = dict(self.model_metadata['representer'])
+            for name, value in (('thresh', thresh), ('box_thresh', box_thresh)):  # arguments > the stored settings
+                if value is not None:
+                    stored[name] = value
+            self.representer = build_representer(stored, onnx)
+            self.settings_source = f'{onnx} (its stored description)'
+        else:
+            # a compiled config handed in is copied: the overrides below must not reach the caller's object
+            config = load_config(experiment) if isinstance(experiment, str) else copy.deepcopy(experiment)
+            apply_overrides(config, list(opts))
+            set_representer_thresholds(config, thresh, box_thresh, prefix='')
+            self.config = config
+            built = Experiment.build(config, ('structure',))
+            structure = built.structure
+            self.representer = experiment_representer(built)
+            self.settings_source = config.source
+            if onnx is not None:
+                assert isinstance(self.runner, OnnxRunner)
+                self.model_metadata = self._stored_description(onnx, note)
+        stored_size = (self.model_metadata or {}).get('input_size', {})
+        if image_short_side is None:  # the argument > the model's stored short side > the default
+            image_short_side = int(stored_size.get('short_side', DEFAULT_SHORT_SIDE))
         if tiling not in TILE_MODES:
             raise ValueError(f'tiling: expected one of {TILE_MODES}, got {tiling!r}')
         check_tiling(tile_size, tile_overlap)
@@ -148,13 +329,8 @@ class TextDetector:
         self.polygon = bool(polygon)
         self.orientation = orientation
         self.max_pixels = max_pixels
-        self.runner: Union[OnnxRunner, TorchRunner]
-        if onnx is not None:
-            if cuda_graphs:
-                raise ValueError('cuda_graphs: CUDA graphs are for PyTorch on a CUDA device, not for onnx')
-            from concern.threads import parse_threads
-            self.runner = OnnxRunner(onnx, threads=parse_threads(threads))  # 'auto': onnxruntime's own choice
-        else:
+        if onnx is None:
+            assert structure is not None  # an experiment is required with a checkpoint
             self.device = select_device(device)
             if cuda_graphs and self.device.type != 'cuda':
                 raise ValueError(f'cuda_graphs: CUDA graphs need a CUDA device, got device {self.device}')
@@ -166,6 +342,23 @@ class TextDetector:
             self.tiled = TiledRunner(self.runner, tile_size, tile_overlap, batch_size=tile_batch,
                                      whole_up_to=None if tiling == 'on' else max_long_side)
         self.engine = InferenceEngine(self.tiled or self.runner, self.representer, is_output_polygon=self.polygon)
+
+    def _stored_description(self, onnx: str, note: Callable[[str], None]) -> Optional[Dict[str, Any]]:
+        """With an experiment: the ONNX model's description, if it has a readable one, and one note per
+        representer setting of the experiment that overrides the stored one. A missing or unreadable description is
+        no error here (the experiment gives the settings); one of another normalisation is."""
+        assert isinstance(self.runner, OnnxRunner)
+        if METADATA_KEY not in self.runner.metadata:
+            return None
+        try:
+            description = read_model_metadata(self.runner.metadata, onnx)
+        except MetadataError as error:
+            note(f'note: {error}; its description is ignored, the experiment gives the settings')
+            return None
+        for line in setting_overrides(representer_settings(self.representer), description['representer'],
+                                      'the experiment', onnx):
+            note(f'note: {line}')
+        return description
 
     # ------------------------------------------------------------------ calls
     def __call__(self, images: Union[Source, Sequence[Source]]) -> Union[Detections, List[Detections]]:

@@ -4,11 +4,14 @@ size comes from ``data.input_size.InputSize``, the one rule) and the normalisati
 """
 from __future__ import annotations
 
-from typing import Any, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
-from data.normalization import normalize, resize_image
+from data.normalization import IMAGE_MEAN_BGR, normalize, resize_image
+
+# The divisor of ``data.normalization.normalize`` ((BGR - mean) / 255), as an exported model's metadata states it.
+NORMALIZATION_DIVISOR = 255.0
 
 
 def prepare_image(image_bgr: np.ndarray, size: Tuple[int, int], resize_dtype: str = 'float32') -> np.ndarray:
@@ -26,3 +29,25 @@ def stack_inputs(runner: Any, arrays: Sequence[np.ndarray]) -> Any:
     if stack is not None:
         return stack(arrays)
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
+
+
+def normalization_settings() -> Dict[str, Any]:
+    """What ``prepare_image`` applies, as an exported model's metadata records it (convert_to_onnx.py): the
+    (1, 3, H, W) float32 input is ``(image - mean) / divisor`` per channel, channels in BGR order, after a linear
+    resize of the image converted to float32 (the default ``resize_dtype``)."""
+    return {'channel_order': 'BGR', 'layout': 'NCHW', 'mean': [float(value) for value in IMAGE_MEAN_BGR],
+            'divisor': NORMALIZATION_DIVISOR, 'formula': '(image - mean) / divisor',
+            'resize': 'linear interpolation of the image converted to float32, to multiples of 32'}
+
+
+def check_normalization(stored: Any, source: str) -> None:
+    """ValueError unless ``stored`` (an exported model's ``normalization``) is what ``prepare_image`` applies: this
+    project has one normalisation, so a model that asks for another one cannot be fed correctly here."""
+    expected = normalization_settings()
+    if not isinstance(stored, dict):
+        raise ValueError(f'{source}: metadata normalization: expected a mapping, got {stored!r}')
+    differing = [key for key in ('channel_order', 'layout', 'mean', 'divisor') if stored.get(key) != expected[key]]
+    if differing:
+        raise ValueError(f'{source}: the model asks for another input normalisation than this project applies '
+                         f'(' + '; '.join(f'{key}: {stored.get(key)!r}, here {expected[key]!r}' for key in differing)
+                         + ')')

@@ -256,6 +256,8 @@ class OnnxRunner:
     Deformable convolutions in either form of the export run as they are: standard ``DeformConv`` nodes
     (``--deform_conv onnx``, onnxruntime's own kernel) or the portable formulation; a runtime without a
     ``DeformConv`` kernel is named when the file is loaded, with the way out (``--deform_conv portable``).
+    ``metadata``: the file's ``metadata_props`` (key -> string), where convert_to_onnx.py writes the model's
+    description (``inference.detector.read_model_metadata`` reads it).
     """
 
     def __init__(self, path: str, threads: Optional[int] = None):
@@ -282,6 +284,7 @@ class OnnxRunner:
             raise ValueError(f'{path}: expected one (B, 3, H, W) input, got '
                              f'{[(item.name, item.shape) for item in inputs]}')
         self.input_name = inputs[0].name
+        self.metadata: Dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self.version = onnxruntime.__version__
         self.threads = threads
         self.path = path

@@ -20,8 +20,12 @@ from data.normalization import RESIZE_DTYPES
 from inference.tiling import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, TILE_MODES
 
 
-def _common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('exp', type=str, help='experiment YAML file')
+def _common_arguments(parser: argparse.ArgumentParser, exp_help: str = 'experiment YAML file',
+                      exp_optional: bool = False) -> None:
+    if exp_optional:
+        parser.add_argument('exp', type=str, nargs='?', default=None, help=exp_help)
+    else:
+        parser.add_argument('exp', type=str, help=exp_help)
     parser.add_argument('--name', type=str, default=None,
                         help='run name; outputs go to workspace/<name>/ (default: the experiment file stem)')
     parser.add_argument('--device', type=str, default=None,
@@ -140,16 +144,28 @@ def eval_parser() -> argparse.ArgumentParser:
 
 def demo_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description='Detect text in your own images.')
-    _common_arguments(parser)
+    _common_arguments(parser, exp_optional=True,
+                      exp_help='experiment YAML file; optional with --onnx (the exported model carries its settings; '
+                               'a YAML given overrides them)')
     parser.add_argument('--resume', type=str, default=None, help='checkpoint to run (or give --onnx)')
     parser.add_argument('--onnx', type=str, default=None,
                         help='run this exported model with onnxruntime instead of PyTorch (no --resume needed)')
     parser.add_argument('--image_path', type=str, required=True, help='an image, a folder or a glob')
     parser.add_argument('--result_dir', type=str, default='demo_results/', help='where results are written')
-    parser.add_argument('--image_short_side', type=int, default=736,
+    parser.add_argument('--image_short_side', type=int, default=None,
                         help='short side of the network input (multiple of 32); the long side follows the aspect '
-                             'ratio, rounded up to a multiple of 32')
+                             'ratio, rounded up to a multiple of 32 (default: the one stored in the --onnx model, '
+                             'else 736)')
     parser.add_argument('--polygon', action='store_true', help='output polygons instead of boxes')
+    parser.add_argument('--json', action='store_true',
+                        help='also write <image>.json beside <image>.txt: sizes, scale, tiles and per detection its '
+                             'points and score (Detections.to_dict)')
+    parser.add_argument('--batch_size', type=int, default=1,
+                        help='consecutive images of the same input size go through the network together, up to this '
+                             'many (the batch-1 detections up to the backend\'s rounding: docs/inference.md)')
+    parser.add_argument('--workers', type=int, default=0,
+                        help='threads that read and resize images ahead of the network and post-process a batch '
+                             '(default 0: the calling thread)')
     parser.add_argument('--visualize', action='store_true', help='write <image>.jpg with the detections drawn')
     parser.add_argument('--heatmap', action='store_true', help='also write the probability map as a heat map')
     parser.add_argument('--max_long_side', type=int, default=2560,

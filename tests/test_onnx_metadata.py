@@ -1,0 +1,303 @@
+"""A self-describing exported model (issue 27): convert_to_onnx.py writes the representer, normalisation and size rule
+into the ONNX file's metadata_props; TextDetector(onnx=...) and demo.py --onnx run it without the experiment YAML
+(a YAML given overrides it, with a note per differing setting); files without the description, of another format or
+naming a foreign class are refused; Detections.to_dict, demo.py --json and --batch_size."""
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import io
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import convert_to_onnx
+import demo
+from inference_helpers import REPO_ROOT, make_synthetic_set, save_checkpoint, tiny_model, write_experiment
+
+onnxruntime = pytest.importorskip('onnxruntime')  # an optional extra; CI installs it
+onnx = pytest.importorskip('onnx')
+
+SHORT_SIDE = 96  # the export's --image_short_side: recorded as the model's short side
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('onnx_metadata')
+    data_dir = make_synthetic_set(str(tmp / 'data'), test=3, size=128)
+    experiment = write_experiment(str(tmp), data_dir, 'deformable_resnet18', thresh=0.5, box_thresh=0.4)
+    checkpoint = save_checkpoint(tiny_model('deformable_resnet18'), str(tmp / 'model.pth'))
+    output = str(tmp / 'out' / 'model.onnx')
+    cwd = os.getcwd()
+    os.chdir(REPO_ROOT)
+    stdout = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout):
+            code = convert_to_onnx.main([experiment, '--resume', checkpoint, '--output', output,
+                                         '--image_short_side', str(SHORT_SIDE)])
+    finally:
+        os.chdir(cwd)
+    assert code == 0, stdout.getvalue()
+    images = sorted(glob.glob(os.path.join(data_dir, 'test_images', '*')))
+    return {'tmp': tmp, 'data': data_dir, 'exp': experiment, 'ckpt': checkpoint, 'onnx': output,
+            'out': stdout.getvalue(), 'images': images}
+
+
+def description(path: str) -> dict:
+    return json.loads({entry.key: entry.value for entry in onnx.load(path).metadata_props}['dbnet'])
+
+
+def rewritten(source: str, target: str, change) -> str:
+    """A copy of the ONNX file ``source`` whose metadata dict (key -> string) ``change`` edits in place."""
+    model = onnx.load(source)
+    props = {entry.key: entry.value for entry in model.metadata_props}
+    change(props)
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, target)
+    return target
+
+
+def with_description(source: str, target: str, edit) -> str:
+    def change(props):
+        stored = json.loads(props['dbnet'])
+        edit(stored)
+        props['dbnet'] = json.dumps(stored)
+    return rewritten(source, target, change)
+
+
+def read_rows(path) -> list:
+    return [line.split(',') for line in open(path, encoding='utf-8').read().split()]
+
+
+# ------------------------------------------------------------------ the export
+
+
+def test_export_writes_the_experiments_settings_into_the_file(exported):
+    from data.normalization import IMAGE_MEAN_BGR
+    from inference.detector import TextDetector, representer_settings
+    import torch
+    stored = description(exported['onnx'])
+    assert stored['format'] == 1 and stored['output'] == 'probability' and stored['input'] == 'image'
+    # every constructor argument of the experiment's representer, as the experiment (thresh 0.5, box_thresh 0.4,
+    # max_candidates 1000, the rest defaults) builds it
+    assert stored['representer'] == {'class': 'SegDetectorRepresenter', 'thresh': 0.5, 'box_thresh': 0.4,
+                                     'max_candidates': 1000, 'unclip_ratio': 1.5, 'polygon_unclip_ratio': 2.0,
+                                     'min_size': 3, 'score_mode': 'fast', 'dest': 'binary',
+                                     'cap_before_filtering': False}
+    with_experiment = TextDetector(exported['exp'], exported['ckpt'], device='cpu')
+    assert stored['representer'] == representer_settings(with_experiment.representer)
+    assert stored['normalization']['channel_order'] == 'BGR'
+    assert stored['normalization']['mean'] == IMAGE_MEAN_BGR.tolist() and stored['normalization']['divisor'] == 255
+    assert stored['input_size'] == {'mode': 'short_side', 'short_side': SHORT_SIDE, 'max_long_side': 2560,
+                                    'multiple': 32}
+    assert stored['opset'] == 19 and stored['deform_conv'] in ('onnx', 'portable')
+    assert f"deformable convolutions: {stored['deform_conv']}" in exported['out']
+    assert stored['torch_version'] == torch.__version__
+    assert stored['experiment']['path'] == exported['exp']
+    assert stored['experiment']['sha256'] == hashlib.sha256(open(exported['exp'], 'rb').read()).hexdigest()
+    model = onnx.load(exported['onnx'])
+    assert model.producer_name.startswith('dbnet') and model.model_version == 1
+    assert 'SegDetectorRepresenter' in model.doc_string
+    # written whole under another name and renamed: nothing else is left beside it
+    assert os.listdir(os.path.dirname(exported['onnx'])) == ['model.onnx']
+
+
+def test_a_failed_export_leaves_no_file(exported, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError('export failed half way')
+    monkeypatch.setattr(convert_to_onnx, '_export_graph', broken)
+    target = tmp_path / 'model.onnx'
+    with pytest.raises(RuntimeError):
+        convert_to_onnx.export(tiny_model('resnet18'), str(target), np.zeros((1, 3, 64, 64), np.float32),
+                               metadata=description(exported['onnx']))
+    assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------ running without the experiment
+
+
+def test_detector_without_experiment_gives_the_detections_with_it(exported):
+    from inference.detector import TextDetector, representer_settings
+    image = exported['images'][0]
+    alone = TextDetector(onnx=exported['onnx'])
+    with_yaml = TextDetector(exported['exp'], onnx=exported['onnx'])
+    assert representer_settings(alone.representer) == representer_settings(with_yaml.representer)
+    first, second = alone(image), with_yaml(image)
+    assert first.input_size == second.input_size and min(first.input_size) == SHORT_SIDE  # the stored short side
+    assert len(first) == len(second) > 0
+    assert all(np.array_equal(a, b) for a, b in zip(first.polygons, second.polygons))
+    assert first.scores == second.scores
+    # arguments still win over the stored settings
+    assert TextDetector(onnx=exported['onnx'], box_thresh=0.9).representer.box_thresh == 0.9
+    assert min(TextDetector(onnx=exported['onnx'], image_short_side=64)(image).input_size) == 64
+
+
+def test_demo_with_the_onnx_file_alone(exported, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO_ROOT)
+    images = os.path.join(exported['data'], 'test_images')
+    assert demo.main(['--onnx', exported['onnx'], '--image_path', images, '--result_dir', str(tmp_path / 'alone')]) == 0
+    assert f"settings from {exported['onnx']}" in capsys.readouterr().out
+    assert demo.main([exported['exp'], '--onnx', exported['onnx'], '--image_path', images, '--result_dir',
+                      str(tmp_path / 'yaml')]) == 0
+    names = sorted(os.listdir(tmp_path / 'alone'))
+    assert names == sorted(os.listdir(tmp_path / 'yaml')) == ['img_1.txt', 'img_2.txt', 'img_3.txt']
+    assert any(read_rows(tmp_path / 'alone' / name) for name in names)
+    for name in names:
+        assert read_rows(tmp_path / 'alone' / name) == read_rows(tmp_path / 'yaml' / name)
+
+
+def test_experiment_overrides_the_stored_settings_with_one_note_each(exported, tmp_path):
+    from inference.detector import TextDetector
+    other = write_experiment(str(tmp_path), exported['data'], 'deformable_resnet18', thresh=0.5, box_thresh=0.6)
+    notes: list = []
+    detector = TextDetector(other, onnx=exported['onnx'], log=notes.append)
+    assert detector.representer.box_thresh == 0.6
+    assert notes == [f"note: box_thresh: 0.6 from the experiment overrides 0.4 stored in {exported['onnx']}"]
+    notes.clear()
+    TextDetector(exported['exp'], onnx=exported['onnx'], log=notes.append)
+    assert notes == []  # the same settings: nothing to say
+
+
+def test_a_file_without_the_description_needs_the_experiment(exported, tmp_path, monkeypatch, capsys):
+    from inference.detector import TextDetector
+    bare = rewritten(exported['onnx'], str(tmp_path / 'bare.onnx'), lambda props: props.clear())
+    with pytest.raises(ValueError, match=r'carries no DBNet description.*pass the experiment YAML.*export the model '
+                                         r'again with convert_to_onnx\.py'):
+        TextDetector(onnx=bare)
+    monkeypatch.chdir(REPO_ROOT)
+    assert demo.main(['--onnx', bare, '--image_path', exported['images'][0], '--result_dir',
+                      str(tmp_path / 'res')]) == 2
+    assert 'pass the experiment YAML' in capsys.readouterr().err
+    notes: list = []
+    assert len(TextDetector(exported['exp'], onnx=bare, log=notes.append).detect(exported['images'][0])) >= 0
+    assert notes == []  # with the experiment the file needs no description
+    # convert_to_onnx.py --int8 gives the quantized file the float file's description the same way
+    convert_to_onnx.copy_metadata(exported['onnx'], bare)
+    assert description(bare) == description(exported['onnx'])
+    assert sorted(os.listdir(tmp_path)) == ['bare.onnx']
+
+
+def test_unknown_format_and_foreign_classes_are_refused(exported, tmp_path):
+    from inference.detector import TextDetector
+
+    def set_format(stored):
+        stored['format'] = 2
+    newer = with_description(exported['onnx'], str(tmp_path / 'newer.onnx'), set_format)
+    with pytest.raises(ValueError, match=r'metadata format 2 is not one this version of the project reads'):
+        TextDetector(onnx=newer)
+    notes: list = []
+    TextDetector(exported['exp'], onnx=newer, log=notes.append)  # with the experiment: ignored, said once
+    assert len(notes) == 1 and 'format 2' in notes[0] and 'ignored' in notes[0]
+
+    assert 'antigravity' not in sys.modules
+    for name, message in (('antigravity.Fly', r"'antigravity' is not"),
+                          ('os.system', r"'os' is not"),
+                          ('Experiment', r'not a representer of this project'),
+                          ('NoSuchRepresenter', r"unknown class 'NoSuchRepresenter'")):
+        def set_class(stored, name=name):
+            stored['representer']['class'] = name
+        foreign = with_description(exported['onnx'], str(tmp_path / 'foreign.onnx'), set_class)
+        with pytest.raises(ValueError, match=message):
+            TextDetector(onnx=foreign)
+    assert 'antigravity' not in sys.modules  # a module named in a file is never imported
+
+    def bad_argument(stored):
+        stored['representer']['box_thresh'] = 'high'
+    with pytest.raises(ValueError, match=r"box_thresh"):
+        TextDetector(onnx=with_description(exported['onnx'], str(tmp_path / 'bad.onnx'), bad_argument))
+
+    def other_mean(stored):
+        stored['normalization']['mean'] = [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match=r'another input normalisation'):
+        TextDetector(onnx=with_description(exported['onnx'], str(tmp_path / 'mean.onnx'), other_mean))
+
+
+def test_a_checkpoint_still_needs_the_experiment(exported, tmp_path, monkeypatch, capsys):
+    from inference.detector import TextDetector
+    with pytest.raises(ValueError, match='a checkpoint needs its experiment YAML'):
+        TextDetector(checkpoint=exported['ckpt'])
+    monkeypatch.chdir(REPO_ROOT)
+    assert demo.main(['--resume', exported['ckpt'], '--image_path', exported['images'][0], '--result_dir',
+                      str(tmp_path / 'res')]) == 2
+    assert 'needs its experiment YAML' in capsys.readouterr().err
+    assert demo.main(['--onnx', exported['onnx'], '--opt', 'structure.representer.thresh=0.4', '--image_path',
+                      exported['images'][0], '--result_dir', str(tmp_path / 'res')]) == 2
+    assert '--opt: needs the experiment YAML' in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / 'res')
+
+
+# ------------------------------------------------------------------ machine-readable output
+
+
+def test_to_dict_is_plain_json_and_equals_lines(exported):
+    from inference.detector import TextDetector
+    for polygon in (False, True):
+        result = TextDetector(onnx=exported['onnx'], polygon=polygon).detect(exported['images'][0])
+        data = result.to_dict()
+        assert json.loads(json.dumps(data)) == data  # plain types only: json.dumps refuses NumPy scalars
+        assert data['source'] == exported['images'][0] and data['tiles'] == 1 and data['capped'] is False
+        assert data['image_size'] == list(result.image_size) and data['input_size'] == list(result.input_size)
+        assert data['scale'] == result.scale and len(data['detections']) == len(result) > 0
+        lines = [','.join(str(value) for point in item['points'] for value in point) + f",{item['score']:.6f}"
+                 for item in data['detections']]
+        assert lines == result.lines()
+
+
+def test_demo_json_files_beside_the_text_files(exported, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    images = os.path.join(exported['data'], 'test_images')
+    assert demo.main(['--onnx', exported['onnx'], '--image_path', images, '--json', '--result_dir',
+                      str(tmp_path)]) == 0
+    assert sorted(os.listdir(tmp_path)) == sorted([f'img_{i}.{kind}' for i in (1, 2, 3) for kind in ('json', 'txt')])
+    for index in (1, 2, 3):
+        data = json.loads((tmp_path / f'img_{index}.json').read_text())
+        assert data['source'] == os.path.join(images, f'img_{index}.jpg')
+        rows = [[str(v) for point in item['points'] for v in point] + [f"{item['score']:.6f}"]
+                for item in data['detections']]
+        assert rows == read_rows(tmp_path / f'img_{index}.txt')
+    # the JSON outputs take part in the checks that no output replaces an input or another output
+    assert demo.output_paths('x', 'out', False, False, True)['json'] == os.path.join('out', 'x.json')
+    with pytest.raises(ValueError, match='would overwrite the input image'):
+        demo.check_no_input_overwritten([str(tmp_path / 'img_1.json')], {str(tmp_path / 'img_1.json'): 'img_1'},
+                                        str(tmp_path), False, False, True)
+
+
+def test_demo_batch_size_gives_the_batch_1_detections(exported, tmp_path, monkeypatch):
+    import cv2
+    from inference.runners import OnnxRunner
+    monkeypatch.chdir(REPO_ROOT)
+    folder = tmp_path / 'same_size'
+    folder.mkdir()
+    image = cv2.imread(exported['images'][0])
+    for index, variant in enumerate((image, image[:, ::-1], image[::-1])):  # three images of one size
+        cv2.imwrite(str(folder / f'page_{index}.png'), np.ascontiguousarray(variant))
+    batches: list = []
+    real_call = OnnxRunner.__call__
+
+    def counting(self, images):
+        batches.append(images.shape[0])
+        return real_call(self, images)
+    monkeypatch.setattr(OnnxRunner, '__call__', counting)
+    assert demo.main(['--onnx', exported['onnx'], '--image_path', str(folder), '--result_dir',
+                      str(tmp_path / 'one')]) == 0
+    assert batches == [1, 1, 1]
+    batches.clear()
+    assert demo.main(['--onnx', exported['onnx'], '--image_path', str(folder), '--batch_size', '2', '--workers', '2',
+                      '--result_dir', str(tmp_path / 'two')]) == 0
+    assert batches == [2, 1]
+    detections = 0
+    for index in range(3):
+        single, batched = (read_rows(tmp_path / run / f'page_{index}.txt') for run in ('one', 'two'))
+        # docs/inference.md: the batch-1 detections up to the backend's rounding (maps within ~4e-6)
+        assert len(single) == len(batched)
+        for a, b in zip(single, batched):
+            assert np.abs(np.array(a[:-1], int) - np.array(b[:-1], int)).max() <= 1
+            assert abs(float(a[-1]) - float(b[-1])) < 1e-4
+        detections += len(single)
+    assert detections > 0
+    assert demo.main(['--onnx', exported['onnx'], '--image_path', str(folder), '--batch_size', '0']) == 2
