@@ -16,6 +16,8 @@ from typing import Any, Tuple
 import numpy as np
 
 IMAGE_MEAN_BGR = np.array([122.67891434, 116.66876762, 104.00698793], dtype=np.float64)
+# The divisor after the mean is subtracted (the original's): pixel values in [0, 255] become about [-0.5, 0.5]
+IMAGE_DIVISOR = 255.0
 RESIZE_DTYPES = ('float32', 'uint8')
 
 
@@ -48,7 +50,7 @@ def normalize(image_bgr: np.ndarray) -> np.ndarray:
     for channel in range(3):
         np.subtract(chw[channel], IMAGE_MEAN_BGR[channel], out=normalized[channel], dtype=np.float64,
                     casting='same_kind')
-    np.divide(normalized, np.float32(255.0), out=normalized)
+    np.divide(normalized, np.float32(IMAGE_DIVISOR), out=normalized)
     return normalized
 
 
@@ -56,5 +58,5 @@ def denormalize(image: Any) -> np.ndarray:
     """Inverse of :func:`normalize` for a (3, H, W) tensor or array: uint8 BGR (H, W, 3)."""
     if hasattr(image, 'detach'):
         image = image.detach().float().cpu().numpy()
-    array = np.nan_to_num(np.asarray(image, dtype=np.float64)).transpose(1, 2, 0) * 255.0 + IMAGE_MEAN_BGR
+    array = np.nan_to_num(np.asarray(image, dtype=np.float64)).transpose(1, 2, 0) * IMAGE_DIVISOR + IMAGE_MEAN_BGR
     return np.clip(np.round(array), 0, 255).astype(np.uint8)

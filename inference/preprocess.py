@@ -8,10 +8,7 @@ from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
-from data.normalization import IMAGE_MEAN_BGR, normalize, resize_image
-
-# The divisor of ``data.normalization.normalize`` ((BGR - mean) / 255), as an exported model's metadata states it.
-NORMALIZATION_DIVISOR = 255.0
+from data.normalization import IMAGE_DIVISOR, IMAGE_MEAN_BGR, normalize, resize_image
 
 
 def prepare_image(image_bgr: np.ndarray, size: Tuple[int, int], resize_dtype: str = 'float32') -> np.ndarray:
@@ -36,7 +33,7 @@ def normalization_settings() -> Dict[str, Any]:
     (1, 3, H, W) float32 input is ``(image - mean) / divisor`` per channel, channels in BGR order, after a linear
     resize of the image converted to float32 (the default ``resize_dtype``)."""
     return {'channel_order': 'BGR', 'layout': 'NCHW', 'mean': [float(value) for value in IMAGE_MEAN_BGR],
-            'divisor': NORMALIZATION_DIVISOR, 'formula': '(image - mean) / divisor',
+            'divisor': IMAGE_DIVISOR, 'formula': '(image - mean) / divisor',
             'resize': 'linear interpolation of the image converted to float32, to multiples of 32'}
 
 
