@@ -9,7 +9,10 @@ forward (``inference.runners.CudaGraphForward``), timed with CUDA events, cudnn.
 adds torch.compile in a child process with a time limit. ``--device cpu`` runs that table's code on the CPU
 (fp32, no graphs; with ``--size`` small, a quick check). Random-init weights (speed does not depend on the
 values). Prints a Markdown table of medians after warm-up and returns the rows.
-Run: ``python -m benchmarks.bench_model [--repeats N] [--quick]`` or ``... --device cuda [--quick]``.
+``--fold_batchnorm``: BatchNorm folded into the convolutions against not; ``--scaling``: forward time per megapixel
+at several input sizes; both one thread (``--threads``), timed with process CPU time.
+Run: ``python -m benchmarks.bench_model [--repeats N] [--quick]`` or ``... --device cuda [--quick]``, ``...
+--fold_batchnorm``, ``... --scaling [--short_sides 512,736,1024,1536] [--channels_last on|off|both] [--fold]``.
 """
 from __future__ import annotations
 
@@ -17,10 +20,11 @@ import argparse
 import contextlib
 import functools
 import json
+import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -200,6 +204,93 @@ def device_main(args: argparse.Namespace) -> List[Dict[str, str]]:
     return rows
 
 
+# ------------------------------------------------------------------- one-thread CPU tables: BN folding, scaling
+def interleaved_median_cpu_ms(functions: Dict[str, Callable[[], object]], repeats: int, warmup: int = 1
+                              ) -> Dict[str, float]:
+    """``benchmarks.common.interleaved_median_ms`` timed with this process's CPU time (``time.process_time``): on
+    one thread that is the time the forward computed, which other processes on a shared machine change far less
+    than the wall time (they still share caches and memory bandwidth: the contenders run in interleaved rounds)."""
+    for _ in range(warmup):
+        for function in functions.values():
+            function()
+    times: Dict[str, List[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.process_time()
+            function()
+            times[name].append(time.process_time() - start)
+    return {name: 1000.0 * statistics.median(values) for name, values in times.items()}
+
+
+def fold_main(args: argparse.Namespace) -> List[Dict[str, str]]:
+    """--fold_batchnorm: the deformable ResNet-18 DBNet and its plain twin, fp32 NCHW and channels-last, with their
+    BatchNorms (as trained) against folded into the convolutions (``structure.batchnorm_folding``, what
+    ``TorchRunner`` runs by default), one thread, process CPU time, interleaved rounds."""
+    from structure.batchnorm_folding import count_batchnorms, fold_batchnorm
+    torch.set_num_threads(args.threads)
+    size = parse_size(args.size)
+    rows: List[Dict[str, str]] = []
+    for deformable in (True, False):
+        torch.manual_seed(0)
+        model = build(18, deformable)
+        folded = fold_batchnorm(model)
+        for channels_last in (False, True):
+            medians = interleaved_median_cpu_ms(
+                {'BN': forward_call(model, size, 'fp32', channels_last, None),
+                 'folded': forward_call(folded, size, 'fp32', channels_last, None)}, args.repeats, args.warmup)
+            row = {'model': f'{"deformable " if deformable else ""}ResNet-18 DBNet', 'input': f'{size[0]}x{size[1]}',
+                   'channels-last': 'yes' if channels_last else 'no',
+                   f'with {count_batchnorms(model)} BN ms': f"{medians['BN']:.0f}",
+                   'BN folded ms': f"{medians['folded']:.0f}",
+                   'folded / BN': f"{medians['folded'] / medians['BN']:.3f}"}
+            rows.append(row)
+            print(row, flush=True)
+    print(f'\nBatchNorm folding, fp32, batch 1, random weights, {args.threads} thread(s), process CPU time, medians of '
+          f'{args.repeats} interleaved rounds after {args.warmup}. {machine()}\n')
+    print_table(rows)
+    return rows
+
+
+def scaling_sizes(short_sides: Sequence[int]) -> List[Tuple[int, int]]:
+    """The network input of a 1280x720 photo at each short side (``InputSize``, no long-side cap)."""
+    from data.input_size import InputSize
+    return [InputSize('short_side', side, None)(720, 1280) for side in short_sides]
+
+
+def scaling_main(args: argparse.Namespace) -> List[Dict[str, str]]:
+    """--scaling: forward time per megapixel of the deformable ResNet-18 DBNet at several short sides of a 16:9
+    photo, fp32, NCHW and channels-last, one thread, process CPU time; the sizes of a layout run in interleaved
+    rounds. Flat means the cost is linear in the pixels (the issue's goal: within 10 % from 512 to 1536)."""
+    from structure.batchnorm_folding import fold_batchnorm
+    torch.set_num_threads(args.threads)
+    short_sides = [int(side) for side in args.short_sides.split(',')]
+    sizes = scaling_sizes(short_sides)
+    torch.manual_seed(0)
+    model = build(18, True)
+    if args.fold:
+        model = fold_batchnorm(model)
+    layouts = {'both': (False, True), 'on': (True,), 'off': (False,)}[args.channels_last]
+    rows: List[Dict[str, str]] = []
+    for channels_last in layouts:
+        names = [f'{h}x{w}' for h, w in sizes]
+        functions = {name: forward_call(model, size, 'fp32', channels_last, None) for name, size in zip(names, sizes)}
+        medians = interleaved_median_cpu_ms(functions, args.repeats, args.warmup)
+        per_megapixel = [medians[name] / (h * w / 1e6) for name, (h, w) in zip(names, sizes)]
+        reference = per_megapixel[short_sides.index(736)] if 736 in short_sides else per_megapixel[0]
+        for side, name, (h, w), per in zip(short_sides, names, sizes, per_megapixel):
+            row = {'channels-last': 'yes' if channels_last else 'no', 'short side': str(side), 'input': name,
+                   'megapixels': f'{h * w / 1e6:.2f}', 'ms': f'{medians[name]:.0f}', 'ms / megapixel': f'{per:.0f}',
+                   f'against {short_sides[0]}': f'{per / per_megapixel[0]:.2f}x',
+                   'against 736': f'{per / reference:.2f}x'}
+            rows.append(row)
+            print(row, flush=True)
+    print(f'\nDeformable ResNet-18 DBNet forward per megapixel, fp32, batch 1, random weights'
+          f'{", BN folded" if args.fold else ""}, {args.threads} thread(s), process CPU time, medians of '
+          f'{args.repeats} interleaved rounds after {args.warmup}. {machine()}\n')
+    print_table(rows)
+    return rows
+
+
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--repeats', type=int, default=None, help='timed runs (CPU table: 5)')
@@ -228,8 +319,19 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
                         help='CPU table: cap torch, oneDNN, MKL and the DCN kernels at this instruction set')
     parser.add_argument('--depths', default='18,50', help='CPU table: ResNet depths (comma-separated)')
     parser.add_argument('--no_torchvision', action='store_true', help='CPU table: no torchvision column')
+    parser.add_argument('--fold_batchnorm', action='store_true',
+                        help='one-thread table: BN folded against not (ResNet-18 DBNets, at --size)')
+    parser.add_argument('--scaling', action='store_true',
+                        help='one-thread table: deformable ResNet-18 forward time per megapixel at --short_sides')
+    parser.add_argument('--short_sides', default='512,736,1024,1536', help='--scaling: short sides of a 16:9 photo')
+    parser.add_argument('--fold', action='store_true', help='--scaling: with the BatchNorms folded (as TorchRunner)')
+    parser.add_argument('--threads', type=int, default=1, help='--fold_batchnorm / --scaling: torch threads')
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.fold_batchnorm or args.scaling:
+        args.repeats = 3 if args.repeats is None else args.repeats
+        args.warmup = 1 if args.warmup is None else args.warmup
+        return fold_main(args) if args.fold_batchnorm else scaling_main(args)
     if args.compile_child:
         compile_child(args)
         return []

@@ -47,6 +47,19 @@ def _upsample_x2(in_channels: int, out_channels: int, smooth: bool, bias: bool) 
         nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias))
 
 
+def add_upsampled_x2(fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+    """``fine + nearest_x2(coarse)`` bit for bit, without the up-sampled tensor: ``coarse`` is added in place to a
+    (B, C, H/2, 2, W/2, 2) view of ``fine``, broadcast over each 2x2 block (nearest x2 repeats a value over its
+    block; the sum is commutative). One pass over the finer map instead of three (up-sample, read both, write the
+    sum) and one map of its size less in memory: at 1/4 resolution that is 256 channels of the whole image.
+    ``fine`` is changed: pass a fresh tensor (a convolution's output), outside autograd (the decoder keeps the
+    plain sum for training and tracing)."""
+    batch, channels, height, width = coarse.shape
+    blocks = fine.view(batch, channels, height, 2, width, 2)
+    blocks.add_(coarse.view(batch, channels, height, 1, width, 1))
+    return fine
+
+
 def make_head(in_channels: int, inner_channels: int, smooth: bool, bias: bool) -> nn.Sequential:
     """Conv3x3 - BN - ReLU - up x2 - BN - ReLU - up x2 to one channel - Sigmoid (stride 4 -> 1)."""
     quarter = inner_channels // 4
@@ -115,9 +128,14 @@ class SegDetector(nn.Module):
                                  f'{tuple(coarser.shape[2:])} are not a factor 2 apart; the input '
                                  'height and width must be multiples of 32')
         in5 = self.in5(c5)
-        out4 = self.up5(in5) + self.in4(c4)
-        out3 = self.up4(out4) + self.in3(c3)
-        out2 = self.up3(out3) + self.in2(c2)
+        if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            out4 = self.up5(in5) + self.in4(c4)
+            out3 = self.up4(out4) + self.in3(c3)
+            out2 = self.up3(out3) + self.in2(c2)
+        else:  # inference: the same sums without the up-sampled maps (add_upsampled_x2)
+            out4 = add_upsampled_x2(self.in4(c4), in5)
+            out3 = add_upsampled_x2(self.in3(c3), out4)
+            out2 = add_upsampled_x2(self.in2(c2), out3)
         return [self.out5(in5), self.out4(out4), self.out3(out3), self.out2(out2)]
 
     def fuse(self, scales: List[torch.Tensor]) -> torch.Tensor:

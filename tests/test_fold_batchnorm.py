@@ -214,3 +214,29 @@ def test_torch_runner_folded_in_other_precisions_and_layouts(precision, channels
         unfolded = TorchRunner(copy.deepcopy(model), precision=precision, channels_last=channels_last,
                                fold_batchnorm=False)(runner_inputs())
         assert np.abs(prob - unfolded).mean() < tolerance
+
+
+# ------------------------------------------------------------------- the decoder's inference sums (docs/benchmarks.md)
+@pytest.mark.parametrize('decoder', ['SegDetector', 'SegSpatialScaleDetector'])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_decoder_inference_adds_without_upsampling_bit_for_bit(decoder, channels_last):
+    """Outside autograd the FPN's top-down sums add the coarser map in place over 2x2 blocks
+    (``decoders.seg_detector.add_upsampled_x2``) instead of up-sampling it: the map is identical, bit for bit, to
+    the plain up-sample and add that training and tracing run."""
+    from decoders.seg_detector import add_upsampled_x2
+    torch.manual_seed(0)
+    model = SegDetectorModel('resnet18', decoder, decoder_args={'adaptive': True, 'k': 50}).eval()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    x = image(64, 96).contiguous(memory_format=memory_format)
+    with torch.enable_grad():
+        plain = model(x, training=False)
+    with torch.no_grad():
+        summed = model(x, training=False)
+    with torch.inference_mode():
+        inference = model(x, training=False)
+    assert torch.equal(plain, summed) and torch.equal(plain, inference)
+    fine = torch.randn(2, 3, 8, 12).contiguous(memory_format=memory_format)
+    coarse = torch.randn(2, 3, 4, 6).contiguous(memory_format=memory_format)
+    expected = nn.functional.interpolate(coarse, scale_factor=2, mode='nearest') + fine
+    assert torch.equal(add_upsampled_x2(fine.clone(), coarse), expected)
