@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from concern.config import ConfigError, dump_config
 from concern.device import select_device
@@ -27,9 +27,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(dump_config(config), end='')
             return 0
         result_dir = prepare_result_dir(args.result_dir) if args.result_dir else None
-        check_metrics_path(args)
+        check_metrics_path(args, config)
         from experiment import Experiment
         experiment = Experiment.build(config, ('structure', 'evaluation'))
+        if experiment.evaluation is not None:
+            check_metrics_path(args, config, experiment.evaluation.data_loaders)
     except (ConfigError, ValueError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
@@ -108,20 +110,53 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def check_metrics_path(args: Any) -> None:
-    """``--metrics PATH`` is appended to, never truncated, and never one of this command's inputs (the experiment
-    file or the checkpoint) nor a folder: ValueError naming it, before any work."""
+def check_metrics_path(args: Any, config: Any = None, loaders: Optional[Mapping[str, Any]] = None) -> None:
+    """``--metrics PATH`` is appended to, never truncated, and never one of this command's inputs nor a folder:
+    ValueError naming it, before any work. The inputs, compared by real path (and as the same file, a hard link):
+    the experiment file and every YAML file it imports (``config.files``), the checkpoint (``--resume``), and each
+    evaluation loader's ``data_list`` files and ``data_dir`` folders (``loaders``; any path inside such a folder)."""
     path = args.metrics
     if not path:
         return
     if os.path.isdir(path):
         raise ValueError(f'--metrics {path}: is a folder; give a file (e.g. workspace/<name>/metrics.jsonl)')
-    for flag, source in (('the experiment file', args.exp), ('--resume', args.resume)):
-        if source and os.path.exists(source) and os.path.exists(path) and os.path.samefile(path, source):
-            raise ValueError(f'--metrics {path}: is {flag}, an input of this evaluation; give another file')
+    real = os.path.realpath(path)
+    files = [('the experiment file', args.exp), ('--resume', args.resume)]
+    files += [(f'{source}, a file of the experiment (import:)', source)
+              for source in getattr(config, 'files', None) or []]
+    folders: List[Any] = []
+    for name, loader in (loaders or {}).items():
+        for dataset in _datasets(getattr(loader, 'dataset', None)):
+            files += [(f'a data_list of evaluation loader {name!r}', item)
+                      for item in _as_paths(getattr(dataset, 'data_list', None))]
+            folders += [(f'inside {item}, a data_dir of evaluation loader {name!r}', item)
+                        for item in _as_paths(getattr(dataset, 'data_dir', None))]
+    for what, source in files:
+        if source and (os.path.realpath(source) == real
+                       or os.path.exists(source) and os.path.exists(path) and os.path.samefile(source, path)):
+            raise ValueError(f'--metrics {path}: is {what}, an input of this evaluation; give another file')
+    for what, folder in folders:
+        if folder and (real + os.sep).startswith(os.path.realpath(folder).rstrip(os.sep) + os.sep):
+            raise ValueError(f'--metrics {path}: is {what}, an input of this evaluation; give a file outside it')
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise ValueError(f'--metrics {path}: the folder {parent} does not exist')
+
+
+def _datasets(dataset: Any) -> List[Any]:
+    """``dataset`` and the data sets it is made of (``datasets``: a concatenation), depth first."""
+    if dataset is None:
+        return []
+    found = [dataset]
+    for part in getattr(dataset, 'datasets', None) or []:
+        found += _datasets(part)
+    return found
+
+
+def _as_paths(value: Any) -> List[str]:
+    if isinstance(value, (str, os.PathLike)):
+        return [os.fspath(value)]
+    return [os.fspath(item) for item in value or [] if isinstance(item, (str, os.PathLike))]
 
 
 def metrics_records(args: Any, loader: str, box_thresh: float, metrics: Dict[str, Any],

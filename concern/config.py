@@ -133,6 +133,7 @@ class ExperimentFile:
     path: str
     packages: List[str] = field(default_factory=list)
     defines: Dict[str, Define] = field(default_factory=dict)
+    files: List[str] = field(default_factory=list)  # every YAML file read: this one, then its imports'
 
 
 @dataclass
@@ -144,6 +145,7 @@ class CompiledConfig:
     source: str
     # id(dict) of each inlined define's copy -> (define name, source file), for error messages.
     origins: Dict[int, Tuple[str, str]] = field(default_factory=dict)
+    files: List[str] = field(default_factory=list)  # the YAML files it was loaded from (imports included)
 
     def origin_of(self, node: Any, default: Tuple[str, str]) -> Tuple[str, str]:
         return self.origins.get(id(node), default)
@@ -308,11 +310,12 @@ def load_experiment_file(path: str, _stack: Sequence[str] = (), _imported_from: 
     if real in loaded:
         return loaded[real]
     content = _read_yaml(path, _imported_from)
-    merged = ExperimentFile(path=path)
+    merged = ExperimentFile(path=path, files=[path])
     for imported in _as_list(content, 'import', path):
         if not isinstance(imported, str):
             raise ConfigError(f"{path}: key 'import': entries must be file paths, got {imported!r}")
         child = load_experiment_file(imported, tuple(_stack) + (real,), path, loaded)
+        merged.files += [file for file in child.files if file not in merged.files]
         for package in child.packages:
             if package not in merged.packages:
                 merged.packages.append(package)
@@ -373,7 +376,7 @@ def compile_define(experiment_file: ExperimentFile, name: str = EXPERIMENT_DEFIN
     tree = resolve(define.body, define, '', (name,))
     origins[id(tree)] = (define.name, define.source)
     return CompiledConfig(tree=tree, packages=list(experiment_file.packages), define=name,
-                          source=define.source, origins=origins)
+                          source=define.source, origins=origins, files=list(experiment_file.files))
 
 
 def load_config(path: str, define: str = EXPERIMENT_DEFINE) -> CompiledConfig:

@@ -116,6 +116,40 @@ def test_the_writer_never_writes_an_iteration_twice_and_appending_ends_a_torn_li
     assert records[2]['fmeasure'] is None  # non-finite: null, the file stays plain JSON
 
 
+def test_the_rule_of_resume_keeps_lines_byte_for_byte_and_counts_integral_float_iterations(tmp_path):
+    """A rewrite keeps the bytes of every kept line (not UTF-8 ones included: no U+FFFD in their place); an
+    iteration written as 4.0 is iteration 4, so it is dropped past the start and never drawn twice."""
+    path = tmp_path / 'metrics.jsonl'
+    kept = [b'{"type": "start", "iteration": 0, "note": "caf\xe9"}\n',
+            b'{"type": "train", "iteration": 2, "loss": 1.0, "tag": "caf\xe9"}\n',
+            b'{"type": "train", "iteration": 4.0, "loss": 0.9}\n',
+            b'{"type": "sweep", "box_thresh": 0.5,  "spacing": "kept as written"}\n']
+    path.write_bytes(b''.join(kept) + b'{"type": "train", "iteration": 6.0, "loss": 0.8}\n'
+                     + b'{"type": "validation", "iteration": 8, "loader": "a", "fmeasure": 0.5}\n')
+    writer = MetricsWriter(str(path))
+    assert writer.start(4, 1, 'model/latest') == 2  # the lines of 6.0 and 8
+    assert not writer.write({'type': 'train', 'iteration': 4, 'loss': 0.9})  # 4.0 is already there
+    assert writer.write({'type': 'train', 'iteration': 6, 'loss': 0.7})
+    writer.close()
+    data = path.read_bytes()
+    assert data.startswith(b''.join(kept)) and b'\xef\xbf\xbd' not in data
+    assert [record.get('iteration') for record in read_metrics(str(path))] == [0, 2, 4.0, None, 4, 6]
+    assert sorted(os.listdir(tmp_path)) == ['metrics.jsonl']  # no temporary file left
+
+
+def test_a_failed_rewrite_leaves_the_metrics_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / 'metrics.jsonl'
+    original = b'{"type": "train", "iteration": 2}\n{"type": "train", "iteration": 9}\n'
+    path.write_bytes(original)
+
+    def fail(*args, **kwargs):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr('concern.files.os.replace', fail)
+    with pytest.raises(OSError, match='No space'):
+        MetricsWriter(str(path)).start(4, 1, None)
+    assert path.read_bytes() == original and os.listdir(tmp_path) == ['metrics.jsonl']
+
+
 # -- tools.plot --------------------------------------------------------------------------------------
 
 
@@ -288,6 +322,33 @@ def test_a_resumed_run_stops_where_the_uninterrupted_one_did(tmp_path, scripted_
     assert validations == [2, 4, 6, 8]  # each once, the repeated validation of 6 included
 
 
+def test_rerunning_an_early_stopped_run_trains_nothing_and_keeps_its_checkpoints(tmp_path, scripted_validation):
+    """--resume auto after the run ended by early stopping finds its final checkpoint (latest), whose state says
+    stop: the rerun ends at once, as a rerun of a finished run does, without rewriting final, latest or best."""
+    _train(tmp_path, _stopping_experiment(), validate=True)
+    model = tmp_path / 'model'
+    before = {name: (model / name).read_bytes() for name in ('final', 'latest', 'best')}
+    times = {name: os.stat(model / name).st_mtime_ns for name in ('final', 'best')}
+    trainer = Trainer(_stopping_experiment(resume='auto'), helpers.options(str(tmp_path), validate=True))
+    steps = helpers.record_steps(trainer)
+    summary = trainer.train()
+    assert steps == [] and scripted_validation == [2, 4, 6, 8]  # no step, no validation again
+    assert summary['iteration'] == 8 and summary['resumed'] and not summary['interrupted']
+    assert summary['early_stopped'] == 'early stopping already ended this run at iteration 8'
+    assert {name: (model / name).read_bytes() for name in before} == before
+    assert {name: os.stat(model / name).st_mtime_ns for name in times} == times
+    log = _log(tmp_path)
+    assert (f"early stopping already ended this run at iteration 8; best: {model / 'best'} (fmeasure 0.6050)"
+            in log)
+    assert log.count('training done at iteration') == 1  # the first run's
+    assert [record['iteration'] for record in _lines(tmp_path, 'validation')] == [2, 4, 6, 8]
+    # a larger patience continues the run
+    experiment = _stopping_experiment(resume='auto')
+    experiment.train.early_stopping = EarlyStopping(patience=3, min_delta=0.01)
+    _, summary = _train(tmp_path, experiment, validate=True)
+    assert summary['iteration'] == 12 and not summary['early_stopped']
+
+
 def test_early_stopping_is_an_experiment_component_with_a_checked_schema(tmp_path):
     config = load_config(IC15)
     built = ObjectBuilder(config).build({'class': 'EarlyStopping', 'patience': 3, 'min_delta': '1e-3'},
@@ -431,7 +492,54 @@ def test_eval_metrics_lines_and_the_inputs_it_refuses_to_write(tmp_path):
     assert all(record['time'] == 12.5 and record['checkpoint'] == str(checkpoint) for record in records)
 
 
-def test_eval_sweep_metrics_end_to_end_feed_the_precision_recall_plot(tmp_path, monkeypatch):
+def test_eval_metrics_refuses_every_yaml_file_of_the_experiment(tmp_path):
+    from types import SimpleNamespace
+
+    import eval as evaluate
+    config = load_config(IC15)
+    assert [os.path.basename(path) for path in config.files] == \
+        ['ic15_resnet18_deform_thre.yaml', 'base_ic15.yaml', 'base.yaml']
+    args = SimpleNamespace(exp=IC15, resume=None, metrics=None)
+    for imported in ('experiments/seg_detector/base_ic15.yaml', 'experiments/base.yaml'):
+        args.metrics = imported
+        with pytest.raises(ValueError, match=r'a file of the experiment \(import:\), an input'):
+            evaluate.check_metrics_path(args, config)
+    link = tmp_path / 'base.yaml'
+    link.symlink_to(os.path.abspath('experiments/base.yaml'))
+    args.metrics = str(link)  # compared by real path
+    with pytest.raises(ValueError, match='a file of the experiment'):
+        evaluate.check_metrics_path(args, config)
+    args.metrics = str(tmp_path / 'metrics.jsonl')
+    evaluate.check_metrics_path(args, config)
+
+
+def test_eval_metrics_refuses_the_data_lists_and_anything_inside_the_data_dirs(tmp_path):
+    from types import SimpleNamespace
+
+    import eval as evaluate
+    data, lists = tmp_path / 'data', tmp_path / 'lists'
+    (data / 'test_gts').mkdir(parents=True)
+    lists.mkdir()
+    (data / 'test_gts' / 'gt_img_1.txt').write_text('1,1,2,1,2,2,1,2,text\n')
+    (lists / 'test.txt').write_text('img_1.jpg\n')
+    (tmp_path / 'data_other').mkdir()
+    dataset = SimpleNamespace(data_dir=[str(data)], data_list=[str(lists / 'test.txt')])
+    loaders = {'mine': SimpleNamespace(dataset=SimpleNamespace(datasets=[dataset]))}  # a concatenation too
+    args = SimpleNamespace(exp=IC15, resume=None, metrics=None)
+    refused = {str(lists / 'test.txt'): "a data_list of evaluation loader 'mine'",
+               str(data / 'test_gts' / 'gt_img_1.txt'): f"inside {data}, a data_dir of evaluation loader 'mine'",
+               str(data / 'new.jsonl'): 'a data_dir',  # a new file inside the data set's folder too
+               str(tmp_path / 'lists' / '..' / 'data' / 'x.jsonl'): 'a data_dir'}
+    for path, what in refused.items():
+        args.metrics = path
+        with pytest.raises(ValueError, match=what.replace('(', r'\(')):
+            evaluate.check_metrics_path(args, None, loaders)
+    for path in (tmp_path / 'data_other' / 'metrics.jsonl', lists / 'metrics.jsonl'):  # a sibling, a new file
+        args.metrics = str(path)
+        evaluate.check_metrics_path(args, None, loaders)
+
+
+def test_eval_sweep_metrics_end_to_end_feed_the_precision_recall_plot(tmp_path, monkeypatch, capsys):
     import eval as eval_script
     from inference_helpers import REPO_ROOT, make_synthetic_set, save_checkpoint, tiny_model, write_experiment
     from tools import plot
@@ -447,5 +555,14 @@ def test_eval_sweep_metrics_end_to_end_feed_the_precision_recall_plot(tmp_path, 
     assert [record['type'] for record in records] == ['start', 'evaluation'] + ['sweep'] * 13
     assert sum(record['best'] for record in records[2:]) == 1
     assert eval_script.main([experiment, '--resume', checkpoint, '--metrics', checkpoint]) == 2  # an input
+    data_list = os.path.join(data_dir, 'test_list.txt')
+    gt = os.path.join(data_dir, 'test_gts', sorted(os.listdir(os.path.join(data_dir, 'test_gts')))[0])
+    inputs = {path: open(path, 'rb').read() for path in (data_list, gt, os.path.join(REPO_ROOT, 'experiments',
+                                                                                     'base.yaml'))}
+    for path in inputs:  # the data list, a ground-truth file in the data_dir, the imported base YAML
+        capsys.readouterr()
+        assert eval_script.main([experiment, '--resume', checkpoint, '--metrics', path]) == 2
+        assert f'error: --metrics {path}: is ' in capsys.readouterr().err
+    assert {path: open(path, 'rb').read() for path in inputs} == inputs
     assert plot.main([str(metrics), '--out', str(tmp_path / 'plots')]) == 0
     assert os.listdir(tmp_path / 'plots') == ['pr_curve.png']

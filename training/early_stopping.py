@@ -37,10 +37,11 @@ class EarlyStopping:
             self.best, self.best_iteration, self.since = float(fmeasure), int(iteration), 0
         else:
             self.since += 1
-        return self.since >= self.patience
+        return self.should_stop
 
     @property
     def should_stop(self) -> bool:
+        """Whether the validations counted so far end the run (also when a resumed state already did)."""
         return self.since >= self.patience
 
     def reason(self, iteration: int) -> str:

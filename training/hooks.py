@@ -182,6 +182,8 @@ class Validation(HookBase):
 
     def before_train(self, trainer: Any) -> None:
         start = trainer.start_state
+        if getattr(trainer, 'already_stopped', False):  # early stopping ended the run resumed from: nothing to do
+            return
         if start.full and self.validator.due(trainer.iteration) and trainer.validated_iteration != trainer.iteration:
             trainer.logger.info(f'resume: the validation of iteration {trainer.iteration} ran after its checkpoint was '
                                 'written, so the checkpoint lacks its result: validating again before the first step, '

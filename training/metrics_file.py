@@ -13,7 +13,8 @@ One JSON object per line, each with a ``type``:
 The rule of resume: at every start of a training run the file keeps only the ``train`` and ``validation`` lines of
 iterations up to the one the run starts from (a resume: the checkpoint's), so that the lines a run wrote after its
 last checkpoint before a crash, which the resumed run writes again, appear once; the file is rewritten atomically
-(a temporary file renamed over it) before anything is appended. A ``train`` or ``validation`` line is never written
+(``concern.files.atomic_write``) before anything is appended, the lines it keeps byte for byte (an iteration written
+as an integral float, ``4.0``, counts as that iteration). A ``train`` or ``validation`` line is never written
 twice for the same iteration (and loader). Lines are flushed as written; a line torn by a crash while writing is
 skipped by the reader (``read_metrics``) and removed by the next start.
 """
@@ -24,6 +25,8 @@ import math
 import os
 import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+
+from concern.files import atomic_write
 
 METRICS_FILE = 'metrics.jsonl'
 # the types that a start trims to its iteration and that are never written twice for one iteration (and loader)
@@ -66,8 +69,12 @@ def read_metrics(path: str) -> List[Dict[str, Any]]:
 
 
 def _key(record: Mapping[str, Any]) -> Optional[Key]:
+    """(type, iteration, loader) of a ``train`` / ``validation`` line; an integral float iteration (``4.0``, a
+    script's edit) counts as that int. None for other lines."""
     kind, iteration = record.get('type'), record.get('iteration')
-    if kind not in PER_ITERATION_TYPES or not isinstance(iteration, int):
+    if isinstance(iteration, float) and iteration.is_integer():
+        iteration = int(iteration)
+    if kind not in PER_ITERATION_TYPES or isinstance(iteration, bool) or not isinstance(iteration, int):
         return None
     loader = record.get('loader')
     return str(kind), iteration, None if loader is None else str(loader)
@@ -114,15 +121,15 @@ class MetricsWriter:
     def start(self, iteration: int, epoch: int, resumed_from: Optional[str]) -> int:
         """Keep the ``train`` / ``validation`` lines up to ``iteration`` and every other line, drop torn lines, and
         write the ``start`` record. Returns the number of lines dropped (torn ones included)."""
-        kept: List[str] = []
+        kept: List[bytes] = []
         dropped = 0
         if os.path.isfile(self.path):
-            with open(self.path, encoding='utf-8', errors='replace') as stream:
+            with open(self.path, 'rb') as stream:
                 for line in stream:
                     if not line.strip():
                         continue
-                    try:
-                        record = json.loads(line)
+                    try:  # decoded only to classify the line; a kept line is written back byte for byte
+                        record = json.loads(line.decode('utf-8', errors='replace'))
                     except ValueError:
                         dropped += 1
                         continue
@@ -132,23 +139,15 @@ class MetricsWriter:
                         continue
                     if key is not None:
                         self.seen.add(key)
-                    kept.append(line if line.endswith('\n') else line + '\n')
+                    kept.append(line if line.endswith(b'\n') else line + b'\n')
             if dropped:
-                self._rewrite(kept)
+                atomic_write(self.path, b''.join(kept))
         self.stream = open(self.path, 'a', encoding='utf-8')
         if _ends_torn(self.path):
             self.stream.write('\n')
         self.write({'type': 'start', 'iteration': iteration, 'epoch': epoch, 'resumed_from': resumed_from,
                     'dropped': dropped})
         return dropped
-
-    def _rewrite(self, lines: List[str]) -> None:
-        temporary = f'{self.path}.{os.getpid()}.tmp'
-        with open(temporary, 'w', encoding='utf-8') as stream:
-            stream.writelines(lines)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, self.path)
 
     def write(self, record: Mapping[str, Any]) -> bool:
         """Append ``record`` (``time`` added when absent); False, writing nothing, for a ``train`` or ``validation``

@@ -124,6 +124,8 @@ class Trainer:
         self.validated_iteration: Optional[int] = None  # the last validation best / early stopping include
         self.start_state = StartState()
         self.finish_reason: Optional[str] = None  # the run ends early, normally (early stopping): final written
+        # the resumed checkpoint's early-stopping state already says stop: the run ends before its first step
+        self.already_stopped = False
         self.samples_per_second: Optional[float] = None  # the Writers hook's smoothed figure
         self.epoch = self.epoch_iteration = self.iteration = 0
         # positions of the epoch's order consumed (all ranks), where the current pass ends, the epoch's steps
@@ -392,7 +394,9 @@ class Trainer:
                 self._call('after_epoch')
                 if not self.stop_reason and not self.finish_reason:
                     self.epoch, self.epoch_iteration, self.epoch_samples = self.epoch + 1, 0, 0
-            if not self.stop_reason:
+            if self.already_stopped:  # final, latest and best stay as the run that stopped wrote them
+                pass
+            elif not self.stop_reason:
                 self._call('after_train')
                 self.logger.info(f'training done at iteration {self.iteration}')
         finally:
@@ -467,9 +471,12 @@ class Trainer:
         # ETA: the steps left in this epoch from its position, then whole epochs
         left = self.loader.sampler.span(self.epoch_samples).steps if self.epoch < self.epochs else 0
         self.total_steps = self.iteration + left + max(self.epochs - self.epoch - 1, 0) * steps
-        logger.info(f'training {type(unwrap_model(model)).__name__} on {self.device} '
-                    f'(world size {context.world_size}, global batch {self.global_batch}, {steps} steps/epoch, '
-                    f'epochs {self.epoch}..{self.epochs - 1}, from iteration {self.iteration})')
+        if self.already_stopped:
+            logger.info(self._already_stopped_line())
+        else:
+            logger.info(f'training {type(unwrap_model(model)).__name__} on {self.device} '
+                        f'(world size {context.world_size}, global batch {self.global_batch}, {steps} steps/epoch, '
+                        f'epochs {self.epoch}..{self.epochs - 1}, from iteration {self.iteration})')
         if self.validator is not None:
             self.validator.context, self.validator.device = context, self.device
             self.validator.channels_last = options.channels_last
@@ -479,7 +486,12 @@ class Trainer:
 
     def _restore_early_stopping(self, start: StartState) -> Optional[str]:
         """The early-stopping state of a resumed full checkpoint; a line for the log when there is something to say
-        (validation off, or a checkpoint without that state)."""
+        (validation off, or a checkpoint without that state).
+
+        A state that already says stop (the final checkpoint of a run that early stopping ended, which ``--resume
+        auto`` finds as ``latest``) ends this run before its first step, as a rerun of a finished run trains nothing:
+        ``finish_reason`` is set and ``already_stopped`` keeps the end of the run from rewriting final, latest and
+        best. A larger ``patience`` (or early stopping off) lets it train on."""
         stopping = self.early_stopping
         if stopping is None:
             return None
@@ -488,10 +500,21 @@ class Trainer:
         if start.full:
             if start.early_stopping is not None:
                 stopping.load_state_dict(start.early_stopping)
+                if stopping.should_stop:
+                    self.already_stopped = True
+                    self.finish_reason = f'early stopping already ended this run at iteration {start.iteration}'
             else:
                 return (f'{self.checkpoint.resume}: no early-stopping state in the checkpoint (written without '
                         'train.early_stopping): counting validations from this start')
         return None
+
+    def _already_stopped_line(self) -> str:
+        """The one log line of a rerun that early stopping had already ended: where, and the best checkpoint."""
+        directory = self.saver.directory or os.path.join(self.options.workspace or '', self.saver.dir_path)
+        best = (f'{os.path.join(directory, "best")} (fmeasure {self.best_fmeasure:.4f})'
+                if self.best_fmeasure is not None else 'none (no validation result)')
+        return (f'{self.finish_reason}; best: {best}; nothing to train (final, latest and best unchanged; a larger '
+                'train.early_stopping.patience continues it)')
 
     def _start_position(self, start: StartState) -> List[Tuple[str, str]]:
         """Epoch, steps and samples of the epoch where training starts (``epoch``, ``epoch_iteration``,
