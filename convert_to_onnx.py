@@ -29,7 +29,9 @@ The file describes itself: ``metadata_props`` key ``dbnet`` holds a versioned JS
 normalisation, the input-size rule with ``--image_short_side`` as its short side, the output, the deformable-
 convolution form, the opset, the torch version, the project commit, the experiment file and its sha256), so that
 ``TextDetector(onnx=...)`` and ``demo.py --onnx`` run it without the experiment file (docs/inference.md). The
-file is written whole under a temporary name and renamed: never left half-written.
+file is written whole under a temporary name and renamed (``concern.files.atomic_write``): never left half-written.
+``--output`` and ``--int8_output`` must not name an input (the checkpoint, the experiment file, the verification or
+a calibration image): refused before any work.
 """
 from __future__ import annotations
 
@@ -37,7 +39,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,7 @@ import numpy as np
 import torch
 
 from assets.ops.dcn.onnx_export import DEFORM_CONV_OPSET, onnx_deform_conv_format, onnxruntime_runs_deform_conv
+from concern.files import atomic_write
 from inference.onnx_quantize import DEFAULT_CALIBRATION_IMAGES
 
 DEFAULT_OPSET = DEFORM_CONV_OPSET  # 19: the first opset with DeformConv, so that --deform_conv auto can use it
@@ -135,49 +137,31 @@ def export(model, output: str, example: np.ndarray, opset: int = DEFAULT_OPSET, 
            metadata: Optional[Dict[str, Any]] = None) -> str:
     """Write ``model`` (eval mode) to ``output`` with dynamic batch / height / width axes; deformable convolutions
     as ``choose_deform_conv(deform_conv, opset)`` says; ``metadata`` (``model_metadata``, with the deformable form
-    and the opset added) as the file's description. The file is written under a temporary name beside ``output``
-    and renamed when complete. Returns the form used ('onnx' or 'portable')."""
+    and the opset added) as the file's description. The model is exported into a scratch folder, described, and
+    written whole (``concern.files.atomic_write``): a failure leaves ``output`` as it was. Returns the form used
+    ('onnx' or 'portable')."""
+    import onnx
     form, _ = choose_deform_conv(deform_conv, opset)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with _replaced_whole(output) as partial:
-        _export_graph(model, partial, example, opset, form)
-        if metadata is not None:
-            write_metadata(partial, {**metadata, 'deform_conv': form, 'opset': opset})
+    with tempfile.TemporaryDirectory(prefix='dbnet-onnx-') as work:  # torch.onnx.export writes to a path
+        graph = os.path.join(work, 'model.onnx')
+        _export_graph(model, graph, example, opset, form)
+        exported = onnx.load(graph)
+    if metadata is not None:
+        set_metadata(exported, {**metadata, 'deform_conv': form, 'opset': opset})
+    atomic_write(output, exported.SerializeToString())
     return form
 
 
-class _replaced_whole:
-    """``with _replaced_whole(path) as partial:`` write ``partial`` (a new file beside ``path``); it replaces
-    ``path`` when the block succeeds and is removed when it fails, so ``path`` is never half-written."""
-
-    def __init__(self, path: str):
-        self.path = path
-        handle, self.partial = tempfile.mkstemp(prefix=os.path.basename(path) + '.', suffix='.partial',
-                                                dir=os.path.dirname(os.path.abspath(path)))
-        os.close(handle)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.partial, 0o666 & ~umask)  # the mode an ordinary new file gets (mkstemp's is 0600)
-
-    def __enter__(self) -> str:
-        return self.partial
-
-    def __exit__(self, kind, error, trace) -> None:
-        if kind is None:
-            os.replace(self.partial, self.path)
-        elif os.path.exists(self.partial):
-            os.remove(self.partial)
-
-
-def write_metadata(path: str, description: Dict[str, Any]) -> None:
-    """Put ``description`` into the ONNX file ``path`` in place (it is a file no one else reads yet): key
-    ``METADATA_KEY`` of ``metadata_props`` as JSON, and the standard fields ``producer_name``, ``producer_version``
-    (the project commit), ``doc_string`` and ``model_version`` (the description's format)."""
+def set_metadata(model: Any, description: Dict[str, Any]) -> None:
+    """Put ``description`` into the ONNX ``model`` (a ModelProto): key ``METADATA_KEY`` of ``metadata_props`` as
+    JSON, and the standard fields ``producer_name``, ``producer_version`` (the project commit), ``doc_string`` and
+    ``model_version`` (the description's format)."""
     import onnx
     from inference.detector import METADATA_KEY
-    model = onnx.load(path)
     props = {entry.key: entry.value for entry in model.metadata_props}
     props[METADATA_KEY] = json.dumps(description, sort_keys=True)
+    del model.metadata_props[:]
     onnx.helper.set_model_props(model, props)
     model.producer_name = 'dbnet convert_to_onnx.py'
     model.producer_version = str(description.get('project_commit') or '')
@@ -187,22 +171,21 @@ def write_metadata(path: str, description: Dict[str, Any]) -> None:
                         'image (B, 3, H, W) float32, BGR, (pixel - mean) / 255, H and W multiples of 32 -> '
                         f'probability (B, 1, H, W); post-processing {representer["class"]} (metadata_props '
                         f'{METADATA_KEY!r}, JSON format {description["format"]})')
-    onnx.save(model, path)
 
 
 def copy_metadata(source: str, target: str) -> None:
-    """Give ``target`` (e.g. the int8 model) the description of ``source`` when it has none, atomically."""
+    """Give ``target`` (e.g. the int8 model) the description of ``source`` when it has none, written whole
+    (``concern.files.atomic_write``)."""
     import onnx
     from inference.detector import METADATA_KEY
     stored = {entry.key: entry.value for entry in onnx.load(source, load_external_data=False).metadata_props}
     if METADATA_KEY not in stored:
         return
-    target_props = {entry.key for entry in onnx.load(target, load_external_data=False).metadata_props}
-    if METADATA_KEY in target_props:
+    model = onnx.load(target)
+    if any(entry.key == METADATA_KEY for entry in model.metadata_props):
         return
-    with _replaced_whole(target) as partial:
-        shutil.copyfile(target, partial)
-        write_metadata(partial, json.loads(stored[METADATA_KEY]))
+    set_metadata(model, json.loads(stored[METADATA_KEY]))
+    atomic_write(target, model.SerializeToString())
 
 
 def export_facts(args: argparse.Namespace) -> Dict[str, Any]:
@@ -349,13 +332,65 @@ def check_int8_arguments(args: argparse.Namespace) -> Optional[str]:
     return None
 
 
+def _same_file(first: str, second: str) -> bool:
+    """Whether two paths name one file: the same real path, or (both existing) the same file by identity
+    (hard links, case-insensitive file systems)."""
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def export_inputs(args: argparse.Namespace) -> List[Tuple[str, str]]:
+    """(what, path) of every file the export reads that an output could replace: the checkpoint, the experiment
+    file and the files it imports, the verification image and the calibration images."""
+    from concern.config import ConfigError, find_experiment_file, load_experiment_file
+    inputs = [('--resume', args.resume), ('the experiment', find_experiment_file(args.exp))]
+    loaded: Dict[str, Any] = {}
+    try:
+        load_experiment_file(args.exp, _loaded=loaded)
+    except (ConfigError, OSError, ValueError):
+        pass  # an unreadable experiment is reported with its reason when it is loaded
+    inputs += [('a file the experiment imports', path) for path in loaded
+               if not _same_file(path, find_experiment_file(args.exp))]
+    if args.verify_image:
+        inputs.append(('--verify_image', args.verify_image))
+    if args.int8 and args.calibration_dir:
+        from inference.onnx_quantize import calibration_paths
+        try:
+            inputs += [('a calibration image', path)
+                       for path in calibration_paths(args.calibration_dir, max(args.calibration_images, 1))]
+        except (OSError, ValueError):
+            pass  # reported when the images are read
+    return inputs
+
+
+def check_outputs_are_not_inputs(args: argparse.Namespace,
+                                 inputs: Optional[List[Tuple[str, str]]] = None) -> Optional[str]:
+    """The error message when --output (or, --int8, the int8 model's path) names a file the export reads
+    (``inputs``, by default ``export_inputs``), compared by real path and by identity; else None."""
+    from inference.onnx_quantize import int8_path
+    outputs = [('--output', args.output)]
+    if args.int8:
+        outputs.append(('--int8_output', args.int8_output or int8_path(args.output)))
+    inputs = export_inputs(args) if inputs is None else inputs
+    for flag, output in outputs:
+        for what, path in inputs:
+            if _same_file(output, path):
+                return (f'{flag} {output} would overwrite {what} {path}: the export reads it; choose another '
+                        f'{flag}')
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.image_short_side % 32 or args.image_short_side < 64:
         print(f'error: --image_short_side {args.image_short_side}: expected a multiple of 32, at least 64',
               file=sys.stderr)
         return 2
-    problem = check_int8_arguments(args)
+    problem = check_int8_arguments(args) or check_outputs_are_not_inputs(args)
     try:
         deform_conv, why = choose_deform_conv(args.deform_conv, args.opset)
     except ValueError as error:
@@ -392,6 +427,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      InputSize('short_side', sizes[0], DEFAULT_MAX_LONG_SIDE), **export_facts(args))
         model = load_trained_model(experiment.structure.builder, args.resume, 'cpu')
         image, source = verification_image(experiment, args.verify_image)
+        if args.verify_image is None and os.path.isfile(source):  # the experiment's first evaluation image
+            problem = check_outputs_are_not_inputs(args, [('the verification image', source)])
+            if problem:
+                raise ValueError(problem)
         calibration = None
         if args.int8:
             from inference.onnx_quantize import CalibrationImages, calibration_paths

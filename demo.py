@@ -4,7 +4,9 @@ A command line over the Python API (``inference.detector.TextDetector``): only t
 built from the experiment, no data set is needed. With ``--onnx model.onnx`` the network runs in onnxruntime
 instead of PyTorch, and the experiment file may be left out: the exported model carries its post-processing settings,
 normalisation and input-size rule (convert_to_onnx.py); an experiment given overrides them, with one note per
-differing setting. ``--json`` also writes ``<name>.json`` per image (``Detections.to_dict``).
+differing setting. ``--json`` also writes ``<name>.json`` per image (``Detections.to_dict`` with ``"producer": "dbnet
+demo"``). An existing file is replaced only when it is an earlier result of demo.py (``check_no_foreign_file_replaced``,
+before any work): annotations or other files in --result_dir are never overwritten.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -96,6 +99,77 @@ def check_no_input_overwritten(images: Sequence[str], names: Dict[str, str], res
                                  f'{replaced}; choose another --result_dir')
 
 
+# demo.py's JSON results carry this marker ('producer'), so that a later run knows the file as its own
+DEMO_PRODUCER = 'dbnet demo'
+# a line of demo.py's result files: integer coordinates (at least 3 points) and the score with 6 decimals
+_RESULT_LINE = re.compile(r'-?[0-9]+(?:,-?[0-9]+){5,},[01]\.[0-9]{6}')
+_MAX_RESULT_BYTES = 16 * 2 ** 20  # larger than any result file demo.py writes
+
+
+def _read_small(path: str) -> Optional[bytes]:
+    """The bytes of ``path``, or None when it is larger than any result file or cannot be read."""
+    try:
+        if os.path.getsize(path) > _MAX_RESULT_BYTES:
+            return None
+        with open(path, 'rb') as stream:
+            return stream.read()
+    except OSError:
+        return None
+
+
+def is_demo_text(path: str) -> bool:
+    """Whether ``path`` reads as a result file demo.py writes: empty, or lines of integer coordinates (an even
+    count, at least 6) and a score with 6 decimals."""
+    content = _read_small(path)
+    if content is None:
+        return False
+    try:
+        lines = content.decode('utf-8').split('\n')
+    except UnicodeDecodeError:
+        return False
+    if lines and lines[-1] == '':
+        lines.pop()
+    return all(_RESULT_LINE.fullmatch(line) and line.count(',') % 2 == 0 for line in lines)
+
+
+def is_demo_json(path: str) -> bool:
+    """Whether ``path`` is a JSON result demo.py wrote: an object whose 'producer' is ``DEMO_PRODUCER``."""
+    content = _read_small(path)
+    if content is None:
+        return False
+    try:
+        data = json.loads(content.decode('utf-8'))
+    except ValueError:  # not UTF-8, not JSON
+        return False
+    return isinstance(data, dict) and data.get('producer') == DEMO_PRODUCER
+
+
+def check_no_foreign_file_replaced(images: Sequence[str], names: Dict[str, str], result_dir: str, visualize: bool,
+                                   heatmap: bool, json_output: bool = False) -> None:
+    """ValueError when an output would replace an existing file that is not an earlier result of demo.py (e.g.
+    labelme's ``<stem>.json`` annotations beside the images, ground-truth ``.txt`` files, photos): an existing
+    ``<name>.txt`` must read as demo.py's result lines (``is_demo_text``), ``<name>.json`` must carry demo.py's
+    marker (``is_demo_json``), and ``<name>.jpg`` / ``<name>_heatmap.jpg`` are replaced only beside such a
+    ``<name>.txt``, from the earlier run that drew them. A link or a folder in an output's place is refused."""
+    for path in images:
+        outputs = output_paths(names[path], result_dir, visualize, heatmap, json_output)
+        for kind, output in outputs.items():
+            if not os.path.lexists(output):
+                continue
+            if os.path.islink(output) or not os.path.isfile(output):
+                why = 'a link' if os.path.islink(output) else 'not a regular file'
+            elif kind == 'txt':
+                why = '' if is_demo_text(output) else 'not result lines demo.py writes'
+            elif kind == 'json':
+                why = '' if is_demo_json(output) else f'no "producer": "{DEMO_PRODUCER}" in it'
+            else:
+                why = '' if is_demo_text(outputs['txt']) else f'no result {os.path.basename(outputs["txt"])} of ' \
+                                                               'demo.py beside it'
+            if why:
+                raise ValueError(f'--result_dir {result_dir}: {output} exists and is not an earlier result of demo.py '
+                                 f'({why}); it would be replaced: choose another --result_dir or move the file')
+
+
 def check_flags(args: argparse.Namespace) -> None:
     """ValueError naming the flag, before any work."""
     if args.image_short_side is not None and (args.image_short_side < 32 or args.image_short_side % 32):
@@ -167,6 +241,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result_dir = os.path.abspath(args.result_dir)
         check_outputs_distinct(images, names, result_dir, args.visualize, args.heatmap, args.json)
         check_no_input_overwritten(images, names, result_dir, args.visualize, args.heatmap, args.json)
+        check_no_foreign_file_replaced(images, names, result_dir, args.visualize, args.heatmap, args.json)
         prepare_result_dir(args.result_dir, create=False)
         from inference.detector import TextDetector
         thresholds = {} if config is not None else {'thresh': args.thresh, 'box_thresh': args.box_thresh}
@@ -205,7 +280,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 stream.write(''.join(line + '\n' for line in result.lines()))
             if args.json:
                 with open(paths['json'], 'w', encoding='utf-8') as stream:
-                    json.dump(result.to_dict(), stream)
+                    json.dump({'producer': DEMO_PRODUCER, **result.to_dict()}, stream)
                     stream.write('\n')
             if args.visualize:
                 cv2.imwrite(paths['jpg'], draw_detections(result.image, result.polygons, result.scores))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import collections.abc
 import copy
+import inspect
 import json
 import os
 import sys
@@ -23,8 +24,11 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 import numpy as np
 
-from concern.config import (CompiledConfig, ConfigError, ObjectBuilder, apply_overrides, constructor_parameters,
-                            load_config, project_module, resolve_class, set_representer_thresholds)
+from concern.config import (CompiledConfig, ConfigError, apply_overrides, constructor_parameters, load_config,
+                            project_module, resolve_class, set_representer_thresholds)
+from concern.config import _describe_types as describe_types
+from concern.config import _has_plain_type as has_plain_type
+from concern.config import _plain_argument_types as plain_argument_types
 from concern.device import select_device
 from data.image_io import DEFAULT_MAX_PIXELS, DataError, read_image, to_bgr_uint8
 from data.input_size import DEFAULT_MAX_LONG_SIDE, DEFAULT_MAX_TILED_PIXELS, DEFAULT_SHORT_SIDE, InputSize
@@ -127,12 +131,20 @@ def representer_settings(representer: Any) -> Dict[str, Any]:
 
 
 def build_representer(settings: Any, source: str) -> Any:
-    """The representer ``settings`` (``representer_settings``' form, read from ``source``) describe, built as an
-    experiment file's ``class:`` node is (``concern.config``: only project classes, arguments checked); a class
-    other than one of ``structure.representers`` is refused before anything is built."""
+    """The representer ``settings`` (``representer_settings``' form, read from ``source``) describe. The file is
+    untrusted input: the class must be one of ``structure.representers`` and every argument a plain value (None,
+    bool, int, float, str, as ``representer_settings`` writes them), both checked before anything is built; the class
+    is then constructed directly with those values (no ``concern.config`` building, which would build any nested
+    ``{'class': ...}`` node of any project module). Argument names and plain annotated types are checked as an
+    experiment file's are."""
     if not isinstance(settings, dict) or not isinstance(settings.get('class'), str):
         raise ValueError(f"{source}: metadata representer: expected a mapping with a 'class' name, got {settings!r}")
     where = f'{source}: metadata representer'
+    arguments = {key: value for key, value in settings.items() if key != 'class'}
+    for key, value in arguments.items():
+        if not isinstance(key, str) or (value is not None and not isinstance(value, (bool, int, float, str))):
+            raise ValueError(f'{where}: argument {key!r}: expected a plain value (null, boolean, number or string), '
+                             f'got {type(value).__name__} {value!r}; nothing was built')
     try:
         cls = resolve_class(settings['class'], [REPRESENTER_MODULE], where)
     except ConfigError as error:
@@ -141,13 +153,25 @@ def build_representer(settings: Any, source: str) -> Any:
     if not (cls.__module__ == home or cls.__module__.startswith(home + '.')):
         raise ValueError(f'{where}: class {settings["class"]!r} is not a representer of this project '
                          f'(expected a class of {REPRESENTER_MODULE}, got {cls.__module__}.{cls.__name__})')
-    node = dict(settings)
-    config = CompiledConfig(tree={'representer': node}, packages=[REPRESENTER_MODULE], define='metadata',
-                            source=source)
+    parameters, _ = constructor_parameters(cls)
+    types = plain_argument_types(cls)
+    for key, value in arguments.items():
+        if key not in parameters:  # **kwargs are not taken from a file
+            raise ValueError(f'{where}: unknown argument {key!r} for class {cls.__name__} '
+                             f'(accepted: {", ".join(parameters) or "none"})')
+        expected = types.get(key)
+        if (expected is not None and not has_plain_type(value, expected)
+                and not (value is None and parameters[key].default is None)):
+            raise ValueError(f'{where}: class {cls.__name__} takes {describe_types(expected)} for {key!r}, got '
+                             f'{type(value).__name__} {value!r}')
+    missing = [name for name, parameter in parameters.items()
+               if parameter.default is inspect.Parameter.empty and name not in arguments]
+    if missing:
+        raise ValueError(f'{where}: class {cls.__name__} needs argument(s) {missing}')
     try:
-        return ObjectBuilder(config).build(node, 'representer')
-    except ConfigError as error:
-        raise ValueError(str(error)) from None
+        return cls(**arguments)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f'{where}: building {cls.__name__} failed: {error}') from None
 
 
 def input_size_settings(input_size: InputSize) -> Dict[str, Any]:

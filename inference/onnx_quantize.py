@@ -31,10 +31,11 @@ import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import BinaryIO, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from concern.files import atomic_write
 from data.image_io import IMAGE_EXTENSIONS
 from data.input_size import DEFAULT_MAX_LONG_SIDE, DEFAULT_SHORT_SIDE, InputSize
 
@@ -149,7 +150,8 @@ def quantize(float_path: str, output_path: str, calibration: CalibrationImages, 
     int16 sum of two products; False for 8-bit weights (CPUs with VNNI). float_nodes: names of nodes to leave in
     float (``nodes_with_prefix``).
     ValueError when ``output_path`` is the float model itself; the float file is only ever read. The model is
-    written to a temporary file first and moved into place, so a failure leaves no partial file.
+    written whole (``concern.files.atomic_write``: a temporary file beside it, flushed and renamed, keeping the
+    replaced file's mode), so a failure leaves no partial file and an earlier int8 model as it was.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
     import onnx
@@ -173,9 +175,11 @@ def quantize(float_path: str, output_path: str, calibration: CalibrationImages, 
                         reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded or None)
         counts = Counter(node.op_type for node in onnx.load(written).graph.node)
-        staged = os.path.join(directory, f'.{os.path.basename(output_path)}.partial')
-        shutil.copyfile(written, staged)
-        os.replace(staged, output_path)
+
+        def copy(stream: BinaryIO) -> None:
+            with open(written, 'rb') as source:
+                shutil.copyfileobj(source, stream)
+        atomic_write(output_path, copy)
     return QuantizationSummary(output_path, len(calibration), dict(counts), excluded)
 
 

@@ -199,9 +199,14 @@ def test_the_float_file_is_never_overwritten(exported, tmp_path, capsys):
     assert code == 2 and 'must not overwrite' in capsys.readouterr().err
     assert sha256(exported['onnx']) == before
     # quantizing again writes the int8 file only; the float input is read, never written
+    # (over an earlier file: replaced whole, keeping its mode, nothing left beside it)
     again = str(tmp_path / 'again_int8.onnx')
+    with open(again, 'wb') as handle:
+        handle.write(b'an earlier int8 model')
+    os.chmod(again, 0o640)
     quantize(exported['onnx'], again, CalibrationImages(exported['images'][:1]))
     assert sha256(exported['onnx']) == before and is_quantized(again)
+    assert os.stat(again).st_mode & 0o777 == 0o640 and os.listdir(tmp_path) == ['again_int8.onnx']
 
 
 def test_int8_flags_need_int8_and_a_calibration_folder(exported, capsys):

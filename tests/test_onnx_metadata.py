@@ -116,6 +116,58 @@ def test_a_failed_export_leaves_no_file(exported, tmp_path, monkeypatch):
         convert_to_onnx.export(tiny_model('resnet18'), str(target), np.zeros((1, 3, 64, 64), np.float32),
                                metadata=description(exported['onnx']))
     assert os.listdir(tmp_path) == []
+    # a re-export that fails leaves the model already there as it was, and nothing beside it
+    before = open(exported['onnx'], 'rb').read()
+    target.write_bytes(before)
+    os.chmod(target, 0o640)
+    with pytest.raises(RuntimeError):
+        convert_to_onnx.export(tiny_model('resnet18'), str(target), np.zeros((1, 3, 64, 64), np.float32),
+                               metadata=description(exported['onnx']))
+    assert target.read_bytes() == before and os.listdir(tmp_path) == ['model.onnx']
+    assert os.stat(target).st_mode & 0o777 == 0o640
+    # one that succeeds replaces it whole (concern.files.atomic_write), keeping the replaced file's mode
+    monkeypatch.undo()
+    convert_to_onnx.export(tiny_model('resnet18'), str(target), np.zeros((1, 3, 64, 64), np.float32),
+                           deform_conv='portable', metadata=description(exported['onnx']))
+    assert target.read_bytes() != before and os.listdir(tmp_path) == ['model.onnx']
+    assert os.stat(target).st_mode & 0o777 == 0o640 and description(str(target))['deform_conv'] == 'portable'
+
+
+def test_an_output_that_names_an_input_is_refused_before_any_work(exported, tmp_path, monkeypatch, capsys):
+    import shutil
+    monkeypatch.chdir(REPO_ROOT)
+
+    def fail(*args, **kwargs):
+        raise AssertionError('the export ran')
+    monkeypatch.setattr(convert_to_onnx, 'export', fail)
+    checkpoint = str(tmp_path / 'model.pth')
+    shutil.copyfile(exported['ckpt'], checkpoint)
+    inner = str(tmp_path / 'inner.yaml')
+    shutil.copyfile(exported['exp'], inner)
+    parent = tmp_path / 'parent.yaml'
+    parent.write_text(f'import:\n  - {inner}\n', encoding='utf-8')
+    image = str(tmp_path / 'verify.jpg')
+    shutil.copyfile(exported['images'][0], image)
+    os.symlink(image, tmp_path / 'link.jpg')
+    calibration = tmp_path / 'calibration'
+    calibration.mkdir()
+    shutil.copyfile(exported['images'][1], calibration / 'a.jpg')
+    files = [checkpoint, inner, str(parent), image, str(calibration / 'a.jpg')]
+    before = {path: open(path, 'rb').read() for path in files}
+    base = [str(parent), '--resume', checkpoint, '--verify_image', image, '--image_short_side', '64']
+    for extra, message in (
+            (['--output', checkpoint], f'--output {checkpoint} would overwrite --resume {checkpoint}'),
+            (['--output', str(parent)], f'would overwrite the experiment {parent}'),
+            (['--output', inner], f'would overwrite a file the experiment imports {inner}'),
+            (['--output', str(tmp_path / 'link.jpg')], f'would overwrite --verify_image {image}'),
+            (['--output', str(tmp_path / 'm.onnx'), '--int8', '--calibration_dir', str(calibration),
+              '--int8_output', str(calibration / 'a.jpg')],
+             f"--int8_output {calibration / 'a.jpg'} would overwrite a calibration image")):
+        assert convert_to_onnx.main(base + extra) == 2
+        assert message in capsys.readouterr().err
+    assert {path: open(path, 'rb').read() for path in files} == before
+    assert sorted(os.listdir(tmp_path)) == ['calibration', 'inner.yaml', 'link.jpg', 'model.pth', 'parent.yaml',
+                                            'verify.jpg']
 
 
 # ------------------------------------------------------------------ running without the experiment
@@ -217,6 +269,35 @@ def test_unknown_format_and_foreign_classes_are_refused(exported, tmp_path):
         TextDetector(onnx=with_description(exported['onnx'], str(tmp_path / 'mean.onnx'), other_mean))
 
 
+def test_nested_classes_in_the_description_are_refused_and_never_built(monkeypatch):
+    """The file is untrusted: a ``{'class': ...}`` mapping as an argument (any project class) is refused before
+    anything is constructed, the representer included."""
+    from experiment import Experiment
+    from inference.detector import build_representer
+    from structure.representers import SegDetectorRepresenter
+    from training.checkpoint import Checkpoint
+    from training.model_saver import ModelSaver
+    built: list = []
+    for cls in (ModelSaver, Checkpoint, Experiment, SegDetectorRepresenter):
+        def spy(self, *args, _name=cls.__name__, **kwargs):
+            built.append(_name)
+            raise AssertionError(f'{_name} built from a file')
+        monkeypatch.setattr(cls, '__init__', spy)
+    for nested in ({'class': 'ModelSaver', 'dir_path': 'x'}, {'class': 'training.model_saver.ModelSaver'},
+                   {'class': 'Checkpoint'}, {'class': 'Experiment'}, {'class': 'SegDetectorRepresenter'},
+                   [{'class': 'ModelSaver'}], {'dir_path': {'class': 'ModelSaver'}}):
+        for key in ('dest', 'thresh'):
+            with pytest.raises(ValueError, match=rf"argument '{key}': expected a plain value.*nothing was built"):
+                build_representer({'class': 'SegDetectorRepresenter', key: nested}, 'm.onnx')
+    assert built == []
+    monkeypatch.undo()
+    # plain values still build, with the names and types checked
+    representer = build_representer({'class': 'SegDetectorRepresenter', 'thresh': 0.4, 'dest': 'binary'}, 'm.onnx')
+    assert type(representer).__name__ == 'SegDetectorRepresenter' and representer.thresh == 0.4
+    with pytest.raises(ValueError, match=r"unknown argument 'dir_path'"):
+        build_representer({'class': 'SegDetectorRepresenter', 'dir_path': 'x'}, 'm.onnx')
+
+
 def test_a_checkpoint_still_needs_the_experiment(exported, tmp_path, monkeypatch, capsys):
     from inference.detector import TextDetector
     with pytest.raises(ValueError, match='a checkpoint needs its experiment YAML'):
@@ -265,6 +346,57 @@ def test_demo_json_files_beside_the_text_files(exported, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match='would overwrite the input image'):
         demo.check_no_input_overwritten([str(tmp_path / 'img_1.json')], {str(tmp_path / 'img_1.json'): 'img_1'},
                                         str(tmp_path), False, False, True)
+
+
+def test_demo_never_replaces_files_it_did_not_write(exported, tmp_path, monkeypatch, capsys):
+    """labelme keeps <stem>.json beside each image; ground truth and photos may share an output's name: demo.py
+    refuses, before any work, to write over an existing file that is not an earlier result of its own."""
+    import shutil
+    monkeypatch.chdir(REPO_ROOT)
+    images = os.path.join(exported['data'], 'test_images')
+    labels = tmp_path / 'my_labels' / 'test'
+    labels.mkdir(parents=True)
+    for index in (1, 2, 3):
+        shutil.copyfile(os.path.join(images, f'img_{index}.jpg'), labels / f'img_{index}.jpg')
+        (labels / f'img_{index}.json').write_text(json.dumps({
+            'version': '5.2.1', 'flags': {}, 'imagePath': f'img_{index}.jpg', 'imageHeight': 128, 'imageWidth': 128,
+            'shapes': [{'label': 'text', 'points': [[1, 2], [30, 2], [30, 9], [1, 9]], 'shape_type': 'polygon'}]}))
+    ground_truth = tmp_path / 'gt'
+    ground_truth.mkdir()
+    (ground_truth / 'img_1.txt').write_text('1,2,30,2,30,9,1,9\n')  # coordinates without demo's score column
+    (ground_truth / 'img_2.txt').write_text('1,2,30,2,30,9,1,9,###\n')
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    shutil.copyfile(os.path.join(images, 'img_2.jpg'), photos / 'img_1.jpg')  # not an input of the run below
+    snapshot = {path: path.read_bytes() for folder in (labels, ground_truth, photos) for path in folder.iterdir()}
+    from inference.detector import TextDetector
+    built: list = []
+    real_init = TextDetector.__init__
+
+    def spy(self, *args, **kwargs):
+        built.append(1)
+        return real_init(self, *args, **kwargs)
+    monkeypatch.setattr(TextDetector, '__init__', spy)
+    for image_path, result_dir, extra, culprit in (
+            (images, labels, ['--json'], 'img_1.json'),       # labelme annotations in another folder
+            (str(labels), labels, ['--json'], 'img_1.json'),  # ... or beside the images
+            (images, ground_truth, [], 'img_1.txt'),           # ground truth without scores
+            (os.path.join(images, 'img_2.jpg'), ground_truth, [], 'img_2.txt'),  # ICDAR ground truth
+            (images, photos, ['--visualize'], 'img_1.jpg')):  # a photo where a drawing would go
+        assert demo.main(['--onnx', exported['onnx'], '--image_path', image_path, '--result_dir', str(result_dir),
+                          *extra]) == 2
+        error = capsys.readouterr().err
+        assert f'{os.path.join(str(result_dir), culprit)} exists and is not an earlier result of demo.py' in error
+    assert built == []  # refused before any work
+    assert {path: path.read_bytes() for folder in (labels, ground_truth, photos)
+            for path in folder.iterdir()} == snapshot  # nothing written, nothing replaced
+    # demo.py's own earlier results are replaced as before
+    out = tmp_path / 'out'
+    for _ in range(2):
+        assert demo.main(['--onnx', exported['onnx'], '--image_path', images, '--result_dir', str(out), '--json',
+                          '--visualize', '--heatmap']) == 0
+    assert json.loads((out / 'img_1.json').read_text())['producer'] == 'dbnet demo'
+    assert demo.is_demo_text(str(out / 'img_1.txt')) and demo.is_demo_json(str(out / 'img_1.json'))
 
 
 def test_demo_batch_size_gives_the_batch_1_detections(exported, tmp_path, monkeypatch):
