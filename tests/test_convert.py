@@ -50,7 +50,8 @@ def box(x0, y0, x1, y1):
 
 
 def labelme_set(tmp_path, shapes=None, image_path='..\\images\\photo1.jpg'):
-    """The checked-in labelme sample (or one with ``shapes``) in tmp_path/labels, its image in tmp_path/images."""
+    """The checked-in labelme sample (or one with ``shapes``) in tmp_path/labels, its image in tmp_path/images
+    (outside the JSON file's folder: converted with ``--images tmp_path/images``)."""
     source = fixture_copy('labelme.json', tmp_path / 'labels')
     content = json.load(open(source, encoding='utf-8'))
     if shapes is not None:
@@ -65,7 +66,7 @@ def labelme_set(tmp_path, shapes=None, image_path='..\\images\\photo1.jpg'):
 def test_labelme_converts_and_round_trips(tmp_path):
     source = labelme_set(tmp_path)
     out = str(tmp_path / 'out')
-    lines, report = convert('labelme', str(tmp_path / 'labels'), out)
+    lines, report = convert('labelme', str(tmp_path / 'labels'), out, images=str(tmp_path / 'images'))
     assert listed(out) == ['photo1.jpg']
     assert gt(out, 'photo1.jpg') == [
         (box(10, 10, 60, 30), 'Straße'),
@@ -195,7 +196,7 @@ def test_points_outside_the_image_are_clipped_and_counted(tmp_path):
               {'label': 'gone', 'points': [[210, 10], [250, 10], [250, 30], [210, 30]], 'shape_type': 'polygon'}]
     source = labelme_set(tmp_path, shapes)
     out = str(tmp_path / 'out')
-    lines, report = convert('labelme', source, out)
+    lines, report = convert('labelme', source, out, images=str(tmp_path / 'images'))
     assert gt(out, 'photo1.jpg') == [(box(0, 0, 50, 20), 'edge')]
     assert (report.clipped_points, report.clipped_words) == (3, 1)
     assert report.skipped == [f'{source}: shape 1: fewer than 3 distinct points (2) after clipping to the image']
@@ -204,7 +205,7 @@ def test_points_outside_the_image_are_clipped_and_counted(tmp_path):
 def test_empty_annotation_file_gives_a_negative_sample(tmp_path):
     source = labelme_set(tmp_path, shapes=[])
     out = str(tmp_path / 'out')
-    lines, report = convert('labelme', source, out)
+    lines, report = convert('labelme', source, out, images=str(tmp_path / 'images'))
     assert listed(out) == ['photo1.jpg']
     assert open(os.path.join(out, 'train_gts', 'photo1.jpg.txt'), 'rb').read() == b''
     assert report.negatives == ['photo1.jpg']
@@ -219,7 +220,7 @@ def test_degenerate_shapes_are_skipped_naming_file_and_index(tmp_path):
               {'label': 'nan', 'points': [[1, 1], [20, 1], ['NaN', 9]], 'shape_type': 'polygon'}]
     source = labelme_set(tmp_path, shapes)
     out = str(tmp_path / 'out')
-    lines, report = convert('labelme', source, out)
+    lines, report = convert('labelme', source, out, images=str(tmp_path / 'images'))
     assert gt(out, 'photo1.jpg') == [(box(1, 1, 20, 9), 'ok')]
     assert report.skipped == [f'{source}: shape 1: fewer than 3 distinct points (2)',
                               f'{source}: shape 2: fewer than 3 distinct points (2)',
@@ -234,7 +235,7 @@ def test_non_ascii_and_comma_transcriptions(tmp_path):
                'shape_type': 'polygon'} for i, text in enumerate(texts)]
     source = labelme_set(tmp_path, shapes)
     out = str(tmp_path / 'out')
-    _, report = convert('labelme', source, out)
+    _, report = convert('labelme', source, out, images=str(tmp_path / 'images'))
     read = gt(out, 'photo1.jpg')
     assert [text for _, text in read] == ['Straße', '東京', 'Hello,world', '1,000', '1 000 000', '12 34,abc',
                                           'two lines', '5,###']
@@ -253,13 +254,13 @@ def test_an_existing_different_image_is_refused(tmp_path):
     write_image(out / 'train_images' / 'photo1.jpg', seed=99)    # another picture of the same name
     before = open(out / 'train_images' / 'photo1.jpg', 'rb').read()
     with pytest.raises(ConvertError, match='exists and is a different file'):
-        convert('labelme', source, str(out))
+        convert('labelme', source, str(out), images=str(tmp_path / 'images'))
     assert open(out / 'train_images' / 'photo1.jpg', 'rb').read() == before
     assert not (out / 'train_gts').exists() and not (out / 'train_list.txt').exists()   # nothing written
-    assert main(['labelme', source, '--out', str(out)]) == 2
+    assert main(['labelme', source, '--out', str(out), '--images', str(tmp_path / 'images')]) == 2
     # the same image already there (a rerun) is fine
     shutil.copy(tmp_path / 'images' / 'photo1.jpg', out / 'train_images' / 'photo1.jpg')
-    assert main(['labelme', source, '--out', str(out)]) == 0
+    assert main(['labelme', source, '--out', str(out), '--images', str(tmp_path / 'images')]) == 0
     assert listed(str(out)) == ['photo1.jpg']
 
 
@@ -323,3 +324,117 @@ def test_cli_converts_then_checks(tmp_path, capsys):
     os.remove(tmp_path / 'scans' / 'empty.png')
     assert main(['cvat', source, '--out', str(tmp_path / 'again')]) == 1   # an image not found: reported
     assert "image 'empty.png' not found" in capsys.readouterr().out
+
+
+def labelme_file(path, image_path):
+    """A labelme file at ``path`` naming ``image_path``, one word, no embedded image."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w', encoding='utf-8') as handle:
+        json.dump({'version': '5.4.1', 'flags': {}, 'imagePath': image_path, 'imageData': None,
+                   'imageHeight': HEIGHT, 'imageWidth': WIDTH,
+                   'shapes': [{'label': 'a', 'points': [[1, 1], [9, 1], [9, 5]], 'shape_type': 'polygon'}]}, handle)
+    return str(path)
+
+
+def coco_file(path, file_names):
+    """A COCO-Text v2 file at ``path`` listing ``file_names`` (images 1, 2, ...), one word on the first."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    content = {'imgs': {str(i + 1): {'id': i + 1, 'set': 'train', 'width': WIDTH, 'height': HEIGHT,
+                                     'file_name': name} for i, name in enumerate(file_names)},
+               'anns': {'7': {'id': 7, 'image_id': 1, 'mask': [1, 1, 9, 1, 9, 5], 'utf8_string': 'a',
+                              'legibility': 'legible', 'language': 'english'}},
+               'imgToAnns': {'1': [7]}}
+    with open(path, 'w', encoding='utf-8') as handle:
+        json.dump(content, handle)
+    return str(path)
+
+
+def read_bytes(path):
+    with open(path, 'rb') as handle:
+        return handle.read()
+
+
+@pytest.mark.parametrize('reference', ['../secret/photo.png', '..\\secret\\photo.png', 'sub/../../secret/photo.png',
+                                       'ABSOLUTE'])
+def test_labelme_never_reads_an_image_outside_the_folders(tmp_path, reference, capsys):
+    secret = write_image(tmp_path / 'secret' / 'photo.png', seed=7)          # outside the folders searched
+    reference = secret if reference == 'ABSOLUTE' else reference
+    source = labelme_file(tmp_path / 'labels' / 'photo.json', reference)
+    os.makedirs(tmp_path / 'labels' / 'sub')
+    out = tmp_path / 'out'
+    assert main(['labelme', source, '--out', str(out)]) == 1                   # a missing image, reported
+    assert "image 'photo.png' not found" in capsys.readouterr().out
+    assert not (out / 'train_images' / 'photo.png').exists() and listed(str(out)) == []
+    # with --images: the base name is looked up inside it, the file outside is never read
+    inside = write_image(tmp_path / 'images' / 'photo.png', seed=8)
+    _, report = convert('labelme', source, str(out), images=str(tmp_path / 'images'))
+    assert report.missing_images == [] and listed(str(out)) == ['photo.png']
+    copied = read_bytes(out / 'train_images' / 'photo.png')
+    assert copied == read_bytes(inside) and copied != read_bytes(secret)
+    # without --images, the base name inside the JSON file's folder
+    os.remove(inside)
+    beside = write_image(tmp_path / 'labels' / 'photo.png', seed=8)
+    _, report = convert('labelme', source, str(tmp_path / 'out2'))
+    assert read_bytes(tmp_path / 'out2' / 'train_images' / 'photo.png') == read_bytes(beside)
+
+
+@pytest.mark.parametrize('reference', ['../secret/COCO_1.jpg', 'ABSOLUTE'])
+def test_coco_text_never_reads_an_image_outside_the_folders(tmp_path, reference):
+    secret = write_image(tmp_path / 'coco' / 'secret' / 'COCO_1.jpg', seed=7)   # train2014/../secret
+    source = coco_file(tmp_path / 'coco' / 'cocotext.json', [secret if reference == 'ABSOLUTE' else reference])
+    images = tmp_path / 'coco' / 'train2014'
+    write_image(images / 'other.jpg', seed=1)
+    out = tmp_path / 'out'
+    _, report = convert('coco-text', source, str(out), images=str(images))
+    assert len(report.missing_images) == 1 and 'COCO_1.jpg' in report.missing_images[0]
+    assert not (out / 'train_images' / 'COCO_1.jpg').exists()
+    inside = write_image(images / 'COCO_1.jpg', seed=8)                      # the base name inside --images
+    _, report = convert('coco-text', source, str(out), images=str(images))
+    assert report.missing_images == [] and listed(str(out)) == ['COCO_1.jpg']
+    assert read_bytes(out / 'train_images' / 'COCO_1.jpg') == read_bytes(inside) != read_bytes(secret)
+
+
+def test_a_link_inside_the_folder_leading_out_is_not_followed(tmp_path):
+    secret = write_image(tmp_path / 'secret' / 'photo.png', seed=7)
+    os.makedirs(tmp_path / 'labels')
+    os.symlink(secret, tmp_path / 'labels' / 'photo.png')
+    source = labelme_file(tmp_path / 'labels' / 'photo.json', 'photo.png')
+    _, report = convert('labelme', source, str(tmp_path / 'out'))
+    assert len(report.missing_images) == 1 and not (tmp_path / 'out' / 'train_images' / 'photo.png').exists()
+
+
+def test_a_source_image_that_does_not_decode_stops_before_anything_is_written(tmp_path, capsys):
+    images = tmp_path / 'train2014'
+    write_image(images / 'a.jpg', seed=1)
+    write_image(images / 'c.jpg', seed=3)
+    (images / 'b.png').write_text('not an image, a text file named .png\n')
+    source = coco_file(tmp_path / 'cocotext.json', ['a.jpg', 'b.png', 'c.jpg'])
+    out = tmp_path / 'out'
+    with pytest.raises(ConvertError, match=r'train2014.b\.png: not an image.*image of .*cocotext\.json: image 2'):
+        convert('coco-text', source, str(out), images=str(images))
+    assert main(['coco-text', source, '--out', str(out), '--images', str(images)]) == 2   # no traceback
+    assert str(images / 'b.png') in capsys.readouterr().err
+    assert not out.exists()                                                     # no images, gt files or list
+    # labelme's embedded image data that does not decode: the same
+    scan = tmp_path / 'scan.json'
+    scan.write_text(json.dumps({'imagePath': 'gone.png', 'imageData': 'bm90IGFuIGltYWdl', 'shapes': []}))
+    with pytest.raises(ConvertError, match='scan.json.*imageData'):
+        convert('labelme', str(scan), str(out))
+    assert not out.exists()
+
+
+def test_written_files_get_the_umask_default_mode(tmp_path):
+    write_image(tmp_path / 'train2014' / 'a.jpg', seed=1)
+    source = coco_file(tmp_path / 'cocotext.json', ['a.jpg'])
+    out = tmp_path / 'out'
+    previous = os.umask(0o022)
+    try:
+        convert('coco-text', source, str(out), images=str(tmp_path / 'train2014'))
+    finally:
+        os.umask(previous)
+    for path in ('train_list.txt', 'train_gts/a.jpg.txt', 'train_images/a.jpg'):
+        assert os.stat(out / path).st_mode & 0o777 == 0o644, path
+    assert [name for name in os.listdir(out) if name.endswith('.tmp')] == []
+    os.chmod(out / 'train_list.txt', 0o640)                                    # a replaced list keeps its mode
+    convert('coco-text', source, str(out), images=str(tmp_path / 'train2014'))
+    assert os.stat(out / 'train_list.txt').st_mode & 0o777 == 0o640 and listed(str(out)) == ['a.jpg']

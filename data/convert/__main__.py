@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """0 when all went well; 1 when samples were left out (images not found, unreadable files); 2 on an error."""
+    """0 when all went well; 1 when samples were left out (images not found; ``check``: unreadable files); 2 on an
+    error (ConvertError, SourceError: nothing written; an image file that does not decode is one)."""
     args = _parser().parse_args(argv)
     try:
         if args.command == 'check':

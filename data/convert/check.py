@@ -6,8 +6,8 @@ polygon's minimum-area rectangle, px: range and median), polygons by point count
 degenerate polygons (fewer than 3 distinct points, zero area: file and line), self-crossing polygons (training
 repairs or blanks them, docs/data.md), points outside the image, and files that cannot be read (missing image,
 malformed ground truth). Overlays: ``N`` samples spread evenly over the list, their polygons drawn on the image
-(cared-for words green, don't care red), written as PNG to ``OVERLAY_DIR`` (default ``DIR/check/``), never into
-the data set's folders."""
+(cared-for words green, don't care red), written as PNG to ``OVERLAY_DIR`` (default ``DIR/check/``, each file by
+``concern.files.atomic_write``), never into the data set's folders."""
 import os
 import statistics
 from collections import Counter
@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 from shapely.geometry import Polygon
+
+from concern.files import atomic_write
 
 from ..image_dataset import ImageDataset
 from ..image_io import DataError, read_image
@@ -160,6 +162,8 @@ def _overlay(image_path: str, name: str, split: str, lines: List[Dict[str, Any]]
         cv2.polylines(image, [points], True, colour, thickness, cv2.LINE_8)
     os.makedirs(overlay_dir, exist_ok=True)
     path = os.path.join(overlay_dir, f'{split}_{name}.png')
-    if not cv2.imwrite(path, image):
-        raise ConvertError(f'{path}: cannot write the overlay')
+    encoded, png = cv2.imencode('.png', image)
+    if not encoded:
+        raise ConvertError(f'{path}: cannot encode the overlay')
+    atomic_write(path, png.tobytes())
     return path

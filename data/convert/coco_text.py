@@ -8,7 +8,8 @@ The polygon is ``mask``; an annotation without one takes its ``bbox``. Don't car
 for a set that is to score English text only. Legible text of every language is text by default: a detector
 finds text, whatever its language. Every listed image is
 a sample (``--subset train`` or ``val`` keeps those of one ``set``): COCO-Text images without text become
-negative samples. The images are looked for by ``file_name`` in ``--images`` (COCO's ``train2014/``)."""
+negative samples. The images are looked for by ``file_name`` in ``--images`` (COCO's ``train2014/``; default: the JSON
+file's folder), never outside it (:mod:`.layout`)."""
 import os
 from typing import Any, Dict, Iterator, List, Optional
 

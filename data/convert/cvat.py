@@ -7,7 +7,7 @@ region and are ignored (reported). A "CVAT for video" export (``<track>``) is re
 Transcription: the attribute ``transcription`` or ``text``, otherwise the label name. Don't care: the label name
 is a don't-care name, an attribute's value is one (``legibility = illegible``, ``transcription = ###``), or an
 attribute named so is true (``illegible = true``). Images: ``name`` relative to ``--images`` (default: the XML's
-folder), or its base name there."""
+folder), or its base name there; never a file outside that folder (:mod:`.layout`)."""
 import os
 import xml.etree.ElementTree as ElementTree
 from typing import Iterator, List, Optional

@@ -15,6 +15,8 @@ a label, a per-region choice or the text is a don't-care name."""
 import os
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from PIL import Image
+
 from ..image_io import IMAGE_EXTENSIONS
 from .layout import Sample, find_image, image_size
 from .shapes import Point, rotated
@@ -99,7 +101,10 @@ def _size(result: Dict[str, Any], image_path: Optional[str]) -> Tuple[float, flo
     if isinstance(width, (int, float)) and isinstance(height, (int, float)) and width > 0 and height > 0:
         return float(width), float(height)
     if image_path is not None:
-        return tuple(float(v) for v in image_size(image_path))  # type: ignore[return-value]
+        try:
+            return tuple(float(v) for v in image_size(image_path))  # type: ignore[return-value]
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            pass  # not an image: write_converted's decoding stops the conversion, naming the file
     return float('nan'), float('nan')
 
 

@@ -5,8 +5,10 @@ ignored (reported).
 
 Transcription: the shape's ``description`` when it has one (labelme 5.2 and later), otherwise its ``label``.
 Don't care: the label or description is a don't-care name, or a shape flag named so is true
-(``"flags": {"illegible": true}``). The image: ``imagePath`` relative to the JSON file (Windows ``\\`` read as
-``/``), or its base name in ``--images``; when no file is found, the ``imageData`` the file embeds."""
+(``"flags": {"illegible": true}``). The image: ``imagePath`` (Windows ``\\`` read as ``/``) relative
+to ``--images`` (default: the JSON file's folder), or its base name there, never a file outside that folder
+(``../images/a.jpg`` from ``labels/`` needs ``--images images``; :mod:`.layout`); when no file is found, the
+``imageData`` the file embeds."""
 import base64
 import binascii
 import os

@@ -2,24 +2,40 @@
 <image name>.txt`` (one ``x1,y1,...,xn,yn,transcription`` line per word, the ``converted`` gt_format) and
 ``DIR/{split}_list.txt``; and the report of what the conversion did.
 
-Nothing is written before every sample is resolved: an image that would replace a different file of the same
-name in the output (or two different sources of one name) stops the conversion with nothing written. Images are
-copied, never moved; a copy identical to the file already there is left as it is, so a conversion can be rerun.
-Every file goes under ``DIR`` (output names are base names). Each ground-truth file is read back with
+**Where images are read** (:func:`find_image`): only inside the search folders, ``--images`` when given, else the
+folder of the annotation file. An annotation's image reference (labelme ``imagePath``, COCO-Text ``file_name``,
+CVAT ``name``, Label Studio's path or ``?d=`` parameter) is joined onto each folder (an absolute one without its
+leading ``/``), then its base name is tried there; each candidate is resolved with ``os.path.realpath`` and used
+only when it lies inside that folder. A reference to a file elsewhere (an absolute path, ``../`` leading out,
+a symbolic link inside the folder that leads out of it) is therefore never read: its base name is looked up
+inside the folders instead (an export moved to another machine), and when that is not there either the sample
+is left out as a missing image (reported, exit status 1).
+
+Nothing is written before every sample is resolved: its image found, and decoded once by
+``data.image_io.read_image`` (the reader training uses; labelme's embedded ``imageData`` by Pillow). An image
+file that does not decode (not an image, truncated, corrupt) stops the conversion with a :class:`ConvertError`
+naming the file and the annotation (exit status 2): the file is there but unusable, which the person must
+fix, unlike an image left out of an export. So does an image that would replace a different file of the same
+name in the output (or two different sources of one name). Images are copied, never moved; a copy identical to
+the file already there is left as it is, so a conversion can be rerun. Every file goes under ``DIR`` (output
+names are base names) through ``concern.files.atomic_write`` (complete or absent, the mode of the file it
+replaces or the umask's default for a new one). Each ground-truth file is read back with
 ``data.readers.read_converted``, the reader training uses, and must give the polygons and texts written.
 """
 import filecmp
+import io
 import os
 import re
 import shutil
-import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
-from ..image_io import IMAGE_EXTENSIONS
+from concern.files import atomic_write
+
+from ..image_io import IMAGE_EXTENSIONS, DataError, read_image
 from ..readers import DONT_CARE, read_converted
 from .shapes import Point, clip_to_image, degenerate_reason, finite, format_number, rounded
 from .words import Word, converted_transcription
@@ -84,36 +100,48 @@ class Report:
         return summary
 
 
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` (resolved) lies inside ``folder`` (resolved)."""
+    return os.path.commonpath([path, folder]) == folder
+
+
 def find_image(reference: str, search_dirs: Sequence[str], strip_prefix: Optional[str] = None) -> Optional[str]:
-    """The file an annotation's image reference names: the reference (``\\`` read as ``/``, a URL's path or
-    ``?d=`` parameter, percent-escapes undone) relative to each of ``search_dirs`` in turn, then its base name
-    there, then (``strip_prefix``: a regular expression) its base name without that prefix."""
+    """The file an annotation's image reference names, never one outside ``search_dirs`` (module docstring): the
+    reference (``\\`` read as ``/``, a URL's path or ``?d=`` parameter, percent-escapes undone; an absolute one
+    without its leading ``/``) relative to each of ``search_dirs`` in turn, then its base name there, then
+    (``strip_prefix``: a regular expression) its base name without that prefix. A candidate counts only when its
+    real path (links and ``..`` resolved) lies inside the folder it was looked for in; None when none does."""
     parsed = urllib.parse.urlparse(reference.replace('\\', '/'))
     local = urllib.parse.parse_qs(parsed.query).get('d')
     path = urllib.parse.unquote(local[0] if local else (parsed.path if parsed.scheme or parsed.query else
                                                          reference.replace('\\', '/')))
     base = os.path.basename(path)
-    names = [path.lstrip('/') if os.path.isabs(path) else path, base]
+    names = [path.lstrip('/'), base]
     if strip_prefix is not None:
         names.append(re.sub(strip_prefix, '', base))
-    if os.path.isabs(path) and os.path.isfile(path):
-        return path
     for directory in search_dirs:
+        folder = os.path.realpath(directory)
         for name in names:
+            if not name or '\x00' in name:
+                continue
             candidate = os.path.join(directory, name)
-            if name and os.path.isfile(candidate):
-                return candidate
+            if _inside(os.path.realpath(candidate), folder) and os.path.isfile(candidate):
+                return os.path.normpath(candidate)
     return None
 
 
 def image_with_stem(stem: str, directory: str) -> Optional[str]:
-    """The image file ``stem`` + an image extension (any case) in ``directory``, if there is one."""
+    """The image file ``stem`` + an image extension (any case) in ``directory``, if there is one (a link leading
+    out of ``directory`` does not count)."""
     if not os.path.isdir(directory):
         return None
+    folder = os.path.realpath(directory)
     for name in sorted(os.listdir(directory)):
         root, extension = os.path.splitext(name)
-        if root == stem and extension.lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(directory, name)):
-            return os.path.join(directory, name)
+        path = os.path.join(directory, name)
+        if root == stem and extension.lower() in IMAGE_EXTENSIONS and os.path.isfile(path) \
+                and _inside(os.path.realpath(path), folder):
+            return path
     return None
 
 
@@ -121,6 +149,31 @@ def image_size(path: str) -> Tuple[int, int]:
     """(width, height) of an image as stored (EXIF orientation ignored, as the data set reads it)."""
     with Image.open(path) as image:
         return image.size
+
+
+def decoded_size(path: str, where: str) -> Tuple[int, int]:
+    """(width, height) of the image file ``path`` as stored, after decoding it whole with
+    ``data.image_io.read_image`` (the reader training uses); :class:`ConvertError` naming the file and ``where``
+    (the annotation) when it does not decode."""
+    try:
+        height, width = read_image(path, orientation='stored').shape[:2]
+    except DataError as error:
+        raise ConvertError(f'{error}; it is the image of {where}: replace it with the image, or remove its '
+                           f'annotation (nothing written)') from None
+    return int(width), int(height)
+
+
+def _embedded_size(data: bytes, where: str) -> Tuple[int, int]:
+    """(width, height) of the image bytes an annotation embeds, decoded whole by Pillow."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return image.size
+    except MemoryError:
+        raise
+    except Exception as error:
+        raise ConvertError(f'{where}: the embedded image ("imageData") is not a readable image ({error}); '
+                           f'nothing written') from None
 
 
 def _check_name(name: str, where: str) -> None:
@@ -150,12 +203,13 @@ def write_converted(samples: Iterable[Sample], out: str, split: str = 'train') -
     report = Report()
     image_dir, gt_dir = os.path.join(out, f'{split}_images'), os.path.join(out, f'{split}_gts')
     chosen: Dict[str, Sample] = {}
+    sizes: Dict[str, Tuple[int, int]] = {}
     for sample in samples:
         report.ignored += sample.ignored
         if sample.image_path is None and sample.image_bytes is None:
             places = ', '.join(sample.looked_in) or 'nowhere'
-            report.missing_images.append(f'{sample.where}: image {sample.name!r} not found (looked in {places}; '
-                                         f'--images names the folder)')
+            report.missing_images.append(f'{sample.where}: image {sample.name!r} not found (looked in {places}, '
+                                         f'only inside; --images names the folder)')
             continue
         _check_name(sample.name, sample.where)
         earlier = chosen.get(sample.name)
@@ -170,24 +224,31 @@ def write_converted(samples: Iterable[Sample], out: str, split: str = 'train') -
         if os.path.lexists(target) and (not os.path.isfile(target) or not _same_content(sample, target)):
             raise ConvertError(f'{target} exists and is a different file than the image of {sample.where}; '
                                f'refusing to overwrite it (choose another --out, or remove it)')
+        sizes[sample.name] = (decoded_size(sample.image_path, sample.where) if sample.image_path is not None
+                              else _embedded_size(sample.image_bytes or b'', sample.where))
         chosen[sample.name] = sample
     os.makedirs(image_dir, exist_ok=True)
     os.makedirs(gt_dir, exist_ok=True)
     for name, sample in chosen.items():
-        _write_sample(sample, image_dir, gt_dir, report)
+        _write_sample(sample, sizes[name], image_dir, gt_dir, report)
     _write_list(os.path.join(out, f'{split}_list.txt'), list(chosen))
     return report
 
 
-def _write_sample(sample: Sample, image_dir: str, gt_dir: str, report: Report) -> None:
+def _write_sample(sample: Sample, size: Tuple[int, int], image_dir: str, gt_dir: str, report: Report) -> None:
+    """The image (copied when not there yet) and its gt file; ``size``: the image's (width, height) as decoded."""
     target = os.path.join(image_dir, sample.name)
     if not os.path.exists(target):
         if sample.image_path is not None:
-            shutil.copyfile(sample.image_path, target)
+            image_path = sample.image_path
+
+            def copy(stream: BinaryIO) -> None:
+                with open(image_path, 'rb') as source:
+                    shutil.copyfileobj(source, stream)
+            atomic_write(target, copy)
         else:
-            with open(target, 'wb') as handle:
-                handle.write(sample.image_bytes or b'')
-    width, height = image_size(target)
+            atomic_write(target, sample.image_bytes or b'')
+    width, height = size
     if sample.size is not None and tuple(sample.size) != (width, height):
         report.notes.append(f'{sample.where}: the annotation gives the image size {sample.size[0]}x{sample.size[1]}, '
                             f'the image is {width}x{height}; clipped to the image')
@@ -213,8 +274,7 @@ def _write_sample(sample: Sample, image_dir: str, gt_dir: str, report: Report) -
         report.words += 1
         report.dont_care += text == DONT_CARE
     gt_path = os.path.join(gt_dir, sample.name + '.txt')
-    with open(gt_path, 'w', encoding='utf-8', newline='\n') as handle:
-        handle.write(''.join(line + '\n' for line in lines))
+    atomic_write(gt_path, ''.join(line + '\n' for line in lines))
     read_back = [(line['poly'], line['text']) for line in read_converted(gt_path)]
     if read_back != expected:  # the writer and the reader disagree: a bug here, never silently wrong data
         raise AssertionError(f'{gt_path}: read back as {read_back!r}, written {expected!r}')
@@ -225,14 +285,12 @@ def _write_sample(sample: Sample, image_dir: str, gt_dir: str, report: Report) -
 
 def _write_list(path: str, names: List[str]) -> None:
     """The list file: the names already listed there (a second source converted into the same folder), then
-    the new ones; written to a temporary file and renamed, so it is never left half written."""
+    the new ones; written by ``atomic_write``, so it is never left half written (and keeps the mode of the list
+    it replaces, or the umask's default for a new one)."""
     listed: List[str] = []
     if os.path.isfile(path):
         with open(path, encoding='utf-8-sig') as handle:
             listed = [row.strip() for row in handle if row.strip()]
     known = set(listed)
     rows = listed + [name for name in names if name not in known]
-    handle_fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or '.', suffix='.tmp')
-    with os.fdopen(handle_fd, 'w', encoding='utf-8', newline='\n') as handle:
-        handle.write(''.join(row + '\n' for row in rows))
-    os.replace(temporary, path)
+    atomic_write(path, ''.join(row + '\n' for row in rows))
