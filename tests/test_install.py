@@ -3,7 +3,8 @@
 through the installed package unchanged, and the "classes only from this project's modules" rule holds there too.
 
 The fast tests build the installed tree with setup.py's ``build_py`` (tools/build_package.py) and import it from
-another folder; the slow one installs a copy of the working tree with pip into a fresh virtual environment."""
+another folder; one (about a minute) installs a copy of the working tree with pip into a fresh virtual environment,
+in the default suite (issue 27: the fresh-venv install test runs in `make test`)."""
 from __future__ import annotations
 
 import json
@@ -261,7 +262,6 @@ def test_compiling_the_op_without_torch_and_editable_installs_are_refused_with_t
 # pip install into a fresh virtual environment
 
 
-@pytest.mark.slow
 def test_pip_install_into_a_fresh_virtual_environment(tmp_path):
     source = copy_tree(str(tmp_path / 'source'))
     environment = str(tmp_path / 'venv')
