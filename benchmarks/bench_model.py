@@ -10,7 +10,9 @@ adds torch.compile in a child process with a time limit. ``--device cpu`` runs t
 (fp32, no graphs; with ``--size`` small, a quick check). Random-init weights (speed does not depend on the
 values). Prints a Markdown table of medians after warm-up and returns the rows.
 ``--fold_batchnorm``: BatchNorm folded into the convolutions against not; ``--scaling``: forward time per megapixel
-at several input sizes; both one thread (``--threads``), timed with process CPU time.
+at several input sizes; both one thread (``--threads``), timed with process CPU time. The CPU table takes ``--fold``
+(both models folded, as ``TorchRunner`` runs them), ``--cpu_time`` (process CPU time on ``--threads`` threads),
+``--dtypes fp32`` (no emulated bf16 on an AVX2 CPU) and ``--depths 18 --no_torchvision`` (the issue-26 row).
 Run: ``python -m benchmarks.bench_model [--repeats N] [--quick]`` or ``... --device cuda [--quick]``, ``...
 --fold_batchnorm``, ``... --scaling [--short_sides 512,736,1024,1536] [--channels_last on|off|both] [--fold]``.
 """
@@ -324,8 +326,12 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     parser.add_argument('--scaling', action='store_true',
                         help='one-thread table: deformable ResNet-18 forward time per megapixel at --short_sides')
     parser.add_argument('--short_sides', default='512,736,1024,1536', help='--scaling: short sides of a 16:9 photo')
-    parser.add_argument('--fold', action='store_true', help='--scaling: with the BatchNorms folded (as TorchRunner)')
-    parser.add_argument('--threads', type=int, default=1, help='--fold_batchnorm / --scaling: torch threads')
+    parser.add_argument('--fold', action='store_true',
+                        help='--scaling and the CPU table: with the BatchNorms folded (as TorchRunner)')
+    parser.add_argument('--cpu_time', action='store_true',
+                        help='CPU table: process CPU time on --threads threads instead of wall clock')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='--fold_batchnorm / --scaling / --cpu_time: torch threads')
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.fold_batchnorm or args.scaling:
@@ -351,9 +357,14 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     depths = [int(d) for d in args.depths.split(',')]
     dcn_backend = 'extension' if extension_available() else 'torchvision'
     rows: List[Dict[str, str]] = []
+    if args.cpu_time:
+        torch.set_num_threads(args.threads)
     for depth in depths:
         torch.manual_seed(0)
         plain, deformable = build(depth, False), build(depth, True)
+        if args.fold:  # as TorchRunner runs them (fold_batchnorm=True)
+            from structure.batchnorm_folding import fold_batchnorm
+            plain, deformable = fold_batchnorm(plain), fold_batchnorm(deformable)
         for size in sizes:
             for dtype, channels_last in variants:
                 # Each configuration's contenders run in interleaved rounds (load hits them alike).
@@ -361,7 +372,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
                              'dcn': forward_call(deformable, size, dtype, channels_last, dcn_backend)}
                 if depth == 18 and dtype == 'fp32' and not args.no_torchvision:
                     functions['torchvision'] = forward_call(deformable, size, dtype, channels_last, 'torchvision')
-                medians = interleaved_median_ms(functions, args.repeats, args.warmup)
+                medians = (interleaved_median_cpu_ms(functions, args.repeats, args.warmup) if args.cpu_time
+                           else interleaved_median_ms(functions, args.repeats, args.warmup))
                 plain_ms, dcn_ms = medians['plain'], medians['dcn']
                 row = {'model': f'ResNet-{depth}', 'input': f'{size[0]}x{size[1]}', 'dtype': dtype,
                        'channels-last': 'yes' if channels_last else 'no', 'plain ms': f'{plain_ms:.0f}',
@@ -371,9 +383,11 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
                     row['torchvision / plain'] = f"{medians['torchvision'] / plain_ms:.2f}x"
                 rows.append(row)
                 print(row, flush=True)
-    print(f'\nModel forward, batch 1, random weights; each configuration\'s contenders timed in interleaved rounds, '
-          f'median of {args.repeats} rounds after {args.warmup}. bf16: autocast (the DCN layers in bfloat16 through '
-          f'the extension\'s bf16 path). {machine()}')
+    clock = (f'process CPU time on {args.threads} thread(s)' if args.cpu_time else 'wall clock')
+    folded = ', BatchNorm folded into the convolutions (as TorchRunner runs them)' if args.fold else ''
+    print(f'\nModel forward, batch 1, random weights{folded}; each configuration\'s contenders timed in interleaved '
+          f'rounds ({clock}), median of {args.repeats} rounds after {args.warmup}. bf16: autocast (the DCN layers '
+          f'in bfloat16 through the extension\'s bf16 path). {machine()}')
     print('issue 16 target: deformable ResNet-18 DBNet / plain twin <= 1.1x (736x1280 and 640x640; fp32 NCHW, '
           'channels-last, bf16)\n')
     print_table(rows)
