@@ -234,22 +234,6 @@ def openvino_call(model: str, feeds: Dict[str, np.ndarray], threads: int) -> Cal
     return lambda: request.infer(feeds)
 
 
-def interleaved_medians(calls: Dict[str, Callable[[], object]], rounds: int, clock: Callable[[], float]
-                        ) -> Dict[str, float]:
-    """Milliseconds per call of each contender: one warm-up call each, then ``rounds`` rounds of one call each
-    (order rotating from round to round); the median by ``clock``."""
-    for call in calls.values():
-        call()
-    names = list(calls)
-    times: Dict[str, List[float]] = {name: [] for name in names}
-    for index in range(rounds):
-        for name in names[index % len(names):] + names[:index % len(names)]:
-            start = clock()
-            calls[name]()
-            times[name].append(clock() - start)
-    return {name: 1e3 * statistics.median(values) for name, values in times.items()}
-
-
 def export_forms(module, inputs: Tuple, names: Sequence[str], directory: str, stem: str,
                  dynamic: bool = False) -> Dict[str, str]:
     """``module`` exported in both forms of the deformable convolution (opset 19): form -> path."""
@@ -311,6 +295,7 @@ def deformable_rows(rounds: int, model_rounds: int, directory: str) -> List[Dict
 
         cases.append((f'whole DBNet, deformable ResNet-18, {MODEL_SIZE[0]}x{MODEL_SIZE[1]}', torch_model, model_paths,
                       {'image': image.numpy()}, model_rounds))
+    from benchmarks.common import interleaved_median_ms
     previous_threads = torch.get_num_threads()
     rows = []
     for what, torch_call, paths, feeds, case_rounds in cases:
@@ -323,7 +308,7 @@ def deformable_rows(rounds: int, model_rounds: int, directory: str) -> List[Dict
             if openvino is not None:
                 calls['openvino'] = openvino_call(paths['portable'], feeds, threads)
             clock = time.process_time if threads == 1 else time.perf_counter
-            medians = interleaved_medians(calls, case_rounds, clock)
+            medians = interleaved_median_ms(calls, case_rounds, warmup=1, clock=clock, rotate=True)
             rows.append({
                 'what': what, 'threads': str(threads),
                 'clock': 'process CPU' if threads == 1 else 'wall',

@@ -22,18 +22,17 @@ import argparse
 import contextlib
 import functools
 import json
-import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from assets.ops.dcn import extension_available, extension_has_cuda, use_backend
 from benchmarks.common import (ISA_ENVIRONMENT, Budget, device_median_ms, error_text, force_isa, gpu_description,
-                               interleaved_median_ms, machine, print_table, release_cuda_memory, resolve_device,
-                               synchronize)
+                               interleaved_median_cpu_ms, interleaved_median_ms, machine, print_table,
+                               release_cuda_memory, resolve_device, synchronize)
 from structure.model import SegDetectorModel
 
 RESNET_CHANNELS = {18: [64, 128, 256, 512], 50: [256, 512, 1024, 2048]}
@@ -207,23 +206,6 @@ def device_main(args: argparse.Namespace) -> List[Dict[str, str]]:
 
 
 # ------------------------------------------------------------------- one-thread CPU tables: BN folding, scaling
-def interleaved_median_cpu_ms(functions: Dict[str, Callable[[], object]], repeats: int, warmup: int = 1
-                              ) -> Dict[str, float]:
-    """``benchmarks.common.interleaved_median_ms`` timed with this process's CPU time (``time.process_time``): on
-    one thread that is the time the forward computed, which other processes on a shared machine change far less
-    than the wall time (they still share caches and memory bandwidth: the contenders run in interleaved rounds)."""
-    for _ in range(warmup):
-        for function in functions.values():
-            function()
-    times: Dict[str, List[float]] = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            start = time.process_time()
-            function()
-            times[name].append(time.process_time() - start)
-    return {name: 1000.0 * statistics.median(values) for name, values in times.items()}
-
-
 def fold_main(args: argparse.Namespace) -> List[Dict[str, str]]:
     """--fold_batchnorm: the deformable ResNet-18 DBNet and its plain twin, fp32 NCHW and channels-last, with their
     BatchNorms (as trained) against folded into the convolutions (``structure.batchnorm_folding``, what

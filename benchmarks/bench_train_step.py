@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
-import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from benchmarks.common import force_isa, machine, median_ms, print_table
+from benchmarks.common import force_isa, interleaved_median_cpu_ms, machine, median_ms, print_table
 from structure.model import SegDetectorModel
 
 # The `make demo` experiment's model and step (experiments/seg_detector/synthetic_resnet18_deform_thre.yaml).
@@ -76,21 +74,6 @@ def step_ms(batch: Dict[str, torch.Tensor], dtype: str, channels_last: bool, rep
     return median_ms(step_function(batch, channels_last, dtype=dtype), repeats, warmup)
 
 
-def interleaved_cpu_seconds(functions: Dict[str, Callable[[], object]], repeats: int, warmup: int
-                            ) -> Dict[str, float]:
-    """Median process CPU seconds of each function, timed in rounds (each round calls every function once)."""
-    for _ in range(warmup):
-        for function in functions.values():
-            function()
-    times: Dict[str, List[float]] = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            start = time.process_time()
-            function()
-            times[name].append(time.process_time() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def step_gflop(batch: Dict[str, torch.Tensor], inner_channels: int) -> float:
     """Floating-point work of one training step (forward, loss, backward) in GFLOP, counted by
     ``torch.utils.flop_counter``: products and convolutions only (elementwise work is left out). The deformable
@@ -111,11 +94,10 @@ def peak_rates(repeats: int) -> Dict[str, float]:
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     x = torch.randn(8, 256, 64, 64).contiguous(memory_format=torch.channels_last)
     w = torch.randn(64, 256, 3, 3).contiguous(memory_format=torch.channels_last)
-    seconds = interleaved_cpu_seconds({'matmul': lambda: a @ b,
-                                       'conv': lambda: torch.nn.functional.conv2d(x, w, padding=1)},
-                                      repeats, warmup=1)
-    return {'matmul': 2 * 2048 ** 3 / seconds['matmul'] / 1e9,
-            'conv': 2 * 8 * 64 * 64 * 64 * 256 * 9 / seconds['conv'] / 1e9}
+    ms = interleaved_median_cpu_ms({'matmul': lambda: a @ b,
+                                    'conv': lambda: torch.nn.functional.conv2d(x, w, padding=1)}, repeats, warmup=1)
+    return {'matmul': 2 * 2048 ** 3 / ms['matmul'] / 1e6,
+            'conv': 2 * 8 * 64 * 64 * 64 * 256 * 9 / ms['conv'] / 1e6}
 
 
 def profile_table(batch: Dict[str, torch.Tensor], inner_channels: int, rows: int) -> str:
@@ -133,9 +115,10 @@ def demo_main(args: argparse.Namespace) -> List[Dict[str, str]]:
     batch = training_batch(DEMO_BATCH, DEMO_SIZE)
     inner = args.inner_channels
     work = step_gflop(batch, inner)
-    seconds = interleaved_cpu_seconds({layout: step_function(batch, layout == 'channels-last', 'Adam',
-                                                             inner_channels=inner)
-                                       for layout in ('NCHW', 'channels-last')}, args.repeats, args.warmup)
+    ms = interleaved_median_cpu_ms({layout: step_function(batch, layout == 'channels-last', 'Adam',
+                                                          inner_channels=inner)
+                                    for layout in ('NCHW', 'channels-last')}, args.repeats, args.warmup)
+    seconds = {layout: value / 1000 for layout, value in ms.items()}
     rates = peak_rates(3)
     rows = []
     for layout, value in seconds.items():

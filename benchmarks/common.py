@@ -89,21 +89,32 @@ def force_isa(isa: Optional[str], module: str, argv: Sequence[str]) -> None:
     os.execve(sys.executable, [sys.executable, '-m', project_module(module), *argv], environment)
 
 
-def interleaved_median_ms(functions: Dict[str, Callable[[], object]], repeats: int, warmup: int = 2
-                          ) -> Dict[str, float]:
-    """Median wall milliseconds of each function, timed in rounds (each round calls every function once, in order),
-    after ``warmup`` rounds: load from other processes hits all contenders alike, so their ratios hold even on a
-    shared machine where the absolute times drift."""
+def interleaved_median_ms(functions: Dict[str, Callable[[], object]], repeats: int, warmup: int = 2,
+                          clock: Callable[[], float] = time.perf_counter, rotate: bool = False) -> Dict[str, float]:
+    """Median milliseconds of each function by ``clock`` (wall time by default), timed in rounds (each round calls
+    every function once, in order; with ``rotate`` the order starts one later each round), after ``warmup`` rounds:
+    load from other processes hits all contenders alike, so their ratios hold even on a shared machine where the
+    absolute times drift."""
     for _ in range(warmup):
         for function in functions.values():
             function()
-    times: Dict[str, List[float]] = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            start = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - start)
+    names = list(functions)
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    for index in range(repeats):
+        shift = index % len(names) if rotate else 0
+        for name in names[shift:] + names[:shift]:
+            start = clock()
+            functions[name]()
+            times[name].append(clock() - start)
     return {name: 1000.0 * statistics.median(values) for name, values in times.items()}
+
+
+def interleaved_median_cpu_ms(functions: Dict[str, Callable[[], object]], repeats: int, warmup: int = 1
+                              ) -> Dict[str, float]:
+    """``interleaved_median_ms`` timed with this process's CPU time (``time.process_time``): on one thread that is the
+    time the function computed, which other processes on a shared machine change far less than the wall time (they
+    still share caches and memory bandwidth: the contenders run in interleaved rounds)."""
+    return interleaved_median_ms(functions, repeats, warmup, clock=time.process_time)
 
 
 def median_ms(function: Callable[[], object], repeats: int, warmup: int = 3) -> float:

@@ -279,10 +279,11 @@ def test_onnx_runner_names_the_way_out_when_the_runtime_lacks_deformconv(exports
 # ------------------------------------------------------------------------------------------------- the benchmark
 def test_bench_deploy_deformable_helpers(monkeypatch):
     from benchmarks import bench_deploy
+    from benchmarks.common import interleaved_median_ms
     ticks = iter(range(100))
     order = []
     calls = {name: (lambda name=name: order.append(name)) for name in ('torch', 'onnx', 'portable')}
-    medians = bench_deploy.interleaved_medians(calls, 3, clock=lambda: float(next(ticks)))
+    medians = interleaved_median_ms(calls, 3, warmup=1, clock=lambda: float(next(ticks)), rotate=True)
     assert medians == {'torch': 1e3, 'onnx': 1e3, 'portable': 1e3}  # each call spans one tick of the fake clock
     assert order[:3] == ['torch', 'onnx', 'portable']  # the warm-up, then the order rotating round by round
     assert order[3:] == ['torch', 'onnx', 'portable', 'onnx', 'portable', 'torch', 'portable', 'torch', 'onnx']
