@@ -91,3 +91,26 @@ def tiny_model(backbone: str = 'deformable_resnet18', seed: int = 0) -> torch.nn
 def save_checkpoint(model: torch.nn.Module, path: str) -> str:
     torch.save(model.state_dict(), path)
     return path
+
+
+def export_tiny_onnx(tmp, test_images: int, output: str, short_side: int = 96) -> dict:
+    """A synthetic set of ``test_images`` images under ``tmp``, its experiment and a tiny deformable ResNet-18
+    checkpoint, exported with ``convert_to_onnx.main`` (run from the repository root) to ``output``: the paths, the
+    command's exit code ('code') and what it printed ('out')."""
+    import contextlib
+    import io
+    import convert_to_onnx
+    data_dir = make_synthetic_set(str(tmp / 'data'), test=test_images, size=128)
+    experiment = write_experiment(str(tmp), data_dir, 'deformable_resnet18', thresh=0.5, box_thresh=0.4)
+    checkpoint = save_checkpoint(tiny_model('deformable_resnet18'), str(tmp / 'model.pth'))
+    cwd = os.getcwd()
+    os.chdir(REPO_ROOT)
+    stdout = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout):
+            code = convert_to_onnx.main([experiment, '--resume', checkpoint, '--output', output,
+                                         '--image_short_side', str(short_side)])
+    finally:
+        os.chdir(cwd)
+    return {'tmp': tmp, 'data': data_dir, 'exp': experiment, 'ckpt': checkpoint, 'onnx': output, 'code': code,
+            'out': stdout.getvalue()}

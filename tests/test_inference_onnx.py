@@ -1,8 +1,6 @@
 """ONNX export of a DCN model through the pure-PyTorch formulation, parity in onnxruntime, demo --onnx."""
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import re
 
@@ -11,7 +9,7 @@ import pytest
 
 import convert_to_onnx
 import demo
-from inference_helpers import REPO_ROOT, make_synthetic_set, save_checkpoint, tiny_model, write_experiment
+from inference_helpers import REPO_ROOT, export_tiny_onnx, tiny_model
 
 onnxruntime = pytest.importorskip('onnxruntime')  # an optional extra; CI installs it
 
@@ -19,21 +17,7 @@ onnxruntime = pytest.importorskip('onnxruntime')  # an optional extra; CI instal
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('onnx')
-    data_dir = make_synthetic_set(str(tmp / 'data'), test=2, size=128)
-    experiment = write_experiment(str(tmp), data_dir, 'deformable_resnet18', thresh=0.5, box_thresh=0.4)
-    checkpoint = save_checkpoint(tiny_model('deformable_resnet18'), str(tmp / 'model.pth'))
-    output = str(tmp / 'model.onnx')
-    cwd = os.getcwd()
-    os.chdir(REPO_ROOT)
-    stdout = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(stdout):
-            code = convert_to_onnx.main([experiment, '--resume', checkpoint, '--output', output,
-                                         '--image_short_side', '96'])
-    finally:
-        os.chdir(cwd)
-    return {'tmp': tmp, 'data': data_dir, 'exp': experiment, 'ckpt': checkpoint, 'onnx': output, 'code': code,
-            'out': stdout.getvalue()}
+    return export_tiny_onnx(tmp, 2, str(tmp / 'model.onnx'))
 
 
 def test_export_verifies_parity_at_two_sizes(exported):

@@ -4,10 +4,8 @@ into the ONNX file's metadata_props; TextDetector(onnx=...) and demo.py --onnx r
 naming a foreign class are refused; Detections.to_dict, demo.py --json and --batch_size."""
 from __future__ import annotations
 
-import contextlib
 import glob
 import hashlib
-import io
 import json
 import os
 import sys
@@ -17,7 +15,7 @@ import pytest
 
 import convert_to_onnx
 import demo
-from inference_helpers import REPO_ROOT, make_synthetic_set, save_checkpoint, tiny_model, write_experiment
+from inference_helpers import REPO_ROOT, export_tiny_onnx, tiny_model, write_experiment
 
 onnxruntime = pytest.importorskip('onnxruntime')  # an optional extra; CI installs it
 onnx = pytest.importorskip('onnx')
@@ -28,23 +26,10 @@ SHORT_SIDE = 96  # the export's --image_short_side: recorded as the model's shor
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('onnx_metadata')
-    data_dir = make_synthetic_set(str(tmp / 'data'), test=3, size=128)
-    experiment = write_experiment(str(tmp), data_dir, 'deformable_resnet18', thresh=0.5, box_thresh=0.4)
-    checkpoint = save_checkpoint(tiny_model('deformable_resnet18'), str(tmp / 'model.pth'))
-    output = str(tmp / 'out' / 'model.onnx')
-    cwd = os.getcwd()
-    os.chdir(REPO_ROOT)
-    stdout = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(stdout):
-            code = convert_to_onnx.main([experiment, '--resume', checkpoint, '--output', output,
-                                         '--image_short_side', str(SHORT_SIDE)])
-    finally:
-        os.chdir(cwd)
-    assert code == 0, stdout.getvalue()
-    images = sorted(glob.glob(os.path.join(data_dir, 'test_images', '*')))
-    return {'tmp': tmp, 'data': data_dir, 'exp': experiment, 'ckpt': checkpoint, 'onnx': output,
-            'out': stdout.getvalue(), 'images': images}
+    made = export_tiny_onnx(tmp, 3, str(tmp / 'out' / 'model.onnx'), SHORT_SIDE)
+    assert made['code'] == 0, made['out']
+    made['images'] = sorted(glob.glob(os.path.join(made['data'], 'test_images', '*')))
+    return made
 
 
 def description(path: str) -> dict:
