@@ -1,6 +1,6 @@
 """Writing a file whole or not at all: ``atomic_write``, the one helper for every output that replaces a file
 (converted lists, metrics files, exported models). Checkpoints go through ``training.model_saver``, which adds its
-manifest records around the same steps."""
+manifest records around the same steps. ``ends_torn``: whether an append-only file's last line was cut short."""
 from __future__ import annotations
 
 import os
@@ -45,3 +45,17 @@ def atomic_write(path: str, content: Union[bytes, str, Callable[[BinaryIO], obje
         except FileNotFoundError:
             pass
         raise
+
+
+def ends_torn(path: str) -> bool:
+    """Whether the file's last line lacks its newline (a crash or a kill while it was appended); False for an empty
+    or missing file. The check of append-only logs (metrics.jsonl, the checkpoint manifest) before they append."""
+    try:
+        with open(path, 'rb') as stream:
+            stream.seek(0, os.SEEK_END)
+            if stream.tell() == 0:
+                return False
+            stream.seek(-1, os.SEEK_END)
+            return stream.read(1) != b'\n'
+    except FileNotFoundError:
+        return False

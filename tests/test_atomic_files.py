@@ -44,3 +44,15 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         atomic_write(path, fail)
     assert open(path).read() == 'kept'
     assert os.listdir(tmp_path) == ['metrics.jsonl']
+
+
+def test_ends_torn(tmp_path):
+    from concern.files import ends_torn
+    path = tmp_path / 'log.jsonl'
+    assert not ends_torn(str(path))  # missing
+    path.write_bytes(b'')
+    assert not ends_torn(str(path))  # empty
+    path.write_bytes(b'{"a": 1}\n')
+    assert not ends_torn(str(path))
+    path.write_bytes(b'{"a": 1}\n{"b": ')
+    assert ends_torn(str(path))

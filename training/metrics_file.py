@@ -26,7 +26,7 @@ import os
 import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
-from concern.files import atomic_write
+from concern.files import atomic_write, ends_torn
 
 METRICS_FILE = 'metrics.jsonl'
 # the types that a start trims to its iteration and that are never written twice for one iteration (and loader)
@@ -84,23 +84,10 @@ def _line(record: Mapping[str, Any]) -> str:
     return json.dumps(plain(record), allow_nan=False, separators=(', ', ': ')) + '\n'
 
 
-def _ends_torn(path: str) -> bool:
-    """Whether the file's last line lacks its newline (a crash while it was written)."""
-    try:
-        with open(path, 'rb') as stream:
-            stream.seek(0, os.SEEK_END)
-            if stream.tell() == 0:
-                return False
-            stream.seek(-1, os.SEEK_END)
-            return stream.read(1) != b'\n'
-    except FileNotFoundError:
-        return False
-
-
 def append_metrics(path: str, records: Iterable[Mapping[str, Any]]) -> None:
     """Append ``records`` to the file at ``path`` (created when absent; never truncated). A torn last line is ended
     first, so that it stays one unreadable line instead of swallowing the first record."""
-    torn = _ends_torn(path)
+    torn = ends_torn(path)
     with open(path, 'a', encoding='utf-8') as stream:
         if torn:
             stream.write('\n')
@@ -143,7 +130,7 @@ class MetricsWriter:
             if dropped:
                 atomic_write(self.path, b''.join(kept))
         self.stream = open(self.path, 'a', encoding='utf-8')
-        if _ends_torn(self.path):
+        if ends_torn(self.path):
             self.stream.write('\n')
         self.write({'type': 'start', 'iteration': iteration, 'epoch': epoch, 'resumed_from': resumed_from,
                     'dropped': dropped})

@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 
 from concern.checkpoint_io import LAST_CHECKPOINT
+from concern.files import ends_torn
 
 # The temporary files of atomic_torch_save (.<name>.<mkstemp letters>.tmp) and atomic_link (.<name>.<pid>.link.tmp).
 TEMPORARY_FILE = re.compile(r'^\..+\.[A-Za-z0-9_]+(\.link)?\.tmp$')
@@ -236,23 +237,11 @@ class Manifest:
             line += f'\t{os.path.getsize(os.path.join(self.directory, name))}'
         # a line torn by a kill while appending is ended first, so that it cannot swallow this record, with a field
         # that makes it no record (a torn name or size is never taken for one)
-        torn = self._torn()
+        torn = ends_torn(self.path)
         with open(self.path, 'a', encoding='utf-8') as stream:
             stream.write((TORN_END if torn else '') + line + '\n')
             stream.flush()
             os.fsync(stream.fileno())
-
-    def _torn(self) -> bool:
-        """Whether the manifest's last line lacks its newline (a kill while appending)."""
-        try:
-            with open(self.path, 'rb') as stream:
-                stream.seek(0, os.SEEK_END)
-                if stream.tell() == 0:
-                    return False
-                stream.seek(-1, os.SEEK_END)
-                return stream.read(1) != b'\n'
-        except FileNotFoundError:
-            return False
 
     def _records(self) -> List[Tuple[str, str, int]]:
         """The manifest's complete records, oldest first: (kind, name, size; 0 but for ``file``). A line without
