@@ -16,6 +16,8 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
+from concern.files import atomic_write
+
 RECORDS = 'docs/demo_runs'
 README = 'README.md'
 BEGIN = '<!-- demo-figures:begin (python -m tools.demo_figures writes this table) -->'
@@ -125,9 +127,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 1
         return 0
     if updated != text:
-        with open(args.readme + '.tmp', 'w', encoding='utf-8') as stream:
-            stream.write(updated)
-        os.replace(args.readme + '.tmp', args.readme)
+        atomic_write(args.readme, updated)
         print(f'{args.readme}: demo table rewritten from {len(records)} record(s)')
     return 0
 

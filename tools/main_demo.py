@@ -19,6 +19,8 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from concern.files import atomic_write
+
 EXPERIMENT = 'experiments/seg_detector/synthetic_resnet18_deform_thre.yaml'
 README_PICTURE = 'docs/images/demo_detection.jpg'
 TRAINING_FIGURES = 'demo_training.json'  # beside the model: the training time, kept for runs that reuse the model
@@ -223,9 +225,7 @@ def write_figures(path: str, figures: Dict[str, object], record: Optional[str]) 
     targets = [path] + ([os.path.join(record, record_name(figures))] if record else [])
     for target in targets:
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-        with open(target + '.tmp', 'w') as stream:
-            stream.write(text)
-        os.replace(target + '.tmp', target)
+        atomic_write(target, text)
     _say(f'figures written to {" and ".join(targets)}')
 
 
