@@ -1,6 +1,7 @@
 """DBNet decoder: FPN over c2..c5, probability head, optional adaptive threshold head."""
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -27,6 +28,23 @@ def init_decoder_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.ones_(module.weight)
         nn.init.constant_(module.bias, 1e-4)
+
+
+def set_prior_probability(head: nn.Sequential, probability: float) -> None:
+    """Start a head's output at ``probability`` everywhere: its last layer's bias = logit(probability).
+
+    The prior-probability initialisation of RetinaNet (Lin et al. 2017, section 4.1) applied to the probability map:
+    from random weights the map otherwise starts near 0.5 on every pixel, far from the share of text pixels, and
+    the first iterations of a training from scratch go to learning that constant. Initialisation only.
+
+    Raises ValueError unless 0 < probability < 1.
+    """
+    if not 0.0 < probability < 1.0:
+        raise ValueError(f'prior_probability must lie strictly between 0 and 1, got {probability}')
+    last = [m for m in head.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))][-1]
+    if last.bias is None:
+        raise ValueError('the last layer of the head has no bias to set')
+    nn.init.constant_(last.bias, math.log(probability / (1.0 - probability)))
 
 
 def _upsample_x2(in_channels: int, out_channels: int, smooth: bool, bias: bool) -> nn.Module:
@@ -83,7 +101,7 @@ class SegDetector(nn.Module):
 
     def __init__(self, in_channels: Sequence[int] = (64, 128, 256, 512), inner_channels: int = 256,
                  k: float = 10, bias: bool = False, adaptive: bool = False, smooth: bool = False,
-                 serial: bool = False):
+                 serial: bool = False, prior_probability: Optional[float] = None):
         super().__init__()
         if len(in_channels) != 4:
             raise ValueError(f'in_channels needs 4 entries (c2..c5), got {list(in_channels)}')
@@ -112,6 +130,8 @@ class SegDetector(nn.Module):
         if adaptive:
             self.thresh = make_head(inner_channels + (1 if serial else 0), inner_channels, smooth, bias)
         self.apply(init_decoder_weights)
+        if prior_probability is not None:
+            set_prior_probability(self.binarize, prior_probability)
 
     def pyramid(self, features: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         """[p5, p4, p3, p2], each (B, inner/4, H/4, W/4)."""

@@ -157,3 +157,32 @@ def test_transposed_convolutions_are_initialised_by_their_real_fan_in():
     # Measured: std 0.85 and no saturated pixel here; with the original's init, std 3.5 and 5.5 % saturated.
     assert float(logits.std()) < 1.5
     assert float(((probability < 1e-3) | (probability > 1 - 1e-3)).float().mean()) < 0.01
+
+
+@pytest.mark.parametrize('decoder,smooth', [(SegDetector, False), (SegDetector, True),
+                                             (SegSpatialScaleDetector, False)])
+def test_prior_probability_starts_the_probability_map_at_the_prior(decoder, smooth):
+    # With the head's last weights zeroed only its bias reaches the sigmoid: the map is the prior on every pixel.
+    torch.manual_seed(0)
+    detector = decoder(in_channels=[8, 16, 32, 64], inner_channels=16, adaptive=True, smooth=smooth,
+                       prior_probability=0.05).eval()
+    last = [m for m in detector.binarize.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))][-1]
+    assert last.bias is not None and last.bias.item() == pytest.approx(math.log(0.05 / 0.95))
+    with torch.no_grad():
+        last.weight.zero_()
+        features = [torch.randn(1, c, 32 // s, 32 // s) for c, s in ((8, 1), (16, 2), (32, 4), (64, 8))]
+        probability = detector(features)
+    assert probability.shape == (1, 1, 128, 128)
+    assert torch.allclose(probability, torch.full_like(probability, 0.05), atol=1e-6)
+
+
+def test_prior_probability_leaves_the_threshold_head_and_rejects_bad_values():
+    torch.manual_seed(0)
+    plain = SegDetector(in_channels=[8, 16, 32, 64], inner_channels=16, adaptive=True)
+    torch.manual_seed(0)
+    primed = SegDetector(in_channels=[8, 16, 32, 64], inner_channels=16, adaptive=True, prior_probability=0.2)
+    changed = [k for k, v in plain.state_dict().items() if not torch.equal(v, primed.state_dict()[k])]
+    assert changed == ['binarize.6.bias']  # the last transposed convolution of the probability head only
+    for bad in (0.0, 1.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match='prior_probability'):
+            SegDetector(in_channels=[8, 16, 32, 64], inner_channels=16, prior_probability=bad)
