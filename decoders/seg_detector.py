@@ -31,19 +31,22 @@ def init_decoder_weights(module: nn.Module) -> None:
 
 
 def set_prior_probability(head: nn.Sequential, probability: float) -> None:
-    """Start a head's output at ``probability`` everywhere: its last layer's bias = logit(probability).
+    """Centre a head's initial logits on ``logit(probability)``: its last layer's bias = log(p / (1 - p)).
 
-    The prior-probability initialisation of RetinaNet (Lin et al. 2017, section 4.1) applied to the probability map:
-    from random weights the map otherwise starts near 0.5 on every pixel, far from the share of text pixels, and
-    the first iterations of a training from scratch go to learning that constant. Initialisation only.
+    The prior-probability initialisation of RetinaNet (Lin et al. 2017, section 4.1) applied to the probability map.
+    With the default initialisation (``init_decoder_weights``) the map of a model with random weights starts near 0.5
+    on every pixel, while the shrunk text regions cover a few per cent of a crop; the first iterations of a training
+    from scratch then go to learning a constant (docs/training.md). The last layer's random weights still spread the
+    logits around that centre (more with ``smooth``, whose last 1x1 convolution has no BatchNorm before it), so the
+    map starts *near* ``probability``. Initialisation only: weights loaded later replace the bias.
 
     Raises ValueError unless 0 < probability < 1.
     """
+    probability = float(probability)
     if not 0.0 < probability < 1.0:
         raise ValueError(f'prior_probability must lie strictly between 0 and 1, got {probability}')
     last = [m for m in head.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))][-1]
-    if last.bias is None:
-        raise ValueError('the last layer of the head has no bias to set')
+    assert last.bias is not None  # make_head's last layer always has a bias
     nn.init.constant_(last.bias, math.log(probability / (1.0 - probability)))
 
 
@@ -97,11 +100,13 @@ class SegDetector(nn.Module):
 
     Training returns {'binary', 'thresh', 'thresh_binary'} (the latter two only when ``adaptive``);
     inference returns the probability map (B, 1, H, W) and skips the threshold head.
+    ``prior_probability`` (keyword only; default None, ``init_decoder_weights`` alone) centres the probability head's
+    initial logits on logit(p): ``set_prior_probability``, for training from random weights.
     """
 
     def __init__(self, in_channels: Sequence[int] = (64, 128, 256, 512), inner_channels: int = 256,
                  k: float = 10, bias: bool = False, adaptive: bool = False, smooth: bool = False,
-                 serial: bool = False, prior_probability: Optional[float] = None):
+                 serial: bool = False, *, prior_probability: Optional[float] = None):
         super().__init__()
         if len(in_channels) != 4:
             raise ValueError(f'in_channels needs 4 entries (c2..c5), got {list(in_channels)}')

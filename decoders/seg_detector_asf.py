@@ -14,9 +14,10 @@ class SegSpatialScaleDetector(SegDetector):
 
     def __init__(self, in_channels: Sequence[int] = (64, 128, 256, 512), inner_channels: int = 256,
                  k: float = 10, bias: bool = False, adaptive: bool = False, smooth: bool = False,
-                 serial: bool = False, attention_type: str = 'scale_spatial',
+                 serial: bool = False, attention_type: str = 'scale_spatial', *,
                  prior_probability: Optional[float] = None):
-        super().__init__(in_channels, inner_channels, k, bias, adaptive, smooth, serial, prior_probability)
+        super().__init__(in_channels, inner_channels, k, bias, adaptive, smooth, serial,
+                         prior_probability=prior_probability)
         self.concat_attention = ScaleFeatureSelection(inner_channels, inner_channels // 4,
                                                       attention_type=attention_type)
         self.concat_attention.apply(init_decoder_weights)

@@ -176,13 +176,35 @@ def test_prior_probability_starts_the_probability_map_at_the_prior(decoder, smoo
     assert torch.allclose(probability, torch.full_like(probability, 0.05), atol=1e-6)
 
 
-def test_prior_probability_leaves_the_threshold_head_and_rejects_bad_values():
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_prior_probability_centres_the_initial_map_with_random_weights(seed):
+    # The claim itself, with every weight random (train mode, as a training from scratch starts): the median of the
+    # initial map lies near the prior, while without it the map is centred on 0.5 (logits centred on 0).
+    torch.manual_seed(100 + seed)
+    features = [torch.randn(4, c, 64 // s, 64 // s) for c, s in ((8, 1), (16, 2), (32, 4), (64, 8))]
+    medians = {}
+    for prior in (None, 0.1):
+        torch.manual_seed(seed)
+        detector = SegDetector(in_channels=[8, 16, 32, 64], inner_channels=64, adaptive=True,
+                               prior_probability=prior).train()
+        with torch.no_grad():
+            medians[prior] = detector(features)['binary'].median().item()
+    assert 0.05 <= medians[0.1] <= 0.2
+    assert 0.3 <= medians[None] <= 0.7
+
+
+@pytest.mark.parametrize('smooth', [False, True])
+def test_prior_probability_leaves_the_threshold_head_and_rejects_bad_values(smooth):
     torch.manual_seed(0)
-    plain = SegDetector(in_channels=[8, 16, 32, 64], inner_channels=16, adaptive=True)
+    plain = SegDetector(in_channels=[8, 16, 32, 64], inner_channels=16, adaptive=True, smooth=smooth)
     torch.manual_seed(0)
-    primed = SegDetector(in_channels=[8, 16, 32, 64], inner_channels=16, adaptive=True, prior_probability=0.2)
-    changed = [k for k, v in plain.state_dict().items() if not torch.equal(v, primed.state_dict()[k])]
-    assert changed == ['binarize.6.bias']  # the last transposed convolution of the probability head only
+    primed = SegDetector(in_channels=[8, 16, 32, 64], inner_channels=16, adaptive=True, smooth=smooth,
+                         prior_probability=0.2)
+    before, after = plain.state_dict(), primed.state_dict()
+    changed = [k for k, v in before.items() if not torch.equal(v, after[k])]
+    # only the bias of the probability head's last layer: its 2x2 transposed convolution, or under smooth its 1x1
+    assert changed == (['binarize.6.2.bias'] if smooth else ['binarize.6.bias'])
+    assert after[changed[0]].item() == pytest.approx(math.log(0.2 / 0.8))
     for bad in (0.0, 1.0, -0.1, 1.5):
         with pytest.raises(ValueError, match='prior_probability'):
             SegDetector(in_channels=[8, 16, 32, 64], inner_channels=16, prior_probability=bad)
