@@ -1,12 +1,19 @@
 """Learning-rate schedules (values worked out by hand) and the optimizer scheduler."""
+import os
 import warnings
 
 import pytest
 import torch
 
+import training_helpers as helpers
+from concern.config import ObjectBuilder, get_path, load_config
 from training.learning_rate import (ConstantLearningRate, DecayLearningRate, MultiStepLR,
-                                    PiecewiseConstantLearningRate, WarmupLR)
+                                    PiecewiseConstantLearningRate, PolyIterationLearningRate, WarmupLR,
+                                    bind_run_length)
 from training.optimizer_scheduler import OptimizerScheduler
+from training.trainer import Trainer
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize('lr, epoch, epochs, expected', [
@@ -20,6 +27,70 @@ def test_decay_learning_rate_values(lr, epoch, epochs, expected):
     schedule = DecayLearningRate(lr=lr, epochs=epochs)
     for step in (0, 12345):  # epoch-based: the step does not matter
         assert schedule.get_learning_rate(epoch, step) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize('step, expected', [
+    (0, 0.002),
+    (45, 0.00154377901345),  # 0.002 * (135/180) ** 0.9
+    (90, 0.00107177346254),  # 0.002 * (1/2) ** 0.9
+    (179, 0.0000186760376627),  # 0.002 * (1/180) ** 0.9
+    (180, 0.0),
+    (10_000, 0.0),  # past the run's length the rate stays 0
+])
+def test_poly_iteration_learning_rate_values(step, expected):
+    schedule = PolyIterationLearningRate(lr=0.002, iterations=180)
+    for epoch in (0, 2, 99):  # iteration-based: the epoch does not matter
+        assert schedule.get_learning_rate(epoch, step) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert schedule.base_lr == 0.002
+
+
+def test_poly_iteration_ends_where_the_per_epoch_form_does_not():
+    # a 3-epoch run of 60 iterations per epoch: the per-epoch form spends its last epoch at (2/4) ** 0.9 of the
+    # starting rate, the per-iteration form decays to 0 over the same 180 iterations
+    per_epoch, per_iteration = DecayLearningRate(lr=1.0, epochs=3), PolyIterationLearningRate(lr=1.0, iterations=180)
+    assert per_epoch.get_learning_rate(2, 179) == pytest.approx(0.5 ** 0.9)
+    assert per_iteration.get_learning_rate(2, 179) < 0.01
+    rates = [per_iteration.get_learning_rate(s // 60, s) for s in range(181)]
+    assert all(a > b for a, b in zip(rates, rates[1:]))  # strictly decreasing, every iteration
+    with pytest.raises(ValueError, match='iterations must be >= 1'):
+        PolyIterationLearningRate(lr=0.1, iterations=0)
+    with pytest.raises(ValueError, match='factor must be > 0'):
+        PolyIterationLearningRate(lr=0.1, iterations=10, factor=0)
+
+
+def test_poly_iteration_without_a_length_takes_the_run_length_through_a_warm_up():
+    schedule = PolyIterationLearningRate(lr=1.0)
+    with pytest.raises(RuntimeError, match='run length is not known'):
+        schedule.get_learning_rate(0, 0)
+    warmup = WarmupLR(steps=2, warmup_lr=0.0, origin_lr=schedule)
+    bind_run_length(warmup, 40)
+    assert schedule.get_learning_rate(0, 20) == pytest.approx(0.5 ** 0.9)
+    fixed = PolyIterationLearningRate(lr=1.0, iterations=10)
+    bind_run_length(fixed, 40)  # a length given in the file wins
+    assert fixed.get_learning_rate(0, 5) == pytest.approx(0.5 ** 0.9)
+    bind_run_length(ConstantLearningRate(0.1), 40)  # schedules without a length are left alone
+    bind_run_length(None, 40)
+
+
+def test_the_trainer_decays_over_the_runs_own_length(tmp_path):
+    # 8 samples in batches of 2 for 3 epochs: 12 steps, whatever the file says about iterations
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(8), batch_size=2, epochs=3, lr=0.05)
+    experiment.train.scheduler = OptimizerScheduler(
+        'SGD', {'lr': 0.05, 'momentum': 0.9},
+        WarmupLR(steps=2, warmup_lr=0.01, origin_lr=PolyIterationLearningRate(lr=0.05)))
+    trainer = Trainer(experiment, helpers.options(str(tmp_path)))
+    rates = []
+    run_step = trainer.run_step
+
+    def recorded(batch):
+        rates.append(trainer.optimizer.param_groups[0]['lr'])
+        return run_step(batch)
+
+    trainer.run_step = recorded
+    trainer.train()
+    expected = [0.01, 0.01 + (0.05 * (11 / 12) ** 0.9 - 0.01) / 2] + [0.05 * (1 - s / 12) ** 0.9 for s in range(2, 12)]
+    assert rates == pytest.approx(expected, rel=1e-9)
+    assert rates[-1] == pytest.approx(0.05 * (1 / 12) ** 0.9)  # the last step runs near 0, not at 0
 
 
 def test_multistep_piecewise_constant_values():
@@ -71,3 +142,20 @@ def test_optimizer_scheduler_errors_and_lr_mismatch_warning():
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         OptimizerScheduler('SGD', {'lr': 0.007, 'momentum': 0.9}, DecayLearningRate())
+
+
+def test_the_budget_experiment_decays_over_its_own_length(monkeypatch):
+    """experiments/seg_detector/synthetic_resnet18_deform_thre_budget.yaml: what docs/training.md measured (batch 4,
+    192x192 crops of images scaled by 0.3-0.6, evaluation at 288, the poly decay per iteration over the run)."""
+    monkeypatch.chdir(REPO_ROOT)  # the experiment files import others relative to the working directory
+    config = load_config('experiments/seg_detector/synthetic_resnet18_deform_thre_budget.yaml')
+    assert get_path(config, 'train.data_loader.batch_size') == 4
+    train_processes = get_path(config, 'train.data_loader.dataset.processes')
+    assert train_processes[0]['augmenter_args'][1] == ['Resize', [0.3, 0.6]]
+    assert train_processes[1]['size'] == [192, 192]
+    evaluation = get_path(config, 'evaluation.data_loaders.synthetic.dataset.processes')
+    assert evaluation[0]['augmenter_args'] == [['Resize', {'width': 288, 'height': 288}]]
+    scheduler = ObjectBuilder(config).build(get_path(config, 'train.scheduler'), 'train.scheduler')
+    bind_run_length(scheduler.learning_rate, 600)  # 4 epochs of the demo's 600 images in batches of 4
+    assert scheduler.learning_rate_at(2, 300) == pytest.approx(0.001 * 0.5 ** 0.9)
+    assert scheduler.learning_rate_at(3, 599) == pytest.approx(0.001 * (1 / 600) ** 0.9)
