@@ -52,7 +52,7 @@ def test_poly_iteration_ends_where_the_per_epoch_form_does_not():
     assert per_iteration.get_learning_rate(2, 179) < 0.01
     rates = [per_iteration.get_learning_rate(s // 60, s) for s in range(181)]
     assert all(a > b for a, b in zip(rates, rates[1:]))  # strictly decreasing, every iteration
-    with pytest.raises(ValueError, match='iterations must be >= 1'):
+    with pytest.raises(ValueError, match='iterations must be a whole number >= 1'):
         PolyIterationLearningRate(lr=0.1, iterations=0)
     with pytest.raises(ValueError, match='factor must be > 0'):
         PolyIterationLearningRate(lr=0.1, iterations=10, factor=0)
@@ -72,25 +72,53 @@ def test_poly_iteration_without_a_length_takes_the_run_length_through_a_warm_up(
     bind_run_length(None, 40)
 
 
-def test_the_trainer_decays_over_the_runs_own_length(tmp_path):
-    # 8 samples in batches of 2 for 3 epochs: 12 steps, whatever the file says about iterations
-    experiment = helpers.make_experiment(helpers.TinyTrainSet(8), batch_size=2, epochs=3, lr=0.05)
+def _poly_run(workspace, epochs=3, resume=None, stop_after=None):
+    """The tiny trainer (8 samples in batches of 2) under WarmupLR(2 steps) around PolyIterationLearningRate(
+    iterations=None); the rate of each step it takes."""
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(8), batch_size=2, epochs=epochs, lr=0.05, resume=resume)
     experiment.train.scheduler = OptimizerScheduler(
         'SGD', {'lr': 0.05, 'momentum': 0.9},
         WarmupLR(steps=2, warmup_lr=0.01, origin_lr=PolyIterationLearningRate(lr=0.05)))
-    trainer = Trainer(experiment, helpers.options(str(tmp_path)))
+    trainer = Trainer(experiment, helpers.options(str(workspace)))
     rates = []
     run_step = trainer.run_step
 
     def recorded(batch):
         rates.append(trainer.optimizer.param_groups[0]['lr'])
-        return run_step(batch)
+        result = run_step(batch)
+        if stop_after is not None and len(rates) >= stop_after:
+            trainer.stop_reason = 'stopped by the test'
+        return result
 
     trainer.run_step = recorded
     trainer.train()
-    expected = [0.01, 0.01 + (0.05 * (11 / 12) ** 0.9 - 0.01) / 2] + [0.05 * (1 - s / 12) ** 0.9 for s in range(2, 12)]
-    assert rates == pytest.approx(expected, rel=1e-9)
+    return rates
+
+
+# 3 epochs of 4 steps: 12 steps, whatever the file says about iterations; worked out by hand from the formulas
+TWELVE_STEPS = [0.01, 0.01 + (0.05 * (11 / 12) ** 0.9 - 0.01) / 2] + [0.05 * (1 - s / 12) ** 0.9 for s in range(2, 12)]
+
+
+def test_the_trainer_decays_over_the_runs_own_length(tmp_path):
+    rates = _poly_run(tmp_path)
+    assert rates == pytest.approx(TWELVE_STEPS, rel=1e-9)
     assert rates[-1] == pytest.approx(0.05 * (1 / 12) ** 0.9)  # the last step runs near 0, not at 0
+
+
+def test_a_resumed_run_continues_on_the_same_curve(tmp_path):
+    before = _poly_run(tmp_path, stop_after=6)
+    after = _poly_run(tmp_path, resume=str(tmp_path / 'model' / 'latest'))
+    assert len(before) == 6 and before + after == pytest.approx(TWELVE_STEPS, rel=1e-9)
+
+
+def test_a_length_in_the_file_that_differs_from_the_run_is_reported():
+    schedule = PolyIterationLearningRate(lr=1.0, iterations=10)
+    (line,) = bind_run_length(WarmupLR(steps=1, warmup_lr=0.0, origin_lr=schedule), 12)
+    assert 'iterations=10 from the file' in line and '12 iterations' in line
+    assert bind_run_length(schedule, 10) == []
+    assert 'the run\'s 12 iterations' in bind_run_length(PolyIterationLearningRate(lr=1.0), 12)[0]
+    with pytest.raises(ValueError, match='whole number'):
+        PolyIterationLearningRate(lr=1.0, iterations=600.7)
 
 
 def test_multistep_piecewise_constant_values():
@@ -149,7 +177,8 @@ def test_the_budget_experiment_decays_over_its_own_length(monkeypatch):
     192x192 crops of images scaled by 0.3-0.6, evaluation at 288, the poly decay per iteration over the run)."""
     monkeypatch.chdir(REPO_ROOT)  # the experiment files import others relative to the working directory
     config = load_config('experiments/seg_detector/synthetic_resnet18_deform_thre_budget.yaml')
-    assert get_path(config, 'train.data_loader.batch_size') == 4
+    assert get_path(config, 'train.data_loader.batch_size') == 4 and get_path(config, 'train.epochs') == 4
+    assert get_path(config, 'train.scheduler.learning_rate.origin_lr.iterations') is None  # the run's length
     train_processes = get_path(config, 'train.data_loader.dataset.processes')
     assert train_processes[0]['augmenter_args'][1] == ['Resize', [0.3, 0.6]]
     assert train_processes[1]['size'] == [192, 192]

@@ -65,7 +65,9 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument('--accept_skipped_samples', action='store_true',
                         help='with --resume: continue even where the new --batch_size or world size would leave '
                              'samples of the interrupted epoch untrained (refused by default, naming them)')
-    parser.add_argument('--epochs', type=int, default=None, help='training length and decay schedule length')
+    parser.add_argument('--epochs', type=int, default=None,
+                        help='training length and decay schedule length (a per-iteration schedule with '
+                             'iterations: null follows the run by itself)')
     parser.add_argument('--start_epoch', type=int, default=None)
     parser.add_argument('--start_iter', type=int, default=None)
     parser.add_argument('--lr', type=float, default=None, help='base learning rate (optimizer and schedule)')

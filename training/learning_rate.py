@@ -7,7 +7,13 @@ optimizer scheduler compares it with ``optimizer_args['lr']``.
 from __future__ import annotations
 
 import bisect
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence
+
+
+def _whole(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not float(value).is_integer() or int(value) < 1:
+        raise ValueError(f'{name} must be a whole number >= 1, got {value!r}')
+    return int(value)
 
 
 def _positive(name: str, value: Any) -> float:
@@ -44,32 +50,41 @@ class PolyIterationLearningRate:
 
     The DB paper's "poly" policy with its power 0.9, applied per iteration instead of per epoch
     (:class:`DecayLearningRate` keeps the original's per-epoch form). A short run needs it: the per-epoch
-    form over 3 epochs spends its last epoch at (2 / 4) ** 0.9 = 0.54 of the starting rate, this one ends near 0.
+    form over 3 epochs spends its last epoch at (2 / 4) ** 0.9 = 0.54 of the starting rate; this one trains its
+    last step at ``lr * (1 / iterations) ** factor`` and reaches 0 after it.
 
     ``iterations``: the run's length in iterations, after which the rate stays 0; None (the default) takes the
     length of the run being trained (epochs x iterations per epoch, so ``--epochs`` and ``--batch_size`` carry
-    over), which the trainer sets through :func:`bind_run_length` before the first step. Asking for a rate
-    before that raises ``RuntimeError``.
+    over), which the trainer sets through :func:`bind_run_length` before the first step and again at a resume
+    (a resume that lengthens the run, e.g. more epochs, continues on the longer run's curve, so its rate jumps up).
+    Asking for a rate before the length is known raises ``RuntimeError``; a non-integer length ``ValueError``.
     """
 
     def __init__(self, lr: float = 0.007, iterations: Optional[int] = None, factor: float = 0.9):
         self.lr = _positive('lr', lr)
-        self.configured_iterations = None if iterations is None else int(iterations)
-        if self.configured_iterations is not None and self.configured_iterations < 1:
-            raise ValueError(f'iterations must be >= 1, got {iterations}')
+        self.configured_iterations = None if iterations is None else _whole('iterations', iterations)
         self.iterations = self.configured_iterations
         self.factor = _positive('factor', factor)
 
     @property
     def base_lr(self) -> float:
+        """The rate at step 0."""
         return self.lr
 
-    def bind_run_length(self, iterations: int) -> None:
-        """The run's length, used unless ``iterations`` was given."""
+    def bind_run_length(self, iterations: int) -> Optional[str]:
+        """Take the run's length unless the file gave one; returns a line for the log: the length in use, and
+        whether the file's length differs from the run's (the rate then stays 0, or stops above 0)."""
+        run_length = max(int(iterations), 1)
         if self.configured_iterations is None:
-            self.iterations = max(int(iterations), 1)
+            self.iterations = run_length
+            return f'learning rate: poly decay per iteration over the run\'s {run_length} iterations'
+        if self.configured_iterations != run_length:
+            return (f'learning rate: poly decay over iterations={self.configured_iterations} from the file, but the '
+                    f'run has {run_length} iterations (iterations: null follows the run)')
+        return None
 
     def get_learning_rate(self, epoch: int, step: int) -> float:
+        """The rate of iteration ``step`` (``epoch`` is not used)."""
         if self.iterations is None:
             raise RuntimeError('PolyIterationLearningRate(iterations=None): the run length is not known yet '
                                '(the trainer sets it; elsewhere give iterations)')
@@ -77,7 +92,8 @@ class PolyIterationLearningRate:
         return self.lr * (1.0 - fraction) ** self.factor
 
     def __repr__(self) -> str:
-        return (f'PolyIterationLearningRate(lr={self.lr}, iterations={self.configured_iterations}, '
+        bound = '' if self.iterations == self.configured_iterations else f' (the run: {self.iterations})'
+        return (f'PolyIterationLearningRate(lr={self.lr}, iterations={self.configured_iterations}{bound}, '
                 f'factor={self.factor})')
 
 
@@ -178,9 +194,14 @@ def base_learning_rate(schedule: Any) -> float:
     return float(schedule.get_learning_rate(0, 0))
 
 
-def bind_run_length(schedule: Any, iterations: int) -> None:
-    """Tell a schedule, and the schedules it wraps (``origin_lr``), how many iterations the run has."""
+def bind_run_length(schedule: Any, iterations: int) -> List[str]:
+    """Tell a schedule, and the schedules it wraps (``origin_lr``), how many iterations the run has; the lines
+    they return for the log."""
+    lines: List[str] = []
     while schedule is not None:
         if hasattr(schedule, 'bind_run_length'):
-            schedule.bind_run_length(iterations)
+            line = schedule.bind_run_length(iterations)
+            if line:
+                lines.append(line)
         schedule = getattr(schedule, 'origin_lr', None)
+    return lines

@@ -25,9 +25,9 @@ from training.checkpoint import Checkpoint, NonFiniteCheckpointError, PreservedR
 from training.distributed import (DistributedContext, setup_distributed, teardown_distributed, unwrap_model,
                                   wrap_model)
 from training.hooks import HookBase, NonFiniteStop, default_hooks
+from training.learning_rate import bind_run_length
 from training.model_saver import CheckpointWriteError, ModelSaver, OutputPathError
 from training.nonfinite import NonFiniteGuard, all_finite, non_finite_inputs
-from training.learning_rate import bind_run_length
 from training.optimizer_scheduler import OptimizerScheduler
 from training.run_options import RunOptions
 from training.validation import Validator
@@ -473,7 +473,9 @@ class Trainer:
         left = self.loader.sampler.span(self.epoch_samples).steps if self.epoch < self.epochs else 0
         self.total_steps = self.iteration + left + max(self.epochs - self.epoch - 1, 0) * steps
         # a schedule that decays over the run's length (PolyIterationLearningRate(iterations=None)) learns it here
-        bind_run_length(self.scheduler.learning_rate, self.total_steps)
+        schedule_lines = bind_run_length(self.scheduler.learning_rate, self.total_steps)
+        for line in schedule_lines:
+            logger.info(line)
         if self.already_stopped:
             logger.info(self._already_stopped_line())
         else:
