@@ -100,7 +100,7 @@ def test_demo_table_is_rendered_from_the_records(tmp_path):
     (records / 'a.json').write_text(json.dumps(_record(seed=0)))
     (records / 'b.json').write_text(json.dumps(_record(seed=1, box=(0.8, 0.8))))
     table = demo_figures.render(demo_figures.load_records(str(records)))
-    rows = [line for line in table.splitlines() if line.startswith('| AMD')]
+    rows = [line for line in table.splitlines() if line.startswith('| synthetic_resnet18_deform_thre.yaml | AMD')]
     assert len(rows) == 2
     # 120 + 12 + 840 + 30 + 6 s = 16.8 min; F of P 0.9, R 0.8 = 2*0.72/1.7 = 0.847
     assert '| 16.8 |' in rows[0] and '**0.847**' in rows[0] and '| 14.0 |' in rows[0]
@@ -143,3 +143,41 @@ def test_figures_file_names_machine_precision_and_seed(tmp_path):
     assert json.loads(kept.read_text()) == record
     assert json.loads((tmp_path / 'out' / 'figures.json').read_text()) == record
     assert not list((tmp_path / 'runs').glob('*.tmp'))
+
+
+def test_records_of_another_experiment_get_their_own_rows_spread_and_file_name(tmp_path):
+    """Runs of the 2-core budget recipe (--experiment) are told apart from the demo's and never pooled into its
+    spread; their record files say which experiment they trained."""
+    from tools import demo_figures
+    budget = 'experiments/seg_detector/synthetic_resnet18_deform_thre_budget.yaml'
+    records = tmp_path / 'runs'
+    main_demo.write_figures(str(tmp_path / 'a' / 'figures.json'), _record(seed=0), str(records))
+    main_demo.write_figures(str(tmp_path / 'b' / 'figures.json'),
+                            dict(_record(seed=0, box=(0.8, 0.8)), experiment=budget), str(records))
+    names = sorted(path.name for path in records.iterdir())
+    assert names == ['202612061600_amd-epyc_avx2_fp32_seed0.json',
+                     '202612061600_amd-epyc_avx2_resnet18_deform_thre_budget_fp32_seed0.json']
+    table = demo_figures.render(demo_figures.load_records(str(records)))
+    budget_rows = [line for line in table.splitlines()
+                   if line.startswith('| synthetic_resnet18_deform_thre_budget.yaml | AMD')]
+    assert len(budget_rows) == 1 and '**0.800**' in budget_rows[0]
+    # one spread line per experiment: 0.847 and 0.800 each alone, spread 0
+    assert 'synthetic_resnet18_deform_thre.yaml on AMD EPYC, 2 CPUs, AVX2, fp32: 1 run(s), box F 0.847-0.847' in table
+    assert 'synthetic_resnet18_deform_thre_budget.yaml on AMD EPYC, 2 CPUs, AVX2, fp32: 1 run(s), box F 0.800-0.800' \
+        in table
+
+
+def test_experiment_suffix_and_the_evaluation_size_the_pictures_use(monkeypatch, capsys):
+    monkeypatch.chdir(REPO_ROOT)
+    assert main_demo.experiment_suffix(main_demo.EXPERIMENT) == ''
+    assert main_demo.experiment_suffix('./' + main_demo.EXPERIMENT) == ''
+    assert main_demo.experiment_suffix('experiments/x/other.yaml') == '_other'
+    # the demo evaluates at height 384, the budget recipe at 288 (their files' validate_data), an override wins
+    assert main_demo.evaluation_short_side(main_demo.build_evaluation(main_demo.EXPERIMENT, [])) == 384
+    budget = 'experiments/seg_detector/synthetic_resnet18_deform_thre_budget.yaml'
+    assert main_demo.evaluation_short_side(main_demo.build_evaluation(budget, [])) == 288
+    opt = 'evaluation.data_loaders.synthetic.dataset.processes.0.augmenter_args=[[Resize, {width: 320, height: 320}]]'
+    assert main_demo.evaluation_short_side(main_demo.build_evaluation(budget, [opt])) == 320
+    with pytest.raises(SystemExit):
+        main_demo.main(['--experiment', 'experiments/no_such_file.yaml'])
+    assert '--experiment experiments/no_such_file.yaml: no such file' in capsys.readouterr().err

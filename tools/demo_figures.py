@@ -17,6 +17,7 @@ import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 from concern.files import atomic_write
+from tools.main_demo import EXPERIMENT
 
 RECORDS = 'docs/demo_runs'
 README = 'README.md'
@@ -46,7 +47,13 @@ def load_records(directory: str = RECORDS) -> List[Dict[str, Any]]:
             raise ValueError(f'{path}: not a make-demo figure record (missing {", ".join(missing)})')
         record['_file'] = os.path.basename(path)
         records.append(record)
-    return sorted(records, key=lambda r: (r['machine']['cpu'], r['machine']['isa'], r['precision'], r['seed']))
+    return sorted(records, key=lambda r: (experiment_label(r), r['machine']['cpu'], r['machine']['isa'],
+                                          r['precision'], r['seed']))
+
+
+def experiment_label(record: Dict[str, Any]) -> str:
+    """The file name of the experiment a record trained (records without one predate the field: the demo's)."""
+    return os.path.basename(str(record.get('experiment') or EXPERIMENT))
 
 
 def _minutes(seconds: Optional[float]) -> str:
@@ -67,16 +74,16 @@ def render(records: Sequence[Dict[str, Any]], directory: str = RECORDS) -> str:
     """The Markdown table (one row per record) and one line per machine and precision giving the spread of F."""
     if not records:
         return '(no recorded runs yet: `python -m tools.main_demo --record docs/demo_runs`)'
-    lines = ['| machine | precision | seed | set-up | training | evaluation | `make demo` total | box P / R / F '
-             '| polygon P / R / F | record |',
-             '|---|---|---|---|---|---|---|---|---|---|']
+    lines = ['| experiment | machine | precision | seed | set-up | training | evaluation | `make demo` total '
+             '| box P / R / F | polygon P / R / F | record |',
+             '|---|---|---|---|---|---|---|---|---|---|---|']
     for record in records:
         stages = record['stages_seconds']
         total = sum(stages.get(key) or 0.0 for key in ('setup', 'data', 'training', 'evaluation', 'pictures'))
         reused = [part for part in ('data', 'model') if record.get(f'{part}_reused')]
         note = (' (no set-up)' if stages.get('setup') is None else '') + (
             f" ({' and '.join(reused)} reused)" if reused else '')
-        cells = [machine_label(record['machine']), record['precision'], str(record['seed']),
+        cells = [experiment_label(record), machine_label(record['machine']), record['precision'], str(record['seed']),
                  _minutes(stages.get('setup')), _minutes(stages.get('training')), _minutes(stages.get('evaluation')),
                  _minutes(total) + note]
         for mode in ('box', 'polygon'):
@@ -87,7 +94,8 @@ def render(records: Sequence[Dict[str, Any]], directory: str = RECORDS) -> str:
     lines.append('')
     groups: Dict[str, List[Dict[str, Any]]] = {}
     for record in records:
-        groups.setdefault(f"{machine_label(record['machine'])}, {record['precision']}", []).append(record)
+        groups.setdefault(f"{experiment_label(record)} on {machine_label(record['machine'])}, {record['precision']}",
+                          []).append(record)
     for label, group in groups.items():
         spreads = []
         for mode in ('box', 'polygon'):

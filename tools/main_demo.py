@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from concern.files import atomic_write
 
@@ -125,19 +125,39 @@ def ensure_model(name: str, train_args: List[str], stamp: Dict[str, object], run
     return final, False
 
 
-def evaluate(checkpoint: str, opts: Sequence[str], threads: str = 'auto') -> Dict[str, Dict[str, float]]:
-    """P/R/F on the held-out test split in box and polygon mode, running the network once per image."""
+def evaluation_short_side(experiment: Any) -> int:
+    """The short side (pixels) at which ``experiment`` (built with its 'evaluation' part) evaluates: the height of
+    its evaluation Resize, which for the demo's landscape images is their short side. The pictures are drawn at the
+    same size, so that they show what the figures measured. ValueError when no loader resizes to a height."""
+    from data.processes.augment_data import AugmentDetectionData
+    for loader in experiment.evaluation.data_loaders.values():
+        for process in getattr(loader.dataset, 'processes', []):
+            size = getattr(process, 'input_size', None)
+            if isinstance(process, AugmentDetectionData) and size is not None and size.mode in ('height',
+                                                                                                 'short_side'):
+                return int(size.size[0])
+    raise ValueError('evaluation: expected a loader whose AugmentDetectionData resizes to a height (only_resize)')
+
+
+def build_evaluation(experiment_path: str, opts: Sequence[str]) -> Any:
+    """``experiment_path`` with ``opts`` applied, built with its 'structure' and 'evaluation' parts."""
     from concern.config import apply_overrides, load_config
-    from concern.device import select_device
     from experiment import Experiment
+    config = load_config(experiment_path)
+    apply_overrides(config, opts)
+    return Experiment.build(config, ('structure', 'evaluation'))
+
+
+def evaluate(checkpoint: str, opts: Sequence[str], threads: str = 'auto', experiment_path: str = EXPERIMENT
+             ) -> Dict[str, Dict[str, float]]:
+    """P/R/F on the held-out test split in box and polygon mode, running the network once per image."""
+    from concern.device import select_device
     from inference.evaluation import evaluate_on_dataset
     from inference.runners import TorchRunner
     from structure.measurers import DetectionEvaluator
     from structure.weights import load_trained_model
 
-    config = load_config(EXPERIMENT)
-    apply_overrides(config, opts)
-    experiment = Experiment.build(config, ('structure', 'evaluation'))
+    experiment = build_evaluation(experiment_path, opts)
     assert experiment.structure is not None  # built: 'structure' is among the parts
     device = select_device(None)
     model = load_trained_model(experiment.structure.builder, checkpoint, device)
@@ -165,7 +185,10 @@ def evaluate(checkpoint: str, opts: Sequence[str], threads: str = 'auto') -> Dic
 
 
 def draw(checkpoint: str, data_dir: str, result_dir: str, count: int, opts: Sequence[str],
-         readme_picture: Optional[str], threads: str = 'auto') -> None:
+         readme_picture: Optional[str], threads: str = 'auto', experiment_path: str = EXPERIMENT,
+         short_side: int = 384) -> None:
+    """Detections drawn (polygon mode) on the first ``count`` test images, the network input's short side at
+    ``short_side`` pixels (main() passes the experiment's evaluation size)."""
     import cv2
     import demo
     with open(os.path.join(data_dir, 'test_list.txt')) as stream:
@@ -175,8 +198,8 @@ def draw(checkpoint: str, data_dir: str, result_dir: str, count: int, opts: Sequ
     os.makedirs(picked)
     for name in names:
         shutil.copy(os.path.join(data_dir, 'test_images', name), picked)
-    args = [EXPERIMENT, '--resume', checkpoint, '--image_path', picked, '--result_dir', result_dir,
-            '--visualize', '--polygon', '--image_short_side', '384', '--threads', threads]
+    args = [experiment_path, '--resume', checkpoint, '--image_path', picked, '--result_dir', result_dir,
+            '--visualize', '--polygon', '--image_short_side', str(short_side), '--threads', threads]
     if opts:
         args += ['--opt', *opts]
     if demo.main(args) != 0:
@@ -218,6 +241,14 @@ def git_commit() -> Optional[str]:
         return None
 
 
+def experiment_suffix(experiment_path: str) -> str:
+    """'' for the demo's experiment, else '_' and the file's stem without 'synthetic_' (the run-name part)."""
+    if os.path.normpath(experiment_path) == os.path.normpath(EXPERIMENT):
+        return ''
+    stem = os.path.splitext(os.path.basename(experiment_path))[0]
+    return '_' + (stem[len('synthetic_'):] if stem.startswith('synthetic_') else stem)
+
+
 def write_figures(path: str, figures: Dict[str, object], record: Optional[str]) -> None:
     """``figures`` as JSON at ``path`` (written whole, then renamed); with ``record`` a copy in that directory named
     after the date, CPU capability, precision and seed (what tools.demo_figures renders into the README)."""
@@ -235,15 +266,22 @@ def record_name(figures: Dict[str, object]) -> str:
     import re
     cpu = re.sub(r'[^a-z0-9]+', '-', str(machine['cpu']).lower()).strip('-')[:40] or 'cpu'
     stamp = re.sub(r'[^0-9]', '', str(figures['date']))[:12]  # YYYYMMDDhhmm
-    return f"{stamp}_{cpu}_{str(machine['isa']).lower()}_{figures['precision']}_seed{figures['seed']}.json"
+    experiment = str(figures.get('experiment') or EXPERIMENT)
+    return (f"{stamp}_{cpu}_{str(machine['isa']).lower()}{experiment_suffix(experiment)}_{figures['precision']}"
+            f"_seed{figures['seed']}.json")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--quick', action='store_true', help='reduced size, for the slow test')
     parser.add_argument('--data_dir', default='datasets/synthetic')
+    parser.add_argument('--experiment', default=EXPERIMENT,
+                        help=f'the experiment to train and evaluate (default {EXPERIMENT}; e.g. '
+                             'experiments/seg_detector/synthetic_resnet18_deform_thre_budget.yaml, the 15-minute '
+                             'recipe for 2-core AVX2 CPUs, which scores lower: docs/training.md)')
     parser.add_argument('--name', default=None,
-                        help='run name (default synthetic_demo, with _seedN / _fp32 / _bf16 for other choices)')
+                        help='run name (default synthetic_demo, with _<experiment> for another experiment and '
+                             '_seedN / _fp32 / _bf16 for other choices)')
     parser.add_argument('--result_dir', default='demo_results')
     parser.add_argument('--seed', type=int, default=0, help='training seed (the data set is the same for all)')
     parser.add_argument('--precision', choices=('auto', 'fp32', 'bf16'), default='auto',
@@ -261,6 +299,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parse_threads(args.threads)
     except ValueError as error:
         parser.error(str(error))
+    if not os.path.isfile(args.experiment):
+        parser.error(f'--experiment {args.experiment}: no such file')
     if args.record and args.quick:
         parser.error('--record keeps full-size runs only (the README table); drop --quick')
     import torch
@@ -271,8 +311,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         train_count, test_count, epochs, name, opts = 16, 4, 1, args.name or 'synthetic_demo_quick', [
             'train.data_loader.dataset.processes.1.size=[128, 128]', 'train.data_loader.num_workers=0']
     else:
-        suffix = (f'_seed{args.seed}' if args.seed else '') + (f'_{args.precision}' if args.precision != 'auto'
-                                                                 else '')
+        suffix = (experiment_suffix(args.experiment) + (f'_seed{args.seed}' if args.seed else '')
+                  + (f'_{args.precision}' if args.precision != 'auto' else ''))
         train_count, test_count, epochs, name, opts = 600, 100, None, args.name or 'synthetic_demo' + suffix, []
     data_opts = [f'train.data_loader.dataset.data_dir=[{args.data_dir}]',
                  f'train.data_loader.dataset.data_list=[{args.data_dir}/train_list.txt]',
@@ -282,7 +322,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     data_reused = ensure_dataset(args.data_dir, train_count, test_count, seed=0, test_seed=1000, size=640)
     stages['data'] = time.perf_counter() - tick
     flags = precision_flags(args.precision)
-    train_args = [EXPERIMENT, '--name', name, '--seed', str(args.seed), *flags, '--channels_last',
+    train_args = [args.experiment, '--name', name, '--seed', str(args.seed), *flags, '--channels_last',
                   *(['--epochs', str(epochs)] if epochs else []), '--opt', *opts, *data_opts]
     tick = time.perf_counter()
     # --threads is not part of the training stamp: it changes how long training takes, not the model
@@ -297,11 +337,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stages['training'] = training.get('seconds')  # type: ignore[assignment]
     eval_opts = [opt for opt in data_opts if opt.startswith('evaluation.')]
     tick = time.perf_counter()
-    results = evaluate(checkpoint, eval_opts, args.threads)
+    results = evaluate(checkpoint, eval_opts, args.threads, args.experiment)
     stages['evaluation'] = time.perf_counter() - tick
     tick = time.perf_counter()
-    readme_picture = README_PICTURE if not args.quick and args.seed == 0 and args.precision == 'auto' else None
-    draw(checkpoint, args.data_dir, args.result_dir, 2 if args.quick else 6, [], readme_picture, args.threads)
+    readme_picture = README_PICTURE if (not args.quick and args.seed == 0 and args.precision == 'auto'
+                                        and args.experiment == EXPERIMENT) else None
+    short_side = evaluation_short_side(build_evaluation(args.experiment, eval_opts))
+    draw(checkpoint, args.data_dir, args.result_dir, 2 if args.quick else 6, [], readme_picture, args.threads,
+         args.experiment, short_side)
     stages['pictures'] = time.perf_counter() - tick
     stages['total_this_run'] = time.perf_counter() - start + (args.setup_seconds or 0.0)
     import datetime
@@ -309,7 +352,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'commit': git_commit(), 'machine': dict(machine_figures(), torch_threads=threads_at_start),
         'threads': args.threads, 'seed': args.seed, 'precision': trained_precision(flags),
-        'device': 'cuda' if torch.cuda.is_available() else 'cpu', 'experiment': EXPERIMENT,
+        'device': 'cuda' if torch.cuda.is_available() else 'cpu', 'experiment': args.experiment,
         'quick': bool(args.quick), 'experiment_sha256': stamp['experiment_sha256'],
         'data_reused': data_reused, 'model_reused': model_reused,
         'training_machine': training.get('machine'), 'training_cpu_seconds': training.get('process_cpu_seconds'),
