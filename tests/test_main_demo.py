@@ -167,17 +167,77 @@ def test_records_of_another_experiment_get_their_own_rows_spread_and_file_name(t
         in table
 
 
-def test_experiment_suffix_and_the_evaluation_size_the_pictures_use(monkeypatch, capsys):
+BUDGET = 'experiments/seg_detector/synthetic_resnet18_deform_thre_budget.yaml'
+
+
+def _evaluation_list(tmp_path):
+    """A data directory with a one-line test list: building an evaluation loader reads the list, not the images."""
+    (tmp_path / 'data').mkdir(exist_ok=True)
+    (tmp_path / 'data' / 'test_list.txt').write_text('img_1.jpg\n')
+    return str(tmp_path / 'data'), [f'evaluation.data_loaders.synthetic.dataset.data_dir=[{tmp_path}/data]',
+                                    f'evaluation.data_loaders.synthetic.dataset.data_list=[{tmp_path}/data/test_list.txt]']
+
+
+def test_experiment_suffix_path_spellings_and_the_evaluation_size_the_pictures_use(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO_ROOT)
     assert main_demo.experiment_suffix(main_demo.EXPERIMENT) == ''
     assert main_demo.experiment_suffix('./' + main_demo.EXPERIMENT) == ''
     assert main_demo.experiment_suffix('experiments/x/other.yaml') == '_other'
-    # the demo evaluates at height 384, the budget recipe at 288 (their files' validate_data), an override wins
-    assert main_demo.evaluation_short_side(main_demo.build_evaluation(main_demo.EXPERIMENT, [])) == 384
-    budget = 'experiments/seg_detector/synthetic_resnet18_deform_thre_budget.yaml'
-    assert main_demo.evaluation_short_side(main_demo.build_evaluation(budget, [])) == 288
-    opt = 'evaluation.data_loaders.synthetic.dataset.processes.0.augmenter_args=[[Resize, {width: 320, height: 320}]]'
-    assert main_demo.evaluation_short_side(main_demo.build_evaluation(budget, [opt])) == 320
+    for spelling in ('./' + BUDGET, os.path.join(REPO_ROOT, BUDGET), 'experiments/../' + BUDGET):
+        assert main_demo.normalise_experiment_path(spelling) == BUDGET
+    outside = str(tmp_path / 'x.yaml')
+    assert main_demo.normalise_experiment_path(outside) == outside
+    # the demo evaluates at height 384, the budget recipe at 288 (their files' validate_data); an override wins
+    _, opts = _evaluation_list(tmp_path)
+    assert main_demo.evaluation_short_side(main_demo.build_evaluation(main_demo.EXPERIMENT, opts)) == 384
+    assert main_demo.evaluation_short_side(main_demo.build_evaluation(BUDGET, opts, ('evaluation',))) == 288
+    resize = 'evaluation.data_loaders.synthetic.dataset.processes.0.augmenter_args'
+    assert main_demo.evaluation_short_side(main_demo.build_evaluation(
+        BUDGET, opts + [f'{resize}=[[Resize, {{width: 320, height: 320}}]]'], ('evaluation',))) == 320
+    # a fixed size (keep_ratio off): its smaller side
+    assert main_demo.evaluation_short_side(main_demo.build_evaluation(
+        BUDGET, opts + [f'{resize}=[[Resize, {{width: 640, height: 352}}]]',
+                        'evaluation.data_loaders.synthetic.dataset.processes.0.keep_ratio=false'],
+        ('evaluation',))) == 352
     with pytest.raises(SystemExit):
         main_demo.main(['--experiment', 'experiments/no_such_file.yaml'])
     assert '--experiment experiments/no_such_file.yaml: no such file' in capsys.readouterr().err
+
+
+def test_main_hands_the_experiment_to_every_stage(tmp_path, monkeypatch):
+    """--experiment reaches training (run name, stamp), evaluation, the pictures (at its evaluation size, no README
+    picture) and the record; the stages themselves are replaced by recorders."""
+    monkeypatch.chdir(REPO_ROOT)
+    data_dir, _ = _evaluation_list(tmp_path)
+    calls = {}
+    monkeypatch.setattr(main_demo, 'ensure_dataset', lambda *args, **kwargs: True)
+    monkeypatch.setattr(main_demo, 'precision_flags', lambda precision='auto': [])
+
+    def ensure_model(name, train_args, stamp, run_args=()):
+        calls['train'] = (name, list(train_args), stamp)
+        return 'final.ckpt', True
+    monkeypatch.setattr(main_demo, 'ensure_model', ensure_model)
+    results = {mode: {'precision': 0.5, 'recall': 0.5, 'fmeasure': 0.5} for mode in ('box', 'polygon')}
+
+    def evaluate(checkpoint, opts, threads='auto', experiment_path=main_demo.EXPERIMENT):
+        calls['evaluate'] = (checkpoint, experiment_path)
+        return results
+    monkeypatch.setattr(main_demo, 'evaluate', evaluate)
+
+    def draw(checkpoint, data_dir, result_dir, count, opts, readme_picture, threads='auto',
+             experiment_path=main_demo.EXPERIMENT, short_side=384):
+        calls['draw'] = (checkpoint, readme_picture, experiment_path, short_side)
+    monkeypatch.setattr(main_demo, 'draw', draw)
+    monkeypatch.setattr(main_demo, 'write_figures', lambda path, figures, record: calls.update(figures=figures))
+    assert main_demo.main(['--experiment', './' + BUDGET, '--seed', '1', '--data_dir', data_dir,
+                           '--result_dir', str(tmp_path / 'results')]) == 0
+    name, train_args, stamp = calls['train']
+    assert name == 'synthetic_demo_resnet18_deform_thre_budget_seed1' and train_args[0] == BUDGET
+    assert stamp == main_demo.training_stamp(train_args)
+    assert calls['evaluate'] == ('final.ckpt', BUDGET)
+    assert calls['draw'] == ('final.ckpt', None, BUDGET, 288)
+    assert calls['figures']['experiment'] == BUDGET and calls['figures']['results'] == results
+    calls.clear()
+    assert main_demo.main(['--data_dir', data_dir, '--result_dir', str(tmp_path / 'results')]) == 0
+    assert calls['train'][0] == 'synthetic_demo' and calls['train'][1][0] == main_demo.EXPERIMENT
+    assert calls['draw'] == ('final.ckpt', main_demo.README_PICTURE, main_demo.EXPERIMENT, 384)

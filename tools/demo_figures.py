@@ -26,8 +26,8 @@ END = '<!-- demo-figures:end -->'
 
 
 def load_records(directory: str = RECORDS) -> List[Dict[str, Any]]:
-    """The records in ``directory``, sorted by machine, precision and seed. ValueError naming a file that is not a
-    figure record."""
+    """The records in ``directory``, sorted by experiment, machine, precision and seed. ValueError naming a file
+    that is not a figure record."""
     records = []
     for path in sorted(glob.glob(os.path.join(directory, '*.json'))):
         with open(path, encoding='utf-8') as stream:
@@ -71,7 +71,8 @@ def machine_label(machine: Dict[str, Any]) -> str:
 
 
 def render(records: Sequence[Dict[str, Any]], directory: str = RECORDS) -> str:
-    """The Markdown table (one row per record) and one line per machine and precision giving the spread of F."""
+    """The Markdown table (one row per record) and one line per experiment, machine and precision giving the spread
+    of F."""
     if not records:
         return '(no recorded runs yet: `python -m tools.main_demo --record docs/demo_runs`)'
     lines = ['| experiment | machine | precision | seed | set-up | training | evaluation | `make demo` total '

@@ -2,7 +2,8 @@
 
 Every stage reuses what an earlier run left (the data set, the trained model) and says so; delete
 ``datasets/synthetic`` or ``workspace/synthetic_demo`` to redo a stage. ``--quick`` runs the same pipeline
-at a reduced size (the slow test uses it).
+at a reduced size (the slow test uses it). ``--experiment`` runs another experiment file through the same
+pipeline (e.g. the recipe that fits 20 minutes on a 2-core AVX2 CPU); its run and record names carry the file's stem.
 
 Every run writes its measured figures (machine, instruction set, precision, seed, time per stage, P/R/F per mode)
 to ``<result_dir>/figures.json``; ``--record docs/demo_runs`` keeps a copy there, from which
@@ -17,9 +18,12 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from concern.files import atomic_write
+
+if TYPE_CHECKING:
+    from experiment import Experiment
 
 EXPERIMENT = 'experiments/seg_detector/synthetic_resnet18_deform_thre.yaml'
 README_PICTURE = 'docs/images/demo_detection.jpg'
@@ -125,27 +129,34 @@ def ensure_model(name: str, train_args: List[str], stamp: Dict[str, object], run
     return final, False
 
 
-def evaluation_short_side(experiment: Any) -> int:
-    """The short side (pixels) at which ``experiment`` (built with its 'evaluation' part) evaluates: the height of
-    its evaluation Resize, which for the demo's landscape images is their short side. The pictures are drawn at the
-    same size, so that they show what the figures measured. ValueError when no loader resizes to a height."""
+def evaluation_short_side(experiment: 'Experiment') -> int:
+    """The short side in pixels for the pictures of ``experiment`` (built with its 'evaluation' part): the height of
+    its evaluation Resize ('height' or 'short_side' rule; the smaller side of a fixed size). demo.py knows only the
+    short-side rule, so a landscape test image is drawn at exactly the evaluated input and a portrait one (about
+    half of the synthetic test split) at a larger one: its width, not its height, becomes this value. ValueError
+    when no evaluation loader resizes to a size in pixels."""
     from data.processes.augment_data import AugmentDetectionData
+    assert experiment.evaluation is not None  # built: 'evaluation' is among the parts
     for loader in experiment.evaluation.data_loaders.values():
         for process in getattr(loader.dataset, 'processes', []):
             size = getattr(process, 'input_size', None)
-            if isinstance(process, AugmentDetectionData) and size is not None and size.mode in ('height',
-                                                                                                 'short_side'):
-                return int(size.size[0])
-    raise ValueError('evaluation: expected a loader whose AugmentDetectionData resizes to a height (only_resize)')
+            if isinstance(process, AugmentDetectionData) and size is not None:
+                if size.mode in ('height', 'short_side'):
+                    return int(size.size[0])
+                if size.mode == 'fixed':
+                    return int(min(size.size))
+    raise ValueError('evaluation: expected a loader whose AugmentDetectionData resizes to a size in pixels '
+                     "(only_resize with a 'height', or short_side)")
 
 
-def build_evaluation(experiment_path: str, opts: Sequence[str]) -> Any:
-    """``experiment_path`` with ``opts`` applied, built with its 'structure' and 'evaluation' parts."""
+def build_evaluation(experiment_path: str, opts: Sequence[str], parts: Sequence[str] = ('structure', 'evaluation')
+                     ) -> 'Experiment':
+    """``experiment_path`` with the ``--opt`` overrides ``opts`` applied, built with ``parts``."""
     from concern.config import apply_overrides, load_config
     from experiment import Experiment
     config = load_config(experiment_path)
     apply_overrides(config, opts)
-    return Experiment.build(config, ('structure', 'evaluation'))
+    return Experiment.build(config, parts)
 
 
 def evaluate(checkpoint: str, opts: Sequence[str], threads: str = 'auto', experiment_path: str = EXPERIMENT
@@ -241,8 +252,17 @@ def git_commit() -> Optional[str]:
         return None
 
 
+def normalise_experiment_path(path: str) -> str:
+    """``path`` normalised, relative to the working directory (the checkout) when it lies inside it, so that
+    ``./x.yaml``, ``x.yaml`` and an absolute path to it name the same run and no record holds a local path."""
+    absolute = os.path.abspath(path)
+    inside = os.path.commonpath([absolute, os.getcwd()]) == os.getcwd()
+    return os.path.relpath(absolute) if inside else absolute
+
+
 def experiment_suffix(experiment_path: str) -> str:
-    """'' for the demo's experiment, else '_' and the file's stem without 'synthetic_' (the run-name part)."""
+    """The run-name and record-name part of an experiment: '' for the demo's, else '_' and the file's stem without
+    'synthetic_' (two files of one stem in different folders share it: give ``--name`` to keep their runs apart)."""
     if os.path.normpath(experiment_path) == os.path.normpath(EXPERIMENT):
         return ''
     stem = os.path.splitext(os.path.basename(experiment_path))[0]
@@ -251,7 +271,7 @@ def experiment_suffix(experiment_path: str) -> str:
 
 def write_figures(path: str, figures: Dict[str, object], record: Optional[str]) -> None:
     """``figures`` as JSON at ``path`` (written whole, then renamed); with ``record`` a copy in that directory named
-    after the date, CPU capability, precision and seed (what tools.demo_figures renders into the README)."""
+    by ``record_name`` (what tools.demo_figures renders into the README)."""
     text = json.dumps(figures, indent=1, sort_keys=True) + '\n'
     targets = [path] + ([os.path.join(record, record_name(figures))] if record else [])
     for target in targets:
@@ -261,6 +281,7 @@ def write_figures(path: str, figures: Dict[str, object], record: Optional[str]) 
 
 
 def record_name(figures: Dict[str, object]) -> str:
+    """``<YYYYMMDDhhmm>_<cpu>_<isa>[<experiment suffix>]_<precision>_seed<N>.json`` for a figure record."""
     machine = figures['machine']
     assert isinstance(machine, dict)
     import re
@@ -277,8 +298,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--data_dir', default='datasets/synthetic')
     parser.add_argument('--experiment', default=EXPERIMENT,
                         help=f'the experiment to train and evaluate (default {EXPERIMENT}; e.g. '
-                             'experiments/seg_detector/synthetic_resnet18_deform_thre_budget.yaml, the 15-minute '
-                             'recipe for 2-core AVX2 CPUs, which scores lower: docs/training.md)')
+                             'experiments/seg_detector/synthetic_resnet18_deform_thre_budget.yaml, the recipe that '
+                             'fits 20 minutes on a 2-core AVX2 CPU in fp32 and scores lower: README, docs/training.md)')
     parser.add_argument('--name', default=None,
                         help='run name (default synthetic_demo, with _<experiment> for another experiment and '
                              '_seedN / _fp32 / _bf16 for other choices)')
@@ -301,6 +322,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(str(error))
     if not os.path.isfile(args.experiment):
         parser.error(f'--experiment {args.experiment}: no such file')
+    # one spelling for the run name, the training stamp and the record: relative to the checkout when inside it
+    args.experiment = normalise_experiment_path(args.experiment)
     if args.record and args.quick:
         parser.error('--record keeps full-size runs only (the README table); drop --quick')
     import torch
@@ -308,7 +331,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.perf_counter()
     stages: Dict[str, Optional[float]] = {'setup': args.setup_seconds}
     if args.quick:
-        train_count, test_count, epochs, name, opts = 16, 4, 1, args.name or 'synthetic_demo_quick', [
+        name = args.name or 'synthetic_demo_quick' + experiment_suffix(args.experiment)
+        train_count, test_count, epochs, opts = 16, 4, 1, [
             'train.data_loader.dataset.processes.1.size=[128, 128]', 'train.data_loader.num_workers=0']
     else:
         suffix = (experiment_suffix(args.experiment) + (f'_seed{args.seed}' if args.seed else '')
@@ -324,6 +348,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     flags = precision_flags(args.precision)
     train_args = [args.experiment, '--name', name, '--seed', str(args.seed), *flags, '--channels_last',
                   *(['--epochs', str(epochs)] if epochs else []), '--opt', *opts, *data_opts]
+    eval_opts = [opt for opt in data_opts if opt.startswith('evaluation.')]
+    # before training: an experiment the pictures cannot be sized for fails here, not after the training
+    short_side = evaluation_short_side(build_evaluation(args.experiment, eval_opts, ('evaluation',)))
     tick = time.perf_counter()
     # --threads is not part of the training stamp: it changes how long training takes, not the model
     stamp = training_stamp(train_args)
@@ -335,14 +362,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with open(training_path) as stream:
             training = json.load(stream)
     stages['training'] = training.get('seconds')  # type: ignore[assignment]
-    eval_opts = [opt for opt in data_opts if opt.startswith('evaluation.')]
     tick = time.perf_counter()
     results = evaluate(checkpoint, eval_opts, args.threads, args.experiment)
     stages['evaluation'] = time.perf_counter() - tick
     tick = time.perf_counter()
     readme_picture = README_PICTURE if (not args.quick and args.seed == 0 and args.precision == 'auto'
                                         and args.experiment == EXPERIMENT) else None
-    short_side = evaluation_short_side(build_evaluation(args.experiment, eval_opts))
     draw(checkpoint, args.data_dir, args.result_dir, 2 if args.quick else 6, [], readme_picture, args.threads,
          args.experiment, short_side)
     stages['pictures'] = time.perf_counter() - tick
