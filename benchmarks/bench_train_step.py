@@ -13,6 +13,10 @@ convolution (oneDNN): the step's ceiling. ``--profile N`` adds the N operators t
 (torch.profiler, channels-last, grouped by input shape). ``--isa avx2`` caps every library at AVX2.
 Run: ``python -m benchmarks.bench_train_step [--repeats N] [--size 640] [--batch 4]`` or
 ``python -m benchmarks.bench_train_step --demo [--isa avx2] [--profile 12]``.
+
+``--budget``: the step of the 20-minute budget recipes (batch 4, 192x192 crops, Adam, fp32) for the paper's model, the
+deformable model at FPN width 128 and the plain ResNet-18 at 128 and 64, interleaved: wall seconds on ``--threads``
+(default 2) threads and process CPU seconds on one, with ratios to the paper's model (issue 24; docs/training.md).
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from benchmarks.common import force_isa, interleaved_median_cpu_ms, machine, median_ms, print_table
+from benchmarks.common import (force_isa, interleaved_median_cpu_ms, interleaved_median_ms, machine, median_ms,
+                               print_table)
 from structure.model import SegDetectorModel
 
 # The `make demo` experiment's model and step (experiments/seg_detector/synthetic_resnet18_deform_thre.yaml).
@@ -40,17 +45,18 @@ def training_batch(batch: int, size: int) -> Dict[str, torch.Tensor]:
             'thresh_mask': (torch.rand(shape, generator=generator) > 0.5).float()}
 
 
-def build_model(inner_channels: int = 256) -> SegDetectorModel:
+def build_model(inner_channels: int = 256, backbone: str = 'deformable_resnet18') -> SegDetectorModel:
     torch.manual_seed(0)
-    return SegDetectorModel(backbone='deformable_resnet18', decoder='SegDetector',
+    return SegDetectorModel(backbone=backbone, decoder='SegDetector',
                             decoder_args={'adaptive': True, 'k': 50, 'in_channels': [64, 128, 256, 512],
                                           'inner_channels': inner_channels}).train()
 
 
 def step_function(batch: Dict[str, torch.Tensor], channels_last: bool, optimizer_name: str = 'SGD',
-                  dtype: str = 'fp32', inner_channels: int = 256) -> Callable[[], None]:
+                  dtype: str = 'fp32', inner_channels: int = 256,
+                  backbone: str = 'deformable_resnet18') -> Callable[[], None]:
     """One training step of a fresh model on ``batch`` (the model and optimizer live in the closure)."""
-    model = build_model(inner_channels)
+    model = build_model(inner_channels, backbone)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         batch = dict(batch, image=batch['image'].contiguous(memory_format=torch.channels_last))
@@ -139,6 +145,40 @@ def demo_main(args: argparse.Namespace) -> List[Dict[str, str]]:
     return rows
 
 
+# The 20-minute budget recipes (issue 24): batch 4, 192x192 crops, Adam, fp32. (backbone, FPN width) per model;
+# the first is the paper's model of synthetic_resnet18_deform_thre_budget.yaml, the third
+# synthetic_resnet18_thre_budget.yaml's.
+BUDGET_BATCH, BUDGET_SIZE = 4, 192
+BUDGET_MODELS = (('deformable_resnet18', 256), ('deformable_resnet18', 128), ('resnet18', 128), ('resnet18', 64))
+
+
+def budget_main(args: argparse.Namespace) -> List[Dict[str, str]]:
+    """The budget step of each model in ``BUDGET_MODELS``, interleaved round by round: wall seconds on
+    ``--threads`` threads (what `make demo` runs on; needs an otherwise idle machine) and process CPU seconds on
+    one thread (robust to other load), each with its ratio to the paper's model."""
+    batch = training_batch(BUDGET_BATCH, BUDGET_SIZE)
+    steps: Dict[str, Callable[[], object]] = {}
+    for backbone, width in BUDGET_MODELS:
+        steps[f'{backbone}, width {width}'] = step_function(batch, False, 'Adam', inner_channels=width,
+                                                            backbone=backbone)
+    torch.set_num_threads(args.threads)
+    wall = interleaved_median_ms(steps, args.repeats, args.warmup)
+    torch.set_num_threads(1)
+    cpu = interleaved_median_cpu_ms(steps, args.repeats, args.warmup)
+    first = next(iter(steps))
+    rows = []
+    for name in steps:
+        rows.append({'model': name, f'wall s / step, {args.threads} threads': f'{wall[name] / 1000:.3f}',
+                     'ratio (wall)': f'{wall[name] / wall[first]:.2f}',
+                     'CPU s / step, 1 thread': f'{cpu[name] / 1000:.3f}',
+                     'ratio (CPU)': f'{cpu[name] / cpu[first]:.2f}'})
+        print(rows[-1], flush=True)
+    print(f'\nThe budget training step: DBNet, batch {BUDGET_BATCH}, {BUDGET_SIZE}x{BUDGET_SIZE}, random targets, '
+          f'Adam, fp32, NCHW; medians of {args.repeats} interleaved rounds after {args.warmup}. {machine()}\n')
+    print_table(rows)
+    return rows
+
+
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--repeats', type=int, default=None, help='timed rounds (default 5; --demo 3)')
@@ -146,14 +186,23 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     parser.add_argument('--size', type=int, default=640)
     parser.add_argument('--batch', type=int, default=4)
     parser.add_argument('--demo', action='store_true', help='the `make demo` step, CPU seconds, with its ceiling')
-    parser.add_argument('--threads', type=int, default=1, help='--demo: torch threads (default 1)')
+    parser.add_argument('--budget', action='store_true',
+                        help='the 20-minute budget step of four models (issue 24), wall and CPU seconds')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch threads: --demo default 1; --budget the wall-clock column, default 2')
     parser.add_argument('--inner_channels', type=int, default=DEMO_INNER_CHANNELS, help='--demo: decoder width')
     parser.add_argument('--profile', type=int, default=0, metavar='N', help='--demo: print the N costliest ops')
     parser.add_argument('--isa', choices=('avx2', 'avx512'), default=None,
                         help='cap every library at this instruction set (the process restarts itself)')
     args = parser.parse_args(argv)
     force_isa(args.isa, 'benchmarks.bench_train_step', sys.argv[1:] if argv is None else argv)
+    if args.budget:
+        args.repeats = args.repeats or 5
+        args.warmup = 1 if args.warmup is None else args.warmup
+        args.threads = args.threads or 2
+        return budget_main(args)
     if args.demo:
+        args.threads = args.threads or 1
         args.repeats = args.repeats or 3
         args.warmup = 1 if args.warmup is None else args.warmup
         return demo_main(args)

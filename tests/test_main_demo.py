@@ -241,3 +241,29 @@ def test_main_hands_the_experiment_to_every_stage(tmp_path, monkeypatch):
     assert main_demo.main(['--data_dir', data_dir, '--result_dir', str(tmp_path / 'results')]) == 0
     assert calls['train'][0] == 'synthetic_demo' and calls['train'][1][0] == main_demo.EXPERIMENT
     assert calls['draw'] == ('final.ckpt', main_demo.README_PICTURE, main_demo.EXPERIMENT, 384)
+
+
+PLAIN_BUDGET = 'experiments/seg_detector/synthetic_resnet18_thre_budget.yaml'
+
+
+def test_the_plain_budget_experiment_is_the_cheaper_model_its_comment_describes(tmp_path, monkeypatch):
+    """synthetic_resnet18_thre_budget.yaml: no deformable convolution, an FPN width of 128 (the 3x3 projection of
+    each level to 128 / 4 channels), 6 epochs of batch 4, evaluated at 288 like the deformable budget file, and a
+    ResNet-18 whose residual 3x3 convolutions are all plain ``nn.Conv2d``."""
+    import torch
+    from assets.ops.dcn.modules import DeformConv, ModulatedDeformConv
+    monkeypatch.chdir(REPO_ROOT)
+    _, opts = _evaluation_list(tmp_path)
+    experiment = main_demo.build_evaluation(PLAIN_BUDGET, opts, ('structure', 'evaluation'))
+    assert main_demo.evaluation_short_side(experiment) == 288
+    model = experiment.structure.builder.build()
+    assert not any(isinstance(m, (DeformConv, ModulatedDeformConv)) for m in model.modules())
+    out_convs = [m for name, m in model.named_modules() if name.endswith('out2') or name.endswith('out2.0')]
+    assert out_convs and all(isinstance(m, torch.nn.Conv2d) and (m.in_channels, m.out_channels) == (128, 32)
+                             for m in out_convs)
+    # the deformable budget file, for contrast: its layer2-4 blocks carry the deformable convolution
+    deformable = main_demo.build_evaluation(BUDGET, opts, ('structure',)).structure.builder.build()
+    assert sum(isinstance(m, (DeformConv, ModulatedDeformConv)) for m in deformable.modules()) == 6
+    from tools.cli import load_config
+    train = load_config(PLAIN_BUDGET).tree['train']
+    assert (train['epochs'], train['data_loader']['batch_size']) == (6, 4)
