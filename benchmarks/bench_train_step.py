@@ -1,6 +1,6 @@
 """One training iteration on the CPU: forward + loss + backward + optimizer step.
 
-Two tables. The default: deformable ResNet-18 DBNet (adaptive threshold, k = 50), batch 4, 640x640, random targets
+Three modes. The default: deformable ResNet-18 DBNet (adaptive threshold, k = 50), batch 4, 640x640, random targets
 of the real shapes, SGD, fp32 and bf16 autocast, channels-last on and off, wall-clock medians after warm-up.
 
 ``--demo``: the `make demo` step (experiments/seg_detector/synthetic_resnet18_deform_thre.yaml: batch 8, 256x256
@@ -16,13 +16,16 @@ Run: ``python -m benchmarks.bench_train_step [--repeats N] [--size 640] [--batch
 
 ``--budget``: the step of the 20-minute budget recipes (batch 4, 192x192 crops, Adam, fp32) for the paper's model, the
 deformable model at FPN width 128 and the plain ResNet-18 at 128 and 64, interleaved: wall seconds on ``--threads``
-(default 2) threads and process CPU seconds on one, with ratios to the paper's model (issue 24; docs/training.md).
+(default 2) threads and process CPU seconds on one, with ratios to the paper's model (issue 24; docs/training.md);
+the models' order rotates round by round. ``--size``, ``--batch``, ``--inner_channels`` and ``--profile`` do not
+apply to it.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import sys
+import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -162,9 +165,9 @@ def budget_main(args: argparse.Namespace) -> List[Dict[str, str]]:
         steps[f'{backbone}, width {width}'] = step_function(batch, False, 'Adam', inner_channels=width,
                                                             backbone=backbone)
     torch.set_num_threads(args.threads)
-    wall = interleaved_median_ms(steps, args.repeats, args.warmup)
+    wall = interleaved_median_ms(steps, args.repeats, args.warmup, rotate=True)
     torch.set_num_threads(1)
-    cpu = interleaved_median_cpu_ms(steps, args.repeats, args.warmup)
+    cpu = interleaved_median_ms(steps, args.repeats, args.warmup, clock=time.process_time, rotate=True)
     first = next(iter(steps))
     rows = []
     for name in steps:
@@ -181,12 +184,13 @@ def budget_main(args: argparse.Namespace) -> List[Dict[str, str]]:
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--repeats', type=int, default=None, help='timed rounds (default 5; --demo 3)')
-    parser.add_argument('--warmup', type=int, default=None, help='warm-up rounds (default 2; --demo 1)')
+    parser.add_argument('--repeats', type=int, default=None, help='timed rounds (default 5; --demo 3; --budget 5)')
+    parser.add_argument('--warmup', type=int, default=None, help='warm-up rounds (default 2; --demo and --budget 1)')
     parser.add_argument('--size', type=int, default=640)
     parser.add_argument('--batch', type=int, default=4)
-    parser.add_argument('--demo', action='store_true', help='the `make demo` step, CPU seconds, with its ceiling')
-    parser.add_argument('--budget', action='store_true',
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument('--demo', action='store_true', help='the `make demo` step, CPU seconds, with its ceiling')
+    mode.add_argument('--budget', action='store_true',
                         help='the 20-minute budget step of four models (issue 24), wall and CPU seconds')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch threads: --demo default 1; --budget the wall-clock column, default 2')
@@ -195,14 +199,16 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     parser.add_argument('--isa', choices=('avx2', 'avx512'), default=None,
                         help='cap every library at this instruction set (the process restarts itself)')
     args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f'--threads must be at least 1, got {args.threads}')
     force_isa(args.isa, 'benchmarks.bench_train_step', sys.argv[1:] if argv is None else argv)
     if args.budget:
         args.repeats = args.repeats or 5
         args.warmup = 1 if args.warmup is None else args.warmup
-        args.threads = args.threads or 2
+        args.threads = 2 if args.threads is None else args.threads
         return budget_main(args)
     if args.demo:
-        args.threads = args.threads or 1
+        args.threads = 1 if args.threads is None else args.threads
         args.repeats = args.repeats or 3
         args.warmup = 1 if args.warmup is None else args.warmup
         return demo_main(args)

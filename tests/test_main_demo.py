@@ -246,24 +246,39 @@ def test_main_hands_the_experiment_to_every_stage(tmp_path, monkeypatch):
 PLAIN_BUDGET = 'experiments/seg_detector/synthetic_resnet18_thre_budget.yaml'
 
 
+def _differences(a, b, path=''):
+    """The key paths where two compiled experiment trees differ (dicts and lists walked, leaves compared)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for key in sorted(set(a) | set(b), key=str)
+                for d in _differences(a.get(key), b.get(key), f'{path}.{key}' if path else str(key))]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for index, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f'{path}.{index}')]
+    return [] if a == b else [path]
+
+
 def test_the_plain_budget_experiment_is_the_cheaper_model_its_comment_describes(tmp_path, monkeypatch):
-    """synthetic_resnet18_thre_budget.yaml: no deformable convolution, an FPN width of 128 (the 3x3 projection of
-    each level to 128 / 4 channels), 6 epochs of batch 4, evaluated at 288 like the deformable budget file, and a
-    ResNet-18 whose residual 3x3 convolutions are all plain ``nn.Conv2d``."""
+    """synthetic_resnet18_thre_budget.yaml: the deformable budget file's recipe (crops, rate, schedule, prior,
+    post-processing, evaluation at 288) with three changes only, backbone, FPN width and epochs; its model has no
+    deformable convolution and projects each of the four levels to 128 / 4 channels."""
+    import re
     import torch
     from assets.ops.dcn.modules import DeformConv, ModulatedDeformConv
+    from tools.cli import load_config
     monkeypatch.chdir(REPO_ROOT)
+    assert _differences(load_config(BUDGET).tree, load_config(PLAIN_BUDGET).tree) == [
+        'structure.builder.model_args.backbone', 'structure.builder.model_args.decoder_args.inner_channels',
+        'train.epochs']
+    tree = load_config(PLAIN_BUDGET).tree
+    assert tree['structure']['builder']['model_args']['backbone'] == 'resnet18'
+    assert (tree['train']['epochs'], tree['train']['data_loader']['batch_size']) == (6, 4)
     _, opts = _evaluation_list(tmp_path)
     experiment = main_demo.build_evaluation(PLAIN_BUDGET, opts, ('structure', 'evaluation'))
     assert main_demo.evaluation_short_side(experiment) == 288
     model = experiment.structure.builder.build()
     assert not any(isinstance(m, (DeformConv, ModulatedDeformConv)) for m in model.modules())
-    out_convs = [m for name, m in model.named_modules() if name.endswith('out2') or name.endswith('out2.0')]
-    assert out_convs and all(isinstance(m, torch.nn.Conv2d) and (m.in_channels, m.out_channels) == (128, 32)
-                             for m in out_convs)
+    out_convs = [m for name, m in model.named_modules() if re.search(r'out[2-5](\.0)?$', name)
+                 and isinstance(m, torch.nn.Conv2d)]
+    assert len(out_convs) == 4 and all((m.in_channels, m.out_channels) == (128, 32) for m in out_convs)
     # the deformable budget file, for contrast: its layer2-4 blocks carry the deformable convolution
     deformable = main_demo.build_evaluation(BUDGET, opts, ('structure',)).structure.builder.build()
     assert sum(isinstance(m, (DeformConv, ModulatedDeformConv)) for m in deformable.modules()) == 6
-    from tools.cli import load_config
-    train = load_config(PLAIN_BUDGET).tree['train']
-    assert (train['epochs'], train['data_loader']['batch_size']) == (6, 4)
