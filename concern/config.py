@@ -652,23 +652,38 @@ def require_key(done: bool, setting: str, dotted: str, config: CompiledConfig) -
                           'which this experiment does not have')
 
 
+def threshold_settings(thresh: Optional[float] = None, box_thresh: Optional[float] = None) -> Dict[str, float]:
+    """The representer settings a dedicated ``thresh`` / ``box_thresh`` stands for (None: not given). A given
+    box_thresh is the minimum score in both modes: it also replaces the ``polygon_box_thresh`` an experiment may
+    set for polygon mode (``SegDetectorRepresenter``), so that ``--box_thresh 0.6 --polygon`` keeps what scores
+    at least 0.6, whatever the file says."""
+    settings: Dict[str, float] = {}
+    if thresh is not None:
+        settings['thresh'] = thresh
+    if box_thresh is not None:
+        settings['box_thresh'] = settings['polygon_box_thresh'] = box_thresh
+    return settings
+
+
 def set_representer_thresholds(config: CompiledConfig, thresh: Optional[float] = None,
                                box_thresh: Optional[float] = None, prefix: str = '--') -> None:
     """Set the representer's ``thresh`` (binarisation threshold of the probability map) and ``box_thresh``
-    (minimum score of a kept detection) in ``config``; None leaves a value as it is.
+    (minimum score of a kept detection, in both modes: ``threshold_settings``) in ``config``; None leaves a value
+    as it is.
 
-    Ownership: ``structure.representer.box_thresh`` (and ``thresh``) is the one value of the experiment, held by
-    the one ``SegDetectorRepresenter`` built from it, which alone filters detections by it, in inference,
-    evaluation and validation alike (the evaluator reads it there, the box_thresh sweep varies it from the
-    representer's candidates). Precedence, highest first: a dedicated setting (``--box_thresh`` of train.py /
-    eval.py / demo.py, ``TextDetector(box_thresh=...)``: this function) > ``--opt`` / ``opts`` overrides
-    (``apply_overrides``) > the experiment file. ``prefix`` is how the caller's settings are named in errors
-    ('--' for flags, '' for arguments). ConfigError when the experiment has no representer to take them.
+    Ownership: ``structure.representer.box_thresh`` (and ``thresh``, and ``polygon_box_thresh`` for polygon mode
+    where set) is the one value of the experiment, held by the one ``SegDetectorRepresenter`` built from it, which
+    alone filters detections by it, in inference, evaluation and validation alike (the evaluator reads it there,
+    the box_thresh sweep varies it from the representer's candidates). Precedence, highest first: a dedicated
+    setting (``--box_thresh`` of train.py / eval.py / demo.py, ``TextDetector(box_thresh=...)``: this function) >
+    ``--opt`` / ``opts`` overrides (``apply_overrides``) > the experiment file. ``prefix`` is how the caller's
+    settings are named in errors ('--' for flags, '' for arguments). ConfigError when the experiment has no
+    representer to take them.
     """
-    for name, value in (('thresh', thresh), ('box_thresh', box_thresh)):
-        if value is not None:
-            require_key(set_if_accepted(config, f'structure.representer.{name}', value),
-                        f'{prefix}{name}', f'structure.representer.{name}', config)
+    for name, value in threshold_settings(thresh, box_thresh).items():
+        done = set_if_accepted(config, f'structure.representer.{name}', value)
+        if name != 'polygon_box_thresh':  # a representer with one threshold for both modes takes box_thresh alone
+            require_key(done, f'{prefix}{name}', f'structure.representer.{name}', config)
 
 
 def parse_override(text: str) -> Tuple[str, Any]:

@@ -25,7 +25,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 import numpy as np
 
 from concern.config import (CompiledConfig, ConfigError, apply_overrides, constructor_parameters, load_config,
-                            project_module, resolve_class, set_representer_thresholds)
+                            project_module, resolve_class, set_representer_thresholds,
+                            threshold_settings)
 from concern.config import _describe_types as describe_types
 from concern.config import _has_plain_type as has_plain_type
 from concern.config import _plain_argument_types as plain_argument_types
@@ -320,9 +321,7 @@ class TextDetector:
                                  'or thresh / box_thresh, which apply to the settings stored in the model')
             self.model_metadata = read_model_metadata(self.runner.metadata, onnx)
             stored = dict(self.model_metadata['representer'])
-            for name, value in (('thresh', thresh), ('box_thresh', box_thresh)):  # arguments > the stored settings
-                if value is not None:
-                    stored[name] = value
+            stored.update(threshold_settings(thresh, box_thresh))  # arguments > the stored settings
             self.representer = build_representer(stored, onnx)
             self.settings_source = f'{onnx} (its stored description)'
         else:

@@ -142,3 +142,16 @@ def test_the_api_and_the_flags_set_box_thresh_with_one_precedence(tmp_path):
     built = Experiment.build(config, ('structure',)).structure.representer
     as_filed = Experiment.build(load_config(path), ('structure',)).structure.representer
     assert built.box_thresh == 0.65 and as_filed.box_thresh not in (0.55, 0.65) and built.thresh == as_filed.thresh
+
+
+def test_a_box_thresh_flag_replaces_the_files_polygon_threshold_too():
+    from concern.config import apply_overrides, load_config, set_representer_thresholds
+    from experiment import Experiment
+    path = os.path.join(REPO_ROOT, 'experiments', 'seg_detector', 'synthetic_resnet18_thre_budget.yaml')
+    config = load_config(path)
+    apply_overrides(config, ['structure.representer.polygon_box_thresh=0.55'])
+    as_opted = Experiment.build(config, ('structure',)).structure.representer
+    assert (as_opted.box_thresh_for(False), as_opted.box_thresh_for(True)) == (as_opted.box_thresh, 0.55)
+    set_representer_thresholds(config, box_thresh=0.65)  # --box_thresh 0.65: the minimum in both modes
+    flagged = Experiment.build(config, ('structure',)).structure.representer
+    assert (flagged.box_thresh_for(False), flagged.box_thresh_for(True)) == (0.65, 0.65)

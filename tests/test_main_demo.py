@@ -257,23 +257,30 @@ def _differences(a, b, path=''):
 
 
 def test_the_plain_budget_experiment_is_the_cheaper_model_its_comment_describes(tmp_path, monkeypatch):
-    """synthetic_resnet18_thre_budget.yaml: the deformable budget file's recipe (crops, rate, schedule, prior,
-    post-processing, evaluation at 288) with three changes only, backbone, FPN width and epochs; its model has no
-    deformable convolution and projects each of the four levels to 128 / 4 channels."""
+    """synthetic_resnet18_thre_budget.yaml: the deformable budget file's training recipe (crops, rate, schedule,
+    prior) with three changes only, backbone, FPN width and epochs, and two in evaluation, the test images at 320
+    instead of 288 and polygon mode at box_thresh 0.5 (box mode at the file's 0.4); its model has no deformable
+    convolution and projects each of the four levels to 128 / 4 channels."""
     import re
     import torch
     from assets.ops.dcn.modules import DeformConv, ModulatedDeformConv
     from tools.cli import load_config
     monkeypatch.chdir(REPO_ROOT)
     assert _differences(load_config(BUDGET).tree, load_config(PLAIN_BUDGET).tree) == [
+        'evaluation.data_loaders.synthetic.dataset.processes.0.augmenter_args.0.1.height',
+        'evaluation.data_loaders.synthetic.dataset.processes.0.augmenter_args.0.1.width',
         'structure.builder.model_args.backbone', 'structure.builder.model_args.decoder_args.inner_channels',
-        'train.epochs']
+        'structure.representer.polygon_box_thresh', 'train.epochs',
+        'validation.data_loaders.synthetic.dataset.processes.0.augmenter_args.0.1.height',
+        'validation.data_loaders.synthetic.dataset.processes.0.augmenter_args.0.1.width']
     tree = load_config(PLAIN_BUDGET).tree
     assert tree['structure']['builder']['model_args']['backbone'] == 'resnet18'
     assert (tree['train']['epochs'], tree['train']['data_loader']['batch_size']) == (6, 4)
     _, opts = _evaluation_list(tmp_path)
     experiment = main_demo.build_evaluation(PLAIN_BUDGET, opts, ('structure', 'evaluation'))
-    assert main_demo.evaluation_short_side(experiment) == 288
+    assert main_demo.evaluation_short_side(experiment) == 320
+    representer = experiment.structure.representer
+    assert (representer.box_thresh_for(False), representer.box_thresh_for(True)) == (0.4, 0.5)
     model = experiment.structure.builder.build()
     assert not any(isinstance(m, (DeformConv, ModulatedDeformConv)) for m in model.modules())
     out_convs = [m for name, m in model.named_modules() if re.search(r'out[2-5](\.0)?$', name)

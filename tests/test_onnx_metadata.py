@@ -73,7 +73,7 @@ def test_export_writes_the_experiments_settings_into_the_file(exported):
     assert stored['representer'] == {'class': 'SegDetectorRepresenter', 'thresh': 0.5, 'box_thresh': 0.4,
                                      'max_candidates': 1000, 'unclip_ratio': 1.5, 'polygon_unclip_ratio': 2.0,
                                      'min_size': 3, 'score_mode': 'fast', 'dest': 'binary',
-                                     'cap_before_filtering': False}
+                                     'cap_before_filtering': False, 'polygon_box_thresh': None}
     with_experiment = TextDetector(exported['exp'], exported['ckpt'], device='cpu')
     assert stored['representer'] == representer_settings(with_experiment.representer)
     assert stored['normalization']['channel_order'] == 'BGR'
@@ -170,7 +170,9 @@ def test_detector_without_experiment_gives_the_detections_with_it(exported):
     assert all(np.array_equal(a, b) for a, b in zip(first.polygons, second.polygons))
     assert first.scores == second.scores
     # arguments still win over the stored settings
-    assert TextDetector(onnx=exported['onnx'], box_thresh=0.9).representer.box_thresh == 0.9
+    stored_with_argument = TextDetector(onnx=exported['onnx'], box_thresh=0.9).representer
+    # box_thresh given is the minimum in both modes (concern.config.threshold_settings)
+    assert (stored_with_argument.box_thresh_for(False), stored_with_argument.box_thresh_for(True)) == (0.9, 0.9)
     assert min(TextDetector(onnx=exported['onnx'], image_short_side=64)(image).input_size) == 64
 
 

@@ -85,7 +85,12 @@ class DetectionEvaluator:
 
     @property
     def box_thresh(self) -> float:
-        """The representer's box_thresh (read there at each use: the evaluator keeps no copy)."""
+        """The representer's threshold of this evaluator's mode (read there at each use: the evaluator keeps no
+        copy): ``box_thresh_for(is_output_polygon)`` where the representer has a threshold per mode
+        (``SegDetectorRepresenter.polygon_box_thresh``), else its box_thresh."""
+        per_mode = getattr(self.representer, 'box_thresh_for', None)
+        if callable(per_mode):
+            return float(per_mode(self.is_output_polygon))
         return float(self.representer.box_thresh)
 
     @property
@@ -93,6 +98,12 @@ class DetectionEvaluator:
         """While sweeping, the lowest score of a candidate ``detect`` keeps: the lowest swept threshold, or
         box_thresh when that is lower."""
         return min((self.box_thresh,) + tuple(self.sweep_thresholds or ()))
+
+    def _select(self, boxes: Any, scores: Sequence[float]) -> Tuple[Any, List[float]]:
+        """The representer's ``select`` at this evaluator's mode (a representer with one threshold: as is)."""
+        if callable(getattr(self.representer, 'box_thresh_for', None)):
+            return self.representer.select(boxes, scores, is_output_polygon=self.is_output_polygon)
+        return self.representer.select(boxes, scores)
 
     # -- the DatasetEvaluator cycle ------------------------------------------------------------
     def reset(self) -> None:
@@ -119,7 +130,7 @@ class DetectionEvaluator:
         if not boxes_batch and 'polygons' not in batch:
             return [], []
         if self.sweeping:
-            kept = [self.representer.select(boxes, scores) for boxes, scores in zip(boxes_batch, scores_batch)]
+            kept = [self._select(boxes, scores) for boxes, scores in zip(boxes_batch, scores_batch)]
             kept_boxes, kept_scores = [boxes for boxes, _ in kept], [list(scores) for _, scores in kept]
         else:
             kept_boxes, kept_scores = boxes_batch, scores_batch

@@ -37,12 +37,18 @@ class CandidateCapWarning(UserWarning):
 class SegDetectorRepresenter:
     """Turns the probability map of `SegDetectorModel` into detections.
 
-    thresh: binarisation threshold of the map. box_thresh: minimum mean probability of a kept detection. This
-    object owns box_thresh: ``represent`` (inference, evaluation, validation) keeps the detections scoring at
-    least it, and nothing else filters by it (``select`` keeps the same ones from ``candidates`` for a
-    box_thresh sweep). Its value is ``structure.representer.box_thresh`` of the experiment; the precedence of
-    the settings that change it (a dedicated flag or argument > ``--opt`` > the file) is
-    ``concern.config.set_representer_thresholds``'.
+    thresh: binarisation threshold of the map. box_thresh: minimum mean probability of a kept detection.
+    polygon_box_thresh: the same minimum in polygon mode (None, the default: box_thresh in both modes, as the
+    original). The two modes score a candidate over different pixels (box mode the minimum-area rectangle, with the
+    background in its corners; polygon mode the simplified contour), so a polygon scores higher than the box of
+    the same region and the best threshold differs by mode: 0.35-0.40 for boxes against 0.45-0.55 for polygons
+    on the synthetic validation split in every run of docs/training.md ("A threshold per mode and the evaluation
+    size"). This object owns both (``box_thresh_for`` gives the one of a mode): ``represent`` (inference,
+    evaluation, validation) keeps the detections scoring at least it, and nothing else filters by it (``select``
+    keeps the same ones from ``candidates`` for a box_thresh sweep). Their values are
+    ``structure.representer.box_thresh`` and ``polygon_box_thresh`` of the experiment; the precedence of the
+    settings that change them (a dedicated flag or argument > ``--opt`` > the file; a dedicated box_thresh sets
+    both) is ``concern.config.set_representer_thresholds``'.
     max_candidates: detections kept per map at most. Candidates are filtered first (min_size, the score at
     least box_thresh, the size after growing) and capped after: when more pass, the ``max_candidates``
     highest-scoring are kept (in findContours order) and a ``CandidateCapWarning`` names the image (or map), the
@@ -58,7 +64,8 @@ class SegDetectorRepresenter:
 
     def __init__(self, thresh: float = 0.3, box_thresh: float = 0.7, max_candidates: int = 100,
                  unclip_ratio: float = 1.5, polygon_unclip_ratio: float = 2.0, min_size: int = 3,
-                 score_mode: str = 'fast', dest: str = 'binary', cap_before_filtering: bool = False):
+                 score_mode: str = 'fast', dest: str = 'binary', cap_before_filtering: bool = False,
+                 polygon_box_thresh: Optional[float] = None):
         if score_mode not in SCORE_MODES:
             raise ValueError(f'score_mode: expected one of {SCORE_MODES}, got {score_mode!r}')
         if max_candidates < 0:
@@ -68,12 +75,16 @@ class SegDetectorRepresenter:
                              f'got {thresh}')
         if not 0.0 <= float(box_thresh) <= 1.0:
             raise ValueError(f'box_thresh: expected a mean probability in [0, 1], got {box_thresh}')
+        if polygon_box_thresh is not None and not 0.0 <= float(polygon_box_thresh) <= 1.0:
+            raise ValueError(f'polygon_box_thresh: expected a mean probability in [0, 1] or null (box_thresh in '
+                             f'both modes), got {polygon_box_thresh}')
         for name, ratio in (('unclip_ratio', unclip_ratio), ('polygon_unclip_ratio', polygon_unclip_ratio)):
             if not float(ratio) > 0.0 or not np.isfinite(float(ratio)):
                 raise ValueError(f'{name}: expected a positive finite ratio (D = area * ratio / perimeter), '
                                  f'got {ratio}')
         self.thresh = float(thresh)
         self.box_thresh = float(box_thresh)
+        self.polygon_box_thresh = None if polygon_box_thresh is None else float(polygon_box_thresh)
         self.max_candidates = int(max_candidates)
         self.unclip_ratio = float(unclip_ratio)
         self.polygon_unclip_ratio = float(polygon_unclip_ratio)
@@ -93,7 +104,14 @@ class SegDetectorRepresenter:
         [0, W] x [0, H]. Every box and polygon is a valid simple polygon with positive area and no repeated
         consecutive points (shapely's rules; see `to_image_polygons`). The representer is never changed by a
         call, so one instance can serve several threads."""
-        return self.candidates(batch, pred, is_output_polygon, min_score=self.box_thresh)
+        return self.candidates(batch, pred, is_output_polygon, min_score=self.box_thresh_for(is_output_polygon))
+
+    def box_thresh_for(self, is_output_polygon: bool = False) -> float:
+        """The minimum score of a kept detection in a mode: ``polygon_box_thresh`` in polygon mode where set, else
+        ``box_thresh``."""
+        if is_output_polygon and self.polygon_box_thresh is not None:
+            return self.polygon_box_thresh
+        return self.box_thresh
 
     def candidates(self, batch: Mapping[str, Any], pred: Any, is_output_polygon: bool = False,
                    min_score: float = 0.0) -> Tuple[List[Any], List[List[float]]]:
@@ -118,10 +136,13 @@ class SegDetectorRepresenter:
             scores_batch.append(scores)
         return boxes_batch, scores_batch
 
-    def select(self, boxes: Any, scores: Sequence[float]) -> Tuple[Any, List[float]]:
+    def select(self, boxes: Any, scores: Sequence[float], is_output_polygon: bool = False
+               ) -> Tuple[Any, List[float]]:
         """One image's detections (``candidates``' boxes (N, 4, 2) array or list of polygons, and their scores)
-        kept at ``box_thresh``: those scoring at least it, in order, in the same container kind."""
-        kept = [index for index, score in enumerate(scores) if score >= self.box_thresh]
+        kept at the mode's threshold (``box_thresh_for``): those scoring at least it, in order, in the same
+        container kind."""
+        floor = self.box_thresh_for(is_output_polygon)
+        kept = [index for index, score in enumerate(scores) if score >= floor]
         if isinstance(boxes, np.ndarray):
             return boxes[kept], [scores[index] for index in kept]
         return [boxes[index] for index in kept], [scores[index] for index in kept]
@@ -183,7 +204,7 @@ class SegDetectorRepresenter:
         if not kept:
             return empty, []
         final_scores = [scores[passed[big_enough[index]]] for index in kept]
-        chosen = self._capped(final_scores, prob.shape, name)
+        chosen = self._capped(final_scores, prob.shape, name, self.box_thresh)
         if not chosen:  # max_candidates 0
             return empty, []
         return np.stack([quadrilaterals[index] for index in chosen]), [final_scores[index] for index in chosen]
@@ -192,8 +213,9 @@ class SegDetectorRepresenter:
                           min_score: Optional[float] = None, name: Optional[str] = None
                           ) -> Tuple[List[np.ndarray], List[float]]:
         """Polygon mode on one (H, W) float32 map: a list of (Ni, 2) int32 polygons in the (dest_height,
-        dest_width) image and their scores, each at least ``min_score`` (None: ``box_thresh``)."""
-        min_score = self.box_thresh if min_score is None else float(min_score)
+        dest_width) image and their scores, each at least ``min_score`` (None: the polygon mode's threshold,
+        ``box_thresh_for(True)``)."""
+        min_score = self.box_thresh_for(True) if min_score is None else float(min_score)
         height, width = prob.shape
         contours = self._contours(prob)
         approximated = [cv2.approxPolyDP(contour, 0.002 * cv2.arcLength(contour, True), True)
@@ -223,7 +245,7 @@ class SegDetectorRepresenter:
         polygons, indices = to_image_polygons([grown[position] for position in kept], (height, width),
                                               (dest_height, dest_width))
         final_scores = [scores[passed[single[kept[index]]]] for index in indices]
-        chosen = self._capped(final_scores, prob.shape, name)
+        chosen = self._capped(final_scores, prob.shape, name, self.box_thresh_for(True))
         return [polygons[index] for index in chosen], [final_scores[index] for index in chosen]
 
     def _contours(self, prob: np.ndarray) -> Sequence[np.ndarray]:
@@ -233,14 +255,15 @@ class SegDetectorRepresenter:
         contours, _ = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
         return contours[:self.max_candidates] if self.cap_before_filtering else contours
 
-    def _capped(self, scores: Sequence[float], shape: Tuple[int, ...], name: Optional[str]) -> List[int]:
+    def _capped(self, scores: Sequence[float], shape: Tuple[int, ...], name: Optional[str], floor: float
+                ) -> List[int]:
         """Positions of the detections kept of those that passed every filter (``scores`` in findContours order):
         all, or the ``max_candidates`` highest-scoring (order kept). A ``CandidateCapWarning`` when the cap drops
-        a detection scoring at least ``box_thresh`` (a sweep's lower floor alone does not warn)."""
+        a detection scoring at least ``floor``, the mode's threshold (a sweep's lower floor alone does not warn)."""
         if len(scores) <= self.max_candidates or self.cap_before_filtering:
             return list(range(len(scores)))
         ranked = sorted(range(len(scores)), key=lambda index: -scores[index])  # stable: ties keep the order
-        counted = sum(score >= self.box_thresh for score in scores)
+        counted = sum(score >= floor for score in scores)
         if counted > self.max_candidates:
             where = name if name is not None else f'a {shape[0]}x{shape[1]} probability map'
             warnings.warn(f'{where}: {counted} detections passed the filters (min_size, box_thresh); max_candidates '
