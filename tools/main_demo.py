@@ -173,7 +173,8 @@ def evaluate(checkpoint: str, opts: Sequence[str], threads: str = 'auto', experi
     device = select_device(None)
     model = load_trained_model(experiment.structure.builder, checkpoint, device)
     representer, measurer = experiment.structure.representer, experiment.structure.measurer
-    # one evaluator per mode, both at the representer's box_thresh, fed from the same forward pass
+    # one evaluator per mode, each at the representer's threshold of its mode (box_thresh_for), fed from the same
+    # forward pass
     evaluators = {mode: DetectionEvaluator(representer, measurer, is_output_polygon=polygon)
                   for mode, polygon in (('box', False), ('polygon', True))}
     runner = TorchRunner(model, device, threads=threads)
@@ -191,7 +192,7 @@ def evaluate(checkpoint: str, opts: Sequence[str], threads: str = 'auto', experi
          + (f' ({len(skipped)} unusable skipped: {"; ".join(skipped)})' if skipped else ''))
     for mode, metrics in results.items():
         _say(f"{mode:7s} mode: precision {metrics['precision']:.3f}  recall {metrics['recall']:.3f}  "
-             f"F-measure {metrics['fmeasure']:.3f}")
+             f"F-measure {metrics['fmeasure']:.3f}  (box_thresh {reports[mode]['box_thresh']:g})")
     return results
 
 
