@@ -167,6 +167,32 @@ def test_records_of_another_experiment_get_their_own_rows_spread_and_file_name(t
         in table
 
 
+def test_runs_of_a_changed_experiment_file_are_not_pooled_with_those_before_the_change(tmp_path):
+    """The same file name at two versions (its compiled settings' SHA-256 differ): two groups, two spreads."""
+    import json
+    from tools import demo_figures
+    records = tmp_path / 'runs'
+    records.mkdir()
+    before, after = 'a' * 64, 'b' * 64
+    for name, seed, version, box in (('1', 0, before, (0.8, 0.8)), ('2', 1, before, (0.9, 0.9)),
+                                     ('3', 0, after, (0.9, 0.8))):
+        (records / f'{name}.json').write_text(json.dumps(dict(_record(seed=seed, box=box), experiment_sha256=version)))
+    table = demo_figures.render(demo_figures.load_records(str(records)))
+    # before: box F 0.800 and 0.900 (spread 0.100); after: 0.847 alone, never pooled with them
+    assert 'synthetic_resnet18_deform_thre.yaml @aaaaaaa on AMD EPYC, 2 CPUs, AVX2, fp32: 2 run(s), ' \
+           'box F 0.800-0.900 (spread 0.100)' in table
+    assert 'synthetic_resnet18_deform_thre.yaml @bbbbbbb on AMD EPYC, 2 CPUs, AVX2, fp32: 1 run(s), ' \
+           'box F 0.847-0.847 (spread 0.000)' in table
+    assert 'together' not in table  # one machine and precision per version: no pooled line
+    # a bf16 run of the second version on another machine: its own row, and a line pooling the version's two
+    (records / '4.json').write_text(json.dumps(dict(_record(isa='AVX512', precision='bf16', seed=1, box=(0.8, 0.8)),
+                                                    experiment_sha256=after)))
+    table = demo_figures.render(demo_figures.load_records(str(records)))
+    assert 'synthetic_resnet18_deform_thre.yaml @bbbbbbb, all 2 runs of its 2 machine and precision rows ' \
+           'together: box F 0.800-0.847 (spread 0.047)' in table
+    assert '@aaaaaaa, all' not in table
+
+
 BUDGET = 'experiments/seg_detector/synthetic_resnet18_deform_thre_budget.yaml'
 
 

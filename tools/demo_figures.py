@@ -52,8 +52,13 @@ def load_records(directory: str = RECORDS) -> List[Dict[str, Any]]:
 
 
 def experiment_label(record: Dict[str, Any]) -> str:
-    """The file name of the experiment a record trained (records without one predate the field: the demo's)."""
-    return os.path.basename(str(record.get('experiment') or EXPERIMENT))
+    """The file name of the experiment a record trained (records without one predate the field: the demo's) and,
+    where the record has it, the version of the recipe: the first 7 hex digits of the compiled experiment's
+    SHA-256 (``experiment_sha256``), so that runs of a file before and after a change of its settings are
+    neither shown as one recipe nor pooled into one spread."""
+    label = os.path.basename(str(record.get('experiment') or EXPERIMENT))
+    version = record.get('experiment_sha256')
+    return f'{label} @{str(version)[:7]}' if version else label
 
 
 def _minutes(seconds: Optional[float]) -> str:
@@ -98,16 +103,33 @@ def render(records: Sequence[Dict[str, Any]], directory: str = RECORDS) -> str:
         groups.setdefault(f"{experiment_label(record)} on {machine_label(record['machine'])}, {record['precision']}",
                           []).append(record)
     for label, group in groups.items():
-        spreads = []
-        for mode in ('box', 'polygon'):
-            values = [r['results'][mode]['fmeasure'] for r in group]
-            spreads.append(f'{mode} F {min(values):.3f}-{max(values):.3f} (spread {max(values) - min(values):.3f})')
-        lines.append(f'- {label}: {len(group)} run(s), ' + '; '.join(spreads))
+        lines.append(f'- {label}: {len(group)} run(s), {_spreads(group)}')
+    # the issue's measure: one recipe over seeds and precisions (and machines) together
+    versions: Dict[str, List[Dict[str, Any]]] = {}
+    for record in records:
+        versions.setdefault(experiment_label(record), []).append(record)
+    for label, group in versions.items():
+        kinds = {(machine_label(r['machine']), r['precision']) for r in group}
+        if len(kinds) > 1:
+            lines.append(f'- {label}, all {len(group)} runs of its {len(kinds)} machine and precision rows together: '
+                         f'{_spreads(group)}')
     lines.append('')
     lines.append('Minutes of wall time; "total" adds set-up, data generation, training, evaluation and pictures as '
                  'each run measured them (set-up is timed by `make demo` only; a reused model counts the training time '
-                 'of the run that trained it, a reused data set almost nothing).')
+                 'of the run that trained it, a reused data set almost nothing). `@` and 7 hex digits: the version of '
+                 'the experiment (its compiled settings\' SHA-256), so that a file changed between runs gives rows and '
+                 'spreads of its own. A machine "capped" ran with the instruction-set caps named (the slower kind of '
+                 'CPU, forced on a faster one).')
     return '\n'.join(lines)
+
+
+def _spreads(group: Sequence[Dict[str, Any]]) -> str:
+    """'box F lo-hi (spread d); polygon F lo-hi (spread d)' over the records of ``group``."""
+    parts = []
+    for mode in ('box', 'polygon'):
+        values = [r['results'][mode]['fmeasure'] for r in group]
+        parts.append(f'{mode} F {min(values):.3f}-{max(values):.3f} (spread {max(values) - min(values):.3f})')
+    return '; '.join(parts)
 
 
 def replace_table(text: str, table: str) -> str:
