@@ -21,8 +21,8 @@ earlier default) gives the portable one. Models without deformable convolutions 
 ``--int8 --calibration_dir DIR`` also writes an int8 model beside it (``model_int8.onnx``; ``inference.onnx_quantize``:
 onnxruntime static quantization, QDQ, calibrated on ``--calibration_images`` images of DIR read and sized as every
 input is), and reports how far its map is from the float model's. ``--evaluate`` then measures PyTorch, the float
-and the int8 model on the experiment's evaluation data (box and polygon mode, the representer's box_thresh), one
-table, so the F-measure cost of int8 is known before the file is deployed.
+and the int8 model on the experiment's evaluation data (box and polygon mode, each at the representer's threshold of
+its mode), one table, so the F-measure cost of int8 is known before the file is deployed.
 
 The file describes itself: ``metadata_props`` key ``dbnet`` holds a versioned JSON object
 (``inference.detector.model_metadata``: the experiment's representer class and every constructor argument, the
@@ -281,7 +281,7 @@ def int8_check(float_path: str, int8_path: str, image_bgr: np.ndarray, short_sid
 
 def evaluate_runners(experiment, runners) -> List[Dict[str, Any]]:
     """P/R/F of each runner (name -> images -> probability maps) on each evaluation loader of ``experiment``, in
-    box and polygon mode at the representer's box_thresh, with the evaluation engine of eval.py
+    box and polygon mode at the representer's threshold of each mode, with the evaluation engine of eval.py
     (``DetectionEvaluator``) fed by the one evaluation loop (``inference.evaluation.evaluate_on_dataset``): one
     row per loader, mode and runner. Each runner has its own pass over a loader (box and polygon mode from the
     same forward pass)."""
@@ -477,8 +477,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         runners = {'PyTorch fp32': TorchRunner(model, 'cpu'), 'onnxruntime fp32': OnnxRunner(args.output)}
         if args.int8:
             runners['onnxruntime int8'] = OnnxRunner(args.int8_output or int8_path(args.output))
+        representer = experiment.structure.representer
         print(f'evaluating {", ".join(runners)} on the evaluation data of {args.exp} '
-              f'(box_thresh {experiment.structure.representer.box_thresh})')
+              f'(box_thresh {representer.box_thresh_for(False)} in box mode, '
+              f'{representer.box_thresh_for(True)} in polygon mode)')
         print_evaluation(evaluate_runners(experiment, runners))
     return 0
 

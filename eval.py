@@ -72,6 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
     workspace = os.path.join('workspace', run_name(args))
     summary: Dict[str, Dict[str, float]] = {}
+    thresholds: Dict[str, float] = {}
     records: List[Dict[str, Any]] = []
     started = round(time.time(), 3)
     for name, loader in loaders.items():
@@ -86,6 +87,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f'error: {name}: {error}', file=sys.stderr)
             return 2
         summary[name] = {key: metrics[key] for key in ('precision', 'recall', 'fmeasure')}
+        thresholds[name] = evaluator.box_thresh  # the mode's (polygon_box_thresh with --polygon where set)
         print(f"{name}: precision {metrics['precision']:.4f}  recall {metrics['recall']:.4f}  "
               f"fmeasure {metrics['fmeasure']:.4f}  ({metrics['images']} images, box_thresh {evaluator.box_thresh})")
         for message in metrics['skipped']:
@@ -105,7 +107,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.makedirs(workspace, exist_ok=True)
     with open(os.path.join(workspace, 'eval.log'), 'a', encoding='utf-8') as stream:
         for name, metrics in summary.items():
-            stream.write(f'{args.resume} {name} box_thresh={structure.representer.box_thresh} '
+            stream.write(f'{args.resume} {name} box_thresh={thresholds[name]} '
                          + ' '.join(f'{key}={value:.4f}' for key, value in metrics.items()) + '\n')
     return 0
 

@@ -114,7 +114,9 @@ def experiment_representer(experiment: Any) -> Any:
 
 def representer_settings(representer: Any) -> Dict[str, Any]:
     """``{'class': name, argument: value, ...}``: the representer's class and every constructor argument as the
-    built object holds it (a ``class:`` node of an experiment file, which ``build_representer`` builds back).
+    built object holds it (a ``class:`` node of an experiment file, which ``build_representer`` builds back), except
+    an optional argument left at its default None (``polygon_box_thresh`` unset): leaving it out rebuilds the same
+    object and keeps the description readable by a reader that predates the argument (metadata format 1).
     ValueError for an argument the object does not hold as a plain value under its name."""
     cls = type(representer)
     parameters, _ = constructor_parameters(cls)
@@ -124,11 +126,25 @@ def representer_settings(representer: Any) -> Dict[str, Any]:
             raise ValueError(f'{cls.__name__}: argument {name!r} is not held under its name; it cannot be described '
                              'in an exported model')
         value = getattr(representer, name)
+        if value is None and parameters[name].default is None:
+            continue
         if value is not None and not isinstance(value, (bool, int, float, str)):
             raise ValueError(f'{cls.__name__}: argument {name!r} is not held as a plain value (attribute {name}: '
                              f'{value!r}); it cannot be described in an exported model')
         settings[name] = value
     return settings
+
+
+def with_thresholds(stored: Mapping[str, Any], thresh: Optional[float] = None,
+                    box_thresh: Optional[float] = None) -> Dict[str, Any]:
+    """A copy of a stored representer description (``representer_settings``' form) with the thresholds given
+    (None: the stored one stays): arguments > the stored settings. A box_thresh given is the minimum in both modes
+    (``concern.config.threshold_settings``): it replaces a stored ``polygon_box_thresh``; an absent one stays absent
+    (unset, box_thresh serves polygon mode too)."""
+    updated = dict(stored)
+    updated.update({name: value for name, value in threshold_settings(thresh, box_thresh).items()
+                    if name != 'polygon_box_thresh' or name in updated})
+    return updated
 
 
 def build_representer(settings: Any, source: str) -> Any:
@@ -263,8 +279,9 @@ class TextDetector:
     ``max_input_pixels`` (scaled down beyond it, ``capped``); ``tile_batch`` tiles go through the network at once.
     resize_dtype: 'float32' (the original's
     preprocessing, default) or 'uint8' (faster resize of large photos, other inputs; ``data.normalization``).
-    polygon: polygons instead of boxes. thresh / box_thresh: the representer's thresholds; precedence: these
-    arguments > ``opts`` (``'key.path=value'`` overrides) > the file. orientation: 'displayed' (EXIF orientation
+    polygon: polygons instead of boxes. thresh / box_thresh: the representer's thresholds (box_thresh in both modes:
+    it replaces a stored or filed ``polygon_box_thresh`` too); precedence: these arguments > ``opts``
+    (``'key.path=value'`` overrides) > the file. orientation: 'displayed' (EXIF orientation
     applied, default) or 'stored' for paths. max_pixels: images larger than this are refused (``read_image``).
     log: where one-off notes go (default standard error).
     cuda_graphs: PyTorch on CUDA only: each input shape's forward is captured once in a CUDA graph and replayed
@@ -320,8 +337,7 @@ class TextDetector:
                 raise ValueError(f'opts {list(opts)}: they change an experiment file; give the experiment YAML too, '
                                  'or thresh / box_thresh, which apply to the settings stored in the model')
             self.model_metadata = read_model_metadata(self.runner.metadata, onnx)
-            stored = dict(self.model_metadata['representer'])
-            stored.update(threshold_settings(thresh, box_thresh))  # arguments > the stored settings
+            stored = with_thresholds(self.model_metadata['representer'], thresh, box_thresh)
             self.representer = build_representer(stored, onnx)
             self.settings_source = f'{onnx} (its stored description)'
         else:

@@ -73,7 +73,7 @@ def test_export_writes_the_experiments_settings_into_the_file(exported):
     assert stored['representer'] == {'class': 'SegDetectorRepresenter', 'thresh': 0.5, 'box_thresh': 0.4,
                                      'max_candidates': 1000, 'unclip_ratio': 1.5, 'polygon_unclip_ratio': 2.0,
                                      'min_size': 3, 'score_mode': 'fast', 'dest': 'binary',
-                                     'cap_before_filtering': False, 'polygon_box_thresh': None}
+                                     'cap_before_filtering': False}
     with_experiment = TextDetector(exported['exp'], exported['ckpt'], device='cpu')
     assert stored['representer'] == representer_settings(with_experiment.representer)
     assert stored['normalization']['channel_order'] == 'BGR'

@@ -78,3 +78,19 @@ def test_the_cap_warns_only_about_detections_at_the_modes_threshold():
     assert [round(s, 4) for s in scores[0]] == [0.8]
     with pytest.warns(UserWarning, match='2 detections passed'):
         capped.candidates(batch, pred, is_output_polygon=False, min_score=0.3)
+
+
+def test_an_exported_description_leaves_an_unset_polygon_threshold_out_and_arguments_replace_a_set_one():
+    from inference.detector import build_representer, representer_settings, with_thresholds
+    unset = representer_settings(SegDetectorRepresenter(box_thresh=0.4))
+    assert 'polygon_box_thresh' not in unset  # readable by a reader that predates the argument
+    assert build_representer(unset, 'x.onnx').box_thresh_for(True) == 0.4
+    filed = representer_settings(SegDetectorRepresenter(box_thresh=0.4, polygon_box_thresh=0.7))
+    assert filed['polygon_box_thresh'] == 0.7
+    rebuilt = build_representer(filed, 'x.onnx')
+    assert (rebuilt.box_thresh_for(False), rebuilt.box_thresh_for(True)) == (0.4, 0.7)
+    # TextDetector(onnx=..., box_thresh=0.9): the minimum in both modes, the stored polygon threshold replaced
+    given = build_representer(with_thresholds(filed, box_thresh=0.9), 'x.onnx')
+    assert (given.box_thresh_for(False), given.box_thresh_for(True)) == (0.9, 0.9)
+    assert 'polygon_box_thresh' not in with_thresholds(unset, box_thresh=0.9)  # absent stays absent
+    assert with_thresholds(filed, thresh=0.2) == dict(filed, thresh=0.2) and filed['polygon_box_thresh'] == 0.7

@@ -5,7 +5,8 @@
     python -m tools.demo_figures --check    # exit status 1 when README.md's table differs from the records
 
 Each record is the ``figures.json`` that ``tools.main_demo`` writes: the machine (CPU model, torch's kernel
-capability, whether bf16 is native), precision, seed, the seconds of each stage and P/R/F per mode.
+capability, whether bf16 is native), precision, seed, the seconds of each stage and P/R/F per mode (and, in records
+from 2026-12-07 on, the mode's box_thresh).
 """
 from __future__ import annotations
 

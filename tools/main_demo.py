@@ -185,14 +185,15 @@ def evaluate(checkpoint: str, opts: Sequence[str], threads: str = 'auto', experi
     for loader in experiment.evaluation.data_loaders.values():
         images += evaluate_on_dataset(runner, loader, list(evaluators.values()), reset=False).images
     reports = {mode: evaluator.evaluate() for mode, evaluator in evaluators.items()}
-    results = {mode: {key: report[key] for key in ('precision', 'recall', 'fmeasure')}
+    # each mode's P/R/F and the threshold it was measured at (the record says it; the experiment's version too)
+    results = {mode: {key: report[key] for key in ('precision', 'recall', 'fmeasure', 'box_thresh')}
                for mode, report in reports.items()}
     skipped = reports['box']['skipped']
     _say(f'evaluated {images} held-out test images in {time.perf_counter() - start:.0f} s'
          + (f' ({len(skipped)} unusable skipped: {"; ".join(skipped)})' if skipped else ''))
     for mode, metrics in results.items():
         _say(f"{mode:7s} mode: precision {metrics['precision']:.3f}  recall {metrics['recall']:.3f}  "
-             f"F-measure {metrics['fmeasure']:.3f}  (box_thresh {reports[mode]['box_thresh']:g})")
+             f"F-measure {metrics['fmeasure']:.3f}  (box_thresh {metrics['box_thresh']:g})")
     return results
 
 

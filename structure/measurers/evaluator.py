@@ -68,7 +68,8 @@ class DetectionEvaluator:
     def from_settings(cls, structure: Any, settings: Any, keep_outputs: bool = False) -> 'DetectionEvaluator':
         """The evaluator of an experiment: ``structure`` (``experiment.Structure``: representer, measurer) and
         ``settings`` (``experiment.ValidationSettings``: is_output_polygon, sweep, sweep_thresholds). box_thresh
-        is the representer's, its single source (``structure.representer.box_thresh``)."""
+        is the representer's, its single source (``structure.representer.box_thresh``, and
+        ``polygon_box_thresh`` in polygon mode where set)."""
         for part in ('representer', 'measurer'):
             if getattr(structure, part, None) is None:
                 raise ValueError(f'evaluation needs structure.{part} in the experiment, got none')
@@ -88,10 +89,14 @@ class DetectionEvaluator:
         """The representer's threshold of this evaluator's mode (read there at each use: the evaluator keeps no
         copy): ``box_thresh_for(is_output_polygon)`` where the representer has a threshold per mode
         (``SegDetectorRepresenter.polygon_box_thresh``), else its box_thresh."""
-        per_mode = getattr(self.representer, 'box_thresh_for', None)
-        if callable(per_mode):
-            return float(per_mode(self.is_output_polygon))
+        if self._per_mode:
+            return float(self.representer.box_thresh_for(self.is_output_polygon))
         return float(self.representer.box_thresh)
+
+    @property
+    def _per_mode(self) -> bool:
+        """Whether the representer has a threshold per mode (``box_thresh_for``, ``select(..., is_output_polygon)``)."""
+        return callable(getattr(self.representer, 'box_thresh_for', None))
 
     @property
     def candidate_floor(self) -> float:
@@ -101,7 +106,7 @@ class DetectionEvaluator:
 
     def _select(self, boxes: Any, scores: Sequence[float]) -> Tuple[Any, List[float]]:
         """The representer's ``select`` at this evaluator's mode (a representer with one threshold: as is)."""
-        if callable(getattr(self.representer, 'box_thresh_for', None)):
+        if self._per_mode:
             return self.representer.select(boxes, scores, is_output_polygon=self.is_output_polygon)
         return self.representer.select(boxes, scores)
 

@@ -99,7 +99,8 @@ class SegDetectorRepresenter:
     def represent(self, batch: Mapping[str, Any], pred: Any, is_output_polygon: bool = False
                   ) -> Tuple[List[Any], List[List[float]]]:
         """Per image: boxes (int32 array (N, 4, 2), top-left first, clockwise) or, with ``is_output_polygon``,
-        a list of int32 (Ni, 2) polygons; and a list of float scores, each at least ``box_thresh``.
+        a list of int32 (Ni, 2) polygons; and a list of float scores, each at least the mode's threshold
+        (``box_thresh_for``).
         Coordinates are in the original image size given by ``batch['shape'][i]`` = (H, W), within
         [0, W] x [0, H]. Every box and polygon is a valid simple polygon with positive area and no repeated
         consecutive points (shapely's rules; see `to_image_polygons`). The representer is never changed by a
@@ -107,19 +108,20 @@ class SegDetectorRepresenter:
         return self.candidates(batch, pred, is_output_polygon, min_score=self.box_thresh_for(is_output_polygon))
 
     def box_thresh_for(self, is_output_polygon: bool = False) -> float:
-        """The minimum score of a kept detection in a mode: ``polygon_box_thresh`` in polygon mode where set, else
-        ``box_thresh``."""
+        """The minimum score (a mean probability in [0, 1]) of a kept detection in a mode: ``polygon_box_thresh``
+        in polygon mode where set, else ``box_thresh``."""
         if is_output_polygon and self.polygon_box_thresh is not None:
             return self.polygon_box_thresh
         return self.box_thresh
 
     def candidates(self, batch: Mapping[str, Any], pred: Any, is_output_polygon: bool = False,
                    min_score: float = 0.0) -> Tuple[List[Any], List[List[float]]]:
-        """As ``represent``, with every candidate scoring at least ``min_score`` instead of ``box_thresh``: what a
-        box_thresh sweep varies the threshold over. A candidate's geometry and score do not depend on the
-        threshold, so ``select`` of these gives exactly ``represent``'s detections when ``min_score`` <=
-        ``box_thresh``: the cap keeps the highest-scoring detections, so capping at the floor and then keeping
-        those at ``box_thresh`` keeps the same ones as keeping those at ``box_thresh`` and then capping."""
+        """As ``represent``, with every candidate scoring at least ``min_score`` instead of the mode's threshold
+        (``box_thresh_for``): what a box_thresh sweep varies the threshold over. A candidate's geometry and score do
+        not depend on the threshold, so ``select`` of these (in the same mode) gives exactly ``represent``'s
+        detections when ``min_score`` <= that threshold: the cap keeps the highest-scoring detections, so capping at
+        the floor and then keeping those at the threshold keeps the same ones as keeping those at the threshold and
+        then capping."""
         probs = self.probability_maps(pred)
         shapes = original_shapes(batch, len(probs))
         names = batch.get('filename')
@@ -175,7 +177,7 @@ class SegDetectorRepresenter:
         """Box mode on one (H, W) float32 map: (N, 4, 2) int32 boxes in the (dest_height, dest_width) image
         and N float scores, each at least ``min_score`` (None: ``box_thresh``). name: the image, for the
         ``CandidateCapWarning``."""
-        min_score = self.box_thresh if min_score is None else float(min_score)
+        min_score = self.box_thresh_for(False) if min_score is None else float(min_score)
         height, width = prob.shape
         empty = np.zeros((0, 4, 2), dtype=np.int32)
         contours = self._contours(prob)
@@ -204,7 +206,7 @@ class SegDetectorRepresenter:
         if not kept:
             return empty, []
         final_scores = [scores[passed[big_enough[index]]] for index in kept]
-        chosen = self._capped(final_scores, prob.shape, name, self.box_thresh)
+        chosen = self._capped(final_scores, prob.shape, name, self.box_thresh_for(False))
         if not chosen:  # max_candidates 0
             return empty, []
         return np.stack([quadrilaterals[index] for index in chosen]), [final_scores[index] for index in chosen]
@@ -266,8 +268,8 @@ class SegDetectorRepresenter:
         counted = sum(score >= floor for score in scores)
         if counted > self.max_candidates:
             where = name if name is not None else f'a {shape[0]}x{shape[1]} probability map'
-            warnings.warn(f'{where}: {counted} detections passed the filters (min_size, box_thresh); max_candidates '
-                          f'{self.max_candidates} kept the highest-scoring and dropped '
+            warnings.warn(f'{where}: {counted} detections passed the filters (min_size, the mode\'s box_thresh); '
+                          f'max_candidates {self.max_candidates} kept the highest-scoring and dropped '
                           f'{counted - self.max_candidates} (raise structure.representer.max_candidates, e.g. '
                           f'--opt structure.representer.max_candidates={2 * counted})', CandidateCapWarning,
                           stacklevel=3)
