@@ -272,16 +272,6 @@ def test_main_hands_the_experiment_to_every_stage(tmp_path, monkeypatch):
 PLAIN_BUDGET = 'experiments/seg_detector/synthetic_resnet18_thre_budget.yaml'
 
 
-def _differences(a, b, path=''):
-    """The key paths where two compiled experiment trees differ (dicts and lists walked, leaves compared)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for key in sorted(set(a) | set(b), key=str)
-                for d in _differences(a.get(key), b.get(key), f'{path}.{key}' if path else str(key))]
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [d for index, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f'{path}.{index}')]
-    return [] if a == b else [path]
-
-
 def test_the_plain_budget_experiment_is_the_cheaper_model_its_comment_describes(tmp_path, monkeypatch):
     """synthetic_resnet18_thre_budget.yaml: the deformable budget file's training recipe (crops, rate, schedule,
     prior) with three changes only, backbone, FPN width and epochs, and two in evaluation, the test images at 320
@@ -291,8 +281,9 @@ def test_the_plain_budget_experiment_is_the_cheaper_model_its_comment_describes(
     import torch
     from assets.ops.dcn.modules import DeformConv, ModulatedDeformConv
     from tools.cli import load_config
+    from training.checkpoint import config_differences  # the dotted keys whose values differ
     monkeypatch.chdir(REPO_ROOT)
-    assert _differences(load_config(BUDGET).tree, load_config(PLAIN_BUDGET).tree) == [
+    assert sorted(config_differences(load_config(BUDGET).tree, load_config(PLAIN_BUDGET).tree)) == [
         'evaluation.data_loaders.synthetic.dataset.processes.0.augmenter_args.0.1.height',
         'evaluation.data_loaders.synthetic.dataset.processes.0.augmenter_args.0.1.width',
         'structure.builder.model_args.backbone', 'structure.builder.model_args.decoder_args.inner_channels',
