@@ -40,7 +40,8 @@ class ValidationSettings:
     """What to evaluate and how: validation during training and eval.py alike (``EvaluationSettings`` is the
     same class, under the name the evaluation section may use).
 
-    data_loaders: name -> DataLoader (the first one's F-measure picks ``model/best`` in training).
+    data_loaders: name -> DataLoader (the first one's F-measure picks ``model/best`` in training); each is made an
+    evaluation loader (:meth:`data.DataLoader.for_evaluation`), whatever its list file is called.
     visualize: send images to TensorBoard (training) / write pictures (eval.py --visualize).
     interval, exempt: during training, validate every ``interval`` iterations once past iteration ``exempt``.
     is_output_polygon: measure polygons instead of boxes (curved-text data sets).
@@ -60,6 +61,10 @@ class ValidationSettings:
         if sweep_thresholds is not None and (not isinstance(sweep_thresholds, (list, tuple)) or not sweep_thresholds
                                              or not all(isinstance(value, (int, float)) for value in sweep_thresholds)):
             raise ValueError(f'sweep_thresholds: expected a non-empty list of numbers, got {sweep_thresholds!r}')
+        for loader in data_loaders.values():  # in order, each sample once, ground truth as annotated
+            for_evaluation = getattr(loader, 'for_evaluation', None)
+            if callable(for_evaluation):
+                for_evaluation()
         self.data_loaders = data_loaders
         self.visualize = bool(visualize)
         self.interval = int(interval)

@@ -62,7 +62,8 @@ class DataLoader:
 
     ``shuffle`` and ``drop_last`` default to the loader's role: a *training* loader (``is_training`` and the data
     set's own ``is_training``, True when it has none) shuffles and drops the last incomplete batch; a *validation*
-    loader does neither, although the YAML files leave the loader's ``is_training`` at its default. ``collect_fn``
+    loader does neither: the YAML files leave the loader's ``is_training`` at its default, and
+    :class:`experiment.ValidationSettings` makes each of its loaders one (:meth:`for_evaluation`). ``collect_fn``
     (an object, e.g. ``ICDARCollectFN()``) defaults to torch's default collate; memory is pinned when CUDA is
     available (``pin_memory``); workers are persistent when ``num_workers > 0``.
 
@@ -96,9 +97,7 @@ class DataLoader:
         if batch_size < 1:
             raise ValueError(f'DataLoader: expected batch_size >= 1, got {batch_size}')
         self.dataset = dataset
-        self.is_training = bool(is_training and getattr(dataset, 'is_training', True))
-        self.shuffle = self.is_training if shuffle is None else bool(shuffle)
-        self.drop_last = self.is_training if drop_last is None else bool(drop_last)
+        self._chosen_order = (shuffle, drop_last)  # None: follow the role
         self.configured_batch_size = int(batch_size)  # as in the file: the global batch of a training loader
         self.num_workers = int(num_workers)
         self.collate_fn = collect_fn if collect_fn is not None else default_collate
@@ -106,25 +105,49 @@ class DataLoader:
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.seed = int(seed)
         self.rank, self.world_size = 0, 1
-        self.sampler = EpochBatchSampler(len(dataset), self.configured_batch_size, self.shuffle, self.drop_last,
+        self._worker_options: Dict[str, Any] = {}
+        if self.num_workers > 0:
+            self._worker_options = {'persistent_workers': True, 'multiprocessing_context': multiprocessing_context}
+            if prefetch_factor is not None:
+                self._worker_options['prefetch_factor'] = prefetch_factor
+        self._set_role(bool(is_training and getattr(dataset, 'is_training', True)))
+        self._bound = False
+        self._passes = 0
+        self._announced = False  # start_epoch named the next pass
+        self._bad_samples: List[BadSample] = []
+
+    def _set_role(self, is_training: bool) -> None:
+        """Order, padding and the torch loader for the role: training (shuffled, padded, incomplete batch dropped)
+        or validation (in order, every sample once), unless ``shuffle`` / ``drop_last`` were given."""
+        shuffle, drop_last = self._chosen_order
+        self.is_training = is_training
+        self.shuffle = self.is_training if shuffle is None else bool(shuffle)
+        self.drop_last = self.is_training if drop_last is None else bool(drop_last)
+        self.sampler = EpochBatchSampler(len(self.dataset), self.configured_batch_size, self.shuffle, self.drop_last,
                                          pad=self.is_training, seed=self.seed)
         # torch seeds each worker's torch, ``random`` and legacy NumPy from a base seed drawn from this generator
         # when the workers start (they persist afterwards); the augmentation stream is seeded per sample instead
         self._generator = torch.Generator()
         self._generator.manual_seed(self.seed)
-        extra: Dict[str, Any] = {}
-        if self.num_workers > 0:
-            extra = {'persistent_workers': True, 'multiprocessing_context': multiprocessing_context}
-            if prefetch_factor is not None:
-                extra['prefetch_factor'] = prefetch_factor
         self.torch_loader = torch.utils.data.DataLoader(
-            _SeededSamples(dataset), batch_sampler=self.sampler, num_workers=self.num_workers,
+            _SeededSamples(self.dataset), batch_sampler=self.sampler, num_workers=self.num_workers,
             collate_fn=_CollateWithReports(self.collate_fn), pin_memory=self.pin_memory, generator=self._generator,
-            **extra)
-        self._bound = False
-        self._passes = 0
-        self._announced = False  # start_epoch named the next pass
-        self._bad_samples: List[BadSample] = []
+            **self._worker_options)
+
+    def for_evaluation(self) -> 'DataLoader':
+        """Make this a validation / evaluation loader whatever its list files are called: samples in order, each
+        exactly once, and the data set in evaluation mode (``set_training(False)`` where it has one: ground truth
+        as annotated, a bad sample raises). :class:`experiment.ValidationSettings` calls it on each of its
+        loaders. The original guessed the role from the list file's name alone, so that evaluating a list named
+        ``train_list.txt`` shuffled, padded and sanitized it. Refused once a pass has begun. Returns self."""
+        if self._passes or self._bound:
+            raise RuntimeError('DataLoader.for_evaluation: the loader has already been bound or iterated')
+        set_training = getattr(self.dataset, 'set_training', None)
+        if callable(set_training):
+            set_training(False)
+        if self.is_training:
+            self._set_role(False)
+        return self
 
     # -- configuration --------------------------------------------------------------------
     def bind(self, rank: int = 0, world_size: int = 1, seed: Optional[int] = None) -> None:

@@ -81,6 +81,11 @@ class ImageDataset(torch.utils.data.Dataset):
 
     None (the default): 'substitute' for a training set (``is_training``), 'raise' otherwise, so that
     evaluation never measures one image in place of another.
+
+    ``is_training`` None guesses the role from the list files' names, as the original does ('train' in a name);
+    a validation or evaluation loader puts its data set in evaluation mode whatever its list is called
+    (:meth:`set_training`, called by :meth:`data.DataLoader.for_evaluation`), so that evaluating a training list
+    scores its ground truth as annotated.
     """
 
     def __init__(self, data_dir: Sequence[str] = (), data_list: Sequence[str] = (), processes: Sequence[Any] = (),
@@ -103,6 +108,7 @@ class ImageDataset(torch.utils.data.Dataset):
                              f'got {on_bad_sample!r}')
         self.is_training = (any('train' in os.path.basename(p) for p in data_list)
                             if is_training is None else bool(is_training))
+        self._chosen_on_bad_sample = on_bad_sample
         self.on_bad_sample = on_bad_sample or ('substitute' if self.is_training else 'raise')
         self.max_skip_attempts = max_skip_attempts
         self.gt_formats = [fmt or infer_gt_format(directory, list_path)
@@ -116,6 +122,13 @@ class ImageDataset(torch.utils.data.Dataset):
             self.entries.extend(self._index(directory, list_path, fmt))
         # Bad samples replaced in *this* process ('substitute'): data.DataLoader collects them after every sample
         self._bad_samples: List[Tuple[str, str]] = []
+
+    def set_training(self, is_training: bool) -> None:
+        """Give the data set its role: training samples are sanitized (:mod:`data.ground_truth`) and carry
+        ``is_training`` to the processes (shrunk-away words become don't care); evaluation samples keep the
+        ground truth as annotated. An ``on_bad_sample`` left at None follows the role ('substitute' / 'raise')."""
+        self.is_training = bool(is_training)
+        self.on_bad_sample = self._chosen_on_bad_sample or ('substitute' if self.is_training else 'raise')
 
     @staticmethod
     def _index(directory: str, list_path: str, fmt: str) -> List[Tuple[str, str, str, Any]]:

@@ -96,6 +96,18 @@ def test_flags_win_over_opt_which_reaches_built_objects():
     assert experiment.structure.representer.unclip_ratio == 1.8
 
 
+def test_repeated_opt_flags_add_up_and_the_last_value_of_a_key_wins():
+    # argparse's default for nargs='+' keeps only the last --opt flag: the first flag's keys were dropped in
+    # silence (an evaluation meant for one data set scored another with the file's data_dir)
+    for parser, flags in ((train_parser, apply_train_flags), (eval_parser, apply_eval_flags)):
+        config = compiled([IC15] + ['--resume', 'x'] * (parser is eval_parser)
+                          + ['--opt', 'validation.interval=9', 'train.data_loader.num_workers=3',
+                             '--opt', 'train.data_loader.num_workers=1', 'validation.exempt=5'], parser, flags)
+        assert get_path(config, 'validation.interval') == 9 and get_path(config, 'validation.exempt') == 5
+        assert get_path(config, 'train.data_loader.num_workers') == 1
+    assert train_parser().parse_args([IC15]).opt == [] and train_parser().parse_args([IC15]).opt is not None
+
+
 def test_opt_with_a_path_that_does_not_exist():
     with pytest.raises(ConfigError, match=r"option 'train.data_loader.batch_sizes'.*no key 'batch_sizes'"):
         compiled([IC15, '--opt', 'train.data_loader.batch_sizes=2'])

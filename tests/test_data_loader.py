@@ -3,6 +3,7 @@ import os
 
 import cv2
 import numpy as np
+import pytest
 import torch
 import torch.utils.data
 
@@ -92,3 +93,45 @@ def test_training_batches_and_skip_count_across_workers(tmp_path):
     assert sum(len(b['image']) for b in batches) == 6  # the bad image's slot is filled by another sample
     reports = loader.take_bad_samples()
     assert len(reports) == 1 and loader.take_bad_samples() == []
+
+
+def test_validation_settings_evaluate_a_list_named_train_as_annotated(tmp_path):
+    # The original guesses a data set's role from its list file's name: evaluating `train_list.txt` shuffled,
+    # padded and sanitized it, and marked words under min_text_size (8 px) don't care, so it scored other ground
+    # truth. Through ValidationSettings the loader gives every sample once, in list order, ground truth as annotated.
+    from data.image_io import DataError
+    from data.processes import ICDARCollectFN
+    from experiment import ValidationSettings
+
+    dataset = make_dataset(tmp_path, count=5, bad=())
+    with open(tmp_path / 'train_gts' / 'img_3.jpg.txt', 'w') as handle:  # a 5-px tall word: cared for
+        handle.write('20,20,60,20,60,25,20,25,tiny\n')
+    dataset.processes = [AugmentDetectionData([['Resize', {'width': 320, 'height': 192}]], only_resize=True,
+                                              keep_ratio=True),
+                         MakeICDARData(), MakeSegDetectionData(), NormalizeImage()]
+    loader = DataLoader(dataset, batch_size=2, num_workers=0, collect_fn=ICDARCollectFN())
+    assert dataset.is_training and loader.shuffle and loader.sampler.pad  # what the list's name alone gives
+    settings = ValidationSettings(data_loaders={'dev': loader})
+    assert settings.data_loaders['dev'] is loader
+    assert not dataset.is_training and dataset.on_bad_sample == 'raise'
+    batches = list(loader)
+    assert [len(batch['filename']) for batch in batches] == [2, 2, 1]
+    names = [os.path.basename(name) for batch in batches for name in batch['filename']]
+    assert names == [f'img_{index}.jpg' for index in range(5)]
+    tags = {os.path.basename(name): list(tag) for batch in batches
+            for name, tag in zip(batch['filename'], batch['ignore_tags'])}
+    assert tags['img_3.jpg'] == [False] and tags['img_0.jpg'] == [False, True]
+    assert list(loader) and [b['filename'] for b in loader] == [b['filename'] for b in batches]  # same order again
+    fresh = DataLoader(make_dataset(tmp_path / 'again', count=3, bad=(1,)), batch_size=1, num_workers=0,
+                       collect_fn=ICDARCollectFN())
+    fresh.dataset.processes = dataset.processes
+    ValidationSettings(data_loaders={'dev': fresh})
+    with pytest.raises(DataError, match='img_1.jpg'):
+        list(fresh)  # a bad image is never replaced by another in evaluation
+
+
+def test_for_evaluation_is_refused_once_a_pass_began(tmp_path):
+    loader = DataLoader(DrawDataset(), batch_size=2, num_workers=0)
+    next(iter(loader))
+    with pytest.raises(RuntimeError, match='already been bound or iterated'):
+        loader.for_evaluation()

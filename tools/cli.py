@@ -40,8 +40,9 @@ def _common_arguments(parser: argparse.ArgumentParser, exp_help: str = 'experime
     parser.add_argument('--threads', type=str, default='auto', metavar='auto|N',
                         help='CPU threads of torch: auto (default) measures step times and drops to fewer threads '
                              'while another process holds a core (concern/threads.py); N: fixed, never changed')
-    parser.add_argument('--opt', nargs='+', default=[], metavar='KEY.PATH=VALUE',
-                        help='override any value of the compiled experiment, e.g. train.data_loader.batch_size=8')
+    parser.add_argument('--opt', nargs='+', action='extend', default=[], metavar='KEY.PATH=VALUE',
+                        help='override any value of the compiled experiment, e.g. train.data_loader.batch_size=8; '
+                             'repeated --opt flags add up (a later value of the same key wins)')
 
 
 def train_parser() -> argparse.ArgumentParser:
