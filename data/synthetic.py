@@ -906,6 +906,46 @@ def _glyph_strokes(rng: np.random.Generator, image: np.ndarray) -> None:
             y += size * rng.normal(0, 0.35)
 
 
+def _lights(rng: np.random.Generator, image: np.ndarray) -> None:
+    """Light sources, none of them text: ceiling lamps in a receding row (round, tube or panel lamps whose size
+    and spacing shrink along the row, as a row of downlights does in perspective), single lamps and specular
+    streaks, each a saturated core with a soft glow. Hard negatives: a row of bright blobs on a dark ceiling is
+    the most frequent false detection of a scene-style model on ICDAR 2015 (docs/data.md)."""
+    height, width = image.shape[:2]
+    glow = np.zeros((height, width), np.float32)
+    core = np.zeros((height, width), np.uint8)
+    for _ in range(int(rng.integers(1, 4))):
+        kind = int(rng.integers(4))  # 0 round, 1 tube, 2 panel, 3 specular streak
+        count = int(rng.integers(3, 9)) if rng.random() < 0.6 else 1
+        x, y = rng.uniform(0, width), rng.uniform(0, height)
+        size = rng.uniform(6, 40)
+        turn = rng.uniform(-0.35, 0.35) if kind != 3 else rng.uniform(0, math.pi)
+        step = np.array([math.cos(turn), math.sin(turn)]) * size * rng.uniform(1.6, 4.0)
+        shrink = rng.uniform(0.75, 1.0)  # perspective along the row
+        for _lamp in range(count):
+            half_w = size / 2 * (4.0 if kind == 1 else 1.6 if kind == 2 else 1.0)
+            half_h = size / 2 * (0.35 if kind == 1 else 0.8 if kind == 2 else rng.uniform(0.35, 1.0))
+            if kind == 3:
+                half_w, half_h = size * rng.uniform(1.5, 4.0), size * rng.uniform(0.08, 0.2)
+            angle = math.degrees(turn)
+            centre = (int(round(x)), int(round(y)))
+            axes = (max(1, int(round(half_w))), max(1, int(round(half_h))))
+            if kind in (0, 3):
+                cv2.ellipse(core, centre, axes, angle, 0, 360, 255, -1, cv2.LINE_AA)
+            else:
+                box = cv2.boxPoints(((x, y), (2 * half_w, 2 * half_h), angle))
+                cv2.fillPoly(core, [np.round(box).astype(np.int32)], 255, cv2.LINE_AA)
+            cv2.ellipse(glow, centre, (axes[0] * 2, axes[1] * 2), angle, 0, 360, float(rng.uniform(0.3, 0.8)), -1)
+            x, y = x + step[0], y + step[1]
+            step *= shrink
+            size *= shrink
+    halo = cv2.GaussianBlur(glow, (0, 0), max(2.0, min(height, width) / 80))
+    alpha = np.clip(halo + core.astype(np.float32) / 255.0, 0.0, 1.0)[..., None]
+    tint = np.array([rng.uniform(200, 255), rng.uniform(225, 255), 255.0], np.float32)  # white to warm white, BGR
+    image *= 1.0 - alpha
+    image += alpha * tint
+
+
 def _photo_background(rng: np.random.Generator, photo: np.ndarray, height: int, width: int) -> np.ndarray:
     """A random crop of a photograph scaled to (height, width), flipped and colour-shifted; BGR float32."""
     photo_h, photo_w = photo.shape[:2]
@@ -960,6 +1000,8 @@ def _scene_background(rng: np.random.Generator, height: int, width: int) -> np.n
         _symbols(rng, image)
     if rng.random() < 0.5:
         _glyph_strokes(rng, image)
+    if rng.random() < 0.35:
+        _lights(rng, image)
     return image
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from data import ImageDataset
-from data.synthetic import (FALLBACK_WORDS, PAD, SKIMAGE_PHOTOS, FontBank, _LineLook, _place_line, find_fonts,
+from data.synthetic import (FALLBACK_WORDS, PAD, SKIMAGE_PHOTOS, FontBank, _LineLook, _lights, _place_line, find_fonts,
                             format_gt_line, generate_image, image_rng, main, photo_backgrounds, scene_words,
                             words_from_texts)
 
@@ -190,3 +190,30 @@ def test_cli_scene_style_is_deterministic(tmp_path):
     assert lines and all(len(line['poly']) in (4, 14) for line in lines)
     with pytest.raises(SystemExit):
         main(['--out', str(tmp_path / 'd'), '--style', 'fancy'])
+
+
+def test_lights_blend_the_background_towards_a_white_tint_and_saturate_their_cores():
+    # _lights draws unlabelled light sources: every pixel becomes (1 - a) * old + a * tint with a in [0, 1] and one
+    # tint per call (white to warm white, blue channel 200-255, green 225-255, red 255), and each lamp's core is
+    # fully opaque. Checked per pixel against that convex combination on a dark, uneven background.
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        before = np.random.default_rng(100 + seed).uniform(0, 120, (180, 320, 3)).astype(np.float32)
+        after = before.copy()
+        _lights(rng, after)
+        changed = np.abs(after - before).max(axis=2) > 1e-3
+        assert changed.any(), seed
+        alpha = (after[..., 2] - before[..., 2]) / (255.0 - before[..., 2])  # the tint's red is 255
+        assert np.all(alpha >= -1e-4) and np.all(alpha <= 1 + 1e-4), seed
+        cores = alpha >= 1 - 1e-5
+        assert cores.any(), seed
+        tint = after[cores].mean(axis=0)
+        assert np.allclose(after[cores], tint, atol=0.01), seed  # one tint per call
+        assert 200 <= tint[0] <= 255 and 225 <= tint[1] <= 255, (seed, tint)
+        expected = (1 - alpha[..., None]) * before + alpha[..., None] * tint  # the same a in every channel
+        assert np.allclose(after, expected, atol=0.01), seed
+    same = np.zeros((64, 64, 3), np.float32)
+    again = np.zeros((64, 64, 3), np.float32)
+    _lights(np.random.default_rng(3), same)
+    _lights(np.random.default_rng(3), again)
+    assert np.array_equal(same, again)
