@@ -57,6 +57,7 @@ DEFORM_CONV_CHOICES = ('auto', 'onnx', 'portable')
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from concern.config import add_override_argument
     parser = argparse.ArgumentParser(description='Export a DBNet checkpoint to ONNX (probability map output).')
     parser.add_argument('exp', type=str, help='experiment YAML file')
     parser.add_argument('--resume', type=str, required=True, help='checkpoint to export')
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--evaluate', action='store_true',
                         help="after the export: P/R/F of PyTorch, the ONNX model and (--int8) the int8 model on "
                              "the experiment's evaluation data, box and polygon mode")
-    parser.add_argument('--opt', nargs='+', default=[], metavar='KEY.PATH=VALUE', help='experiment overrides')
+    add_override_argument(parser, 'experiment overrides')
     return parser
 
 

@@ -24,6 +24,7 @@ classes come only from ``COMPONENT_MODULES``, checked before anything is importe
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import functools
 import importlib
@@ -696,6 +697,15 @@ def parse_override(text: str) -> Tuple[str, Any]:
     except yaml.YAMLError as error:
         raise ConfigError(f'--opt {text!r}: value is not valid YAML: {error}') from error
     return key.strip(), value
+
+
+def add_override_argument(parser: argparse.ArgumentParser, help_text: str = 'override any value of the compiled '
+                          'experiment, e.g. train.data_loader.batch_size=8') -> None:
+    """``--opt KEY.PATH=VALUE ...`` on ``parser``, read by :func:`apply_overrides`: repeated flags add up (argparse's
+    plain ``nargs='+'`` keeps only the last flag, dropping the others' keys in silence); a later value of the same
+    key wins."""
+    parser.add_argument('--opt', nargs='+', action='extend', default=[], metavar='KEY.PATH=VALUE',
+                        help=f'{help_text}; repeated --opt flags add up (a later value of the same key wins)')
 
 
 def apply_overrides(config: CompiledConfig, overrides: Iterable[str]) -> None:

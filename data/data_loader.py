@@ -139,7 +139,8 @@ class DataLoader:
         exactly once, and the data set in evaluation mode (``set_training(False)`` where it has one: ground truth
         as annotated, a bad sample raises). :class:`experiment.ValidationSettings` calls it on each of its
         loaders. The original guessed the role from the list file's name alone, so that evaluating a list named
-        ``train_list.txt`` shuffled, padded and sanitized it. Refused once a pass has begun. Returns self."""
+        ``train_list.txt`` shuffled, padded and sanitized it. A ``shuffle`` or ``drop_last`` given explicitly is
+        kept. Refused once the loader was bound or iterated. Returns self."""
         if self._passes or self._bound:
             raise RuntimeError('DataLoader.for_evaluation: the loader has already been bound or iterated')
         set_training = getattr(self.dataset, 'set_training', None)

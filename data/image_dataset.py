@@ -83,7 +83,8 @@ class ImageDataset(torch.utils.data.Dataset):
     evaluation never measures one image in place of another.
 
     ``is_training`` None guesses the role from the list files' names, as the original does ('train' in a name);
-    a validation or evaluation loader puts its data set in evaluation mode whatever its list is called
+    a validation or evaluation loader puts its data set in evaluation mode whatever its list is called or its
+    ``is_training`` says (so one ImageDataset object must not serve a training and a validation loader at once)
     (:meth:`set_training`, called by :meth:`data.DataLoader.for_evaluation`), so that evaluating a training list
     scores its ground truth as annotated.
     """

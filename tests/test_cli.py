@@ -106,6 +106,9 @@ def test_repeated_opt_flags_add_up_and_the_last_value_of_a_key_wins():
         assert get_path(config, 'validation.interval') == 9 and get_path(config, 'validation.exempt') == 5
         assert get_path(config, 'train.data_loader.num_workers') == 1
     assert train_parser().parse_args([IC15]).opt == [] and train_parser().parse_args([IC15]).opt is not None
+    from convert_to_onnx import build_parser as onnx_parser
+    onnx_args = onnx_parser().parse_args([IC15, '--resume', 'x', '--output', 'y.onnx', '--opt', 'a=1', '--opt', 'b=2'])
+    assert onnx_args.opt == ['a=1', 'b=2']
 
 
 def test_opt_with_a_path_that_does_not_exist():

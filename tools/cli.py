@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable, List
 if TYPE_CHECKING:
     pass
 
-from concern.config import (CompiledConfig, ConfigError, ensure_component, accepts_argument, apply_overrides,
+from concern.config import (CompiledConfig, ConfigError, ensure_component, accepts_argument, add_override_argument,
+                            apply_overrides,
                             get_path, has_path, load_config, require_key, set_if_accepted, set_representer_thresholds)
 from data.input_size import DEFAULT_MAX_TILED_PIXELS
 from data.normalization import RESIZE_DTYPES
@@ -40,9 +41,7 @@ def _common_arguments(parser: argparse.ArgumentParser, exp_help: str = 'experime
     parser.add_argument('--threads', type=str, default='auto', metavar='auto|N',
                         help='CPU threads of torch: auto (default) measures step times and drops to fewer threads '
                              'while another process holds a core (concern/threads.py); N: fixed, never changed')
-    parser.add_argument('--opt', nargs='+', action='extend', default=[], metavar='KEY.PATH=VALUE',
-                        help='override any value of the compiled experiment, e.g. train.data_loader.batch_size=8; '
-                             'repeated --opt flags add up (a later value of the same key wins)')
+    add_override_argument(parser)
 
 
 def train_parser() -> argparse.ArgumentParser:

@@ -190,11 +190,11 @@ def describe_experiment(config: Any, size: Optional[Tuple[int, int]] = None) -> 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from concern.config import ConfigError
+    from concern.config import ConfigError, add_override_argument
     from tools.cli import compile_experiment
     parser = argparse.ArgumentParser(prog='python -m tools.flops', description=__doc__.split('\n\n')[0])
     parser.add_argument('exp', help='experiment YAML file')
-    parser.add_argument('--opt', nargs='+', default=[], metavar='KEY.PATH=VALUE', help='overrides, as train.py')
+    add_override_argument(parser, 'overrides, as train.py')
     parser.add_argument('--size', nargs=2, type=int, default=None, metavar=('H', 'W'),
                         help='input height and width (default: the training crop, else 640 640)')
     args = parser.parse_args(argv)
