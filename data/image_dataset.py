@@ -82,11 +82,11 @@ class ImageDataset(torch.utils.data.Dataset):
     None (the default): 'substitute' for a training set (``is_training``), 'raise' otherwise, so that
     evaluation never measures one image in place of another.
 
-    ``is_training`` None guesses the role from the list files' names, as the original does ('train' in a name);
-    a validation or evaluation loader puts its data set in evaluation mode whatever its list is called or its
-    ``is_training`` says (so one ImageDataset object must not serve a training and a validation loader at once)
-    (:meth:`set_training`, called by :meth:`data.DataLoader.for_evaluation`), so that evaluating a training list
-    scores its ground truth as annotated.
+    ``is_training`` None guesses the role from the list files' names, as the original does ('train' in a name).
+    A validation or evaluation loader puts its data set in evaluation mode (:meth:`set_training`, called by
+    :meth:`data.DataLoader.for_evaluation`) whatever its list is called or its ``is_training`` says, so that
+    evaluating a training list scores its ground truth as annotated; one ImageDataset object must therefore not
+    serve a training and a validation loader at once.
     """
 
     def __init__(self, data_dir: Sequence[str] = (), data_list: Sequence[str] = (), processes: Sequence[Any] = (),
@@ -107,10 +107,9 @@ class ImageDataset(torch.utils.data.Dataset):
         if on_bad_sample is not None and on_bad_sample not in BAD_SAMPLE_MODES:
             raise ValueError(f'ImageDataset: on_bad_sample: expected one of {BAD_SAMPLE_MODES} or None, '
                              f'got {on_bad_sample!r}')
-        self.is_training = (any('train' in os.path.basename(p) for p in data_list)
-                            if is_training is None else bool(is_training))
         self._chosen_on_bad_sample = on_bad_sample
-        self.on_bad_sample = on_bad_sample or ('substitute' if self.is_training else 'raise')
+        self.set_training(any('train' in os.path.basename(p) for p in data_list) if is_training is None
+                          else bool(is_training))
         self.max_skip_attempts = max_skip_attempts
         self.gt_formats = [fmt or infer_gt_format(directory, list_path)
                            for fmt, directory, list_path in zip(formats, data_dir, data_list)]

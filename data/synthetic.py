@@ -922,12 +922,12 @@ def _lights(rng: np.random.Generator, image: np.ndarray) -> None:
         turn = rng.uniform(-0.35, 0.35) if kind != 3 else rng.uniform(0, math.pi)
         step = np.array([math.cos(turn), math.sin(turn)]) * size * rng.uniform(1.6, 4.0)
         shrink = rng.uniform(0.75, 1.0)  # perspective along the row
+        angle = math.degrees(turn)
         for _lamp in range(count):
             half_w = size / 2 * (4.0 if kind == 1 else 1.6 if kind == 2 else 1.0)
             half_h = size / 2 * (0.35 if kind == 1 else 0.8 if kind == 2 else rng.uniform(0.35, 1.0))
             if kind == 3:
                 half_w, half_h = size * rng.uniform(1.5, 4.0), size * rng.uniform(0.08, 0.2)
-            angle = math.degrees(turn)
             centre = (int(round(x)), int(round(y)))
             axes = (max(1, int(round(half_w))), max(1, int(round(half_h))))
             if kind in (0, 3):
