@@ -444,12 +444,12 @@ def test_main_demo_evaluates_box_and_polygon_mode_from_one_forward_pass(tmp_path
     out = capsys.readouterr().out
     assert 'evaluated 2 held-out test images' in out
     assert 'box     mode: precision' in out and 'polygon mode: precision' in out
-    # the demo's file has one box_thresh for both modes; the plain budget file sets polygon mode's own (0.5)
+    # the demo's file has one box_thresh for both modes; the plain budget file sets polygon mode's own (0.35)
     assert results['box']['box_thresh'] == results['polygon']['box_thresh']
     budget = main_demo.evaluate('unused', opts,
                                 experiment_path='experiments/seg_detector/synthetic_resnet18_thre_budget.yaml')
-    assert (budget['box']['box_thresh'], budget['polygon']['box_thresh']) == (0.4, 0.5)
-    assert '(box_thresh 0.5)' in capsys.readouterr().out
+    assert (budget['box']['box_thresh'], budget['polygon']['box_thresh']) == (0.3, 0.35)
+    assert '(box_thresh 0.35)' in capsys.readouterr().out
 
 
 def test_usable_batches_drop_bad_samples_and_record_them_in_every_evaluator():

@@ -275,8 +275,9 @@ PLAIN_BUDGET = 'experiments/seg_detector/synthetic_resnet18_thre_budget.yaml'
 def test_the_plain_budget_experiment_is_the_cheaper_model_its_comment_describes(tmp_path, monkeypatch):
     """synthetic_resnet18_thre_budget.yaml: the deformable budget file's training recipe (crops, rate, schedule,
     prior) with three changes only, backbone, FPN width and epochs, and two in evaluation, the test images at 320
-    instead of 288 and polygon mode at box_thresh 0.5 (box mode at the file's 0.4); its model has no deformable
-    convolution and projects each of the four levels to 128 / 4 channels."""
+    instead of 288 and the post-processing of a short training (binary map at 0.15; box mode: unclip ratio 0.8,
+    box_thresh 0.3; polygon mode: unclip ratio 1.8, box_thresh 0.35); its model has no deformable convolution and
+    projects each of the four levels to 128 / 4 channels."""
     import re
     import torch
     from assets.ops.dcn.modules import DeformConv, ModulatedDeformConv
@@ -287,7 +288,9 @@ def test_the_plain_budget_experiment_is_the_cheaper_model_its_comment_describes(
         'evaluation.data_loaders.synthetic.dataset.processes.0.augmenter_args.0.1.height',
         'evaluation.data_loaders.synthetic.dataset.processes.0.augmenter_args.0.1.width',
         'structure.builder.model_args.backbone', 'structure.builder.model_args.decoder_args.inner_channels',
-        'structure.representer.polygon_box_thresh', 'train.epochs',
+        'structure.representer.box_thresh', 'structure.representer.polygon_box_thresh',
+        'structure.representer.polygon_unclip_ratio', 'structure.representer.thresh',
+        'structure.representer.unclip_ratio', 'train.epochs',
         'validation.data_loaders.synthetic.dataset.processes.0.augmenter_args.0.1.height',
         'validation.data_loaders.synthetic.dataset.processes.0.augmenter_args.0.1.width']
     tree = load_config(PLAIN_BUDGET).tree
@@ -297,7 +300,8 @@ def test_the_plain_budget_experiment_is_the_cheaper_model_its_comment_describes(
     experiment = main_demo.build_evaluation(PLAIN_BUDGET, opts, ('structure', 'evaluation'))
     assert main_demo.evaluation_short_side(experiment) == 320
     representer = experiment.structure.representer
-    assert (representer.box_thresh_for(False), representer.box_thresh_for(True)) == (0.4, 0.5)
+    assert (representer.box_thresh_for(False), representer.box_thresh_for(True)) == (0.3, 0.35)
+    assert (representer.thresh, representer.unclip_ratio, representer.polygon_unclip_ratio) == (0.15, 0.8, 1.8)
     model = experiment.structure.builder.build()
     assert not any(isinstance(m, (DeformConv, ModulatedDeformConv)) for m in model.modules())
     out_convs = [m for name, m in model.named_modules() if re.search(r'out[2-5](\.0)?$', name)
