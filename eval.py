@@ -19,6 +19,10 @@ from tools.cli import apply_eval_flags, compile_experiment, eval_parser, run_nam
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = eval_parser().parse_args(argv)
+    if args.speed and (args.sweep_thresh is not None or args.sweep_unclip is not None):
+        print('error: --speed times the experiment\'s post-processing alone: run the grid (--sweep_thresh / '
+              '--sweep_unclip) without it', file=sys.stderr)
+        return 2
     from data.image_io import DataError
     from structure.measurers.result_files import prepare_result_dir
     try:
@@ -75,10 +79,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     thresholds: Dict[str, float] = {}
     records: List[Dict[str, Any]] = []
     started = round(time.time(), 3)
+    grid_requested = args.sweep_thresh is not None or args.sweep_unclip is not None
     for name, loader in loaders.items():
         evaluator = DetectionEvaluator.from_settings(structure, experiment.evaluation, keep_outputs=bool(result_dir))
+        cells: List[Any] = []
         try:
-            metrics = evaluate(runner, evaluator, loader, structure, args, workspace, name)
+            if grid_requested:
+                from structure.measurers import grid_cells
+                cells = grid_cells(structure.representer, structure.measurer, bool(args.polygon), args.sweep_thresh,
+                                   args.sweep_unclip, getattr(experiment.evaluation, 'sweep_thresholds', None))
+            metrics = evaluate(runner, evaluator, loader, structure, args, workspace, name,
+                               [cell.evaluator for cell in cells])
         except DataError as error:
             print(f'error: {name}: {_first_line(error)}\n(the evaluation stops at a bad sample rather than measure '
                   'another set; --skip_bad_samples leaves such samples out and names them)', file=sys.stderr)
@@ -95,7 +106,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if metrics.get('sweep') is not None:
             from structure.measurers import format_sweep
             print(f'{name}: box_thresh sweep\n' + format_sweep(metrics['sweep']))
-        records += metrics_records(args, name, evaluator.box_thresh, metrics, started)
+        grid = None
+        if cells:
+            from structure.measurers import format_grid, grid_results
+            grid = grid_results(cells)
+            print(f'{name}: post-processing grid (each setting at its best box_thresh)\n'
+                  + format_grid(grid, bool(args.polygon)))
+        records += metrics_records(args, name, evaluator.box_thresh, metrics, started, grid)
         if result_dir:
             from structure.measurers import write_result_files
             paths = write_result_files(result_dir, evaluator.outputs, with_score=not args.no_score)
@@ -162,10 +179,12 @@ def _as_paths(value: Any) -> List[str]:
 
 
 def metrics_records(args: Any, loader: str, box_thresh: float, metrics: Dict[str, Any],
-                    now: float) -> List[Dict[str, Any]]:
-    """The JSON lines of one loader's result (``--metrics``): an ``evaluation`` line, and with ``--sweep`` a
-    ``sweep`` line per box_thresh (``best`` true on the row of the highest fmeasure); every line of one eval.py call
-    carries the same ``time`` (``now``, its start in Unix seconds), which tells the calls apart."""
+                    now: float, grid: Optional[Mapping[str, Any]] = None) -> List[Dict[str, Any]]:
+    """The JSON lines of one loader's result (``--metrics``): an ``evaluation`` line, with ``--sweep`` a
+    ``sweep`` line per box_thresh (``best`` true on the row of the highest fmeasure), and with a post-processing
+    ``grid`` (``structure.measurers.grid_results``) a ``grid`` line per setting (thresh, unclip_ratio, its best
+    box_thresh and P/R/F; ``best`` as for the sweep); every line of one eval.py call carries the same ``time``
+    (``now``, its start in Unix seconds), which tells the calls apart."""
     common = {'checkpoint': args.resume, 'loader': loader, 'polygon': bool(args.polygon), 'time': now}
     records: List[Dict[str, Any]] = [{'type': 'evaluation', **common, 'box_thresh': box_thresh,
                                       'images': metrics.get('images'),
@@ -176,6 +195,11 @@ def metrics_records(args: Any, loader: str, box_thresh: float, metrics: Dict[str
             records.append({'type': 'sweep', **common, 'box_thresh': row['box_thresh'],
                             'precision': row['precision'], 'recall': row['recall'], 'fmeasure': row['fmeasure'],
                             'best': row is sweep['best']})
+    if grid is not None:
+        for row in grid['rows']:
+            records.append({'type': 'grid', **common, **{key: row[key] for key in (
+                'thresh', 'unclip_ratio', 'box_thresh', 'precision', 'recall', 'fmeasure')},
+                'best': row is grid['best']})
     return records
 
 
@@ -192,9 +216,10 @@ def _first_line(error: Exception) -> str:
 
 
 def evaluate(runner: Any, evaluator: Any, loader: Any, structure: Any, args: Any, workspace: str,
-             name: str) -> Dict[str, Any]:
+             name: str, also: Sequence[Any] = ()) -> Dict[str, Any]:
     """One loader through the evaluation loop into the evaluator: its ``evaluate()``; --speed and --visualize
-    here."""
+    here. ``also``: more evaluators fed from the same network pass (the post-processing grid's), left for the
+    caller to read."""
     from inference.engine import StageTimer
     from inference.evaluation import evaluate_on_dataset, usable_batches
     from inference.report import format_speed, same_detections
@@ -216,8 +241,8 @@ def evaluate(runner: Any, evaluator: Any, loader: Any, structure: Any, args: Any
         if args.speed:
             results.append(_detections_only(result))
 
-    evaluate_on_dataset(runner, loader, [evaluator], pipelined=args.pipelined and not args.speed, timer=timer,
-                        on_result=on_result)
+    evaluate_on_dataset(runner, loader, [evaluator, *also], pipelined=args.pipelined and not args.speed,
+                        timer=timer, on_result=on_result)
     if args.speed:
         assert timer is not None  # made for args.speed
         if not results:

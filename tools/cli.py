@@ -122,10 +122,18 @@ def eval_parser() -> argparse.ArgumentParser:
     parser.add_argument('--visualize', action='store_true', help='write images with ground truth and detections')
     parser.add_argument('--speed', action='store_true', help='time data, model and post-processing separately')
     parser.add_argument('--sweep', action='store_true', help='report P/R/F over box_thresh 0.3..0.9')
+    parser.add_argument('--sweep_thresh', type=float, nargs='+', default=None, metavar='T',
+                        help='also report the post-processing grid over these binarisation thresholds (thresh) '
+                             'from the same network pass, each with its own box_thresh sweep (with --sweep_unclip: '
+                             'every pair; alone: at the experiment\'s unclip ratio)')
+    parser.add_argument('--sweep_unclip', type=float, nargs='+', default=None, metavar='R',
+                        help="the grid's unclip ratios (box mode: unclip_ratio; with --polygon: polygon_unclip_ratio); "
+                             "alone: at the experiment's thresh")
     parser.add_argument('--metrics', type=str, default=None, metavar='PATH',
                         help='append the results as JSON lines to PATH (never truncated; e.g. the run\'s '
                              'workspace/<name>/metrics.jsonl, for python -m tools.plot): one "evaluation" line per '
-                             'loader, and with --sweep one "sweep" line per box_thresh')
+                             'loader, with --sweep one "sweep" line per box_thresh, with --sweep_thresh / '
+                             '--sweep_unclip one "grid" line per setting')
     parser.add_argument('--skip_bad_samples', action='store_true',
                         help='leave out (and name) unreadable images / malformed ground truth instead of stopping; '
                              'P/R/F are then over the readable samples only')

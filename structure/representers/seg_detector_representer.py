@@ -16,6 +16,7 @@ keeps what reads the probability map: contours, candidate selection and scores.
 """
 from __future__ import annotations
 
+import inspect
 import warnings
 from itertools import accumulate
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
@@ -106,6 +107,17 @@ class SegDetectorRepresenter:
         consecutive points (shapely's rules; see `to_image_polygons`). The representer is never changed by a
         call, so one instance can serve several threads."""
         return self.candidates(batch, pred, is_output_polygon, min_score=self.box_thresh_for(is_output_polygon))
+
+    def replaced(self, **changes: Any) -> 'SegDetectorRepresenter':
+        """A new representer with this one's settings except ``changes`` (constructor arguments by name, e.g.
+        ``thresh=0.15, unclip_ratio=0.8``), built and checked by the constructor (a bad value is its ValueError);
+        this one is not changed. TypeError naming an argument the constructor does not take."""
+        names = [name for name in inspect.signature(type(self)).parameters if name != 'self']
+        unknown = sorted(set(changes) - set(names))
+        if unknown:
+            raise TypeError(f'{type(self).__name__}: no setting named {", ".join(map(repr, unknown))} '
+                            f'(settings: {", ".join(names)})')
+        return type(self)(**{name: changes.get(name, getattr(self, name)) for name in names})
 
     def box_thresh_for(self, is_output_polygon: bool = False) -> float:
         """The minimum score (a mean probability in [0, 1]) of a kept detection in a mode: ``polygon_box_thresh``
