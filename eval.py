@@ -86,8 +86,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             if grid_requested:
                 from structure.measurers import grid_cells
-                cells = grid_cells(structure.representer, structure.measurer, bool(args.polygon), args.sweep_thresh,
-                                   args.sweep_unclip, getattr(experiment.evaluation, 'sweep_thresholds', None))
+                cells = grid_cells(structure.representer, structure.measurer, evaluator.is_output_polygon,
+                                   args.sweep_thresh, args.sweep_unclip,
+                                   getattr(experiment.evaluation, 'sweep_thresholds', None))
             metrics = evaluate(runner, evaluator, loader, structure, args, workspace, name,
                                [cell.evaluator for cell in cells])
         except DataError as error:
@@ -111,8 +112,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from structure.measurers import format_grid, grid_results
             grid = grid_results(cells)
             print(f'{name}: post-processing grid (each setting at its best box_thresh)\n'
-                  + format_grid(grid, bool(args.polygon)))
-        records += metrics_records(args, name, evaluator.box_thresh, metrics, started, grid)
+                  + format_grid(grid, evaluator.is_output_polygon))
+        records += metrics_records(args, name, evaluator.box_thresh, metrics, started, grid,
+                                   evaluator.is_output_polygon)
         if result_dir:
             from structure.measurers import write_result_files
             paths = write_result_files(result_dir, evaluator.outputs, with_score=not args.no_score)
@@ -178,14 +180,17 @@ def _as_paths(value: Any) -> List[str]:
     return [os.fspath(item) for item in value or [] if isinstance(item, (str, os.PathLike))]
 
 
-def metrics_records(args: Any, loader: str, box_thresh: float, metrics: Dict[str, Any],
-                    now: float, grid: Optional[Mapping[str, Any]] = None) -> List[Dict[str, Any]]:
+def metrics_records(args: Any, loader: str, box_thresh: float, metrics: Dict[str, Any], now: float,
+                    grid: Optional[Mapping[str, Any]] = None, polygon: Optional[bool] = None) -> List[Dict[str, Any]]:
     """The JSON lines of one loader's result (``--metrics``): an ``evaluation`` line, with ``--sweep`` a
     ``sweep`` line per box_thresh (``best`` true on the row of the highest fmeasure), and with a post-processing
-    ``grid`` (``structure.measurers.grid_results``) a ``grid`` line per setting (thresh, unclip_ratio, its best
-    box_thresh and P/R/F; ``best`` as for the sweep); every line of one eval.py call carries the same ``time``
-    (``now``, its start in Unix seconds), which tells the calls apart."""
-    common = {'checkpoint': args.resume, 'loader': loader, 'polygon': bool(args.polygon), 'time': now}
+    ``grid`` (``structure.measurers.grid_results``) a ``grid`` line per setting (thresh, the mode's unclip ratio
+    under its own name, ``unclip_ratio`` or ``polygon_unclip_ratio``, its best box_thresh and P/R/F; ``best`` as for
+    the sweep); every line of one eval.py call carries the same ``time`` (``now``, its start in Unix seconds), which
+    tells the calls apart. ``polygon``: the evaluation's mode (None: ``args.polygon``; the experiment's
+    ``is_output_polygon`` can set it too)."""
+    polygon = bool(args.polygon) if polygon is None else bool(polygon)
+    common = {'checkpoint': args.resume, 'loader': loader, 'polygon': polygon, 'time': now}
     records: List[Dict[str, Any]] = [{'type': 'evaluation', **common, 'box_thresh': box_thresh,
                                       'images': metrics.get('images'),
                                       **{key: metrics[key] for key in ('precision', 'recall', 'fmeasure')}}]
@@ -196,10 +201,12 @@ def metrics_records(args: Any, loader: str, box_thresh: float, metrics: Dict[str
                             'precision': row['precision'], 'recall': row['recall'], 'fmeasure': row['fmeasure'],
                             'best': row is sweep['best']})
     if grid is not None:
+        from structure.measurers.grid import unclip_setting
         for row in grid['rows']:
-            records.append({'type': 'grid', **common, **{key: row[key] for key in (
-                'thresh', 'unclip_ratio', 'box_thresh', 'precision', 'recall', 'fmeasure')},
-                'best': row is grid['best']})
+            records.append({'type': 'grid', **common, 'thresh': row['thresh'],
+                            unclip_setting(polygon): row['unclip_ratio'],
+                            **{key: row[key] for key in ('box_thresh', 'precision', 'recall', 'fmeasure')},
+                            'best': row is grid['best']})
     return records
 
 

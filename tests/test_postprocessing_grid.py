@@ -46,29 +46,30 @@ def _map_and_batch():
 
 def test_grid_cells_worked_out_by_hand_thresh_and_unclip_move_together():
     # Ground truth: a kernel (w 49, h 7 between pixel centres) grown by D = 49 * 7 * 1.5 / 112 = 4.59: 58.2 x 16.2.
-    # thresh 0.3 finds word A's kernel alone; grown at 1.5 it is A's ground truth (IoU 1), grown at 0.2 (D 0.61,
-    # 50.2 x 8.2) it covers 0.44 of it: no match. thresh 0.2 finds both words with their bands (w 61, h 19):
-    # grown at 1.5 (D 10.9, 82.7 x 40.7) the ground truth is 0.28 of the box: no match; grown at 0.2 (D 1.45,
-    # 63.9 x 21.9) it holds the ground truth at IoU 0.67: both match.
+    # thresh 0.3 finds word A's kernel alone; grown at 1.5 it is A's ground truth (IoU 1), grown at 0.1 (D 0.31,
+    # 49.6 x 7.6) it covers 0.40 of it: no match. thresh 0.2 finds both words with their bands (w 61, h 19):
+    # grown at 1.5 (D 10.9, 82.7 x 40.7) the ground truth is 0.28 of the box: no match; grown at 0.1 (D 0.72,
+    # 62.4 x 20.4) it holds the ground truth at IoU 0.74: both match. (The representer grows by whole pixels and
+    # rounds corners to pixels: its boxes give IoU 0.94, 0.36, 0.28-0.30 and 0.72, each on the same side of 0.5.)
     batch, prob = _map_and_batch()
     representer = SegDetectorRepresenter(thresh=0.3, box_thresh=0.2, unclip_ratio=1.5)
-    cells = grid_cells(representer, QuadMeasurer(), thresholds=[0.2, 0.3], unclip_ratios=[0.2, 1.5],
+    cells = grid_cells(representer, QuadMeasurer(), thresholds=[0.2, 0.3], unclip_ratios=[0.1, 1.5],
                        sweep_thresholds=[0.2])
     for cell in cells:
         cell.evaluator.process(batch, cell.evaluator.detect(batch, prob))
     grid = grid_results(cells)
-    expected = {(0.2, 0.2): (1.0, 1.0, 1.0), (0.2, 1.5): (0.0, 0.0, 0.0), (0.3, 0.2): (0.0, 0.0, 0.0),
+    expected = {(0.2, 0.1): (1.0, 1.0, 1.0), (0.2, 1.5): (0.0, 0.0, 0.0), (0.3, 0.1): (0.0, 0.0, 0.0),
                 (0.3, 1.5): (1.0, 0.5, 2 / 3)}
     for row in grid['rows']:
         assert (row['precision'], row['recall'], row['fmeasure']) == pytest.approx(
             expected[row['thresh'], row['unclip_ratio']]), row
-    assert (grid['best']['thresh'], grid['best']['unclip_ratio']) == (0.2, 0.2)
-    assert [(row['thresh'], row['unclip_ratio']) for row in grid['rows']] == [(0.2, 0.2), (0.2, 1.5), (0.3, 0.2),
+    assert (grid['best']['thresh'], grid['best']['unclip_ratio']) == (0.2, 0.1)
+    assert [(row['thresh'], row['unclip_ratio']) for row in grid['rows']] == [(0.2, 0.1), (0.2, 1.5), (0.3, 0.1),
                                                                               (0.3, 1.5)]
     assert (representer.thresh, representer.unclip_ratio) == (0.3, 1.5)  # the experiment's object is not changed
     table = format_grid(grid)
     assert table.splitlines()[0] == '| thresh | unclip_ratio | best box_thresh | precision | recall | fmeasure |'
-    assert '| 0.2 | 0.2 | 0.20 **best** | 1.0000 | 1.0000 | 1.0000 |' in table
+    assert '| 0.2 | 0.1 | 0.20 **best** | 1.0000 | 1.0000 | 1.0000 |' in table
 
 
 def test_each_cell_equals_a_plain_run_of_its_settings_in_both_modes():
@@ -138,5 +139,14 @@ def test_eval_grid_on_the_command_line(tmp_path, monkeypatch, capsys):
     own = grid[2]
     assert (own['box_thresh'], own['fmeasure'], own['precision']) == (best['box_thresh'], best['fmeasure'],
                                                                      best['precision'])
+    # polygon mode, set by the experiment rather than --polygon: the grid varies polygon_unclip_ratio and says so
+    polygon_metrics = tmp_path / 'polygon.jsonl'
+    assert eval_script.main([experiment, '--resume', checkpoint, '--metrics', str(polygon_metrics),
+                             '--sweep_unclip', '2.0', '3.0', '--opt', 'evaluation.is_output_polygon=true']) == 0
+    assert '| thresh | polygon_unclip_ratio | best box_thresh |' in capsys.readouterr().out
+    lines = [json.loads(line) for line in polygon_metrics.read_text().splitlines()]
+    assert all(line['polygon'] for line in lines)
+    assert [(line['thresh'], line['polygon_unclip_ratio']) for line in lines if line['type'] == 'grid'] == [
+        (0.5, 2.0), (0.5, 3.0)]
     assert eval_script.main([experiment, '--resume', checkpoint, '--speed', '--sweep_thresh', '0.3']) == 2
     assert '--speed' in capsys.readouterr().err

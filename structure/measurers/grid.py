@@ -65,7 +65,8 @@ def grid_cells(representer: Any, measurer: Any, is_output_polygon: bool = False,
 def grid_results(cells: Sequence[GridCell]) -> Dict[str, Any]:
     """After the evaluators have been fed: ``{'rows': [{'thresh', 'unclip_ratio', 'box_thresh', 'precision',
     'recall', 'fmeasure'}, ...], 'best': the row of highest fmeasure}``, one row per cell in cell order, each at
-    its best box_thresh (the lowest on ties, as ``sweep_box_thresh``); the best row is the first on ties."""
+    its best box_thresh (the lowest on ties, as ``sweep_box_thresh``); the best row is the first on ties.
+    ValueError when there are no cells, or (``DetectionEvaluator.evaluate``) when a cell measured no image."""
     rows = []
     for cell in cells:
         best = cell.evaluator.evaluate()['sweep']['best']
@@ -77,7 +78,8 @@ def grid_results(cells: Sequence[GridCell]) -> Dict[str, Any]:
 
 
 def format_grid(grid: Dict[str, Any], is_output_polygon: bool = False) -> str:
-    """The grid as a Markdown table, the best row marked."""
+    """``grid_results``' dict (``rows``, ``best``) as a Markdown table, the best row marked; the unclip column is
+    named after the mode's setting (``is_output_polygon``: ``polygon_unclip_ratio``, else ``unclip_ratio``)."""
     setting = unclip_setting(is_output_polygon)
     lines = [f'| thresh | {setting} | best box_thresh | precision | recall | fmeasure |', '|---|---|---|---|---|---|']
     for row in grid['rows']:

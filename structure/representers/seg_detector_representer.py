@@ -43,10 +43,10 @@ class SegDetectorRepresenter:
     original). The two modes score a candidate over different pixels (box mode the minimum-area rectangle, with the
     background in its corners; polygon mode the simplified contour), so a polygon scores higher than the box of
     the same region and the best threshold differs by mode: 0.35-0.40 for boxes against 0.45-0.55 for polygons
-    on the synthetic validation split in every run of docs/training.md ("A threshold per mode and the evaluation
-    size"). This object owns both (``box_thresh_for`` gives the one of a mode): ``represent`` (inference,
-    evaluation, validation) keeps the detections scoring at least it, and nothing else filters by it (``select``
-    keeps the same ones from ``candidates`` for a box_thresh sweep). Their values are
+    at the paper's thresh 0.3 on the synthetic validation split in every run of docs/training.md ("A threshold per
+    mode and the evaluation size"). This object owns both (``box_thresh_for`` gives the one of a mode):
+    ``represent`` (inference, evaluation, validation) keeps the detections scoring at least it, and nothing else
+    filters by it (``select`` keeps the same ones from ``candidates`` for a box_thresh sweep). Their values are
     ``structure.representer.box_thresh`` and ``polygon_box_thresh`` of the experiment; the precedence of the
     settings that change them (a dedicated flag or argument > ``--opt`` > the file; a dedicated box_thresh sets
     both) is ``concern.config.set_representer_thresholds``'.
