@@ -19,7 +19,8 @@ from tools.cli import apply_eval_flags, compile_experiment, eval_parser, run_nam
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = eval_parser().parse_args(argv)
-    if args.speed and (args.sweep_thresh is not None or args.sweep_unclip is not None):
+    grid_requested = args.sweep_thresh is not None or args.sweep_unclip is not None
+    if args.speed and grid_requested:
         print('error: --speed times the experiment\'s post-processing alone: run the grid (--sweep_thresh / '
               '--sweep_unclip) without it', file=sys.stderr)
         return 2
@@ -79,7 +80,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     thresholds: Dict[str, float] = {}
     records: List[Dict[str, Any]] = []
     started = round(time.time(), 3)
-    grid_requested = args.sweep_thresh is not None or args.sweep_unclip is not None
     for name, loader in loaders.items():
         evaluator = DetectionEvaluator.from_settings(structure, experiment.evaluation, keep_outputs=bool(result_dir))
         cells: List[Any] = []

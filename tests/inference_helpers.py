@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import textwrap
+from typing import Tuple
+
 import torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,6 +93,17 @@ def tiny_model(backbone: str = 'deformable_resnet18', seed: int = 0) -> torch.nn
 def save_checkpoint(model: torch.nn.Module, path: str) -> str:
     torch.save(model.state_dict(), path)
     return path
+
+
+def small_evaluation(directory: str, backbone: str = 'resnet18', test: int = 2, thresh: float = 0.5,
+                     box_thresh: float = 0.4) -> Tuple[str, str, str]:
+    """Everything eval.py needs, under ``directory``: a synthetic test split of ``test`` 128-px images, an
+    evaluation experiment over it (``write_experiment``) and a random checkpoint of ``backbone`` (``tiny_model``).
+    Returns (experiment path, checkpoint path, data directory)."""
+    data_dir = make_synthetic_set(os.path.join(directory, 'data'), test=test, size=128)
+    experiment = write_experiment(directory, data_dir, backbone, thresh=thresh, box_thresh=box_thresh)
+    checkpoint = save_checkpoint(tiny_model(backbone), os.path.join(directory, 'model.pth'))
+    return experiment, checkpoint, data_dir
 
 
 def export_tiny_onnx(tmp, test_images: int, output: str, short_side: int = 96) -> dict:

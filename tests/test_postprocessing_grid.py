@@ -118,10 +118,8 @@ def test_replaced_copies_every_other_setting_and_checks_the_new_ones():
 
 def test_eval_grid_on_the_command_line(tmp_path, monkeypatch, capsys):
     import eval as eval_script
-    from inference_helpers import REPO_ROOT, make_synthetic_set, save_checkpoint, tiny_model, write_experiment
-    data_dir = make_synthetic_set(str(tmp_path / 'data'), test=2, size=128)
-    experiment = write_experiment(str(tmp_path), data_dir, 'resnet18', thresh=0.5, box_thresh=0.4)
-    checkpoint = save_checkpoint(tiny_model('resnet18'), str(tmp_path / 'model.pth'))
+    from inference_helpers import REPO_ROOT, small_evaluation
+    experiment, checkpoint, _ = small_evaluation(str(tmp_path))
     monkeypatch.chdir(REPO_ROOT)
     monkeypatch.setattr(eval_script, 'run_name', lambda args: str(tmp_path / 'run'))
     metrics = tmp_path / 'metrics.jsonl'

@@ -541,11 +541,9 @@ def test_eval_metrics_refuses_the_data_lists_and_anything_inside_the_data_dirs(t
 
 def test_eval_sweep_metrics_end_to_end_feed_the_precision_recall_plot(tmp_path, monkeypatch, capsys):
     import eval as eval_script
-    from inference_helpers import REPO_ROOT, make_synthetic_set, save_checkpoint, tiny_model, write_experiment
+    from inference_helpers import REPO_ROOT, small_evaluation
     from tools import plot
-    data_dir = make_synthetic_set(str(tmp_path / 'data'), test=2, size=128)
-    experiment = write_experiment(str(tmp_path), data_dir, 'resnet18', thresh=0.5, box_thresh=0.4)
-    checkpoint = save_checkpoint(tiny_model('resnet18'), str(tmp_path / 'model.pth'))
+    experiment, checkpoint, data_dir = small_evaluation(str(tmp_path))
     monkeypatch.chdir(REPO_ROOT)
     monkeypatch.setattr(eval_script, 'run_name', lambda args: str(tmp_path / 'run'))
     metrics = tmp_path / 'metrics.jsonl'

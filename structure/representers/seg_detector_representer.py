@@ -16,7 +16,6 @@ keeps what reads the probability map: contours, candidate selection and scores.
 """
 from __future__ import annotations
 
-import inspect
 import warnings
 from itertools import accumulate
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
@@ -25,6 +24,7 @@ import cv2
 import numpy as np
 import torch
 
+from concern.config import constructor_parameters
 from data.geometry import (integer_unclip_distances, order_corners, packed_points, split_rows, to_image_polygons,
                            unclip_distances, unclip_paths)
 
@@ -112,7 +112,7 @@ class SegDetectorRepresenter:
         """A new representer with this one's settings except ``changes`` (constructor arguments by name, e.g.
         ``thresh=0.15, unclip_ratio=0.8``), built and checked by the constructor (a bad value is its ValueError);
         this one is not changed. TypeError naming an argument the constructor does not take."""
-        names = [name for name in inspect.signature(type(self)).parameters if name != 'self']
+        names = list(constructor_parameters(type(self))[0])
         unknown = sorted(set(changes) - set(names))
         if unknown:
             raise TypeError(f'{type(self).__name__}: no setting named {", ".join(map(repr, unknown))} '
