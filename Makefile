@@ -7,27 +7,35 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 CUDA_HOME ?= /usr/local/cuda
 export CUDA_HOME
 
+# Two stamps: what the library and `make demo` need (requirement.txt), and what the tests, lint and the op build add
+# (requirement-dev.txt); the demo installs only the first.
+RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEPS_STAMP := $(VENV)/.deps-installed
 
 .PHONY: setup setup-demo demo lint test test-all bench op clean-op gpu-wheels gpu-check
 
-# Tests compile the CUDA kernels too wherever nvcc exists; the demo needs them only with a GPU.
+# Tests compile the CUDA kernels too wherever nvcc exists. The demo builds the op itself, and only when its experiment
+# has deformable convolutions (tools/main_demo.py: the default experiment has none).
 setup: $(DEPS_STAMP)
 	@echo "[setup] dependencies installed in $(VENV)"
 	@PYTHON=$(PY) tools/build_op.sh full
 
-setup-demo: $(DEPS_STAMP)
-	@echo "[setup] dependencies installed in $(VENV)"
-	@PYTHON=$(PY) tools/build_op.sh auto
+setup-demo: $(RUNTIME_STAMP)
+	@echo "[setup] runtime dependencies installed in $(VENV)"
 
 $(PY):
 	@echo "[setup] creating $(VENV)"
 	$(PYTHON_BOOTSTRAP) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(DEPS_STAMP): requirement.txt requirement-dev.txt | $(PY)
-	@echo "[setup] installing dependencies into $(VENV)"
+$(RUNTIME_STAMP): requirement.txt | $(PY)
+	@echo "[setup] installing the runtime dependencies into $(VENV)"
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -r requirement.txt
+	@touch $@
+
+$(DEPS_STAMP): $(RUNTIME_STAMP) requirement-dev.txt
+	@echo "[setup] installing the test, lint and build dependencies into $(VENV)"
 	$(PY) -m pip install --quiet -r requirement.txt -r requirement-dev.txt
 	@touch $@
 

@@ -48,7 +48,7 @@ def test_training_stamp_follows_the_compiled_experiment(monkeypatch):
     changed = main_demo.training_stamp(args + ['--opt', 'train.scheduler.optimizer_args.lr=0.003'])
     assert changed['experiment_sha256'] != stamp['experiment_sha256']
     # a flag that writes the same value the file holds compiles to the same experiment
-    assert main_demo.training_stamp(args + ['--epochs', '8'])['experiment_sha256'] == stamp['experiment_sha256']
+    assert main_demo.training_stamp(args + ['--epochs', '6'])['experiment_sha256'] == stamp['experiment_sha256']
 
 
 def test_trained_precision_names_what_amp_resolves_to(monkeypatch):
@@ -82,6 +82,9 @@ def test_the_demo_trains_in_bf16_only_where_the_cpu_runs_it_natively(monkeypatch
 
 
 
+DEFAULT_LABEL = os.path.basename(main_demo.EXPERIMENT)  # a record without 'experiment' is the demo's
+
+
 def _record(cpu='AMD EPYC', isa='AVX2', precision='fp32', seed=0, box=(0.9, 0.8), polygon=(0.7, 0.6)):
     def metrics(pr):
         p, r = pr
@@ -100,7 +103,7 @@ def test_demo_table_is_rendered_from_the_records(tmp_path):
     (records / 'a.json').write_text(json.dumps(_record(seed=0)))
     (records / 'b.json').write_text(json.dumps(_record(seed=1, box=(0.8, 0.8))))
     table = demo_figures.render(demo_figures.load_records(str(records)))
-    rows = [line for line in table.splitlines() if line.startswith('| synthetic_resnet18_deform_thre.yaml | AMD')]
+    rows = [line for line in table.splitlines() if line.startswith(f'| {DEFAULT_LABEL} | AMD')]
     assert len(rows) == 2
     # 120 + 12 + 840 + 30 + 6 s = 16.8 min; F of P 0.9, R 0.8 = 2*0.72/1.7 = 0.847
     assert '| 16.8 |' in rows[0] and '**0.847**' in rows[0] and '| 14.0 |' in rows[0]
@@ -162,7 +165,7 @@ def test_records_of_another_experiment_get_their_own_rows_spread_and_file_name(t
                    if line.startswith('| synthetic_resnet18_deform_thre_budget.yaml | AMD')]
     assert len(budget_rows) == 1 and '**0.800**' in budget_rows[0]
     # one spread line per experiment: 0.847 and 0.800 each alone, spread 0
-    assert 'synthetic_resnet18_deform_thre.yaml on AMD EPYC, 2 CPUs, AVX2, fp32: 1 run(s), box F 0.847-0.847' in table
+    assert f'{DEFAULT_LABEL} on AMD EPYC, 2 CPUs, AVX2, fp32: 1 run(s), box F 0.847-0.847' in table
     assert 'synthetic_resnet18_deform_thre_budget.yaml on AMD EPYC, 2 CPUs, AVX2, fp32: 1 run(s), box F 0.800-0.800' \
         in table
 
@@ -179,16 +182,16 @@ def test_runs_of_a_changed_experiment_file_are_not_pooled_with_those_before_the_
         (records / f'{name}.json').write_text(json.dumps(dict(_record(seed=seed, box=box), experiment_sha256=version)))
     table = demo_figures.render(demo_figures.load_records(str(records)))
     # before: box F 0.800 and 0.900 (spread 0.100); after: 0.847 alone, never pooled with them
-    assert 'synthetic_resnet18_deform_thre.yaml @aaaaaaa on AMD EPYC, 2 CPUs, AVX2, fp32: 2 run(s), ' \
+    assert f'{DEFAULT_LABEL} @aaaaaaa on AMD EPYC, 2 CPUs, AVX2, fp32: 2 run(s), ' \
            'box F 0.800-0.900 (spread 0.100)' in table
-    assert 'synthetic_resnet18_deform_thre.yaml @bbbbbbb on AMD EPYC, 2 CPUs, AVX2, fp32: 1 run(s), ' \
+    assert f'{DEFAULT_LABEL} @bbbbbbb on AMD EPYC, 2 CPUs, AVX2, fp32: 1 run(s), ' \
            'box F 0.847-0.847 (spread 0.000)' in table
     assert 'together' not in table  # one machine and precision per version: no pooled line
     # a bf16 run of the second version on another machine: its own row, and a line pooling the version's two
     (records / '4.json').write_text(json.dumps(dict(_record(isa='AVX512', precision='bf16', seed=1, box=(0.8, 0.8)),
                                                     experiment_sha256=after)))
     table = demo_figures.render(demo_figures.load_records(str(records)))
-    assert 'synthetic_resnet18_deform_thre.yaml @bbbbbbb, all 2 runs of its 2 machine and precision rows ' \
+    assert f'{DEFAULT_LABEL} @bbbbbbb, all 2 runs of its 2 machine and precision rows ' \
            'together: box F 0.800-0.847 (spread 0.047)' in table
     assert '@aaaaaaa, all' not in table
 
@@ -213,9 +216,11 @@ def test_experiment_suffix_path_spellings_and_the_evaluation_size_the_pictures_u
         assert main_demo.normalise_experiment_path(spelling) == BUDGET
     outside = str(tmp_path / 'x.yaml')
     assert main_demo.normalise_experiment_path(outside) == outside
-    # the demo evaluates at height 384, the budget recipe at 288 (their files' validate_data); an override wins
+    # the paper's demo model evaluates at height 384, the budget recipes at 320 (the demo's) and 288 (the deformable
+    # one's): their files' validate_data; an override wins
     _, opts = _evaluation_list(tmp_path)
-    assert main_demo.evaluation_short_side(main_demo.build_evaluation(main_demo.EXPERIMENT, opts)) == 384
+    assert main_demo.evaluation_short_side(main_demo.build_evaluation(main_demo.PAPER_EXPERIMENT, opts)) == 384
+    assert main_demo.evaluation_short_side(main_demo.build_evaluation(main_demo.EXPERIMENT, opts)) == 320
     assert main_demo.evaluation_short_side(main_demo.build_evaluation(BUDGET, opts, ('evaluation',))) == 288
     resize = 'evaluation.data_loaders.synthetic.dataset.processes.0.augmenter_args'
     assert main_demo.evaluation_short_side(main_demo.build_evaluation(
@@ -232,10 +237,16 @@ def test_experiment_suffix_path_spellings_and_the_evaluation_size_the_pictures_u
 
 def test_main_hands_the_experiment_to_every_stage(tmp_path, monkeypatch):
     """--experiment reaches training (run name, stamp), evaluation, the pictures (at its evaluation size, no README
-    picture) and the record; the stages themselves are replaced by recorders."""
+    picture) and the record, and a deformable model has the op built first, its seconds counted as set-up; the
+    stages themselves are replaced by recorders."""
     monkeypatch.chdir(REPO_ROOT)
     data_dir, _ = _evaluation_list(tmp_path)
     calls = {}
+
+    def ensure_op():
+        calls['op'] = True
+        return 5.0
+    monkeypatch.setattr(main_demo, 'ensure_op', ensure_op)
     monkeypatch.setattr(main_demo, 'ensure_dataset', lambda *args, **kwargs: True)
     monkeypatch.setattr(main_demo, 'precision_flags', lambda precision='auto': [])
 
@@ -263,10 +274,28 @@ def test_main_hands_the_experiment_to_every_stage(tmp_path, monkeypatch):
     assert calls['evaluate'] == ('final.ckpt', BUDGET)
     assert calls['draw'] == ('final.ckpt', None, BUDGET, 288)
     assert calls['figures']['experiment'] == BUDGET and calls['figures']['results'] == results
+    assert calls['op'] and calls['figures']['stages_seconds']['setup'] == 5.0  # no make: the op's seconds alone
     calls.clear()
-    assert main_demo.main(['--data_dir', data_dir, '--result_dir', str(tmp_path / 'results')]) == 0
+    assert main_demo.main(['--data_dir', data_dir, '--result_dir', str(tmp_path / 'results'),
+                           '--setup_seconds', '60']) == 0
     assert calls['train'][0] == 'synthetic_demo' and calls['train'][1][0] == main_demo.EXPERIMENT
-    assert calls['draw'] == ('final.ckpt', main_demo.README_PICTURE, main_demo.EXPERIMENT, 384)
+    assert calls['draw'] == ('final.ckpt', main_demo.README_PICTURE, main_demo.EXPERIMENT, 320)
+    # the default model has no deformable convolution: no op build, the set-up is make's alone
+    assert 'op' not in calls and calls['figures']['stages_seconds']['setup'] == 60.0
+
+
+def test_only_a_model_with_deformable_convolutions_needs_the_op(monkeypatch):
+    """The demo builds the op for the paper's deformable ResNet-18 (both its files) and not for the default's plain
+    one: the modules of the models the files describe decide, not the file names."""
+    monkeypatch.chdir(REPO_ROOT)
+
+    def needs(path, *opts):
+        return main_demo.uses_deformable_op(main_demo.build_evaluation(path, list(opts), ('structure',)))
+    assert not needs(main_demo.EXPERIMENT)
+    assert needs(main_demo.PAPER_EXPERIMENT) and needs(BUDGET)
+    # the same file with the backbone switched by an override follows the override
+    assert needs(main_demo.EXPERIMENT, 'structure.builder.model_args.backbone=deformable_resnet18')
+    assert not needs(main_demo.PAPER_EXPERIMENT, 'structure.builder.model_args.backbone=resnet18')
 
 
 PLAIN_BUDGET = 'experiments/seg_detector/synthetic_resnet18_thre_budget.yaml'
