@@ -196,6 +196,27 @@ def test_runs_of_a_changed_experiment_file_are_not_pooled_with_those_before_the_
     assert '@aaaaaaa, all' not in table
 
 
+def test_runs_measured_on_another_test_split_are_not_pooled(tmp_path):
+    """One experiment version measured on 100 test images (records without the field) and on 300: two groups and
+    two spreads, never one."""
+    import json
+    from tools import demo_figures
+    records = tmp_path / 'runs'
+    records.mkdir()
+    version = 'c' * 64
+    (records / '1.json').write_text(json.dumps(dict(_record(seed=0, box=(0.8, 0.8)), experiment_sha256=version)))
+    (records / '2.json').write_text(json.dumps(dict(_record(seed=1, box=(0.9, 0.9)), experiment_sha256=version,
+                                                    test_images=300)))
+    (records / '3.json').write_text(json.dumps(dict(_record(seed=2, box=(0.9, 0.8)), experiment_sha256=version,
+                                                    test_images=300)))
+    table = demo_figures.render(demo_figures.load_records(str(records)))
+    # 0.800 alone on 100 images; 0.900 and 0.847 (2*0.72/1.7) on 300
+    assert f'{DEFAULT_LABEL} @ccccccc on AMD EPYC, 2 CPUs, AVX2, fp32: 1 run(s), box F 0.800-0.800' in table
+    assert f'{DEFAULT_LABEL} @ccccccc, 300 test images on AMD EPYC, 2 CPUs, AVX2, fp32: 2 run(s), ' \
+           'box F 0.847-0.900 (spread 0.053)' in table
+    assert len([line for line in table.splitlines() if line.startswith(f'| {DEFAULT_LABEL} @ccccccc, 300 test')]) == 2
+
+
 BUDGET = 'experiments/seg_detector/synthetic_resnet18_deform_thre_budget.yaml'
 
 
@@ -254,7 +275,7 @@ def test_main_hands_the_experiment_to_every_stage(tmp_path, monkeypatch):
         calls['train'] = (name, list(train_args), stamp)
         return 'final.ckpt', True
     monkeypatch.setattr(main_demo, 'ensure_model', ensure_model)
-    results = {mode: {'precision': 0.5, 'recall': 0.5, 'fmeasure': 0.5} for mode in ('box', 'polygon')}
+    results = {mode: {'precision': 0.5, 'recall': 0.5, 'fmeasure': 0.5, 'images': 7} for mode in ('box', 'polygon')}
 
     def evaluate(checkpoint, opts, threads='auto', experiment_path=main_demo.EXPERIMENT):
         calls['evaluate'] = (checkpoint, experiment_path)
@@ -274,6 +295,7 @@ def test_main_hands_the_experiment_to_every_stage(tmp_path, monkeypatch):
     assert calls['evaluate'] == ('final.ckpt', BUDGET)
     assert calls['draw'] == ('final.ckpt', None, BUDGET, 288)
     assert calls['figures']['experiment'] == BUDGET and calls['figures']['results'] == results
+    assert calls['figures']['test_images'] == 7  # the split measured, as evaluate counted it
     assert calls['op'] and calls['figures']['stages_seconds']['setup'] == 5.0  # no make: the op's seconds alone
     calls.clear()
     assert main_demo.main(['--data_dir', data_dir, '--result_dir', str(tmp_path / 'results'),

@@ -54,12 +54,19 @@ def load_records(directory: str = RECORDS) -> List[Dict[str, Any]]:
 
 def experiment_label(record: Dict[str, Any]) -> str:
     """The file name of the experiment a record trained (records without one predate the field: the demo's) and,
-    where the record has it, the version of the recipe: the first 7 hex digits of the compiled experiment's
-    SHA-256 (``experiment_sha256``), so that runs of a file before and after a change of its settings are
-    neither shown as one recipe nor pooled into one spread."""
+    where the record has them, the version of the recipe, the first 7 hex digits of the compiled experiment's
+    SHA-256 (``experiment_sha256``), and the number of test images measured (``test_images``), so that runs of a
+    file before and after a change of its settings, or measured on another split, are neither shown as one recipe
+    nor pooled into one spread."""
     label = os.path.basename(str(record.get('experiment') or EXPERIMENT))
     version = record.get('experiment_sha256')
-    return f'{label} @{str(version)[:7]}' if version else label
+    if version:
+        label += f' @{str(version)[:7]}'
+    # the test split is part of what the F-measures mean: records of 100 and 300 test images are never pooled
+    # (records without the field, before 2026-12-07's twelfth session, measured 100)
+    if record.get('test_images'):
+        label += f", {record['test_images']} test images"
+    return label
 
 
 def _minutes(seconds: Optional[float]) -> str:

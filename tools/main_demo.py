@@ -193,7 +193,8 @@ def build_evaluation(experiment_path: str, opts: Sequence[str], parts: Sequence[
 
 def evaluate(checkpoint: str, opts: Sequence[str], threads: str = 'auto', experiment_path: str = EXPERIMENT
              ) -> Dict[str, Dict[str, float]]:
-    """P/R/F on the held-out test split in box and polygon mode, running the network once per image."""
+    """P/R/F on the held-out test split in box and polygon mode, running the network once per image: per mode
+    ``{'precision', 'recall', 'fmeasure', 'box_thresh', 'images'}`` (images: how many were measured)."""
     from concern.device import select_device
     from inference.evaluation import evaluate_on_dataset
     from inference.runners import TorchRunner
@@ -218,7 +219,7 @@ def evaluate(checkpoint: str, opts: Sequence[str], threads: str = 'auto', experi
         images += evaluate_on_dataset(runner, loader, list(evaluators.values()), reset=False).images
     reports = {mode: evaluator.evaluate() for mode, evaluator in evaluators.items()}
     # each mode's P/R/F and the threshold it was measured at (the record says it; the experiment's version too)
-    results = {mode: {key: report[key] for key in ('precision', 'recall', 'fmeasure', 'box_thresh')}
+    results = {mode: {key: report[key] for key in ('precision', 'recall', 'fmeasure', 'box_thresh', 'images')}
                for mode, report in reports.items()}
     skipped = reports['box']['skipped']
     _say(f'evaluated {images} held-out test images in {time.perf_counter() - start:.0f} s'
@@ -417,6 +418,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         'threads': args.threads, 'seed': args.seed, 'precision': trained_precision(flags),
         'device': 'cuda' if torch.cuda.is_available() else 'cpu', 'experiment': args.experiment,
         'quick': bool(args.quick), 'experiment_sha256': stamp['experiment_sha256'],
+        'test_images': results['box']['images'],  # the split the F-measures were measured on (README groups by it)
         'data_reused': data_reused, 'model_reused': model_reused,
         'training_machine': training.get('machine'), 'training_cpu_seconds': training.get('process_cpu_seconds'),
         'stages_seconds': {key: None if value is None else round(value, 1) for key, value in stages.items()},
