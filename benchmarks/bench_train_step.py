@@ -3,14 +3,14 @@
 Three modes. The default: deformable ResNet-18 DBNet (adaptive threshold, k = 50), batch 4, 640x640, random targets
 of the real shapes, SGD, fp32 and bf16 autocast, channels-last on and off, wall-clock medians after warm-up.
 
-``--demo``: the `make demo` step (experiments/seg_detector/synthetic_resnet18_deform_thre.yaml: batch 8, 256x256
-crops, inner_channels 256, Adam), fp32, NCHW and channels-last interleaved round by round, timed in process CPU
-seconds on ``--threads`` (default 1) threads, so that the figures hold on a shared machine. Beside each layout's
-time it prints the step's floating-point work (``torch.utils.flop_counter``; the deformable layers counted through
-their pure-PyTorch formulation, whose products are the extension's), the rate this gives, and, measured in the same
-run on the same core, the rate of a large single-precision matrix product (MKL) and of the step's largest
-convolution (oneDNN): the step's ceiling. ``--profile N`` adds the N operators that take the most time
-(torch.profiler, channels-last, grouped by input shape). ``--isa avx2`` caps every library at AVX2.
+``--demo``: the paper's demo step (experiments/seg_detector/synthetic_resnet18_deform_thre.yaml, `make demo`'s default
+until 2026-12-07: batch 8, 256x256 crops, inner_channels 256, Adam), fp32, NCHW and channels-last interleaved round by
+round, timed in process CPU seconds on ``--threads`` (default 1) threads, so that the figures hold on a shared machine.
+Beside each layout's time it prints the step's floating-point work (``torch.utils.flop_counter``; the deformable layers
+counted through their pure-PyTorch formulation, whose products are the extension's), the rate this gives, and, measured
+in the same run on the same core, the rate of a large single-precision matrix product (MKL) and of the step's largest
+convolution (oneDNN): the step's ceiling. ``--profile N`` adds the N operators that take the most time (torch.profiler,
+channels-last, grouped by input shape). ``--isa avx2`` caps every library at AVX2.
 Run: ``python -m benchmarks.bench_train_step [--repeats N] [--size 640] [--batch 4]`` or
 ``python -m benchmarks.bench_train_step --demo [--isa avx2] [--profile 12]``.
 
@@ -189,7 +189,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     parser.add_argument('--size', type=int, default=640)
     parser.add_argument('--batch', type=int, default=4)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument('--demo', action='store_true', help='the `make demo` step, CPU seconds, with its ceiling')
+    mode.add_argument('--demo', action='store_true',
+                      help="the paper's demo step (synthetic_resnet18_deform_thre.yaml), CPU seconds, with its ceiling")
     mode.add_argument('--budget', action='store_true',
                         help='the 20-minute budget step of four models (issue 24), wall and CPU seconds')
     parser.add_argument('--threads', type=int, default=None,
