@@ -95,6 +95,11 @@ def make_head(in_channels: int, inner_channels: int, smooth: bool, bias: bool) -
         nn.Sigmoid())
 
 
+class InputSizeError(ValueError):
+    """The network input's height or width is not a multiple of 32: the FPN adds each level to the next finer one
+    up-sampled by 2, so every level must be exactly half the size of the one below it (strides 4 to 32)."""
+
+
 class SegDetector(nn.Module):
     """Differentiable binarization decoder.
 
@@ -149,7 +154,7 @@ class SegDetector(nn.Module):
                                  f'in_channels expects {channels} (set decoder_args.in_channels)')
         for finer, coarser in ((c2, c3), (c3, c4), (c4, c5)):
             if tuple(finer.shape[2:]) != (2 * coarser.shape[2], 2 * coarser.shape[3]):
-                raise ValueError(f'feature maps of sizes {tuple(finer.shape[2:])} and '
+                raise InputSizeError(f'feature maps of sizes {tuple(finer.shape[2:])} and '
                                  f'{tuple(coarser.shape[2:])} are not a factor 2 apart; the input '
                                  'height and width must be multiples of 32')
         in5 = self.in5(c5)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from decoders import SegDetector, SegSpatialScaleDetector
+from decoders import InputSizeError, SegDetector, SegSpatialScaleDetector
 from decoders.feature_attention import ScaleFeatureSelection
 
 
@@ -96,7 +96,7 @@ def test_mismatched_features_are_explained():
         decoder(features(channels=(64, 128, 256, 2048)))
     bad = features(size=(64, 64))
     bad[0] = bad[0][..., :15]
-    with pytest.raises(ValueError, match='multiples of 32'):
+    with pytest.raises(InputSizeError, match='multiples of 32'):  # a ValueError the trainer tells from a bug
         decoder(bad)
 
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from concern.device import cpu_bf16_is_native
 from concern.log import Logger, LogWriteError
+from decoders.seg_detector import InputSizeError
 from training.batches import bind_loader, describe_batch, move_to_device
 from training.checkpoint import Checkpoint, NonFiniteCheckpointError, PreservedRNG, StartState, build_checkpoint, \
     capture_rng_state, config_differences, plan_resume, resolve_auto_resume, restore_rng_state
@@ -40,12 +41,25 @@ class TrainingStartError(ValueError):
 
 # The failures a run is expected to meet, each with a message naming what failed, the path and the remedy: written
 # once, as one line, to the run's log and the console, and ended without a traceback (train.py).
+class TrainingInputError(ValueError):
+    """A training batch the network cannot take (its height or width not a multiple of 32): a setting of the data
+    pipeline, not a bug."""
+
+
 EXPECTED_FAILURES: Tuple[Type[BaseException], ...] = (
-    TrainingStartError, CheckpointWriteError, NonFiniteCheckpointError, NonFiniteStop, LogWriteError, OutputPathError)
+    TrainingStartError, CheckpointWriteError, NonFiniteCheckpointError, NonFiniteStop, LogWriteError, OutputPathError,
+    TrainingInputError)
 
 
 # ``F.binary_cross_entropy``'s refusal of an input outside [0, 1] (NaN included) on the CPU
 _BCE_RANGE_ERROR = 'should be between 0 and 1'
+
+
+def _input_size_message(batch: Any, error: InputSizeError) -> str:
+    image = batch.get('image') if isinstance(batch, Mapping) else None
+    size = f' of {image.shape[-2]}x{image.shape[-1]} pixels' if isinstance(image, torch.Tensor) else ''
+    return (f'training batch{size}: {error}; set the training crop (RandomCropData\'s size in '
+            'train.data_loader.dataset.processes, or the resize of a pipeline without a crop) to multiples of 32')
 
 
 def seed_everything(seed: int) -> None:
@@ -383,7 +397,10 @@ class Trainer:
                 self._call('before_epoch')
                 for batch in self.loader:
                     self._call('before_step')
-                    self.step = self.run_step(batch)
+                    try:
+                        self.step = self.run_step(batch)
+                    except InputSizeError as error:
+                        raise TrainingInputError(_input_size_message(batch, error)) from error
                     if self.step.loss is not None:
                         self.last_loss = self.step.loss
                     self.iteration += 1
