@@ -7,8 +7,8 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 CUDA_HOME ?= /usr/local/cuda
 export CUDA_HOME
 
-# Two stamps: what the library and `make demo` need (requirement.txt), and what the tests, lint and the op build add
-# (requirement-dev.txt); the demo installs only the first.
+# Two stamps: what the library, `make demo` and the op's build need (requirement.txt), and what the tests, lint and
+# the ONNX path add (requirement-dev.txt); the demo installs only the first.
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEPS_STAMP := $(VENV)/.deps-installed
 
@@ -34,9 +34,11 @@ $(RUNTIME_STAMP): requirement.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirement.txt
 	@touch $@
 
-$(DEPS_STAMP): $(RUNTIME_STAMP) requirement-dev.txt
-	@echo "[setup] installing the test, lint and build dependencies into $(VENV)"
-	$(PY) -m pip install --quiet -r requirement.txt -r requirement-dev.txt
+# order-only on the runtime stamp: installed first, but a newer runtime stamp (a venv set up before the split, or a
+# `make demo` in between) does not reinstall the test tools
+$(DEPS_STAMP): requirement.txt requirement-dev.txt | $(RUNTIME_STAMP)
+	@echo "[setup] installing the test, lint and ONNX dependencies into $(VENV)"
+	$(PY) -m pip install --quiet -r requirement-dev.txt
 	@touch $@
 
 op: setup

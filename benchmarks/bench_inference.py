@@ -80,13 +80,15 @@ def timed(engine: InferenceEngine, paths: List[str], short_side: int, pipelined:
 
 DEMO_EXPERIMENT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'experiments',
                                'seg_detector', 'synthetic_resnet18_deform_thre.yaml')
+# the paper's demo model trained by `make demo DEMO_ARGS="--experiment <DEMO_EXPERIMENT>"` (make demo's default run,
+# workspace/synthetic_demo, is the plain ResNet-18 budget model since 2026-12-07: its weights do not fit this one)
 DEMO_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'workspace',
-                               'synthetic_demo', 'model', 'final')
+                               'synthetic_demo_resnet18_deform_thre', 'model', 'final')
 
 
 def cpu_model(checkpoint: Optional[str]) -> Tuple[Any, str]:
-    """The deformable ResNet-18 DBNet: ``make demo``'s trained weights when they exist (a trained model's map has
-    the contours of the text, as in use), else random weights (their map is noise: many more contours)."""
+    """The deformable ResNet-18 DBNet: the paper's demo model's trained weights when they exist (a trained model's
+    map has the contours of the text, as in use), else random weights (their map is noise: many more contours)."""
     if checkpoint and os.path.isfile(checkpoint):
         from concern.config import load_config
         from structure.weights import load_trained_model

@@ -1,10 +1,10 @@
 """What keeping non-finite numbers out of the weights costs per training step (training/nonfinite.py).
 
-The CPU demo configuration (``make demo``): deformable ResNet-18 DBNet, batch 8, 256x256 crops, Adam, fp32,
-channels-last. Times, side by side in one run, median after warm-up: the step without checks (forward, loss,
-backward, Adam step: what the trainer did before), the same step with every check (inputs, snapshot of
-parameters / buffers / optimizer state, loss and buffers, gradients, weights and optimizer state after the
-step), and the checks alone on the same model.
+The paper's CPU demo configuration (synthetic_resnet18_deform_thre.yaml, ``make demo``'s default until 2026-12-07):
+deformable ResNet-18 DBNet, batch 8, 256x256 crops, Adam, fp32, channels-last. Times, side by side in one run,
+median after warm-up: the step without checks (forward, loss, backward, Adam step: what the trainer did before), the
+same step with every check (inputs, snapshot of parameters / buffers / optimizer state, loss and buffers, gradients,
+weights and optimizer state after the step), and the checks alone on the same model.
 Run: ``python -m benchmarks.bench_nonfinite [--repeats N] [--batch 8] [--size 256]``.
 """
 from __future__ import annotations

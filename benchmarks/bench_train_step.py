@@ -34,7 +34,8 @@ from benchmarks.common import (force_isa, interleaved_median_cpu_ms, interleaved
                                print_table)
 from structure.model import SegDetectorModel
 
-# The `make demo` experiment's model and step (experiments/seg_detector/synthetic_resnet18_deform_thre.yaml).
+# The paper's demo model and step (experiments/seg_detector/synthetic_resnet18_deform_thre.yaml, `make demo`'s
+# default until 2026-12-07).
 DEMO_BATCH, DEMO_SIZE, DEMO_INNER_CHANNELS, DEMO_LR, DEMO_WEIGHT_DECAY = 8, 256, 256, 0.001, 0.0001
 
 
@@ -136,7 +137,7 @@ def demo_main(args: argparse.Namespace) -> List[Dict[str, str]]:
                      'GFLOP/s': f'{rate:.1f}', 'share of the matmul rate': f'{rate / rates["matmul"]:.0%}',
                      'floor at the matmul rate, s': f'{work / rates["matmul"]:.2f}'})
         print(rows[-1], flush=True)
-    print(f'\nThe `make demo` training step: deformable ResNet-18 DBNet, inner_channels {inner}, batch '
+    print(f'\nThe paper\'s demo training step: deformable ResNet-18 DBNet, inner_channels {inner}, batch '
           f'{DEMO_BATCH}, {DEMO_SIZE}x{DEMO_SIZE}, Adam, fp32, {args.threads} thread(s), process CPU '
           f'seconds, medians of {args.repeats} interleaved rounds after {args.warmup}. Same core, same run: '
           f'2048^3 sgemm (MKL) {rates["matmul"]:.1f} GFLOP/s, the step\'s largest convolution (oneDNN, 3x3 '

@@ -93,12 +93,15 @@ def render(records: Sequence[Dict[str, Any]], directory: str = RECORDS) -> str:
              '|---|---|---|---|---|---|---|---|---|---|---|']
     for record in records:
         stages = record['stages_seconds']
-        total = sum(stages.get(key) or 0.0 for key in ('setup', 'data', 'training', 'evaluation', 'pictures'))
+        # 'op' (records from 2026-12-07 on): the check whether the model needs the deformable convolution op, and
+        # its build when it does, part of the set-up
+        total = sum(stages.get(key) or 0.0 for key in ('setup', 'op', 'data', 'training', 'evaluation', 'pictures'))
+        setup = None if stages.get('setup') is None else stages['setup'] + (stages.get('op') or 0.0)
         reused = [part for part in ('data', 'model') if record.get(f'{part}_reused')]
         note = (' (no set-up)' if stages.get('setup') is None else '') + (
             f" ({' and '.join(reused)} reused)" if reused else '')
         cells = [experiment_label(record), machine_label(record['machine']), record['precision'], str(record['seed']),
-                 _minutes(stages.get('setup')), _minutes(stages.get('training')), _minutes(stages.get('evaluation')),
+                 _minutes(setup), _minutes(stages.get('training')), _minutes(stages.get('evaluation')),
                  _minutes(total) + note]
         for mode in ('box', 'polygon'):
             result = record['results'][mode]
@@ -123,7 +126,8 @@ def render(records: Sequence[Dict[str, Any]], directory: str = RECORDS) -> str:
                          f'{_spreads(group)}')
     lines.append('')
     lines.append('Minutes of wall time; "total" adds set-up, data generation, training, evaluation and pictures as '
-                 'each run measured them (set-up is timed by `make demo` only; a reused model counts the training time '
+                 'each run measured them (set-up is timed by `make demo` only, the deformable convolution op\'s build '
+                 'included; a reused model counts the training time '
                  'of the run that trained it, a reused data set almost nothing). `@` and 7 hex digits: the version of '
                  'the experiment (its compiled settings\' SHA-256), so that a file changed between runs gives rows and '
                  'spreads of its own. A machine "capped" ran with the instruction-set caps named (the slower kind of '

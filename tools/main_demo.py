@@ -42,20 +42,43 @@ def _say(message: str) -> None:
 
 
 def uses_deformable_op(experiment: 'Experiment') -> bool:
-    """Whether ``experiment``'s model (built on the meta device: no weights are allocated) has deformable
-    convolutions, i.e. needs the op of assets/ops/dcn for its speed."""
+    """Whether ``experiment``'s model (built on the meta device without pretrained weights: nothing is allocated,
+    loaded or downloaded) has deformable convolutions, i.e. needs the op of assets/ops/dcn for its speed."""
     import torch
     from assets.ops.dcn.modules import DeformConv, ModulatedDeformConv
     assert experiment.structure is not None  # built: 'structure' is among the parts
+    builder = experiment.structure.builder
+    backbone_args = dict(getattr(builder, 'model_args', {}).get('backbone_args') or {})
+    backbone_args.update(pretrained=False, allow_download=False)
     with torch.device('meta'):
-        model = experiment.structure.builder.build()
+        model = builder.build(backbone_args=backbone_args)
     return any(isinstance(module, (DeformConv, ModulatedDeformConv)) for module in model.modules())
+
+
+def needs_deformable_op(experiment_path: str) -> Optional[bool]:
+    """``uses_deformable_op`` for the experiment file, decided in a child process; None when the child could not
+    tell (the experiment's error then shows where this process builds it). A child, because building the model
+    imports assets/ops/dcn, which looks for the compiled extension once per process (``_backend.load_extension``):
+    in this process the op must be built before that look, or training would run on torchvision's op beside a
+    fresh build (and a stale extension already loaded would be rebuilt in place under it)."""
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ('import sys\nfrom tools.main_demo import build_evaluation, uses_deformable_op\n'
+            'sys.exit(0 if uses_deformable_op(build_evaluation(sys.argv[1], [], ("structure",))) else 3)')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get('PYTHONPATH')])))
+    child = subprocess.run([sys.executable, '-c', code, experiment_path], env=env, capture_output=True, text=True)
+    if child.returncode in (0, 3):
+        return child.returncode == 0
+    last = (child.stderr.strip().splitlines() or ['no message'])[-1]
+    _say(f'could not tell whether {experiment_path} needs the deformable convolution op ({last})')
+    return None
 
 
 def ensure_op() -> float:
     """Build the deformable convolution op in place (tools/build_op.sh auto: reuses an up-to-date build; CUDA
-    kernels too where a GPU is visible); the seconds it took. A failed build is reported and the run goes on with
-    torchvision's op (the same results, slower: docs/dcn.md)."""
+    kernels too where a GPU is visible); the seconds it took. Call it before anything in this process imports the
+    model's modules (``needs_deformable_op``). A failed build is reported and the run goes on with torchvision's op
+    (the same results, slower: docs/dcn.md)."""
     import subprocess
     start = time.perf_counter()
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'build_op.sh')
@@ -377,9 +400,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  f'train.data_loader.dataset.data_list=[{args.data_dir}/train_list.txt]',
                  f'evaluation.data_loaders.synthetic.dataset.data_dir=[{args.data_dir}]',
                  f'evaluation.data_loaders.synthetic.dataset.data_list=[{args.data_dir}/test_list.txt]']
-    if uses_deformable_op(build_evaluation(args.experiment, [], ('structure',))):
-        # part of the set-up (the Makefile leaves it to this step: the default experiment does not need it)
-        stages['setup'] = (args.setup_seconds or 0.0) + ensure_op()
+    # first of all: the op is built before this process imports the model's modules (needs_deformable_op); the
+    # Makefile leaves it to this step, as the default experiment does not need it
+    tick = time.perf_counter()
+    if needs_deformable_op(args.experiment):
+        ensure_op()
+    stages['op'] = time.perf_counter() - tick  # the check, and the build when there was one
     tick = time.perf_counter()
     data_reused = ensure_dataset(args.data_dir, train_count, test_count, seed=0, test_seed=1000, size=640)
     stages['data'] = time.perf_counter() - tick
@@ -409,7 +435,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     draw(checkpoint, args.data_dir, args.result_dir, 2 if args.quick else 6, [], readme_picture, args.threads,
          args.experiment, short_side)
     stages['pictures'] = time.perf_counter() - tick
-    # the op's build, when there was one, is inside both the set-up and this run's clock: count it once
     stages['total_this_run'] = time.perf_counter() - start + (args.setup_seconds or 0.0)
     import datetime
     figures: Dict[str, object] = {

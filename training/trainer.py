@@ -39,13 +39,13 @@ class TrainingStartError(ValueError):
     """The run cannot start (a checkpoint that is not one, or does not fit): nothing has been written."""
 
 
-# The failures a run is expected to meet, each with a message naming what failed, the path and the remedy: written
-# once, as one line, to the run's log and the console, and ended without a traceback (train.py).
 class TrainingInputError(ValueError):
     """A training batch the network cannot take (its height or width not a multiple of 32): a setting of the data
     pipeline, not a bug."""
 
 
+# The failures a run is expected to meet, each with a message naming what failed, the path and the remedy: written
+# once, as one line, to the run's log and the console, and ended without a traceback (train.py).
 EXPECTED_FAILURES: Tuple[Type[BaseException], ...] = (
     TrainingStartError, CheckpointWriteError, NonFiniteCheckpointError, NonFiniteStop, LogWriteError, OutputPathError,
     TrainingInputError)
