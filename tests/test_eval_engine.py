@@ -440,16 +440,18 @@ def test_main_demo_evaluates_box_and_polygon_mode_from_one_forward_pass(tmp_path
     results = main_demo.evaluate('unused', opts)
     assert len(calls) == 2  # one forward per batch (batch size 1) for both modes
     assert set(results) == {'box', 'polygon'}
-    assert all(set(metrics) == {'precision', 'recall', 'fmeasure', 'box_thresh'} for metrics in results.values())
+    assert all(set(metrics) == {'precision', 'recall', 'fmeasure', 'box_thresh', 'images'}
+               for metrics in results.values())
+    assert results['box']['images'] == results['polygon']['images'] == 2
     out = capsys.readouterr().out
     assert 'evaluated 2 held-out test images' in out
     assert 'box     mode: precision' in out and 'polygon mode: precision' in out
-    # the demo's file has one box_thresh for both modes; the plain budget file sets polygon mode's own (0.35)
-    assert results['box']['box_thresh'] == results['polygon']['box_thresh']
-    budget = main_demo.evaluate('unused', opts,
-                                experiment_path='experiments/seg_detector/synthetic_resnet18_thre_budget.yaml')
-    assert (budget['box']['box_thresh'], budget['polygon']['box_thresh']) == (0.3, 0.35)
-    assert '(box_thresh 0.35)' in capsys.readouterr().out
+    # the demo's file (the plain budget recipe) sets polygon mode's own box_thresh (0.35); the paper's demo file has
+    # one for both modes
+    assert (results['box']['box_thresh'], results['polygon']['box_thresh']) == (0.3, 0.35)
+    assert '(box_thresh 0.35)' in out
+    paper = main_demo.evaluate('unused', opts, experiment_path=main_demo.PAPER_EXPERIMENT)
+    assert paper['box']['box_thresh'] == paper['polygon']['box_thresh']
 
 
 def test_usable_batches_drop_bad_samples_and_record_them_in_every_evaluator():
