@@ -265,6 +265,17 @@ def load_model_file(model: nn.Module, path: Union[str, os.PathLike], strict: boo
         raise type(error)(f'{os.fspath(path)}: {error}') from error
 
 
+def build_without_pretrained(builder: Any) -> nn.Module:
+    """``builder.build()`` (``structure.builder.Builder``) with the backbone's pretrained initialisation turned off
+    (``pretrained=False, allow_download=False`` where the experiment asks for one): nothing is loaded or downloaded,
+    for a model whose weights come from elsewhere or are never used."""
+    backbone_args = dict(getattr(builder, 'model_args', {}).get('backbone_args') or {})
+    if backbone_args.get('pretrained'):
+        backbone_args.update(pretrained=False, allow_download=False)
+        return builder.build(backbone_args=backbone_args)
+    return builder.build()
+
+
 def load_trained_model(builder: Any, checkpoint_path: Optional[str], device: Any = 'cpu',
                        log: Optional[Callable[[str], None]] = None) -> nn.Module:
     """A model from ``builder`` (``structure.builder.Builder``) with the weights of ``checkpoint_path``, in eval
@@ -282,12 +293,7 @@ def load_trained_model(builder: Any, checkpoint_path: Optional[str], device: Any
         raise ValueError('a checkpoint is required (--resume PATH)')
     content = read_weights_file(checkpoint_path)  # FileNotFoundError / ValueError naming the file
     # The checkpoint supplies every weight: never load (or download) ImageNet initialisation here.
-    backbone_args = dict(getattr(builder, 'model_args', {}).get('backbone_args') or {})
-    if backbone_args.get('pretrained'):
-        backbone_args.update(pretrained=False, allow_download=False)
-        model = builder.build(backbone_args=backbone_args)
-    else:
-        model = builder.build()
+    model = build_without_pretrained(builder)
     try:
         report = load_model_state(model, content, strict=True, source=checkpoint_path)
     except OffsetCompatConflict:

@@ -46,12 +46,10 @@ def uses_deformable_op(experiment: 'Experiment') -> bool:
     loaded or downloaded) has deformable convolutions, i.e. needs the op of assets/ops/dcn for its speed."""
     import torch
     from assets.ops.dcn.modules import DeformConv, ModulatedDeformConv
+    from structure.weights import build_without_pretrained
     assert experiment.structure is not None  # built: 'structure' is among the parts
-    builder = experiment.structure.builder
-    backbone_args = dict(getattr(builder, 'model_args', {}).get('backbone_args') or {})
-    backbone_args.update(pretrained=False, allow_download=False)
     with torch.device('meta'):
-        model = builder.build(backbone_args=backbone_args)
+        model = build_without_pretrained(experiment.structure.builder)
     return any(isinstance(module, (DeformConv, ModulatedDeformConv)) for module in model.modules())
 
 
