@@ -24,16 +24,20 @@ class Structure:
 
 
 class TrainSettings:
-    """early_stopping: an ``EarlyStopping`` (training/early_stopping.py), or None: train all epochs."""
+    """early_stopping: an ``EarlyStopping`` (training/early_stopping.py), or None: train all epochs.
+    precise_bn: a ``PreciseBatchNorm`` (training/precise_bn.py): the BatchNorm statistics of the final weights
+    recomputed over that many training batches before the final checkpoint; None (the original's way): the running
+    averages training left."""
 
     def __init__(self, data_loader: Any, model_saver: Any = None, checkpoint: Any = None,
-                 scheduler: Any = None, epochs: int = 10, early_stopping: Any = None):
+                 scheduler: Any = None, epochs: int = 10, early_stopping: Any = None, precise_bn: Any = None):
         self.data_loader = data_loader
         self.model_saver = model_saver
         self.checkpoint = checkpoint
         self.scheduler = scheduler
         self.epochs = int(epochs)
         self.early_stopping = early_stopping
+        self.precise_bn = precise_bn
 
 
 class ValidationSettings:

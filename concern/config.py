@@ -74,6 +74,7 @@ PROJECT_MODULES = (
     'training.checkpoint',
     'training.model_saver',
     'training.early_stopping',
+    'training.precise_bn',
     'concern.log',
     'data',
     'data.processes',

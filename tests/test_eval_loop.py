@@ -151,7 +151,7 @@ def test_a_box_thresh_flag_replaces_the_files_polygon_threshold_too():
     config = load_config(path)
     apply_overrides(config, ['structure.representer.polygon_box_thresh=0.55'])
     as_opted = Experiment.build(config, ('structure',)).structure.representer
-    assert (as_opted.box_thresh_for(False), as_opted.box_thresh_for(True)) == (0.3, 0.55)  # the file's 0.3
+    assert (as_opted.box_thresh_for(False), as_opted.box_thresh_for(True)) == (0.35, 0.55)  # the file's 0.35
     apply_overrides(config, ['structure.representer.box_thresh=0.6'])  # --opt box_thresh: box mode only
     opted_both = Experiment.build(config, ('structure',)).structure.representer
     assert (opted_both.box_thresh_for(False), opted_both.box_thresh_for(True)) == (0.6, 0.55)

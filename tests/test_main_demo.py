@@ -51,7 +51,7 @@ def test_training_stamp_follows_the_compiled_experiment(monkeypatch):
     changed = main_demo.training_stamp(args + ['--opt', 'train.scheduler.optimizer_args.lr=0.003'])
     assert changed['experiment_sha256'] != stamp['experiment_sha256']
     # a flag that writes the same value the file holds compiles to the same experiment
-    assert main_demo.training_stamp(args + ['--epochs', '6'])['experiment_sha256'] == stamp['experiment_sha256']
+    assert main_demo.training_stamp(args + ['--epochs', '7'])['experiment_sha256'] == stamp['experiment_sha256']
 
 
 def test_trained_precision_names_what_amp_resolves_to(monkeypatch):
@@ -363,10 +363,12 @@ PLAIN_BUDGET = 'experiments/seg_detector/synthetic_resnet18_thre_budget.yaml'
 
 def test_the_plain_budget_experiment_is_the_cheaper_model_its_comment_describes(tmp_path, monkeypatch):
     """synthetic_resnet18_thre_budget.yaml: the deformable budget file's training recipe (crops, rate, schedule,
-    prior) with three changes only, backbone, FPN width and epochs, and two in evaluation, the test images at 320
-    instead of 288 and the post-processing of a short training (binary map at 0.15; box mode: unclip ratio 0.8,
-    box_thresh 0.3; polygon mode: unclip ratio 1.8, box_thresh 0.35); its model has no deformable convolution and
-    projects each of the four levels to 128 / 4 channels."""
+    prior) with four changes only, backbone, FPN width, epochs and the BatchNorm statistics of the final weights
+    (train.precise_bn), the loader's samples made in the training process (num_workers 0, the same batches), and two
+    in evaluation, the test images at 320 instead of 288 and the post-processing of a short training (binary map at
+    0.15; box mode: unclip ratio 0.7, box_thresh 0.35, scored over the contour; polygon mode: unclip ratio 1.8,
+    box_thresh 0.35); its model has no deformable convolution and projects each of the four levels to 128 / 4
+    channels."""
     import re
     import torch
     from assets.ops.dcn.modules import DeformConv, ModulatedDeformConv
@@ -378,19 +380,22 @@ def test_the_plain_budget_experiment_is_the_cheaper_model_its_comment_describes(
         'evaluation.data_loaders.synthetic.dataset.processes.0.augmenter_args.0.1.width',
         'structure.builder.model_args.backbone', 'structure.builder.model_args.decoder_args.inner_channels',
         'structure.representer.box_thresh', 'structure.representer.polygon_box_thresh',
-        'structure.representer.polygon_unclip_ratio', 'structure.representer.thresh',
-        'structure.representer.unclip_ratio', 'train.epochs',
+        'structure.representer.polygon_unclip_ratio', 'structure.representer.score_mode',
+        'structure.representer.thresh', 'structure.representer.unclip_ratio', 'train.data_loader.num_workers',
+        'train.epochs', 'train.precise_bn',
         'validation.data_loaders.synthetic.dataset.processes.0.augmenter_args.0.1.height',
         'validation.data_loaders.synthetic.dataset.processes.0.augmenter_args.0.1.width']
     tree = load_config(PLAIN_BUDGET).tree
     assert tree['structure']['builder']['model_args']['backbone'] == 'resnet18'
-    assert (tree['train']['epochs'], tree['train']['data_loader']['batch_size']) == (6, 4)
+    assert (tree['train']['epochs'], tree['train']['data_loader']['batch_size']) == (7, 4)
+    assert tree['train']['precise_bn'] == {'class': 'PreciseBatchNorm', 'batches': 100}
     _, opts = _evaluation_list(tmp_path)
     experiment = main_demo.build_evaluation(PLAIN_BUDGET, opts, ('structure', 'evaluation'))
     assert main_demo.evaluation_short_side(experiment) == 320
     representer = experiment.structure.representer
-    assert (representer.box_thresh_for(False), representer.box_thresh_for(True)) == (0.3, 0.35)
-    assert (representer.thresh, representer.unclip_ratio, representer.polygon_unclip_ratio) == (0.15, 0.8, 1.8)
+    assert (representer.box_thresh_for(False), representer.box_thresh_for(True)) == (0.35, 0.35)
+    assert (representer.thresh, representer.unclip_ratio, representer.polygon_unclip_ratio) == (0.15, 0.7, 1.8)
+    assert representer.score_mode == 'slow'
     model = experiment.structure.builder.build()
     assert not any(isinstance(m, (DeformConv, ModulatedDeformConv)) for m in model.modules())
     out_convs = [m for name, m in model.named_modules() if re.search(r'out[2-5](\.0)?$', name)

@@ -42,6 +42,14 @@ class DistributedContext:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return [bool(value) for value in tensor.tolist()]
 
+    def average_tensors(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Each floating-point tensor replaced, in place, by its mean over all ranks (one all-reduce each)."""
+        if not self.enabled:
+            return
+        for tensor in tensors:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            tensor.div_(self.world_size)
+
     def gather_objects(self, obj: Any) -> List[Any]:
         """``obj`` of every rank, in rank order (picklable objects)."""
         if not self.enabled:

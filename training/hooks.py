@@ -9,12 +9,14 @@ order is written down:
    hooks' after-step work, such as checkpoints, is not counted);
 1. ``LRSchedule``: the learning rate of this iteration, before the step;
 2. ``StopConditions``: SIGINT / SIGTERM, the signal file asking for a checkpoint, the streak of skipped steps;
-3. ``PeriodicCheckpoint``: the periodic checkpoint, or one asked for by 2.; the final checkpoint;
-4. ``Validation``: after the checkpoint, so that a crash in validation leaves one; marks ``best``; early stopping
+3. ``PreciseBN`` (only with ``train.precise_bn``): at the end, the BatchNorm statistics of the final weights
+   recomputed, before 4. writes the final checkpoint;
+4. ``PeriodicCheckpoint``: the periodic checkpoint, or one asked for by 2.; the final checkpoint;
+5. ``Validation``: after the checkpoint, so that a crash in validation leaves one; marks ``best``; early stopping
    (``train.early_stopping``) decides on its result;
-5. ``Writers``: progress bar, text log, TensorBoard, skipped-step warnings;
-6. ``MetricsFile``: ``metrics.jsonl`` (rank 0), after 4. and 5., whose figures it writes;
-7. ``BadSamples``: the data set's bad samples into the run's log, and a per-epoch summary of distinct files.
+6. ``Writers``: progress bar, text log, TensorBoard, skipped-step warnings;
+7. ``MetricsFile``: ``metrics.jsonl`` (rank 0), after 5. and 6., whose figures it writes;
+8. ``BadSamples``: the data set's bad samples into the run's log, and a per-epoch summary of distinct files.
 """
 from __future__ import annotations
 
@@ -148,6 +150,18 @@ class StopConditions(HookBase):
         if self.stop is not None:
             self.stop.__exit__(None, None, None)
             self.stop = None
+
+
+class PreciseBN(HookBase):
+    """``train.precise_bn`` (training/precise_bn.py): after the last step of a run that was not stopped, the
+    BatchNorm statistics of the final weights averaged over ``batches`` training batches
+    (``Trainer.recompute_batchnorm_statistics``), so that the final checkpoint holds them."""
+
+    def __init__(self, batches: int):
+        self.batches = int(batches)
+
+    def after_train(self, trainer: Any) -> None:
+        trainer.recompute_batchnorm_statistics(self.batches)
 
 
 class PeriodicCheckpoint(HookBase):
@@ -384,7 +398,11 @@ class BadSamples(HookBase):
 def default_hooks(trainer: Any) -> List[HookBase]:
     """The hooks of a training run, in the order they run (see the module docstring)."""
     hooks: List[HookBase] = [ThreadControl(trainer.options.threads), LRSchedule(),
-                             StopConditions(trainer.options.max_nan_steps), PeriodicCheckpoint()]
+                             StopConditions(trainer.options.max_nan_steps)]
+    precise_bn = getattr(trainer.settings, 'precise_bn', None)
+    if precise_bn is not None:
+        hooks.append(PreciseBN(precise_bn.batches))
+    hooks.append(PeriodicCheckpoint())
     if trainer.validator is not None:
         hooks.append(Validation(trainer.validator))
     hooks += [Writers(), MetricsFile(), BadSamples()]
@@ -405,5 +423,5 @@ def _as_scalar(value: Any) -> float:
     return float(value)
 
 
-__all__ = ['NonFiniteStop', 'HookBase', 'LRSchedule', 'StopConditions', 'PeriodicCheckpoint', 'Validation', 'Writers',
+__all__ = ['NonFiniteStop', 'HookBase', 'LRSchedule', 'StopConditions', 'PreciseBN', 'PeriodicCheckpoint', 'Validation', 'Writers',
            'MetricsFile', 'BadSamples', 'default_hooks']

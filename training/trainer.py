@@ -10,6 +10,7 @@ import contextlib
 import gc
 import os
 import random
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
 
@@ -30,6 +31,7 @@ from training.learning_rate import bind_run_length
 from training.model_saver import CheckpointWriteError, ModelSaver, OutputPathError
 from training.nonfinite import NonFiniteGuard, all_finite, non_finite_inputs
 from training.optimizer_scheduler import OptimizerScheduler
+from training.precise_bn import batchnorm_layers, recompute_statistics, restore_statistics, statistics_of
 from training.run_options import RunOptions
 from training.validation import Validator
 from structure.weights import offset_compat_of
@@ -331,6 +333,62 @@ class Trainer:
                 f'non-finite probability map ({files}); the previous checkpoints are kept (resume from latest with a '
                 'lower --lr or --grad_clip)')
         self._verified_version = self._weights_version
+
+    def recompute_batchnorm_statistics(self, batches: int) -> None:
+        """``train.precise_bn`` (training/precise_bn.py): after the last step, every BatchNorm layer's running
+        statistics become the average over ``batches`` global batches of the training data, taken from the epochs
+        after the last one (their order and augmentation depend only on the seed, so a resumed run recomputes the
+        same figures; the weights are not touched, so running it twice gives the same result). Batches with a
+        non-finite input are passed over on every rank. Under ``--distributed`` each rank averages its share and
+        the ranks' statistics are then averaged. The old statistics are put back, with a warning, when the new ones
+        are not finite or the model with them gives a non-finite probability map on the batch of the last
+        committed step."""
+        model = unwrap_model(self._step_parts()[0])
+        layers = batchnorm_layers(model)
+        if not layers:
+            self.logger.info('train.precise_bn: the model has no BatchNorm layer; nothing to recompute')
+            return
+        saved = statistics_of(layers)
+        passed_over: List[str] = []
+
+        def training_batches() -> Any:
+            produced, epoch = 0, self.epochs
+            while produced < batches:
+                self.loader.start_epoch(epoch)
+                before = produced
+                for batch in self.loader:
+                    batch = move_to_device(batch, self.device, self.options.channels_last)
+                    bad = non_finite_inputs(batch)
+                    if self.context.any_flags([bool(bad)])[0]:
+                        passed_over.append(describe_batch(batch, epoch, -1))
+                        continue
+                    yield batch
+                    produced += 1
+                    if produced >= batches:
+                        return
+                if produced == before:  # an epoch without a usable batch: no later one has any either
+                    return
+                epoch += 1
+
+        def forward(batch: Any) -> Any:
+            with self._autocast():
+                return model(batch, training=True)
+
+        start = time.perf_counter()
+        done = recompute_statistics(model, training_batches(), forward)
+        statistics = [tensor for layer in layers for tensor in (layer.running_mean, layer.running_var)]
+        self.context.average_tensors(statistics)
+        finite = all_finite(statistics) and (self._check_batch is None or self._prediction_is_finite(self._check_batch))
+        if self.context.any_flags([not finite])[0] or not done['batches']:
+            restore_statistics(layers, saved)
+            self.logger.warning(f'train.precise_bn: BatchNorm statistics kept as training left them: '
+                                + ('no usable training batch' if not done['batches'] else
+                                   'the recomputed ones are not finite or give a non-finite probability map'))
+            return
+        note = f'; passed over {len(passed_over)} with a non-finite input ({passed_over[0]})' if passed_over else ''
+        self.logger.info(f'train.precise_bn: BatchNorm statistics of {done["layers"]} layers recomputed over '
+                         f'{done["batches"]} batches ({done["batches"] * self.global_batch} samples) of the training '
+                         f'data in {time.perf_counter() - start:.1f} s{note}')
 
     # -- the loop ---------------------------------------------------------------------------
     def train(self) -> Dict[str, Any]:

@@ -1,0 +1,98 @@
+"""``PreciseBatchNorm``: the BatchNorm statistics of the final weights, averaged over many training batches
+(``train.precise_bn``).
+
+Why: a BatchNorm layer keeps an exponential moving average of its batches' means and variances (torch's momentum
+0.1, so the last 10-20 batches weigh most), and that average is what evaluation and inference use. With small
+batches (the 2-core budget recipe's 4 crops of 192x192) it is noisy, and it mixes statistics of weights from
+several steps back. "Precise BN" (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021; detectron2's
+``PreciseBN`` hook) recomputes it for the final weights as a plain average over many batches. The computation is
+``torch.optim.swa_utils.update_bn``'s (running statistics reset, momentum None: the cumulative average of the
+batch statistics), run without gradients and under the training's autocast.
+
+The original code base has no such step; experiments without ``precise_bn`` train exactly as before. The
+measurements behind the budget recipe's setting are in docs/training.md ("BatchNorm statistics for the final
+weights").
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, List, Tuple
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.optim.swa_utils import update_bn
+
+
+class PreciseBatchNorm:
+    """After the last training step, recompute every BatchNorm layer's running mean and variance over ``batches``
+    batches of the training data (the loader's order and augmentation of the epochs after the last one, so a
+    resumed run recomputes the same figures), before the final checkpoint is written.
+
+    batches: how many (global) batches; each costs a forward pass in training mode without gradients, about a
+    third of a training step. Errors: ``ValueError`` for a count that is not a whole number >= 1.
+    """
+
+    def __init__(self, batches: int = 100):
+        if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
+            raise ValueError(f'train.precise_bn.batches: expected a whole number of batches >= 1, got {batches!r}')
+        self.batches = int(batches)
+
+
+def batchnorm_layers(model: nn.Module) -> List[_BatchNorm]:
+    """The BatchNorm layers of ``model`` (every ``_BatchNorm``: BatchNorm1d/2d/3d, SyncBatchNorm) that keep
+    running statistics."""
+    return [module for module in model.modules()
+            if isinstance(module, _BatchNorm) and module.track_running_stats and module.running_mean is not None]
+
+
+def statistics_of(layers: Iterable[_BatchNorm]) -> List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Copies of each layer's (running_mean, running_var, num_batches_tracked), to restore them."""
+    return [(layer.running_mean.detach().clone(), layer.running_var.detach().clone(),
+             layer.num_batches_tracked.detach().clone()) for layer in layers]
+
+
+def restore_statistics(layers: Iterable[_BatchNorm],
+                       saved: Iterable[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
+    for layer, (mean, var, count) in zip(layers, saved):
+        layer.running_mean.copy_(mean)
+        layer.running_var.copy_(var)
+        layer.num_batches_tracked.copy_(count)
+
+
+class _Forward(nn.Module):
+    """``update_bn`` calls ``model(input)`` and walks ``model.modules()``: the model, with the call it needs."""
+
+    def __init__(self, model: nn.Module, forward: Callable[[Any], Any]):
+        super().__init__()
+        self.model = model
+        self._forward = forward
+
+    def forward(self, inputs: Any) -> Any:
+        return self._forward(inputs)
+
+
+def recompute_statistics(model: nn.Module, inputs: Iterable[Any], forward: Callable[[Any], Any]) -> Dict[str, int]:
+    """Reset the running statistics of every BatchNorm layer of ``model`` and set them to the average of the
+    batch statistics over ``inputs`` (each passed to ``forward``, which runs ``model``), in training mode and
+    without gradients; momentum and the model's mode are put back afterwards. Returns ``{'batches', 'layers'}``
+    (a model without BatchNorm runs no batch; no input at all leaves the statistics as they were). The caller checks the result (finite) and restores the old
+    statistics (``statistics_of`` / ``restore_statistics``) when it does not want it."""
+    layers = batchnorm_layers(model)
+    counted = [0]
+
+    def counting() -> Iterable[Any]:
+        for item in inputs:
+            counted[0] += 1
+            yield item
+
+    if layers:
+        saved = statistics_of(layers)
+        wrapper = _Forward(model, forward).train(model.training)  # update_bn puts the wrapper's mode back on all
+        with torch.no_grad():
+            update_bn(counting(), wrapper)
+        if not counted[0]:  # reset but never measured: the old statistics, not zeros and ones
+            restore_statistics(layers, saved)
+    return {'batches': counted[0], 'layers': len(layers)}
+
+
+__all__ = ['PreciseBatchNorm', 'batchnorm_layers', 'statistics_of', 'restore_statistics', 'recompute_statistics']
