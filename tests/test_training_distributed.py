@@ -67,3 +67,37 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     saved = helpers.model_state(str(tmp_path / 'workspace'))
     assert set(saved) == set(single_state) and all(key.startswith('model.module.') for key in saved)
     torch.testing.assert_close(saved, ranks[0]['state'])
+
+
+def test_precise_bn_under_two_gloo_processes_leaves_the_replicas_with_the_same_statistics(tmp_path):
+    """Each rank recomputes over its half of every global batch; the statistics are then averaged over the ranks,
+    so the replicas stay identical (without the average each would keep the statistics of its own shards), and
+    the running mean is the mean over the whole global batches of the recomputation."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore', DDP_PRECISE_BN='3')
+    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+               HELPERS, str(tmp_path)]
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f'rank{r}.pt', weights_only=True) for r in range(2)]
+    norm = 'model.module.backbone.1.'
+    for key in ranks[0]['state']:
+        assert torch.equal(ranks[0]['state'][key], ranks[1]['state'][key]), key
+    assert int(ranks[0]['state'][norm + 'num_batches_tracked']) == 3
+    # by hand: the final convolution over the 3 global batches of the epochs after the last (2 batches an epoch)
+    state = ranks[0]['state']
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    conv.load_state_dict({'weight': state['model.module.backbone.0.weight'], 'bias': state['model.module.backbone.0.bias']})
+    loader = helpers.make_experiment(helpers.TinyTrainSet(helpers.DDP_SAMPLES),
+                                     batch_size=helpers.DDP_GLOBAL_BATCH).train.data_loader
+    loader.bind(0, 1, seed=0)
+    images = []
+    for epoch in (helpers.DDP_EPOCHS, helpers.DDP_EPOCHS + 1):
+        loader.start_epoch(epoch)
+        images += [batch['image'] for batch in loader]
+    with torch.no_grad():
+        means = torch.stack([conv(image).mean(dim=(0, 2, 3)) for image in images[:3]]).mean(0)
+    torch.testing.assert_close(state[norm + 'running_mean'], means, rtol=1e-5, atol=1e-6)
+    saved = helpers.model_state(str(tmp_path / 'workspace'))
+    torch.testing.assert_close(saved, ranks[0]['state'])
+    assert 'train.precise_bn: BatchNorm statistics of 1 layers recomputed over 3 batches (24 samples)' in \
+        (tmp_path / 'workspace' / 'output.log').read_text()

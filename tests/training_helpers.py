@@ -301,12 +301,17 @@ class FirstLoadsNaN(TinyTrainSet):
         return sample
 
 
-def ddp_experiment(workspace: str, nan_first_batch: bool = False) -> SimpleNamespace:
-    """The DDP test's experiment; ``nan_first_batch``: this process's first batch holds NaN images."""
+def ddp_experiment(workspace: str, nan_first_batch: bool = False, precise_bn: int = 0) -> SimpleNamespace:
+    """The DDP test's experiment; ``nan_first_batch``: this process's first batch holds NaN images; ``precise_bn``:
+    a model with BatchNorm whose statistics are recomputed over that many global batches at the end."""
     train_set = FirstLoadsNaN(DDP_SAMPLES, DDP_GLOBAL_BATCH // 2) if nan_first_batch else TinyTrainSet(DDP_SAMPLES)
-    return make_experiment(train_set, batch_size=DDP_GLOBAL_BATCH, epochs=DDP_EPOCHS, lr=0.1,
-                           validation=make_validation(length=5, interval=1000),
-                           representer=BoxRepresenter(thresh=0.0, box_thresh=0.0), measurer=MeanScoreMeasurer())
+    experiment = make_experiment(train_set, batch_size=DDP_GLOBAL_BATCH, epochs=DDP_EPOCHS, lr=0.1,
+                                 validation=make_validation(length=5, interval=1000), batch_norm=bool(precise_bn),
+                                 representer=BoxRepresenter(thresh=0.0, box_thresh=0.0), measurer=MeanScoreMeasurer())
+    if precise_bn:
+        from training.precise_bn import PreciseBatchNorm
+        experiment.train.precise_bn = PreciseBatchNorm(precise_bn)
+    return experiment
 
 
 def _ddp_main(out_dir: str) -> None:
@@ -315,7 +320,8 @@ def _ddp_main(out_dir: str) -> None:
     rank = int(os.environ['RANK'])
     # DDP_NAN_RANK=r: rank r's first batch holds NaN images (the log of rank 0 must name rank r's files)
     nan_first_batch = os.environ.get('DDP_NAN_RANK') == str(rank)
-    trainer = Trainer(ddp_experiment(os.path.join(out_dir, 'workspace'), nan_first_batch),
+    precise_bn = int(os.environ.get('DDP_PRECISE_BN', '0'))
+    trainer = Trainer(ddp_experiment(os.path.join(out_dir, 'workspace'), nan_first_batch, precise_bn),
                       options(os.path.join(out_dir, 'workspace'), distributed=True, validate=True))
     summary = trainer.train()
     # train() hands back the model without its DistributedDataParallel wrapper
