@@ -363,8 +363,8 @@ PLAIN_BUDGET = 'experiments/seg_detector/synthetic_resnet18_thre_budget.yaml'
 
 def test_the_plain_budget_experiment_is_the_cheaper_model_its_comment_describes(tmp_path, monkeypatch):
     """synthetic_resnet18_thre_budget.yaml: the deformable budget file's training recipe (crops, rate, schedule,
-    prior) with four changes only, backbone, FPN width, epochs and the BatchNorm statistics of the final weights
-    (train.precise_bn), the loader's samples made in the training process (num_workers 0, the same batches), and two
+    prior) with five changes only: backbone, FPN width, epochs, the BatchNorm statistics of the final weights
+    (train.precise_bn) and the loader's samples made in the training process (num_workers 0, the same batches); two
     in evaluation, the test images at 320 instead of 288 and the post-processing of a short training (binary map at
     0.15; box mode: unclip ratio 0.7, box_thresh 0.35, scored over the contour; polygon mode: unclip ratio 1.8,
     box_thresh 0.35); its model has no deformable convolution and projects each of the four levels to 128 / 4

@@ -86,7 +86,8 @@ def test_precise_bn_under_two_gloo_processes_leaves_the_replicas_with_the_same_s
     # by hand: the final convolution over the 3 global batches of the epochs after the last (2 batches an epoch)
     state = ranks[0]['state']
     conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-    conv.load_state_dict({'weight': state['model.module.backbone.0.weight'], 'bias': state['model.module.backbone.0.bias']})
+    conv.load_state_dict({'weight': state['model.module.backbone.0.weight'],
+                          'bias': state['model.module.backbone.0.bias']})
     loader = helpers.make_experiment(helpers.TinyTrainSet(helpers.DDP_SAMPLES),
                                      batch_size=helpers.DDP_GLOBAL_BATCH).train.data_loader
     loader.bind(0, 1, seed=0)

@@ -1,6 +1,7 @@
 """train.precise_bn (training/precise_bn.py): the BatchNorm statistics of the final weights, averaged over training
 batches before the final checkpoint; checked against statistics computed by hand from the same batches."""
 import os
+import sys
 
 import pytest
 import torch
@@ -114,38 +115,53 @@ def _expected_statistics(state, train_set, epochs_and_counts):
     return _by_hand(conv, images)
 
 
+def _without_precise_bn(workspace):
+    """The same run without train.precise_bn: the same weights (the recomputation touches no weight and no random
+    stream), with the moving averages training left."""
+    experiment = helpers.make_experiment(helpers.TinyTrainSet(12), epochs=2, batch_norm=True)
+    _train(workspace, experiment)
+    return helpers.model_state(str(workspace))
+
+
 def test_the_final_checkpoint_holds_the_average_over_the_epochs_after_the_last(tmp_path):
     """12 samples in batches of 4: 3 batches an epoch; 4 batches are the whole of epoch 2 and the first of 3."""
-    _train(tmp_path, _experiment(4, save_interval=6))
-    final = helpers.model_state(str(tmp_path))
+    _train(tmp_path / 'run', _experiment(4, save_interval=6))
+    final = helpers.model_state(str(tmp_path / 'run'))
     mean, variance = _expected_statistics(final, helpers.TinyTrainSet(12), [(2, 3), (3, 1)])
     assert torch.allclose(final['model.module.backbone.1.running_mean'].double(), mean, rtol=1e-5, atol=1e-6)
     assert torch.allclose(final['model.module.backbone.1.running_var'].double(), variance, rtol=1e-5, atol=1e-6)
     assert int(final['model.module.backbone.1.num_batches_tracked']) == 4
-    # the checkpoint of the last step (iteration 6) has the same weights and the moving average training left
-    last_step = helpers.model_state(str(tmp_path), 'model_epoch_1_minibatch_6')
-    assert torch.equal(last_step['model.module.backbone.0.weight'], final['model.module.backbone.0.weight'])
-    assert not torch.allclose(last_step['model.module.backbone.1.running_mean'], final['model.module.backbone.1.running_mean'])
+    # recomputed after the last step, before its periodic checkpoint: that one holds them too
+    last_step = helpers.model_state(str(tmp_path / 'run'), 'model_epoch_1_minibatch_6')
+    assert all(torch.equal(last_step[key], final[key]) for key in final)
+    plain = _without_precise_bn(tmp_path / 'plain')
+    assert torch.equal(plain['model.module.backbone.0.weight'], final['model.module.backbone.0.weight'])
+    norm = 'model.module.backbone.1.running_mean'
+    assert not torch.allclose(plain[norm], final[norm])
     assert ('train.precise_bn: BatchNorm statistics of 1 layers recomputed over 4 batches (16 samples) of the '
-            'training data') in _log(tmp_path)
+            'training data') in _log(tmp_path / 'run')
 
 
-def test_a_resumed_run_and_a_rerun_of_a_finished_one_write_the_same_final_checkpoint(tmp_path):
+@pytest.mark.parametrize('stop_after', [4, 6])
+def test_a_resumed_run_and_a_rerun_of_a_finished_one_write_the_same_final_checkpoint(tmp_path, stop_after):
+    """4: stopped before the recomputation; 6: stopped at the last step, whose checkpoint holds the recomputed
+    statistics (the resumed run has no step left and recomputes them at its end)."""
     straight = tmp_path / 'straight'
     _train(straight, _experiment(3))
     stopped = tmp_path / 'stopped'
     trainer = Trainer(_experiment(3), helpers.options(str(stopped)))
-    helpers.record_steps(trainer, stop_after=4)
+    helpers.record_steps(trainer, stop_after=stop_after)
     assert trainer.train()['interrupted']
     assert not os.path.exists(stopped / 'model' / 'final')
     _train(stopped, _experiment(3, resume=str(stopped / 'model' / 'latest')))
     expected = helpers.model_state(str(straight))
-    for state in (helpers.model_state(str(stopped)),):
-        assert all(torch.equal(state[key], expected[key]) for key in expected)
+    resumed = helpers.model_state(str(stopped))
+    assert all(torch.equal(resumed[key], expected[key]) for key in expected)
     # final is latest: running the finished run again recomputes the same statistics from the same weights
     _train(stopped, _experiment(3, resume=str(stopped / 'model' / 'latest')))
     again = helpers.model_state(str(stopped))
     assert all(torch.equal(again[key], expected[key]) for key in expected)
+    assert int(expected['model.module.backbone.1.num_batches_tracked']) == 3
 
 
 def test_batches_with_a_non_finite_input_are_passed_over(tmp_path):
@@ -159,17 +175,17 @@ def test_batches_with_a_non_finite_input_are_passed_over(tmp_path):
     usable = []
     for epoch in (2, 3):
         loader.start_epoch(epoch)
-        usable += [(epoch, batch) for batch in loader if 'img_0.jpg' not in batch['filename']]
+        usable += [batch for batch in loader if 'img_0.jpg' not in batch['filename']]
     conv = nn.Conv2d(3, 4, 3, padding=1)
     conv.load_state_dict({'weight': final['model.module.backbone.0.weight'],
                           'bias': final['model.module.backbone.0.bias']})
-    mean, variance = _by_hand(conv, [batch['image'] for _, batch in usable[:3]])
+    mean, variance = _by_hand(conv, [batch['image'] for batch in usable[:3]])
     assert torch.allclose(final['model.module.backbone.1.running_mean'].double(), mean, rtol=1e-5, atol=1e-6)
     assert torch.allclose(final['model.module.backbone.1.running_var'].double(), variance, rtol=1e-5, atol=1e-6)
-    assert 'passed over 1 with a non-finite input (files ' in _log(tmp_path)
+    assert 'passed over 1 with a non-finite input (' in _log(tmp_path) and 'img_0.jpg (image)' in _log(tmp_path)
 
 
-def test_statistics_that_are_not_finite_are_not_kept(tmp_path, monkeypatch):
+def _poison_statistics(monkeypatch):
     import training.trainer as trainer_module
     real = trainer_module.recompute_statistics
 
@@ -181,9 +197,27 @@ def test_statistics_that_are_not_finite_are_not_kept(tmp_path, monkeypatch):
         return done
 
     monkeypatch.setattr(trainer_module, 'recompute_statistics', poisoned)
-    _train(tmp_path, _experiment(2, save_interval=6))
-    final = helpers.model_state(str(tmp_path))
-    last_step = helpers.model_state(str(tmp_path), 'model_epoch_1_minibatch_6')
-    assert all(torch.equal(final[key], last_step[key]) for key in final)
-    assert ('train.precise_bn: BatchNorm statistics kept as training left them: the recomputed ones are not finite'
-            in _log(tmp_path))
+
+
+@pytest.mark.parametrize('failure', ['statistics', 'probability map'])
+def test_statistics_that_are_not_finite_or_give_a_non_finite_map_are_not_kept(tmp_path, monkeypatch, failure):
+    plain = _without_precise_bn(tmp_path / 'plain')
+    if failure == 'statistics':
+        _poison_statistics(monkeypatch)
+    else:
+        calls, real = [], Trainer._prediction_is_finite
+
+        def check(self, batch, training_mode=False):  # fails for the recomputation's check alone
+            if sys._getframe(1).f_code.co_name != 'recompute_batchnorm_statistics':
+                return real(self, batch, training_mode)
+            calls.append(batch['filename'])
+            return False
+
+        monkeypatch.setattr(Trainer, '_prediction_is_finite', check)
+    _train(tmp_path / 'run', _experiment(2))
+    final = helpers.model_state(str(tmp_path / 'run'))
+    assert all(torch.equal(final[key], plain[key]) for key in final)  # the moving averages training left
+    assert ('train.precise_bn: BatchNorm statistics kept as training left them: the recomputed ones are not finite '
+            'or give a non-finite probability map') in _log(tmp_path / 'run')
+    if failure == 'probability map':
+        assert len(calls) == 1 and len(calls[0]) == 4  # checked once, on the first batch of the recomputation

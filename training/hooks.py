@@ -9,8 +9,8 @@ order is written down:
    hooks' after-step work, such as checkpoints, is not counted);
 1. ``LRSchedule``: the learning rate of this iteration, before the step;
 2. ``StopConditions``: SIGINT / SIGTERM, the signal file asking for a checkpoint, the streak of skipped steps;
-3. ``PreciseBN`` (only with ``train.precise_bn``): at the end, the BatchNorm statistics of the final weights
-   recomputed, before 4. writes the final checkpoint;
+3. ``PreciseBN`` (only with ``train.precise_bn``): after the last step, the BatchNorm statistics of the final
+   weights recomputed, before 4. and 5. save and validate them;
 4. ``PeriodicCheckpoint``: the periodic checkpoint, or one asked for by 2.; the final checkpoint;
 5. ``Validation``: after the checkpoint, so that a crash in validation leaves one; marks ``best``; early stopping
    (``train.early_stopping``) decides on its result;
@@ -153,15 +153,28 @@ class StopConditions(HookBase):
 
 
 class PreciseBN(HookBase):
-    """``train.precise_bn`` (training/precise_bn.py): after the last step of a run that was not stopped, the
-    BatchNorm statistics of the final weights averaged over ``batches`` training batches
-    (``Trainer.recompute_batchnorm_statistics``), so that the final checkpoint holds them."""
+    """``train.precise_bn`` (training/precise_bn.py): the BatchNorm statistics of the final weights averaged over
+    ``batches`` training batches (``Trainer.recompute_batchnorm_statistics``). After the run's last step, before
+    its periodic checkpoint and its validation, which therefore see them too; or at the end of a run whose loop
+    ended otherwise: early stopping (``best`` keeps the statistics of its own checkpoint), a resumed run whose
+    checkpoint was the last step's, a rerun of a finished run (the same figures again). Not in a run a signal
+    stopped (its resume does it), nor in one early stopping had already ended."""
 
     def __init__(self, batches: int):
         self.batches = int(batches)
+        self.done = False
+
+    def after_step(self, trainer: Any) -> None:
+        if trainer.is_last_step():
+            self._recompute(trainer)
 
     def after_train(self, trainer: Any) -> None:
+        if not self.done:
+            self._recompute(trainer)
+
+    def _recompute(self, trainer: Any) -> None:
         trainer.recompute_batchnorm_statistics(self.batches)
+        self.done = True
 
 
 class PeriodicCheckpoint(HookBase):
@@ -377,6 +390,9 @@ class BadSamples(HookBase):
     def after_step(self, trainer: Any) -> None:
         self._collect(trainer)
 
+    def after_train(self, trainer: Any) -> None:
+        self._collect(trainer)  # met by PreciseBN at the end
+
     def after_epoch(self, trainer: Any) -> None:
         self._collect(trainer)
         if self.files and trainer.context.is_main:
@@ -423,5 +439,5 @@ def _as_scalar(value: Any) -> float:
     return float(value)
 
 
-__all__ = ['NonFiniteStop', 'HookBase', 'LRSchedule', 'StopConditions', 'PreciseBN', 'PeriodicCheckpoint', 'Validation', 'Writers',
-           'MetricsFile', 'BadSamples', 'default_hooks']
+__all__ = ['NonFiniteStop', 'HookBase', 'LRSchedule', 'StopConditions', 'PreciseBN', 'PeriodicCheckpoint',
+           'Validation', 'Writers', 'MetricsFile', 'BadSamples', 'default_hooks']

@@ -74,9 +74,11 @@ class _Forward(nn.Module):
 def recompute_statistics(model: nn.Module, inputs: Iterable[Any], forward: Callable[[Any], Any]) -> Dict[str, int]:
     """Reset the running statistics of every BatchNorm layer of ``model`` and set them to the average of the
     batch statistics over ``inputs`` (each passed to ``forward``, which runs ``model``), in training mode and
-    without gradients; momentum and the model's mode are put back afterwards. Returns ``{'batches', 'layers'}``
-    (a model without BatchNorm runs no batch; no input at all leaves the statistics as they were). The caller checks the result (finite) and restores the old
-    statistics (``statistics_of`` / ``restore_statistics``) when it does not want it."""
+    without gradients. Afterwards every module's mode and every layer's momentum are as they were, also when
+    ``forward`` raises (the statistics are then the old ones). A layer the forward passes never reached keeps its
+    old statistics, and so do all when ``inputs`` is empty. Returns ``{'batches', 'layers'}`` (a model without
+    BatchNorm runs no batch). The caller checks the result (finite) and restores the old statistics
+    (``statistics_of`` / ``restore_statistics``) when it does not want it."""
     layers = batchnorm_layers(model)
     counted = [0]
 
@@ -85,13 +87,24 @@ def recompute_statistics(model: nn.Module, inputs: Iterable[Any], forward: Calla
             counted[0] += 1
             yield item
 
-    if layers:
-        saved = statistics_of(layers)
-        wrapper = _Forward(model, forward).train(model.training)  # update_bn puts the wrapper's mode back on all
+    if not layers:
+        return {'batches': 0, 'layers': 0}
+    saved = statistics_of(layers)
+    modes = [(module, module.training) for module in model.modules()]
+    momenta = [layer.momentum for layer in layers]
+    try:
         with torch.no_grad():
-            update_bn(counting(), wrapper)
-        if not counted[0]:  # reset but never measured: the old statistics, not zeros and ones
-            restore_statistics(layers, saved)
+            update_bn(counting(), _Forward(model, forward))
+    except BaseException:
+        restore_statistics(layers, saved)
+        raise
+    finally:
+        for module, training in modes:
+            module.training = training
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    unreached = [index for index, layer in enumerate(layers) if int(layer.num_batches_tracked) == 0]
+    restore_statistics([layers[index] for index in unreached], [saved[index] for index in unreached])
     return {'batches': counted[0], 'layers': len(layers)}
 
 

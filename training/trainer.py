@@ -334,15 +334,19 @@ class Trainer:
                 'lower --lr or --grad_clip)')
         self._verified_version = self._weights_version
 
+    def is_last_step(self) -> bool:
+        """After a step (``after_step``): whether it was the last one of the run (the last of the last epoch)."""
+        return self.epoch == self.epochs - 1 and self.epoch_iteration >= self.epoch_steps
+
     def recompute_batchnorm_statistics(self, batches: int) -> None:
-        """``train.precise_bn`` (training/precise_bn.py): after the last step, every BatchNorm layer's running
-        statistics become the average over ``batches`` global batches of the training data, taken from the epochs
-        after the last one (their order and augmentation depend only on the seed, so a resumed run recomputes the
-        same figures; the weights are not touched, so running it twice gives the same result). Batches with a
-        non-finite input are passed over on every rank. Under ``--distributed`` each rank averages its share and
-        the ranks' statistics are then averaged. The old statistics are put back, with a warning, when the new ones
-        are not finite or the model with them gives a non-finite probability map on the batch of the last
-        committed step."""
+        """``train.precise_bn`` (training/precise_bn.py): every BatchNorm layer's running statistics become the
+        average over ``batches`` global batches of the training data, taken from the epochs after the last one
+        (their order and augmentation depend only on the seed, so a resumed run recomputes the same figures; the
+        weights are not touched, so running it twice gives the same result). Batches with a non-finite input are
+        passed over on every rank. Under ``--distributed`` each rank averages its share and the ranks' statistics
+        are then averaged. The old statistics are put back, with a warning, when no batch was usable, when the new
+        ones are not finite, or when the model with them gives a non-finite probability map on the first batch
+        used (the same batch in a straight and in a resumed run)."""
         model = unwrap_model(self._step_parts()[0])
         layers = batchnorm_layers(model)
         if not layers:
@@ -350,6 +354,7 @@ class Trainer:
             return
         saved = statistics_of(layers)
         passed_over: List[str] = []
+        used: List[Any] = []  # the first batch used, for the check afterwards
 
         def training_batches() -> Any:
             produced, epoch = 0, self.epochs
@@ -360,8 +365,10 @@ class Trainer:
                     batch = move_to_device(batch, self.device, self.options.channels_last)
                     bad = non_finite_inputs(batch)
                     if self.context.any_flags([bool(bad)])[0]:
-                        passed_over.append(describe_batch(batch, epoch, -1))
+                        passed_over.append(self._bad_inputs_of_every_rank(bad))
                         continue
+                    if not used:
+                        used.append(batch)
                     yield batch
                     produced += 1
                     if produced >= batches:
@@ -378,13 +385,15 @@ class Trainer:
         done = recompute_statistics(model, training_batches(), forward)
         statistics = [tensor for layer in layers for tensor in (layer.running_mean, layer.running_var)]
         self.context.average_tensors(statistics)
-        finite = all_finite(statistics) and (self._check_batch is None or self._prediction_is_finite(self._check_batch))
-        if self.context.any_flags([not finite])[0] or not done['batches']:
+        failed = not done['batches'] or not all_finite(statistics) or not self._prediction_is_finite(used[0])
+        if self.context.any_flags([failed])[0]:
             restore_statistics(layers, saved)
-            self.logger.warning(f'train.precise_bn: BatchNorm statistics kept as training left them: '
-                                + ('no usable training batch' if not done['batches'] else
-                                   'the recomputed ones are not finite or give a non-finite probability map'))
+            why = ('no usable training batch' if not done['batches'] else
+                   'the recomputed ones are not finite or give a non-finite probability map')
+            self.logger.warning(f'train.precise_bn: BatchNorm statistics kept as training left them: {why}')
             return
+        # the state to be saved is checked (above): the commit rule's check before a save need not run again
+        self._verified_version = self._weights_version
         note = f'; passed over {len(passed_over)} with a non-finite input ({passed_over[0]})' if passed_over else ''
         self.logger.info(f'train.precise_bn: BatchNorm statistics of {done["layers"]} layers recomputed over '
                          f'{done["batches"]} batches ({done["batches"] * self.global_batch} samples) of the training '
