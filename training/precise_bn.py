@@ -45,18 +45,24 @@ def batchnorm_layers(model: nn.Module) -> List[_BatchNorm]:
             if isinstance(module, _BatchNorm) and module.track_running_stats and module.running_mean is not None]
 
 
+def running_statistics(layer: _BatchNorm) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(running_mean, running_var, num_batches_tracked) of a layer ``batchnorm_layers`` returned."""
+    mean, var, count = layer.running_mean, layer.running_var, layer.num_batches_tracked
+    assert mean is not None and var is not None and count is not None  # batchnorm_layers keeps such layers only
+    return mean, var, count
+
+
 def statistics_of(layers: Iterable[_BatchNorm]) -> List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Copies of each layer's (running_mean, running_var, num_batches_tracked), to restore them."""
-    return [(layer.running_mean.detach().clone(), layer.running_var.detach().clone(),
-             layer.num_batches_tracked.detach().clone()) for layer in layers]
+    return [tuple(tensor.detach().clone() for tensor in running_statistics(layer))  # type: ignore[misc]
+            for layer in layers]
 
 
 def restore_statistics(layers: Iterable[_BatchNorm],
                        saved: Iterable[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
-    for layer, (mean, var, count) in zip(layers, saved):
-        layer.running_mean.copy_(mean)
-        layer.running_var.copy_(var)
-        layer.num_batches_tracked.copy_(count)
+    for layer, values in zip(layers, saved):
+        for tensor, value in zip(running_statistics(layer), values):
+            tensor.copy_(value)
 
 
 class _Forward(nn.Module):
@@ -103,9 +109,10 @@ def recompute_statistics(model: nn.Module, inputs: Iterable[Any], forward: Calla
             module.training = training
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
-    unreached = [index for index, layer in enumerate(layers) if int(layer.num_batches_tracked) == 0]
+    unreached = [index for index, layer in enumerate(layers) if int(running_statistics(layer)[2]) == 0]
     restore_statistics([layers[index] for index in unreached], [saved[index] for index in unreached])
     return {'batches': counted[0], 'layers': len(layers)}
 
 
-__all__ = ['PreciseBatchNorm', 'batchnorm_layers', 'statistics_of', 'restore_statistics', 'recompute_statistics']
+__all__ = ['PreciseBatchNorm', 'batchnorm_layers', 'running_statistics', 'statistics_of', 'restore_statistics',
+           'recompute_statistics']

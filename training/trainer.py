@@ -31,7 +31,8 @@ from training.learning_rate import bind_run_length
 from training.model_saver import CheckpointWriteError, ModelSaver, OutputPathError
 from training.nonfinite import NonFiniteGuard, all_finite, non_finite_inputs
 from training.optimizer_scheduler import OptimizerScheduler
-from training.precise_bn import batchnorm_layers, recompute_statistics, restore_statistics, statistics_of
+from training.precise_bn import batchnorm_layers, recompute_statistics, restore_statistics, running_statistics, \
+    statistics_of
 from training.run_options import RunOptions
 from training.validation import Validator
 from structure.weights import offset_compat_of
@@ -383,7 +384,7 @@ class Trainer:
 
         start = time.perf_counter()
         done = recompute_statistics(model, training_batches(), forward)
-        statistics = [tensor for layer in layers for tensor in (layer.running_mean, layer.running_var)]
+        statistics = [tensor for layer in layers for tensor in running_statistics(layer)[:2]]
         self.context.average_tensors(statistics)
         failed = not done['batches'] or not all_finite(statistics) or not self._prediction_is_finite(used[0])
         if self.context.any_flags([failed])[0]:
