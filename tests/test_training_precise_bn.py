@@ -75,9 +75,11 @@ def test_it_is_an_experiment_component_and_the_budget_recipe_uses_it():
     assert isinstance(built, PreciseBatchNorm) and built.batches == 7
     with pytest.raises(Exception, match='momentum'):
         ObjectBuilder(config).build({'class': 'PreciseBatchNorm', 'momentum': 0.1}, 'train.precise_bn')
-    from experiment import Experiment
-    experiment = Experiment.build(config, ('train',))
-    assert isinstance(experiment.train.precise_bn, PreciseBatchNorm) and experiment.train.precise_bn.batches == 100
+    in_file = config.tree['train']['precise_bn']
+    assert in_file == {'class': 'PreciseBatchNorm', 'batches': 100}
+    from experiment import TrainSettings
+    settings = TrainSettings(data_loader=None, precise_bn=ObjectBuilder(config).build(in_file, 'train.precise_bn'))
+    assert isinstance(settings.precise_bn, PreciseBatchNorm) and settings.precise_bn.batches == 100
 
 
 # -- in a training run ---------------------------------------------------------------------------------

@@ -415,7 +415,7 @@ def default_hooks(trainer: Any) -> List[HookBase]:
     """The hooks of a training run, in the order they run (see the module docstring)."""
     hooks: List[HookBase] = [ThreadControl(trainer.options.threads), LRSchedule(),
                              StopConditions(trainer.options.max_nan_steps)]
-    precise_bn = getattr(trainer.settings, 'precise_bn', None)
+    precise_bn = getattr(getattr(trainer, 'settings', None), 'precise_bn', None)
     if precise_bn is not None:
         hooks.append(PreciseBN(precise_bn.batches))
     hooks.append(PeriodicCheckpoint())
