@@ -196,10 +196,9 @@ class Trainer:
         the previous step is rolled back (its weights were huge but finite, say after a huge learning rate), else
         the batch is to blame and only this step is skipped."""
         batch = move_to_device(batch, self.device, self.options.channels_last)
-        bad_inputs = non_finite_inputs(batch)
-        if self.context.any_flags([bool(bad_inputs)])[0]:
-            return StepResult(batch, skipped='non-finite input: ' + self._bad_inputs_of_every_rank(bad_inputs),
-                              bad=True, names_files=True)
+        bad_inputs = self._non_finite_inputs_of_every_rank(batch)
+        if bad_inputs is not None:
+            return StepResult(batch, skipped='non-finite input: ' + bad_inputs, bad=True, names_files=True)
         (model, optimizer, guard), scaler = self._step_parts(), self.scaler
         guard.snapshot()
         loss, pred, metrics, failure = self._training_forward(model, batch)
@@ -247,13 +246,14 @@ class Trainer:
 
     def _checkpoint_follows(self) -> bool:
         """Whether a periodic checkpoint or the final one follows the step being taken (the same on every rank)."""
-        iteration = self.iteration + 1
-        last = self.epoch == self.epochs - 1 and self.epoch_iteration + 1 >= self.epoch_steps
-        return self.saver.due(iteration) or last
+        return self.saver.due(self.iteration + 1) or self.is_last_step(taken=False)
 
-    def _bad_inputs_of_every_rank(self, bad_inputs: List[str]) -> str:
-        """The files with a non-finite input, from the rank that read them (under DDP every rank takes this branch
-        together: the flag is OR-ed, so every rank joins the gather)."""
+    def _non_finite_inputs_of_every_rank(self, batch: Any) -> Optional[str]:
+        """None when every rank's ``batch`` has finite inputs; else the files and keys that do not, each from the
+        rank that read them (the flag is OR-ed, so under DDP every rank joins the gather and gets the same answer)."""
+        bad_inputs = non_finite_inputs(batch)
+        if not self.context.any_flags([bool(bad_inputs)])[0]:
+            return None
         if not self.context.enabled or self.context.world_size == 1:
             return '; '.join(bad_inputs)
         gathered = self.context.gather_objects(list(bad_inputs))
@@ -335,9 +335,11 @@ class Trainer:
                 'lower --lr or --grad_clip)')
         self._verified_version = self._weights_version
 
-    def is_last_step(self) -> bool:
-        """After a step (``after_step``): whether it was the last one of the run (the last of the last epoch)."""
-        return self.epoch == self.epochs - 1 and self.epoch_iteration >= self.epoch_steps
+    def is_last_step(self, taken: bool = True) -> bool:
+        """Whether the step is the last one of the run (the last of the last epoch): the step just taken (in
+        ``after_step``, the counters already advanced) or, ``taken`` False, the one being taken."""
+        position = self.epoch_iteration + (0 if taken else 1)
+        return self.epoch == self.epochs - 1 and position >= self.epoch_steps
 
     def recompute_batchnorm_statistics(self, batches: int) -> None:
         """``train.precise_bn`` (training/precise_bn.py): every BatchNorm layer's running statistics become the
@@ -364,9 +366,9 @@ class Trainer:
                 before = produced
                 for batch in self.loader:
                     batch = move_to_device(batch, self.device, self.options.channels_last)
-                    bad = non_finite_inputs(batch)
-                    if self.context.any_flags([bool(bad)])[0]:
-                        passed_over.append(self._bad_inputs_of_every_rank(bad))
+                    bad_inputs = self._non_finite_inputs_of_every_rank(batch)
+                    if bad_inputs is not None:
+                        passed_over.append(bad_inputs)
                         continue
                     if not used:
                         used.append(batch)
