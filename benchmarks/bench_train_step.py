@@ -14,6 +14,10 @@ channels-last, grouped by input shape). ``--isa avx2`` caps every library at AVX
 Run: ``python -m benchmarks.bench_train_step [--repeats N] [--size 640] [--batch 4]`` or
 ``python -m benchmarks.bench_train_step --demo [--isa avx2] [--profile 12]``.
 
+``--optimizer``: the plain budget step (`make demo`'s model, channels-last) and its Adam step alone with each of
+torch's Adam implementations (single-tensor, torch's CPU default; foreach; fused), interleaved: wall milliseconds on
+``--threads`` (default 2) threads and process CPU milliseconds on one, with the time each saves against the first.
+
 ``--budget``: the step of the 20-minute budget recipes (batch 4, 192x192 crops, Adam, fp32) for the paper's model, the
 deformable model at FPN width 128 and the plain ResNet-18 at 128 and 64, interleaved: wall seconds on ``--threads``
 (default 2) threads and process CPU seconds on one, with ratios to the paper's model (issue 24; docs/training.md);
@@ -26,7 +30,7 @@ import argparse
 import contextlib
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -58,17 +62,21 @@ def build_model(inner_channels: int = 256, backbone: str = 'deformable_resnet18'
 
 def step_function(batch: Dict[str, torch.Tensor], channels_last: bool, optimizer_name: str = 'SGD',
                   dtype: str = 'fp32', inner_channels: int = 256,
-                  backbone: str = 'deformable_resnet18') -> Callable[[], None]:
-    """One training step of a fresh model on ``batch`` (the model and optimizer live in the closure)."""
+                  backbone: str = 'deformable_resnet18', optimizer_args: Optional[Dict[str, Any]] = None,
+                  step_only: bool = False) -> Callable[[], None]:
+    """One training step of a fresh model on ``batch`` (the model and optimizer live in the closure).
+    ``optimizer_args``: extra arguments of the optimizer (``{'fused': True}``); ``step_only``: the function runs the
+    optimizer step alone, on the gradients of one backward made here."""
     model = build_model(inner_channels, backbone)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         batch = dict(batch, image=batch['image'].contiguous(memory_format=torch.channels_last))
+    extra: Dict[str, Any] = dict(optimizer_args or {})
     if optimizer_name == 'Adam':
         optimizer: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=DEMO_LR,
-                                                            weight_decay=DEMO_WEIGHT_DECAY)
+                                                            weight_decay=DEMO_WEIGHT_DECAY, **extra)
     else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.007, momentum=0.9, weight_decay=1e-4)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.007, momentum=0.9, weight_decay=1e-4, **extra)
     autocast = torch.autocast('cpu', dtype=torch.bfloat16) if dtype == 'bf16' else contextlib.nullcontext()
 
     def step() -> None:
@@ -77,6 +85,9 @@ def step_function(batch: Dict[str, torch.Tensor], channels_last: bool, optimizer
         optimizer.zero_grad(set_to_none=True)
         loss.float().backward()
         optimizer.step()
+    if step_only:
+        step()  # gradients and the optimizer's state exist from here on
+        return optimizer.step
     return step
 
 
@@ -183,10 +194,46 @@ def budget_main(args: argparse.Namespace) -> List[Dict[str, str]]:
     return rows
 
 
+# Adam's three implementations in torch.optim: the single-tensor loop (torch's default on the CPU, what the original
+# and every experiment without ``fused`` run), the multi-tensor one (torch's default on CUDA) and the fused kernel.
+ADAM_IMPLEMENTATIONS = (('single-tensor (CPU default)', {'foreach': False}), ('foreach', {'foreach': True}),
+                        ('fused', {'fused': True}))
+
+
+def optimizer_main(args: argparse.Namespace) -> List[Dict[str, str]]:
+    """The plain budget model's training step (`make demo`: ResNet-18, FPN width 128, batch 4, 192x192, fp32,
+    channels-last) and its Adam step alone, with each of torch's Adam implementations, interleaved round by round:
+    wall seconds on ``--threads`` threads and process CPU seconds on one."""
+    batch = training_batch(BUDGET_BATCH, BUDGET_SIZE)
+    rows = []
+    for part, step_only in (('optimizer step', True), ('training step', False)):
+        steps: Dict[str, Callable[[], object]] = {
+            name: step_function(batch, True, 'Adam', inner_channels=128, backbone='resnet18', optimizer_args=extra,
+                                step_only=step_only)
+            for name, extra in ADAM_IMPLEMENTATIONS}
+        torch.set_num_threads(args.threads)
+        wall = interleaved_median_ms(steps, args.repeats, args.warmup, rotate=True)
+        torch.set_num_threads(1)
+        cpu = interleaved_median_ms(steps, args.repeats, args.warmup, clock=time.process_time, rotate=True)
+        first = next(iter(steps))
+        for name in steps:
+            rows.append({'part': part, 'Adam': name, f'wall ms, {args.threads} threads': f'{wall[name]:.1f}',
+                         'wall saved, ms': f'{wall[first] - wall[name]:.1f}', 'CPU ms, 1 thread': f'{cpu[name]:.1f}',
+                         'CPU saved, ms': f'{cpu[first] - cpu[name]:.1f}'})
+            print(rows[-1], flush=True)
+    print(f'\nAdam\'s implementations in the plain budget step (ResNet-18 DBNet, FPN width 128, batch {BUDGET_BATCH}, '
+          f'{BUDGET_SIZE}x{BUDGET_SIZE}, random targets, fp32, channels-last); medians of {args.repeats} interleaved '
+          f'rounds after {args.warmup}, the order rotating. {machine()}\n')
+    print_table(rows)
+    return rows
+
+
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--repeats', type=int, default=None, help='timed rounds (default 5; --demo 3; --budget 5)')
-    parser.add_argument('--warmup', type=int, default=None, help='warm-up rounds (default 2; --demo and --budget 1)')
+    parser.add_argument('--repeats', type=int, default=None,
+                        help='timed rounds (default 5; --demo 3; --budget 5; --optimizer 9)')
+    parser.add_argument('--warmup', type=int, default=None,
+                        help='warm-up rounds (default 2; --demo, --budget and --optimizer 1)')
     parser.add_argument('--size', type=int, default=640)
     parser.add_argument('--batch', type=int, default=4)
     mode = parser.add_mutually_exclusive_group()
@@ -194,6 +241,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
                       help="the paper's demo step (synthetic_resnet18_deform_thre.yaml), CPU seconds, with its ceiling")
     mode.add_argument('--budget', action='store_true',
                         help='the 20-minute budget step of four models (issue 24), wall and CPU seconds')
+    mode.add_argument('--optimizer', action='store_true',
+                      help="Adam's single-tensor, foreach and fused implementations in the plain budget step")
     parser.add_argument('--threads', type=int, default=None,
                         help='torch threads: --demo default 1; --budget the wall-clock column, default 2')
     parser.add_argument('--inner_channels', type=int, default=DEMO_INNER_CHANNELS, help='--demo: decoder width')
@@ -209,6 +258,11 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
         args.warmup = 1 if args.warmup is None else args.warmup
         args.threads = 2 if args.threads is None else args.threads
         return budget_main(args)
+    if args.optimizer:
+        args.repeats = args.repeats or 9
+        args.warmup = 1 if args.warmup is None else args.warmup
+        args.threads = 2 if args.threads is None else args.threads
+        return optimizer_main(args)
     if args.demo:
         args.threads = 1 if args.threads is None else args.threads
         args.repeats = args.repeats or 3

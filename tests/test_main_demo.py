@@ -363,8 +363,9 @@ PLAIN_BUDGET = 'experiments/seg_detector/synthetic_resnet18_thre_budget.yaml'
 
 def test_the_plain_budget_experiment_is_the_cheaper_model_its_comment_describes(tmp_path, monkeypatch):
     """synthetic_resnet18_thre_budget.yaml: the deformable budget file's training recipe (crops, rate, schedule,
-    prior) with five changes only: backbone, FPN width, epochs, the BatchNorm statistics of the final weights
-    (train.precise_bn) and the loader's samples made in the training process (num_workers 0, the same batches); two
+    prior) with six changes only: backbone, FPN width, epochs, the BatchNorm statistics of the final weights
+    (train.precise_bn), the loader's samples made in the training process (num_workers 0, the same batches) and
+    Adam's fused implementation (the same update to rounding); two
     in evaluation, the test images at 320 instead of 288 and the post-processing of a short training (binary map at
     0.15; box mode: unclip ratio 0.7, box_thresh 0.35, scored over the contour; polygon mode: unclip ratio 1.8,
     box_thresh 0.35); its model has no deformable convolution and projects each of the four levels to 128 / 4
@@ -382,13 +383,18 @@ def test_the_plain_budget_experiment_is_the_cheaper_model_its_comment_describes(
         'structure.representer.box_thresh', 'structure.representer.polygon_box_thresh',
         'structure.representer.polygon_unclip_ratio', 'structure.representer.score_mode',
         'structure.representer.thresh', 'structure.representer.unclip_ratio', 'train.data_loader.num_workers',
-        'train.epochs', 'train.precise_bn',
+        'train.epochs', 'train.precise_bn', 'train.scheduler.optimizer_args.fused',
         'validation.data_loaders.synthetic.dataset.processes.0.augmenter_args.0.1.height',
         'validation.data_loaders.synthetic.dataset.processes.0.augmenter_args.0.1.width']
     tree = load_config(PLAIN_BUDGET).tree
     assert tree['structure']['builder']['model_args']['backbone'] == 'resnet18'
     assert (tree['train']['epochs'], tree['train']['data_loader']['batch_size']) == (7, 4)
     assert tree['train']['precise_bn'] == {'class': 'PreciseBatchNorm', 'batches': 100}
+    from training.optimizer_scheduler import OptimizerScheduler  # built from the file's keys (no data set needed)
+    settings = tree['train']['scheduler']
+    optimizer = OptimizerScheduler(settings['optimizer'], settings['optimizer_args']).create_optimizer(
+        [torch.nn.Parameter(torch.zeros(3))])
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults['fused'] is True
     _, opts = _evaluation_list(tmp_path)
     experiment = main_demo.build_evaluation(PLAIN_BUDGET, opts, ('structure', 'evaluation'))
     assert main_demo.evaluation_short_side(experiment) == 320

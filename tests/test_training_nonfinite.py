@@ -80,9 +80,10 @@ def test_a_huge_learning_rate_never_reaches_a_checkpoint(tmp_path):
     assert all_finite(list(trainer.model.parameters()) + list(trainer.model.buffers()))
 
 
-def test_guard_rolls_back_parameters_buffers_and_optimizer_state_exactly():
+@pytest.mark.parametrize('fused', [False, True])  # True: the `make demo` recipe's fused Adam
+def test_guard_rolls_back_parameters_buffers_and_optimizer_state_exactly(fused):
     model = helpers.TinyBNDetector()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1, fused=fused)
     batch = torch.utils.data.default_collate([helpers.TinyTrainSet(4)[i] for i in range(4)])
     for _ in range(2):  # give Adam a state
         optimizer.zero_grad()
@@ -97,6 +98,7 @@ def test_guard_rolls_back_parameters_buffers_and_optimizer_state_exactly():
         next(model.parameters()).fill_(float('inf'))
         for state in optimizer.state.values():
             state['exp_avg'].fill_(float('nan'))
+            state['step'] += 5  # the step count (a tensor) is state too
     assert not guard.state_ok()
     guard.restore_all()
     assert guard.state_ok()

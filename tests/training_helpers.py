@@ -232,16 +232,18 @@ def make_experiment(train_set: Dataset, batch_size: int = 4, epochs: int = 2, lr
                     save_interval: int = 1000, resume: Optional[str] = None, signal_path: Optional[str] = None,
                     validation: Any = None, measurer: Any = None, dropout: float = 0.0, shuffle: bool = True,
                     log_interval: int = 2, representer: Any = None, config: Optional[Dict[str, Any]] = None,
-                    batch_norm: bool = False, momentum: float = 0.9) -> SimpleNamespace:
-    """An object with the attributes experiment.Experiment gives the trainer."""
+                    batch_norm: bool = False, momentum: float = 0.9,
+                    scheduler: Optional[OptimizerScheduler] = None) -> SimpleNamespace:
+    """An object with the attributes experiment.Experiment gives the trainer (``scheduler``: another optimizer than
+    the paper's SGD at ``lr``)."""
     structure = SimpleNamespace(builder=TinyBuilder(dropout, batch_norm), representer=representer or BoxRepresenter(),
                                 measurer=measurer or BoxMeasurer(), visualizer=None)
     train = SimpleNamespace(
         data_loader=DataLoader(train_set, batch_size=batch_size, shuffle=shuffle, num_workers=0),
         checkpoint=Checkpoint(resume=resume),
         model_saver=ModelSaver(dir_path='model', save_interval=save_interval, signal_path=signal_path),
-        scheduler=OptimizerScheduler('SGD', {'lr': lr, 'momentum': momentum, 'weight_decay': 1e-4},
-                                     DecayLearningRate(lr=lr, epochs=epochs)),
+        scheduler=scheduler or OptimizerScheduler('SGD', {'lr': lr, 'momentum': momentum, 'weight_decay': 1e-4},
+                                                  DecayLearningRate(lr=lr, epochs=epochs)),
         epochs=epochs)
     return SimpleNamespace(structure=structure, train=train, validation=validation,
                            logger=Logger(verbose=False, level='info', log_interval=log_interval),
