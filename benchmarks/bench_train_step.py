@@ -1,6 +1,6 @@
 """One training iteration on the CPU: forward + loss + backward + optimizer step.
 
-Three modes. The default: deformable ResNet-18 DBNet (adaptive threshold, k = 50), batch 4, 640x640, random targets
+Four modes. The default: deformable ResNet-18 DBNet (adaptive threshold, k = 50), batch 4, 640x640, random targets
 of the real shapes, SGD, fp32 and bf16 autocast, channels-last on and off, wall-clock medians after warm-up.
 
 ``--demo``: the paper's demo step (experiments/seg_detector/synthetic_resnet18_deform_thre.yaml, `make demo`'s default
@@ -17,6 +17,7 @@ Run: ``python -m benchmarks.bench_train_step [--repeats N] [--size 640] [--batch
 ``--optimizer``: the plain budget step (`make demo`'s model, channels-last) and its Adam step alone with each of
 torch's Adam implementations (single-tensor, torch's CPU default; foreach; fused), interleaved: wall milliseconds on
 ``--threads`` (default 2) threads and process CPU milliseconds on one, with the time each saves against the first.
+``--size``, ``--batch``, ``--inner_channels`` and ``--profile`` do not apply to it.
 
 ``--budget``: the step of the 20-minute budget recipes (batch 4, 192x192 crops, Adam, fp32) for the paper's model, the
 deformable model at FPN width 128 and the plain ResNet-18 at 128 and 64, interleaved: wall seconds on ``--threads``
@@ -203,7 +204,7 @@ ADAM_IMPLEMENTATIONS = (('single-tensor (CPU default)', {'foreach': False}), ('f
 def optimizer_main(args: argparse.Namespace) -> List[Dict[str, str]]:
     """The plain budget model's training step (`make demo`: ResNet-18, FPN width 128, batch 4, 192x192, fp32,
     channels-last) and its Adam step alone, with each of torch's Adam implementations, interleaved round by round:
-    wall seconds on ``--threads`` threads and process CPU seconds on one."""
+    wall milliseconds on ``--threads`` threads and process CPU milliseconds on one."""
     batch = training_batch(BUDGET_BATCH, BUDGET_SIZE)
     rows = []
     for part, step_only in (('optimizer step', True), ('training step', False)):
@@ -244,7 +245,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     mode.add_argument('--optimizer', action='store_true',
                       help="Adam's single-tensor, foreach and fused implementations in the plain budget step")
     parser.add_argument('--threads', type=int, default=None,
-                        help='torch threads: --demo default 1; --budget the wall-clock column, default 2')
+                        help='torch threads: --demo default 1; --budget, --optimizer: the wall-clock column, default 2')
     parser.add_argument('--inner_channels', type=int, default=DEMO_INNER_CHANNELS, help='--demo: decoder width')
     parser.add_argument('--profile', type=int, default=0, metavar='N', help='--demo: print the N costliest ops')
     parser.add_argument('--isa', choices=('avx2', 'avx512'), default=None,

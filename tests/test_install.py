@@ -237,7 +237,7 @@ def test_the_build_backend_needs_no_torch(tmp_path):
     info = os.path.join(metadata, found['name'])
     with open(os.path.join(info, 'METADATA')) as stream:
         fields = stream.read()
-    assert 'Name: dbnet' in fields and 'Requires-Dist: torch>=2.1' in fields
+    assert 'Name: dbnet' in fields and 'Requires-Dist: torch>=2.4' in fields
     assert 'Requires-Dist: onnxruntime>=1.17; extra == "onnx"' in fields
     with open(os.path.join(info, 'entry_points.txt')) as stream:
         entry_points = stream.read()

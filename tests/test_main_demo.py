@@ -392,9 +392,12 @@ def test_the_plain_budget_experiment_is_the_cheaper_model_its_comment_describes(
     assert tree['train']['precise_bn'] == {'class': 'PreciseBatchNorm', 'batches': 100}
     from training.optimizer_scheduler import OptimizerScheduler  # built from the file's keys (no data set needed)
     settings = tree['train']['scheduler']
-    optimizer = OptimizerScheduler(settings['optimizer'], settings['optimizer_args']).create_optimizer(
-        [torch.nn.Parameter(torch.zeros(3))])
-    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults['fused'] is True
+    parameter = torch.nn.Parameter(torch.zeros(3))
+    optimizer = OptimizerScheduler(settings['optimizer'], settings['optimizer_args']).create_optimizer([parameter])
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.param_groups[0]['fused'] is True
+    parameter.grad = torch.ones(3)
+    optimizer.step()  # torch checks that the fused kernel supports the parameters at the first step
+    assert torch.allclose(parameter.detach(), torch.full((3,), -0.001))  # Adam's first step: -lr x sign(grad)
     _, opts = _evaluation_list(tmp_path)
     experiment = main_demo.build_evaluation(PLAIN_BUDGET, opts, ('structure', 'evaluation'))
     assert main_demo.evaluation_short_side(experiment) == 320

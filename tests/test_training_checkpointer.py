@@ -155,6 +155,49 @@ def test_resume_of_a_full_checkpoint_continues_the_run_and_says_so(tmp_path):
     assert 'start_epoch 9 / start_iter 0 ignored' in start.how and start.epoch == 4
 
 
+def _fp16_step(model, optimizer):
+    """One step under fp16 AMP's GradScaler (the path on which an optimizer built as fused needs a fused group)."""
+    scaler = torch.amp.GradScaler('cpu', init_scale=4.0)
+    optimizer.zero_grad()
+    scaler.scale(model(torch.ones(1, 3, 8, 8)).square().mean()).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def test_resume_keeps_the_experiments_optimizer_settings_and_says_which_differed(tmp_path):
+    # torch's load_state_dict takes every group setting from the file: a run resumed from a checkpoint of
+    # single-tensor Adam stayed single-tensor under `fused: true` (and failed at its first fp16 step), and a changed
+    # weight decay was ignored while the resume said it continued with the new config
+    model, optimizer = trained()
+    path = full_checkpoint(model, optimizer, tmp_path / 'latest')
+    target = Tiny()
+    fused = torch.optim.Adam(target.parameters(), lr=0.01, weight_decay=0.001, fused=True)
+    start = Checkpoint(resume=path).restore(target, fused)
+    assert all(group['fused'] is True and group['weight_decay'] == 0.001 for group in fused.param_groups)
+    assert "optimizer (with this experiment's weight_decay 0 -> 0.001, fused None -> True)" in start.how
+    for parameter, state in fused.state.items():  # the state is the checkpoint's, the step count where fused keeps it
+        assert state['step'].dtype == torch.float32 and state['step'].device == parameter.device
+        assert float(state['step']) == 2
+    assert torch.equal(fused.state_dict()['state'][0]['exp_avg'], optimizer.state_dict()['state'][0]['exp_avg'])
+    _fp16_step(target, fused)
+    assert float(next(iter(fused.state.values()))['step']) == 3
+    # and back: a fused checkpoint resumed by a single-tensor experiment runs single-tensor, its steps on the CPU
+    torch.save(build_checkpoint(target.state_dict(), fused, None, 4, 2, 300, [], None, None, 7), tmp_path / 'fused')
+    plain = torch.optim.Adam(Tiny().parameters(), lr=0.01, weight_decay=0.001)
+    start = Checkpoint(resume=str(tmp_path / 'fused')).restore(Tiny(), plain)
+    assert all(not group['fused'] for group in plain.param_groups)
+    assert "optimizer (with this experiment's fused True -> None)" in start.how
+    assert all(state['step'].device.type == 'cpu' for state in plain.state.values())
+
+
+def test_resume_with_amsgrad_switched_on_is_refused_by_name(tmp_path):
+    model, optimizer = trained()
+    path = full_checkpoint(model, optimizer, tmp_path / 'latest')
+    with pytest.raises(ValueError, match=r'optimizer state does not fit this optimizer \(Adam\): amsgrad: true in '
+                                         r'this experiment, but the checkpoint was written without it'):
+        Checkpoint(resume=path).restore(Tiny(), torch.optim.Adam(Tiny().parameters(), amsgrad=True))
+
+
 @pytest.mark.parametrize('layout', ['project', 'original', 'model_key'])
 def test_resume_of_a_plain_state_dict_fine_tunes_and_says_why(tmp_path, layout):
     model, _ = trained()

@@ -234,8 +234,8 @@ def make_experiment(train_set: Dataset, batch_size: int = 4, epochs: int = 2, lr
                     log_interval: int = 2, representer: Any = None, config: Optional[Dict[str, Any]] = None,
                     batch_norm: bool = False, momentum: float = 0.9,
                     scheduler: Optional[OptimizerScheduler] = None) -> SimpleNamespace:
-    """An object with the attributes experiment.Experiment gives the trainer (``scheduler``: another optimizer than
-    the paper's SGD at ``lr``)."""
+    """An object with the attributes experiment.Experiment gives the trainer. ``scheduler``: another optimizer than
+    the paper's SGD at ``lr`` and ``momentum``, which it replaces (the config recorded keeps ``lr``)."""
     structure = SimpleNamespace(builder=TinyBuilder(dropout, batch_norm), representer=representer or BoxRepresenter(),
                                 measurer=measurer or BoxMeasurer(), visualizer=None)
     train = SimpleNamespace(

@@ -331,11 +331,11 @@ class Checkpoint:
         restored = ['model']
         if optimizer is not None and content.get('optimizer') is not None:
             try:
-                optimizer.load_state_dict(content['optimizer'])
+                kept = load_optimizer_state(optimizer, content['optimizer'])
             except (ValueError, KeyError) as error:
                 raise ValueError(f'{path}: optimizer state does not fit this optimizer '
                                  f'({type(optimizer).__name__}): {error}') from error
-            restored.append('optimizer')
+            restored.append('optimizer' + (f" (with this experiment's {', '.join(kept)})" if kept else ''))
         if scaler is not None and content.get('scaler'):
             scaler.load_state_dict(content['scaler'])
             restored.append('grad scaler')
@@ -357,6 +357,52 @@ class Checkpoint:
                 f'weights={self.weights!r}, weights_strict={self.weights_strict}, '
                 f'accept_skipped_samples={self.accept_skipped_samples})')
 
+
+
+# Keys of an optimizer's parameter group that are not settings: the parameters themselves, and the learning rate, which
+# the schedule sets before every step (OptimizerScheduler.apply)
+_GROUP_KEYS_NOT_SETTINGS = ('params', 'param_names', 'lr')
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Dict[str, Any]) -> List[str]:
+    """Load ``state`` (an ``Optimizer.state_dict()`` from a checkpoint) into ``optimizer``, built from this run's
+    experiment: each parameter's state (moments, momentum buffers, step counts) comes from the checkpoint, the
+    settings of each parameter group (``optimizer_args``: weight decay, momentum, betas, eps, and the implementation:
+    ``fused``, ``foreach``, ``capturable``) stay the experiment's. ``torch.optim.Optimizer.load_state_dict`` takes
+    the groups' settings from the file too, so a resumed run would keep, in silence, the weight decay of the run it
+    continues, or the single-tensor Adam of a checkpoint written before its experiment said ``fused: true`` (and
+    then fail at its first fp16 AMP step, the optimizer having been built as fused). A step count is moved where
+    the implementation keeps it (as torch's constructor places it): float32 on the parameter's device for a fused or
+    capturable group, else on the CPU.
+
+    Returns ``'key saved -> now'`` for each setting that differed from the checkpoint's (a resume reports them).
+    Raises what ``load_state_dict`` raises for a state of another shape (``ValueError``, ``KeyError``)."""
+    configured = [{key: value for key, value in group.items() if key not in _GROUP_KEYS_NOT_SETTINGS}
+                  for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    kept: List[str] = []
+    for group, settings in zip(optimizer.param_groups, configured):
+        for key, value in settings.items():
+            saved = group.get(key)
+            if not isinstance(saved, torch.Tensor) and not isinstance(value, torch.Tensor) and saved != value:
+                line = f'{key} {saved!r} -> {value!r}'
+                if line not in kept:
+                    kept.append(line)
+        group.update(settings)
+        on_device = bool(group.get('fused') or group.get('capturable'))
+        for parameter in group['params']:
+            parameter_state = optimizer.state.get(parameter)
+            if group.get('amsgrad') and parameter_state and 'max_exp_avg_sq' not in parameter_state:
+                # torch's Adam would fail at the first step with a bare KeyError
+                raise ValueError('amsgrad: true in this experiment, but the checkpoint was written without it (no '
+                                 'max_exp_avg_sq in its state); resume with amsgrad: false, or start from its '
+                                 'weights (--weights)')
+            step = parameter_state.get('step') if parameter_state else None
+            if isinstance(step, torch.Tensor):
+                assert parameter_state is not None
+                parameter_state['step'] = (step.to(dtype=torch.float32, device=parameter.device) if on_device
+                                           else step.to('cpu'))
+    return kept
 
 
 def resolve_auto_resume(checkpoint: Checkpoint, model_directory: str) -> Optional[str]:
