@@ -31,7 +31,7 @@ import argparse
 import contextlib
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -168,6 +168,18 @@ BUDGET_BATCH, BUDGET_SIZE = 4, 192
 BUDGET_MODELS = (('deformable_resnet18', 256), ('deformable_resnet18', 128), ('resnet18', 128), ('resnet18', 64))
 
 
+def wall_and_cpu_ms(steps: Dict[str, Callable[[], object]], args: argparse.Namespace
+                    ) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """Median milliseconds of each of ``steps``, interleaved round by round with the order rotating: wall clock on
+    ``args.threads`` threads (needs an otherwise idle machine), then process CPU time on one thread (robust to other
+    load)."""
+    torch.set_num_threads(args.threads)
+    wall = interleaved_median_ms(steps, args.repeats, args.warmup, rotate=True)
+    torch.set_num_threads(1)
+    cpu = interleaved_median_ms(steps, args.repeats, args.warmup, clock=time.process_time, rotate=True)
+    return wall, cpu
+
+
 def budget_main(args: argparse.Namespace) -> List[Dict[str, str]]:
     """The budget step of each model in ``BUDGET_MODELS``, interleaved round by round: wall seconds on
     ``--threads`` threads (what `make demo` runs on; needs an otherwise idle machine) and process CPU seconds on
@@ -177,10 +189,7 @@ def budget_main(args: argparse.Namespace) -> List[Dict[str, str]]:
     for backbone, width in BUDGET_MODELS:
         steps[f'{backbone}, width {width}'] = step_function(batch, False, 'Adam', inner_channels=width,
                                                             backbone=backbone)
-    torch.set_num_threads(args.threads)
-    wall = interleaved_median_ms(steps, args.repeats, args.warmup, rotate=True)
-    torch.set_num_threads(1)
-    cpu = interleaved_median_ms(steps, args.repeats, args.warmup, clock=time.process_time, rotate=True)
+    wall, cpu = wall_and_cpu_ms(steps, args)
     first = next(iter(steps))
     rows = []
     for name in steps:
@@ -212,10 +221,7 @@ def optimizer_main(args: argparse.Namespace) -> List[Dict[str, str]]:
             name: step_function(batch, True, 'Adam', inner_channels=128, backbone='resnet18', optimizer_args=extra,
                                 step_only=step_only)
             for name, extra in ADAM_IMPLEMENTATIONS}
-        torch.set_num_threads(args.threads)
-        wall = interleaved_median_ms(steps, args.repeats, args.warmup, rotate=True)
-        torch.set_num_threads(1)
-        cpu = interleaved_median_ms(steps, args.repeats, args.warmup, clock=time.process_time, rotate=True)
+        wall, cpu = wall_and_cpu_ms(steps, args)
         first = next(iter(steps))
         for name in steps:
             rows.append({'part': part, 'Adam': name, f'wall ms, {args.threads} threads': f'{wall[name]:.1f}',

@@ -397,9 +397,8 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Dict[str, Any]
                 raise ValueError('amsgrad: true in this experiment, but the checkpoint was written without it (no '
                                  'max_exp_avg_sq in its state); resume with amsgrad: false, or start from its '
                                  'weights (--weights)')
-            step = parameter_state.get('step') if parameter_state else None
-            if isinstance(step, torch.Tensor):
-                assert parameter_state is not None
+            if parameter_state and isinstance(parameter_state.get('step'), torch.Tensor):
+                step = parameter_state['step']
                 parameter_state['step'] = (step.to(dtype=torch.float32, device=parameter.device) if on_device
                                            else step.to('cpu'))
     return kept
