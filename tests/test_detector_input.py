@@ -7,9 +7,9 @@ from inference_helpers import save_checkpoint, tiny_model, write_experiment
 
 
 @pytest.fixture(scope='module')
-def detector(tmp_path_factory):
+def detector(module_tmp):
     from inference.detector import TextDetector
-    tmp = tmp_path_factory.mktemp('detector_input')
+    tmp = module_tmp('detector_input')
     experiment = write_experiment(str(tmp), str(tmp))
     checkpoint = save_checkpoint(tiny_model('deformable_resnet18'), str(tmp / 'model.pth'))
     return TextDetector(experiment, checkpoint, device='cpu', image_short_side=64)

@@ -14,9 +14,9 @@ ORIGINAL_EXPERIMENT = 'experiments/seg_detector/totaltext_resnet18_deform_thre.y
 
 
 @pytest.fixture(scope='module')
-def original_layout(tmp_path_factory):
+def original_layout(module_tmp):
     """The fixture experiment files plus a tiny synthetic data set where they expect Total-Text."""
-    root = tmp_path_factory.mktemp('original')
+    root = module_tmp('original')
     shutil.copytree(os.path.join(FIXTURE_ROOT, 'experiments'), root / 'experiments')
     synthetic.main(['--out', str(root / 'datasets' / 'total_text'), '--train', '2', '--test', '2',
                     '--seed', '3', '--size', '256', '--fonts', 'builtin'])

@@ -17,8 +17,8 @@ THRESH, BOX_THRESH = 0.5, 0.4
 
 
 @pytest.fixture(scope='module')
-def setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('inference')
+def setup(module_tmp):
+    tmp = module_tmp('inference')
     data_dir = make_synthetic_set(str(tmp / 'data'), test=3, size=128)
     experiment = write_experiment(str(tmp), data_dir, 'deformable_resnet18', thresh=THRESH, box_thresh=BOX_THRESH)
     checkpoint = save_checkpoint(tiny_model('deformable_resnet18'), str(tmp / 'model.pth'))

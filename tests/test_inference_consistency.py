@@ -33,10 +33,10 @@ FIXED_THREADS = ['--threads', '1']
 
 
 @pytest.fixture(scope='module')
-def setup(tmp_path_factory):
+def setup(module_tmp):
     """A data set (converted ground truth) of PNGs of several aspect ratios, JPEGs with EXIF orientations 1, 3, 6
     and 8, and for each JPEG its displayed pixels as a PNG."""
-    tmp = tmp_path_factory.mktemp('consistency')
+    tmp = module_tmp('consistency')
     data = tmp / 'data'
     (data / 'test_images').mkdir(parents=True)
     (data / 'test_gts').mkdir()
@@ -74,8 +74,8 @@ def _lines(path):
 
 
 @pytest.fixture(scope='module')
-def eval_results(setup, tmp_path_factory):
-    result_dir = tmp_path_factory.mktemp('eval_results')
+def eval_results(setup, module_tmp):
+    result_dir = module_tmp('eval_results')
     code = eval_script.main([setup['exp'], '--resume', setup['ckpt'], '--device', 'cpu', '--image_short_side', '64',
                              '--result_dir', str(result_dir), *FIXED_THREADS])
     assert code == 0

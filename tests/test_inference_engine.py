@@ -114,12 +114,12 @@ def _scene(height, width, seed):
 
 
 @pytest.fixture(scope='module')
-def detector_setup(tmp_path_factory):
+def detector_setup(module_tmp):
     """A TextDetector over a tiny random-init deformable ResNet-18 and a list of images: five of one size, an
     unreadable path among them, one of another size, two more of the first size."""
     from inference.detector import TextDetector
     from inference_helpers import save_checkpoint, write_experiment
-    tmp = tmp_path_factory.mktemp('batched')
+    tmp = module_tmp('batched')
     experiment = write_experiment(str(tmp), str(tmp), thresh=0.5, box_thresh=0.4)
     checkpoint = save_checkpoint(tiny_model('deformable_resnet18'), str(tmp / 'model.pth'))
     detector = TextDetector(experiment, checkpoint, device='cpu', image_short_side=64)

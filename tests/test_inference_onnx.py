@@ -15,8 +15,8 @@ onnxruntime = pytest.importorskip('onnxruntime')  # an optional extra; CI instal
 
 
 @pytest.fixture(scope='module')
-def exported(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('onnx')
+def exported(module_tmp):
+    tmp = module_tmp('onnx')
     return export_tiny_onnx(tmp, 2, str(tmp / 'model.onnx'))
 
 

@@ -164,9 +164,9 @@ def test_the_renamed_roots_are_the_project_modules():
 
 
 @pytest.fixture(scope='module')
-def built_tree(tmp_path_factory):
+def built_tree(module_tmp):
     """(the folder holding the built ``dbnet`` package, a folder outside the repository to run from)."""
-    base = tmp_path_factory.mktemp('built')
+    base = module_tmp('built')
     source = copy_tree(str(base / 'source'))
     library = str(base / 'lib')
     done = run([sys.executable, 'setup.py', '-q', 'build_py', '--build-lib', library], cwd=source)

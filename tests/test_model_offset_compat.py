@@ -53,9 +53,9 @@ def hand_made_weights(model: SegDetectorModel, seed: int = 0):
 
 
 @pytest.fixture(scope='module')
-def weights(tmp_path_factory):
+def weights(module_tmp):
     """A plain state dict (original layout) and the maps the two modes give on one input."""
-    tmp = tmp_path_factory.mktemp('offset_compat')
+    tmp = module_tmp('offset_compat')
     torch.manual_seed(0)
     state = hand_made_weights(r50_model())
     plain = str(tmp / 'original_r50.pth')

@@ -160,9 +160,9 @@ def convert(arguments, cwd=REPO_ROOT):
 
 
 @pytest.fixture(scope='module')
-def exports(tmp_path_factory):
+def exports(module_tmp):
     """A deformable ResNet-18 DBNet with random offsets exported by convert_to_onnx.py in both forms."""
-    tmp = tmp_path_factory.mktemp('deformconv')
+    tmp = module_tmp('deformconv')
     data_dir = make_synthetic_set(str(tmp / 'data'), test=1, size=128)
     experiment = write_experiment(str(tmp), data_dir, 'deformable_resnet18', thresh=0.5, box_thresh=0.4)
     model = randomise_offsets(tiny_model('deformable_resnet18'))

@@ -62,9 +62,9 @@ def network_input(path: str, short_side: int = 96) -> np.ndarray:
 
 
 @pytest.fixture(scope='module')
-def exported(tmp_path_factory):
+def exported(module_tmp):
     """One export with --int8 --evaluate: the float and int8 files, the command's output, and their hashes."""
-    tmp = tmp_path_factory.mktemp('int8')
+    tmp = module_tmp('int8')
     data_dir = make_synthetic_set(str(tmp / 'data'), test=6, size=128)
     images = sorted(os.path.join(data_dir, 'test_images', name) for name in os.listdir(data_dir + '/test_images'))
     experiment = write_experiment(str(tmp), data_dir, 'mobilenet_v3_large', thresh=0.5, box_thresh=0.4)

@@ -24,8 +24,8 @@ SHORT_SIDE = 96  # the export's --image_short_side: recorded as the model's shor
 
 
 @pytest.fixture(scope='module')
-def exported(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('onnx_metadata')
+def exported(module_tmp):
+    tmp = module_tmp('onnx_metadata')
     made = export_tiny_onnx(tmp, 3, str(tmp / 'out' / 'model.onnx'), SHORT_SIDE)
     assert made['code'] == 0, made['out']
     made['images'] = sorted(glob.glob(os.path.join(made['data'], 'test_images', '*')))

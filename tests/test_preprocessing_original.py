@@ -40,8 +40,8 @@ SIZES = [(720, 1280), (480, 640), (1000, 750), (97, 333), (736, 1312)]
 
 
 @pytest.fixture(scope='module')
-def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('photos')
+def photos(module_tmp):
+    folder = module_tmp('photos')
     paths = []
     for index, (height, width) in enumerate(SIZES):
         path = str(folder / f'photo{index}.jpg')

@@ -101,9 +101,9 @@ def test_bad_tile_settings_are_refused(tile, overlap):
 
 
 @pytest.fixture(scope='module')
-def detector_files(tmp_path_factory):
+def detector_files(module_tmp):
     from inference_helpers import save_checkpoint, tiny_model, write_experiment
-    tmp = tmp_path_factory.mktemp('tiling')
+    tmp = module_tmp('tiling')
     return (write_experiment(str(tmp), str(tmp), backbone='resnet18', thresh=0.5, box_thresh=0.4),
             save_checkpoint(tiny_model('resnet18'), str(tmp / 'model.pth')))
 

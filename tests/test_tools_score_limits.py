@@ -28,9 +28,9 @@ def write_folder(path, files):
 
 
 @pytest.fixture(scope='module')
-def bomb_zip(tmp_path_factory):
+def bomb_zip(module_tmp):
     """A zip of one result file of BOMB_BYTES newlines (honest header), and its bytes."""
-    path = tmp_path_factory.mktemp('bomb') / 'bomb.zip'
+    path = module_tmp('bomb') / 'bomb.zip'
     with zipfile.ZipFile(path, 'w', zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
         with archive.open('res_img_1.txt', 'w') as member:
             chunk = b'\n' * (1 << 20)
