@@ -23,3 +23,7 @@ def test_dry_run_reports_every_stage_and_trains(tmp_path):
     logs = sorted(os.listdir(out))
     assert len([name for name in logs if name != 'work']) <= 8            # what the device tool brings back
     assert 'training.log' in logs and 'report.md' in logs
+    # a passing run leaves no training run behind in the repository's workspace (it used to leave 300 MB)
+    workspace = os.path.join(REPO_ROOT, 'workspace')
+    assert not [name for name in (os.listdir(workspace) if os.path.isdir(workspace) else [])
+                if name.startswith('gpu_check_')]

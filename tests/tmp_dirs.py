@@ -17,9 +17,12 @@ import pytest
 
 
 @pytest.fixture(scope='module')
-def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Path]]:
-    """``module_tmp(name)`` makes a fresh folder that is deleted after the module's last test."""
+def module_tmp(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Path]]:
+    """``module_tmp(name)`` makes a fresh folder that is deleted after the module's last test, unless a test
+    failed meanwhile (then it is kept for inspection, like a failing test's ``tmp_path``)."""
     made: list[Path] = []
+    failed_before = request.session.testsfailed
 
     def make(name: str) -> Path:
         folder = tmp_path_factory.mktemp(name)
@@ -27,5 +30,6 @@ def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[s
         return folder
 
     yield make
-    for folder in made:
-        shutil.rmtree(folder, ignore_errors=True)
+    if request.session.testsfailed == failed_before:
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)

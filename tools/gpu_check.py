@@ -22,6 +22,8 @@ cut short still leaves one:
 training iterations in fp32, torchrun with Gloo), the others are reported as skipped with the reason. Output under
 ``--out`` (default ``$OUT``, else ``gpu_check_out``): ``report.md`` and one log per stage (at most 8 files, as the
 device tool brings back).
+The training runs go to ``workspace/gpu_check_*`` (their checkpoints are too large to bring back) and are deleted
+when the training stage passes; a failed stage keeps them for inspection.
 """
 from __future__ import annotations
 
@@ -230,6 +232,9 @@ def stage_training(check: Check) -> Tuple[str, str]:
         failed = failed or status != 0
         results.append(f'GPU checkpoint on the CPU: {line}')
     check.details += ['## Training', '', *[f'- {line}' for line in results + [f'skipped: {s}' for s in skipped]], '']
+    if not failed:   # the runs' checkpoints (about 150 MB each) are kept only for a failure's inspection
+        for name in [f'gpu_check_{name}' for name, _, _ in runs] + ['gpu_check_torchrun']:
+            shutil.rmtree(os.path.join(ROOT, 'workspace', name), ignore_errors=True)
     return ('FAILED' if failed else 'ok'), '; '.join(results) + (f' (skipped: {"; ".join(skipped)})' if skipped else '')
 
 
