@@ -204,10 +204,11 @@ def stage_training(check: Check) -> Tuple[str, str]:
                 ('bf16', ['--amp', 'bf16', '--epochs', '10'], 'cuda'),
                 ('dataparallel', ['--num_gpus', '1', '--epochs', '2'], 'cuda')]
         skipped = []
-    results, failed = [], False
+    results, failed, trained = [], False, []
     for name, flags, device in runs:
         workspace_name = f'gpu_check_{name}'
-        shutil.rmtree(os.path.join(ROOT, 'workspace', workspace_name), ignore_errors=True)
+        trained.append(workspace_name)
+        shutil.rmtree(_run_folder(workspace_name), ignore_errors=True)
         status, _ = check.run('training', check.python_command(
             'train.py', EXPERIMENT, '--name', workspace_name, '--device', device, '--seed', '0', *flags,
             '--opt', *opts), 240)
@@ -216,7 +217,8 @@ def stage_training(check: Check) -> Tuple[str, str]:
         results.append(f'{name}: {verdict}')
     # torchrun, one process: NCCL on the GPU, Gloo on the CPU
     workspace_name = 'gpu_check_torchrun'
-    shutil.rmtree(os.path.join(ROOT, 'workspace', workspace_name), ignore_errors=True)
+    trained.append(workspace_name)
+    shutil.rmtree(_run_folder(workspace_name), ignore_errors=True)
     status, _ = check.run('training', check.python_command(
         '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '1', 'train.py', EXPERIMENT, '-d',
         '--name', workspace_name, '--device', 'cpu' if check.cpu else 'cuda', '--seed', '0', '--epochs', '1',
@@ -233,13 +235,18 @@ def stage_training(check: Check) -> Tuple[str, str]:
         results.append(f'GPU checkpoint on the CPU: {line}')
     check.details += ['## Training', '', *[f'- {line}' for line in results + [f'skipped: {s}' for s in skipped]], '']
     if not failed:   # the runs' checkpoints (about 150 MB each) are kept only for a failure's inspection
-        for name in [f'gpu_check_{name}' for name, _, _ in runs] + ['gpu_check_torchrun']:
-            shutil.rmtree(os.path.join(ROOT, 'workspace', name), ignore_errors=True)
+        for workspace_name in trained:
+            shutil.rmtree(_run_folder(workspace_name), ignore_errors=True)
     return ('FAILED' if failed else 'ok'), '; '.join(results) + (f' (skipped: {"; ".join(skipped)})' if skipped else '')
 
 
+def _run_folder(name: str) -> str:
+    """The workspace folder of the training run ``--name name`` (train.py's workspace/<name>)."""
+    return os.path.join(ROOT, 'workspace', name)
+
+
 def _training_verdict(check: Check, name: str, status: int, need_decrease: bool = True) -> str:
-    workspace = os.path.join(ROOT, 'workspace', name)
+    workspace = _run_folder(name)
     if status:
         return f'FAILED (exit status {status}; training.log)'
     final = os.path.join(workspace, 'model', 'final')
